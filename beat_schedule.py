@@ -1,0 +1,19 @@
+"""Periodic work. Each entry expires quickly so a stopped worker fleet does not come
+back to a pile of stale sweeps; the next tick does the same work anyway."""
+
+from __future__ import annotations
+
+from typing import Any
+
+BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
+    "relay-events": {
+        "task": "events.publish",
+        "schedule": 1.0,
+        "options": {"expires": 5},
+    },
+    "reconcile": {
+        "task": "maintenance.reconcile",
+        "schedule": 60.0,
+        "options": {"expires": 55},
+    },
+}

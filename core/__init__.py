@@ -1,0 +1,1 @@
+"""Shared foundations: settings, database access, typed errors and the event outbox."""

@@ -1,0 +1,55 @@
+"""Typed domain errors. Each carries the HTTP status the API reports for it.
+
+They are never retried, and they survive the JSON result backend: Celery stores the
+class name, module and message, and rebuilds the instance on the reading side.
+"""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    """A request the domain refuses. Subclasses fix the HTTP status."""
+
+    status: int = 400
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class MatchingError(DomainError):
+    """The request breaks a matching rule (400)."""
+
+    status = 400
+
+
+class Forbidden(DomainError):
+    """The caller is not allowed to act on this object (403)."""
+
+    status = 403
+
+
+class NotFound(DomainError):
+    """The object named by the arguments does not exist (404)."""
+
+    status = 404
+
+
+class Conflict(DomainError):
+    """The object is not in a state that allows the change (409)."""
+
+    status = 409
+
+
+DOMAIN_ERRORS: dict[str, type[DomainError]] = {
+    cls.__name__: cls for cls in (DomainError, MatchingError, Forbidden, NotFound, Conflict)
+}
+
+
+def status_of(type_name: str) -> int | None:
+    """HTTP status for a stored error type name, or None when it is not a domain error."""
+    cls = DOMAIN_ERRORS.get(type_name)
+    return cls.status if cls else None

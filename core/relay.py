@@ -1,0 +1,82 @@
+"""Relaying outbox rows to the `matching.events` topic exchange."""
+
+from __future__ import annotations
+
+from datetime import UTC
+from typing import Any
+
+from kombu.connection import Connection
+from kombu.entity import Exchange
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from models.platform import OutboxEvent
+
+EVENTS_EXCHANGE = Exchange("matching.events", type="topic", durable=True)
+RELAY_BATCH = 500
+
+
+def relay_batch(session: Session, connection: Connection, limit: int = RELAY_BATCH) -> int:
+    """Publish up to `limit` unpublished events and mark them published.
+
+    The rows stay locked (FOR UPDATE SKIP LOCKED) until the caller commits, so a
+    second relay running at the same time skips them instead of sending them again.
+    A crash between publish and commit resends the batch: delivery is at-least-once
+    and consumers drop repeats by `event_id`.
+    """
+    rows = session.execute(
+        select(
+            OutboxEvent.id,
+            OutboxEvent.event_id,
+            OutboxEvent.type,
+            OutboxEvent.occurred_at,
+            OutboxEvent.data,
+        )
+        .where(OutboxEvent.published_at.is_(None))
+        .order_by(OutboxEvent.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    if not rows:
+        return 0
+    producer = connection.Producer(serializer="json")
+    publish = connection.ensure(producer, producer.publish, max_retries=3)
+    for row in rows:
+        publish(
+            event_body(row.event_id, row.type, row.occurred_at, row.data),
+            exchange=EVENTS_EXCHANGE,
+            routing_key=row.type,
+            declare=[EVENTS_EXCHANGE],
+            delivery_mode=2,
+        )
+    session.execute(
+        update(OutboxEvent)
+        .where(OutboxEvent.id.in_([row.id for row in rows]))
+        .values(published_at=func.now())
+    )
+    return len(rows)
+
+
+def event_body(
+    event_id: Any, event_type: str, occurred_at: Any, data: dict[str, Any]
+) -> dict[str, Any]:
+    """The JSON body of the contract, section 5."""
+    return {
+        "event_id": str(event_id),
+        "type": event_type,
+        "occurred_at": occurred_at.astimezone(UTC).isoformat(),
+        "data": data,
+    }
+
+
+def count_stuck(session: Session, older_than_seconds: int) -> int:
+    """Unpublished events older than the given age: the relay has fallen behind or stopped."""
+    cutoff = func.now() - func.make_interval(0, 0, 0, 0, 0, 0, older_than_seconds)
+    return int(
+        session.scalar(
+            select(func.count())
+            .select_from(OutboxEvent)
+            .where(OutboxEvent.published_at.is_(None), OutboxEvent.occurred_at < cutoff)
+        )
+        or 0
+    )

@@ -1,0 +1,1 @@
+"""The finite end-to-end demo scenarios behind `make demo`."""

@@ -1,0 +1,27 @@
+"""Alembic environment: the URL comes from the settings object (DATABASE_URL)."""
+
+from __future__ import annotations
+
+from alembic import context
+from sqlalchemy import create_engine, pool
+
+from core.settings import get_settings
+from models import Base
+
+target_metadata = Base.metadata
+
+
+def run_migrations_online() -> None:
+    """Run migrations on DATABASE_URL in one transaction."""
+    url = context.config.get_main_option("sqlalchemy.url") or get_settings().db_url
+    engine = create_engine(url, poolclass=pool.NullPool)
+    with engine.connect() as connection:
+        context.configure(connection=connection, target_metadata=target_metadata)
+        with context.begin_transaction():
+            # Two processes migrating at once (worker and api starting together)
+            # take turns instead of racing on the same DDL.
+            connection.exec_driver_sql("SELECT pg_advisory_xact_lock(774201)")
+            context.run_migrations()
+
+
+run_migrations_online()

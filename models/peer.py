@@ -1,0 +1,92 @@
+"""Peer practice: question bank, pairing requests, matches and collaboration sessions."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import BigInteger, ForeignKey, Identity, Index, Text, func, text
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.orm import Mapped, mapped_column
+
+from models.base import Base
+
+
+class Question(Base):
+    """An interview question; `topics` lists every topic it fits."""
+
+    __tablename__ = "questions"
+    __table_args__ = (Index("ix_questions_topics", "topics", postgresql_using="gin"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    title: Mapped[str] = mapped_column(Text)
+    difficulty: Mapped[str] = mapped_column(Text)  # Easy | Medium | Hard
+    topics: Mapped[list[str]] = mapped_column(ARRAY(Text))
+
+
+class MatchRequest(Base):
+    """A user asking for a partner in one pool (difficulty + topic)."""
+
+    __tablename__ = "match_requests"
+    __table_args__ = (
+        # One open request per user, enforced by the database, not by a check-then-insert.
+        Index(
+            "uq_match_requests_open_user",
+            "user_id",
+            unique=True,
+            postgresql_where=text("status IN ('pending', 'matched')"),
+        ),
+        # The sweep reads each pool's pending requests oldest first.
+        Index(
+            "ix_match_requests_pending_pool",
+            "difficulty",
+            "topic",
+            "created_at",
+            postgresql_where=text("status = 'pending'"),
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, server_default=func.gen_random_uuid())
+    user_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id"))
+    difficulty: Mapped[str] = mapped_column(Text)
+    topic: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(Text, server_default="pending")
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    match_id: Mapped[uuid.UUID | None] = mapped_column(index=True)
+
+
+class Match(Base):
+    """Two requests paired by a sweep, waiting for both sides to confirm."""
+
+    __tablename__ = "matches"
+    __table_args__ = (
+        Index(
+            "ix_matches_open_deadline",
+            "confirm_deadline",
+            postgresql_where=text("status = 'pending_confirmation'"),
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, server_default=func.gen_random_uuid())
+    user_a: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id"))
+    user_b: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id"))
+    difficulty: Mapped[str] = mapped_column(Text)
+    topic: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(Text, server_default="pending_confirmation")
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    confirm_deadline: Mapped[datetime]
+    session_id: Mapped[uuid.UUID | None]
+
+
+class CollabSession(Base):
+    """A coding session for a confirmed match."""
+
+    __tablename__ = "collab_sessions"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, server_default=func.gen_random_uuid())
+    match_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("matches.id"), unique=True)
+    question_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("questions.id"))
+    language: Mapped[str] = mapped_column(Text, server_default="python")
+    user_ids: Mapped[list[int]] = mapped_column(ARRAY(BigInteger))
+    status: Mapped[str] = mapped_column(Text, server_default="active")
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())

@@ -1,0 +1,1 @@
+"""Running matchops: the CLI, embedded servers, migrations and the local stack."""

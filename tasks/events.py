@@ -1,0 +1,37 @@
+"""The outbox relay task."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from core.db import session_factory
+from core.relay import RELAY_BATCH, relay_batch
+from workers.app import app
+from workers.base import ProgressReporter, TaskArgs, batched_task
+
+# One run relays at most this many batches, then leaves the rest to the next tick,
+# so a large backlog never holds a worker past its time limit.
+MAX_BATCHES_PER_RUN = 40
+
+
+class PublishArgs(TaskArgs):
+    """No arguments."""
+
+
+def relay_pending(max_batches: int = MAX_BATCHES_PER_RUN) -> int:
+    """Relay unpublished outbox rows batch by batch, each batch in its own transaction."""
+    published = 0
+    with app.connection_for_write() as connection:
+        for _ in range(max_batches):
+            with session_factory().begin() as session:
+                sent = relay_batch(session, connection)
+            published += sent
+            if sent < RELAY_BATCH:
+                break
+    return published
+
+
+@batched_task("events.publish", args=PublishArgs)
+def publish(reporter: ProgressReporter, args: PublishArgs) -> dict[str, Any]:
+    """Relay unpublished outbox events to the `matching.events` topic exchange."""
+    return {"published": relay_pending()}

@@ -1,0 +1,150 @@
+"""Test plumbing shared by every test package: databases, workers, task calls."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from celery.result import AsyncResult
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from workers.app import app
+
+ROOT = Path(__file__).resolve().parent.parent
+ALL_QUEUES = "interactive,sweeps,cascades,maintenance,events"
+
+
+def reset_database(database_url: str) -> None:
+    """Create the test database if missing and give it an empty public schema.
+
+    Refuses databases whose name does not say "test": `make test` wipes what it uses.
+    """
+    url = make_url(database_url)
+    name = url.database or ""
+    if "test" not in name:
+        raise RuntimeError(
+            f"DATABASE_URL names database {name!r}; the test suite wipes its database, so it "
+            "only runs on one whose name contains 'test' (for example matchops_test)."
+        )
+    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        exists = conn.scalar(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name})
+        if not exists:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    admin.dispose()
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.exec_driver_sql("DROP SCHEMA IF EXISTS public CASCADE")
+        conn.exec_driver_sql("CREATE SCHEMA public")
+    engine.dispose()
+
+
+class WorkerProcess:
+    """A real `celery worker` subprocess of this app."""
+
+    def __init__(
+        self,
+        name: str,
+        queues: str = ALL_QUEUES,
+        concurrency: int = 2,
+        log_dir: Path | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        self.name = f"{name}@matchops-tests"
+        self.log_path = (log_dir or ROOT / ".matchops" / "test-logs") / f"{name}.log"
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **(extra_env or {})}
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "workers.app",
+                "worker",
+                "-P",
+                "prefork",
+                "-c",
+                str(concurrency),
+                "-Q",
+                queues,
+                "-n",
+                self.name,
+                "-l",
+                "INFO",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        """Block until the worker answers a ping."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker {self.name} exited:\n{self.log_tail()}")
+            replies = app.control.ping(destination=[self.name], timeout=0.5)
+            if replies:
+                return
+        raise RuntimeError(
+            f"worker {self.name} did not answer within {timeout}s:\n{self.log_tail()}"
+        )
+
+    def child_pids(self) -> list[int]:
+        """Pids of the prefork pool processes."""
+        out = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True)
+        return [int(p) for p in out.stdout.split()]
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self) -> None:
+        """Warm shutdown, then kill if it does not go."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(5)
+        self._log.close()
+
+
+@contextmanager
+def running_worker(name: str, **kwargs: Any) -> Iterator[WorkerProcess]:
+    """A worker for the duration of a `with` block."""
+    worker = WorkerProcess(name, **kwargs)
+    try:
+        worker.wait_ready()
+        yield worker
+    finally:
+        worker.stop()
+
+
+def run_task(name: str, timeout: float = 60, **kwargs: Any) -> Any:
+    """Send `name` with JSON kwargs through the broker and wait for its result.
+
+    A domain error raised by the task is raised here again, with its type.
+    """
+    result: AsyncResult[Any] = app.send_task(name, kwargs=kwargs)
+    return result.get(timeout=timeout, propagate=True, disable_sync_subtasks=False)
+
+
+def send(name: str, **kwargs: Any) -> AsyncResult[Any]:
+    """Send without waiting."""
+    return app.send_task(name, kwargs=kwargs)

@@ -1,0 +1,79 @@
+"""The outbox relay, against a real queue bound to `matching.events`."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import Counter
+
+from kombu.entity import Queue
+from sqlalchemy import func, select
+
+from core.outbox import emit_events
+from core.relay import EVENTS_EXCHANGE
+from models import OutboxEvent
+from tests.support import run_task, send
+from workers.app import app
+
+
+def _bound_queue(connection, routing_key: str = "#") -> Queue:
+    queue = Queue(
+        f"test-events-{uuid.uuid4().hex[:8]}",
+        exchange=EVENTS_EXCHANGE,
+        routing_key=routing_key,
+        auto_delete=True,
+    )
+    queue(connection.default_channel).declare()
+    return queue
+
+
+def _drain(connection, queue: Queue) -> list[dict]:
+    bodies = []
+    bound = queue(connection.default_channel)
+    while (message := bound.get(no_ack=True)) is not None:
+        bodies.append(
+            json.loads(message.body) if isinstance(message.body, (str, bytes)) else message.body
+        )
+    return bodies
+
+
+def test_two_relays_publish_each_event_exactly_once(worker, db):
+    marker = uuid.uuid4().hex
+    with app.connection_for_write() as connection:
+        queue = _bound_queue(connection)
+        emit_events(db, "match.proposed", [{"marker": marker, "n": n} for n in range(1200)])
+        db.commit()
+
+        # Two relays at once on the two worker processes, then one more to finish.
+        first, second = send("events.publish"), send("events.publish")
+        first.get(timeout=60)
+        second.get(timeout=60)
+        run_task("events.publish")
+
+        mine = [b for b in _drain(connection, queue) if b["data"].get("marker") == marker]
+    counts = Counter(body["event_id"] for body in mine)
+    assert len(counts) == 1200
+    assert set(counts.values()) == {1}
+    sample = mine[0]
+    assert sample["type"] == "match.proposed"
+    assert set(sample) == {"event_id", "type", "occurred_at", "data"}
+    unpublished = db.scalar(
+        select(func.count())
+        .select_from(OutboxEvent)
+        .where(OutboxEvent.published_at.is_(None), OutboxEvent.data["marker"].astext == marker)
+    )
+    assert unpublished == 0
+
+
+def test_routing_key_is_the_event_type(worker, db):
+    marker = uuid.uuid4().hex
+    with app.connection_for_write() as connection:
+        expired_only = _bound_queue(connection, routing_key="request.expired")
+        emit_events(db, "request.expired", [{"marker": marker}])
+        emit_events(db, "match.found", [{"marker": marker}])
+        db.commit()
+        run_task("events.publish")
+        types = [
+            b["type"] for b in _drain(connection, expired_only) if b["data"].get("marker") == marker
+        ]
+    assert types == ["request.expired"]

@@ -1,0 +1,1 @@
+"""The Celery app, the one task base every task uses, and worker signals."""
