@@ -6,6 +6,8 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -22,3 +24,33 @@ def alembic_config(database_url: str | None = None) -> Config:
 def upgrade_head(database_url: str | None = None) -> None:
     """Bring the schema to the newest revision (DATABASE_URL unless given)."""
     command.upgrade(alembic_config(database_url), "head")
+
+
+# Only scratch databases may be wiped: the test suite and the benches rebuild theirs.
+SCRATCH_MARKERS = ("test", "bench")
+
+
+def recreate_schema(database_url: str) -> None:
+    """Create the database if missing and give it an empty public schema.
+
+    Refuses any database whose name does not contain "test" or "bench", because
+    everything in it is dropped.
+    """
+    url = make_url(database_url)
+    name = url.database or ""
+    if not any(marker in name for marker in SCRATCH_MARKERS):
+        raise RuntimeError(
+            f"refusing to wipe database {name!r}: only scratch databases whose name contains "
+            "'test' or 'bench' are rebuilt (for example matchops_test). Point DATABASE_URL at one."
+        )
+    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        exists = conn.scalar(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name})
+        if not exists:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    admin.dispose()
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.exec_driver_sql("DROP SCHEMA IF EXISTS public CASCADE")
+        conn.exec_driver_sql("CREATE SCHEMA public")
+    engine.dispose()

@@ -9,8 +9,8 @@ from sqlalchemy.orm import Session
 
 from core.db import session_factory
 from core.settings import get_settings
-from runtime.migrate import upgrade_head
-from tests.support import WorkerProcess, reset_database
+from runtime.migrate import recreate_schema, upgrade_head
+from tests.support import WorkerProcess
 from workers.app import app
 
 
@@ -18,7 +18,7 @@ from workers.app import app
 def database() -> str:
     """The test database, emptied and migrated to head once per run."""
     url = get_settings().db_url
-    reset_database(url)
+    recreate_schema(url)
     upgrade_head(url)
     return url
 

@@ -13,38 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from celery.result import AsyncResult
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from workers.app import app
 
 ROOT = Path(__file__).resolve().parent.parent
 ALL_QUEUES = "interactive,sweeps,cascades,maintenance,events"
-
-
-def reset_database(database_url: str) -> None:
-    """Create the test database if missing and give it an empty public schema.
-
-    Refuses databases whose name does not say "test": `make test` wipes what it uses.
-    """
-    url = make_url(database_url)
-    name = url.database or ""
-    if "test" not in name:
-        raise RuntimeError(
-            f"DATABASE_URL names database {name!r}; the test suite wipes its database, so it "
-            "only runs on one whose name contains 'test' (for example matchops_test)."
-        )
-    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        exists = conn.scalar(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name})
-        if not exists:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    admin.dispose()
-    engine = create_engine(url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.exec_driver_sql("DROP SCHEMA IF EXISTS public CASCADE")
-        conn.exec_driver_sql("CREATE SCHEMA public")
-    engine.dispose()
 
 
 class WorkerProcess:

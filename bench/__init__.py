@@ -1,0 +1,1 @@
+"""Benchmarks: scripts that build realistic data sets and print figures."""
