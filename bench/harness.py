@@ -17,15 +17,12 @@ from core.db import get_engine, session_factory
 from core.settings import get_settings
 from runtime.migrate import recreate_schema, upgrade_head
 
-BENCH_DATABASE = "matchops_bench"
-
-
-def use_bench_database() -> str:
-    """Point this process at a fresh, migrated `matchops_bench` database on DATABASE_URL's server.
+def use_bench_database(name: str) -> str:
+    """Point this process at a fresh, migrated scratch database `name` on DATABASE_URL's server.
 
     The benchmarks create millions of rows; they never touch the database the app uses.
     """
-    url = make_url(get_settings().db_url).set(database=BENCH_DATABASE)
+    url = make_url(get_settings().db_url).set(database=name)
     rendered = url.render_as_string(hide_password=False)
     recreate_schema(rendered)
     upgrade_head(rendered)
