@@ -1,0 +1,101 @@
+"""A worker process killed with SIGKILL mid-task: the message goes back to the queue,
+runs again, and its effect happens once."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import uuid
+from collections import Counter
+
+from kombu.entity import Queue
+from sqlalchemy import text
+
+from core.db import get_engine
+from core.outbox import emit_events
+from core.relay import EVENTS_EXCHANGE
+from tests.support import running_worker, send
+from workers.app import app
+
+
+def _wait_for(predicate, timeout: float = 30, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def _blocked_relays() -> int:
+    with get_engine().connect() as conn:
+        return int(
+            conn.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE wait_event_type = 'Lock' AND query ILIKE '%FROM outbox%'"
+                )
+            )
+            or 0
+        )
+
+
+def test_relay_killed_mid_task_is_redelivered_and_publishes_each_event_once(worker, db):
+    marker = uuid.uuid4().hex
+    emit_events(db, "match.found", [{"marker": marker, "n": n} for n in range(50)])
+    db.commit()
+
+    # The session worker steps aside from the events queue so the message can only
+    # reach the worker this test kills.
+    app.control.cancel_consumer("events", destination=[worker.name], reply=True)
+    try:
+        with (
+            app.connection_for_write() as connection,
+            running_worker("victim", queues="events", concurrency=1) as victim,
+        ):
+            queue = Queue(
+                f"test-kill-{marker[:8]}",
+                exchange=EVENTS_EXCHANGE,
+                routing_key="match.found",
+                auto_delete=True,
+            )
+            queue(connection.default_channel).declare()
+
+            # Hold the outbox so the relay blocks mid-task, inside its transaction.
+            blocker = get_engine().connect()
+            blocker.exec_driver_sql("BEGIN")
+            blocker.exec_driver_sql("LOCK TABLE outbox IN ACCESS EXCLUSIVE MODE")
+            try:
+                result = send("events.publish")
+                _wait_for(lambda: _blocked_relays() == 1, what="relay to block")
+                (child,) = victim.child_pids()
+                os.kill(child, signal.SIGKILL)
+                # The pool replaces the child and the requeued message runs again.
+                _wait_for(
+                    lambda: child not in victim.child_pids() and victim.child_pids(),
+                    what="replacement child",
+                )
+                _wait_for(lambda: _blocked_relays() == 1, what="redelivered relay to block")
+                assert result.state != "FAILURE"
+            finally:
+                blocker.exec_driver_sql("COMMIT")
+                blocker.close()
+            answer = result.get(timeout=60)
+            assert answer["published"] >= 50
+
+            bound = queue(connection.default_channel)
+            bodies = []
+            while (message := bound.get(no_ack=True)) is not None:
+                body = message.body
+                bodies.append(json.loads(body) if isinstance(body, (str, bytes)) else body)
+    finally:
+        app.control.add_consumer("events", destination=[worker.name], reply=True)
+
+    mine = Counter(b["event_id"] for b in bodies if b["data"].get("marker") == marker)
+    assert len(mine) == 50
+    assert set(mine.values()) == {1}
+    assert (
+        "Process 'ForkPoolWorker" in victim.log_path.read_text()
+        or "WorkerLostError" in victim.log_path.read_text()
+    )
