@@ -16,4 +16,9 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "schedule": 60.0,
         "options": {"expires": 55},
     },
+    "carpool-cleanup-invitations": {
+        "task": "carpool.cleanup_invitations",
+        "schedule": 3600.0,
+        "options": {"expires": 3300},
+    },
 }

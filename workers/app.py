@@ -8,6 +8,7 @@ from celery import Celery
 TASK_MODULES = (
     "tasks.events",
     "tasks.maintenance",
+    "tasks.carpool",
 )
 
 app = Celery("matchops", include=list(TASK_MODULES))

@@ -1,0 +1,1 @@
+"""Domain logic: pure functions over a session and plain values, one package per domain."""

@@ -1,0 +1,119 @@
+"""Who may share a ride with whom, said once in Python (for reasoning and unit tests) and
+once in SQL (for every cleanup statement).
+
+A user *reaches* every enabled group they are an active member of, and every carpool
+network that holds the enterprise of such a group. Two users are eligible for each other
+when their reaches overlap: a shared group, or a shared network. A group without an
+enterprise therefore only ever counts directly, and an enterprise outside every network
+connects nobody beyond its own groups. A user is always eligible for themself: the rule
+is about two people, and a link between one person's own reservations involves nobody else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+ACTIVE = "active"
+LEFT = "left"
+
+
+@dataclass(frozen=True)
+class Group:
+    """A carpool group as eligibility sees it."""
+
+    id: int
+    enterprise_id: int | None = None
+    disabled: bool = False
+
+
+@dataclass(frozen=True)
+class Membership:
+    """One `group_members` row."""
+
+    group_id: int
+    user_id: int
+    status: str = ACTIVE
+
+
+@dataclass(frozen=True)
+class Reach:
+    """The groups and networks through which a user can meet others."""
+
+    group_ids: frozenset[int]
+    network_ids: frozenset[int]
+
+    def overlaps(self, other: Reach) -> bool:
+        """True when the two reaches share a group or a network."""
+        return bool(self.group_ids & other.group_ids or self.network_ids & other.network_ids)
+
+
+@dataclass(frozen=True)
+class Directory:
+    """Groups, memberships and networks: everything eligibility depends on."""
+
+    groups: tuple[Group, ...]
+    memberships: tuple[Membership, ...]
+    # (network_id, enterprise_id) pairs, as in `carpool_networks`.
+    networks: tuple[tuple[int, int], ...] = ()
+
+    @classmethod
+    def of(
+        cls,
+        groups: Iterable[Group],
+        memberships: Iterable[Membership],
+        networks: Iterable[tuple[int, int]] = (),
+    ) -> Directory:
+        """Build a directory from any iterables."""
+        return cls(tuple(groups), tuple(memberships), tuple(networks))
+
+    def reach(self, user_id: int) -> Reach:
+        """What `user_id` reaches: enabled groups of active memberships, and their networks."""
+        enabled = {g.id: g for g in self.groups if not g.disabled}
+        group_ids = frozenset(
+            m.group_id
+            for m in self.memberships
+            if m.user_id == user_id and m.status == ACTIVE and m.group_id in enabled
+        )
+        enterprises = {
+            enabled[g].enterprise_id for g in group_ids if enabled[g].enterprise_id is not None
+        }
+        network_ids = frozenset(n for n, e in self.networks if e in enterprises)
+        return Reach(group_ids, network_ids)
+
+
+def eligible(directory: Directory, user_a: int, user_b: int) -> bool:
+    """True when `user_a` and `user_b` may share rides (see the module docstring)."""
+    if user_a == user_b:
+        return True
+    return directory.reach(user_a).overlaps(directory.reach(user_b))
+
+
+def reach_sql(owners: str) -> str:
+    """The SQL twin of `Directory.reach`, as a CTE body over the users of CTE `owners(user_id)`.
+
+    Yields one row per owner, `(user_id, group_ids bigint[], network_ids bigint[])`, with
+    empty arrays for a user who reaches nothing. Restricting it to `owners` keeps a
+    cleanup's cost proportional to the people it touches, not to the whole directory.
+    """
+    return f"""
+        SELECT o.user_id,
+               coalesce(array_agg(DISTINCT g.id) FILTER (WHERE g.id IS NOT NULL),
+                        '{{}}'::bigint[]) AS group_ids,
+               coalesce(array_agg(DISTINCT n.network_id) FILTER (WHERE n.network_id IS NOT NULL),
+                        '{{}}'::bigint[]) AS network_ids
+        FROM {owners} o
+        LEFT JOIN group_members gm ON gm.user_id = o.user_id AND gm.status = '{ACTIVE}'
+        LEFT JOIN carpool_groups g ON g.id = gm.group_id AND NOT g.disabled
+        LEFT JOIN carpool_networks n ON n.enterprise_id = g.enterprise_id
+        GROUP BY o.user_id
+    """
+
+
+def eligible_sql(reach_a: str, reach_b: str) -> str:
+    """The SQL twin of `eligible`, over two rows of `reach_sql` aliased `reach_a`, `reach_b`."""
+    return (
+        f"({reach_a}.user_id = {reach_b}.user_id"
+        f" OR {reach_a}.group_ids && {reach_b}.group_ids"
+        f" OR {reach_a}.network_ids && {reach_b}.network_ids)"
+    )

@@ -1,0 +1,145 @@
+"""A member leaving a group, and a group being deleted: the membership change, then the cleanup."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.errors import NotFound
+from domain.carpool.eligibility import ACTIVE, LEFT
+from domain.carpool.links import Cause, Removal, remove_ineligible_links, reservations_of
+from domain.carpool.locking import lock_carpool_links
+from models.carpool import CarpoolGroup, GroupMember
+from models.users import User
+
+
+def _require_group(session: Session, group_id: int, *, for_update: bool = False) -> None:
+    query = select(CarpoolGroup.id).where(CarpoolGroup.id == group_id)
+    if for_update:
+        query = query.with_for_update()
+    if session.scalar(query) is None:
+        raise NotFound(f"Group {group_id} not found")
+
+
+def member_left(session: Session, group_id: int, user_id: int) -> dict[str, Any]:
+    """End `user_id`'s membership of `group_id` (if still active) and remove what it justified.
+
+    Removes every invitation and match between the user's reservations and those of users
+    no longer eligible for them, keeping links another shared group or network still
+    justifies; rebuilds the statistics of every touched reservation. The cleanup runs even
+    when the membership had already ended, so a sibling service that ends memberships
+    itself can call this afterwards, and a rerun removes nothing more.
+    """
+    lock_carpool_links(session)
+    _require_group(session, group_id)
+    if session.get(User, user_id) is None:
+        raise NotFound(f"User {user_id} not found")
+    ended = session.execute(
+        update(GroupMember)
+        .where(
+            GroupMember.group_id == group_id,
+            GroupMember.user_id == user_id,
+            GroupMember.status == ACTIVE,
+        )
+        .values(status=LEFT)
+        .returning(GroupMember.user_id)
+    ).first()
+    removal = remove_ineligible_links(
+        session, reservations_of([user_id]), Cause("member_left", group_id)
+    )
+    return {"membership_ended": ended is not None, **removal.as_dict()}
+
+
+@dataclass(frozen=True)
+class GroupClosure:
+    """The first step of a group deletion: what it changed and how many members to clean up."""
+
+    newly_disabled: bool
+    memberships_ended: int
+    members: int
+
+
+def close_group(session: Session, group_id: int) -> GroupClosure:
+    """Disable the group and end all its memberships: eligibility is final after this commits.
+
+    Run in its own transaction before any cleanup batch, so every batch, and every other
+    cleanup, judges links by the group's final state.
+    """
+    lock_carpool_links(session)
+    _require_group(session, group_id, for_update=True)
+    disabled = session.execute(
+        update(CarpoolGroup)
+        .where(CarpoolGroup.id == group_id, CarpoolGroup.disabled.is_(False))
+        .values(disabled=True)
+        .returning(CarpoolGroup.id)
+    ).first()
+    ended = session.execute(
+        update(GroupMember)
+        .where(GroupMember.group_id == group_id, GroupMember.status == ACTIVE)
+        .values(status=LEFT)
+    )
+    members = session.scalar(
+        select(func.count()).select_from(GroupMember).where(GroupMember.group_id == group_id)
+    )
+    return GroupClosure(
+        newly_disabled=disabled is not None,
+        memberships_ended=int(ended.rowcount),  # type: ignore[attr-defined]
+        members=int(members or 0),
+    )
+
+
+def clean_up_next_members(
+    session: Session, group_id: int, after_user_id: int | None, limit: int
+) -> tuple[list[int], Removal]:
+    """One batch of a group deletion: the next `limit` members by user id (any status) and
+    the removal of the links they lost. Keyset order makes a rerun walk the same batches."""
+    lock_carpool_links(session)
+    query = select(GroupMember.user_id).where(GroupMember.group_id == group_id)
+    if after_user_id is not None:
+        query = query.where(GroupMember.user_id > after_user_id)
+    user_ids = list(session.scalars(query.order_by(GroupMember.user_id).limit(limit)))
+    if not user_ids:
+        return user_ids, Removal()
+    removal = remove_ineligible_links(
+        session, reservations_of(user_ids), Cause("group_deleted", group_id)
+    )
+    return user_ids, removal
+
+
+def delete_group(
+    sessions: sessionmaker[Session],
+    group_id: int,
+    batch_size: int,
+    progress: Callable[[int, int], None],
+) -> dict[str, Any]:
+    """Disable the group, end its memberships, then clean up its former members in batches.
+
+    Each batch is its own transaction and reports `progress(done, total)`. Killed part-way,
+    a rerun finds the group already closed and walks every batch again; links already
+    removed are gone, so it removes and announces only what is left.
+    """
+    with sessions.begin() as session:
+        closure = close_group(session, group_id)
+    progress(0, closure.members)
+    removal = Removal()
+    done, batches, cursor = 0, 0, None
+    while True:
+        with sessions.begin() as session:
+            user_ids, batch = clean_up_next_members(session, group_id, cursor, batch_size)
+        if not user_ids:
+            break
+        removal.add(batch)
+        done, batches, cursor = done + len(user_ids), batches + 1, user_ids[-1]
+        progress(done, closure.members)
+    return {
+        "group_id": group_id,
+        "group_disabled": closure.newly_disabled,
+        "memberships_ended": closure.memberships_ended,
+        "members": done,
+        "batches": batches,
+        **removal.as_dict(),
+    }

@@ -1,0 +1,83 @@
+"""`reservation_stats`: invitation and match counts per reservation, rebuilt in one statement."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from domain.carpool.locking import lock_carpool_links
+
+# A full rebuild aggregates millions of rows; with the default 4 MB the hash
+# aggregates spill to disk and take several times longer.
+FULL_REBUILD_WORK_MEM = "256MB"
+
+
+def _rebuild_statement(only_given: bool) -> str:
+    # The same statement for all reservations or a given few; for a few, every
+    # aggregate is restricted to them so the cost follows the ids, not the tables.
+    def only(column: str) -> str:
+        return f"WHERE {column} = ANY(CAST(:ids AS bigint[]))" if only_given else ""
+
+    def also(column: str) -> str:
+        return f"AND {column} = ANY(CAST(:ids AS bigint[]))" if only_given else ""
+
+    return f"""
+        WITH targets AS (
+            SELECT id FROM reservations {only("id")}
+        ),
+        sent AS (
+            SELECT reservation_id AS id, count(*) AS n
+            FROM invitations {only("reservation_id")} GROUP BY reservation_id
+        ),
+        received AS (
+            SELECT offer_id AS id, count(*) AS n
+            FROM invitations {only("offer_id")} GROUP BY offer_id
+        ),
+        matched AS (
+            -- A match row counts once for each reservation it names; a row naming the
+            -- same reservation on both sides counts once for it.
+            SELECT id, count(*) AS n FROM (
+                SELECT reservation_id AS id FROM reservation_matches {only("reservation_id")}
+                UNION ALL
+                SELECT matched_reservation_id FROM reservation_matches
+                WHERE matched_reservation_id <> reservation_id {also("matched_reservation_id")}
+            ) sides
+            GROUP BY id
+        )
+        INSERT INTO reservation_stats AS s
+            (reservation_id, invite_sent, invite_received, matches, modified_on)
+        SELECT t.id, coalesce(sent.n, 0), coalesce(received.n, 0), coalesce(matched.n, 0), now()
+        FROM targets t
+        LEFT JOIN sent ON sent.id = t.id
+        LEFT JOIN received ON received.id = t.id
+        LEFT JOIN matched ON matched.id = t.id
+        ON CONFLICT (reservation_id) DO UPDATE SET
+            invite_sent = excluded.invite_sent,
+            invite_received = excluded.invite_received,
+            matches = excluded.matches,
+            modified_on = excluded.modified_on
+    """
+
+
+def rebuild_stats(session: Session, reservation_ids: Collection[int] | None = None) -> int:
+    """Rewrite `reservation_stats` for the given reservations (all when None); returns rows written.
+
+    `invite_sent` counts invitations the reservation sent (`invitations.reservation_id`),
+    `invite_received` those it received (`invitations.offer_id`), and `matches` the
+    `reservation_matches` rows naming it on either side. Ids of reservations that do not
+    exist are ignored. Holds the carpool lock (see `domain.carpool.locking`; a cleanup
+    calling this already holds it, and the lock is reentrant within a transaction).
+    """
+    if reservation_ids is not None and not reservation_ids:
+        return 0
+    lock_carpool_links(session)
+    if reservation_ids is None:
+        session.execute(text(f"SET LOCAL work_mem = '{FULL_REBUILD_WORK_MEM}'"))
+        result = session.execute(text(_rebuild_statement(only_given=False)))
+    else:
+        result = session.execute(
+            text(_rebuild_statement(only_given=True)), {"ids": sorted(set(reservation_ids))}
+        )
+    return int(result.rowcount)  # type: ignore[attr-defined]

@@ -1,0 +1,75 @@
+"""Carpool tasks: membership cascades, the periodic cleanup and the statistics rebuild."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+from sqlalchemy.orm import Session
+
+from core.db import session_factory
+from domain.carpool.membership import delete_group, member_left
+from domain.carpool.stats import rebuild_stats
+from domain.carpool.sweep import clean_up_searching_reservations
+from workers.base import ProgressReporter, TaskArgs, batched_task, task
+
+# Members cleaned up per transaction when a group is deleted: small enough that one
+# batch holds the carpool lock for milliseconds, large enough to stay set-based.
+GROUP_DELETION_BATCH = 500
+
+
+class MemberLeftArgs(TaskArgs):
+    """A member leaving a group."""
+
+    group_id: int = Field(gt=0, description="The group the user leaves.")
+    user_id: int = Field(gt=0, description="The user leaving it.")
+
+
+class GroupDeletedArgs(TaskArgs):
+    """A group being deleted."""
+
+    group_id: int = Field(gt=0, description="The group to disable.")
+    batch_size: int = Field(
+        GROUP_DELETION_BATCH,
+        ge=1,
+        le=10_000,
+        description="Former members cleaned up per transaction.",
+    )
+
+
+class CleanupInvitationsArgs(TaskArgs):
+    """No arguments."""
+
+
+class RebuildStatsArgs(TaskArgs):
+    """Which reservations' statistics to rewrite."""
+
+    reservation_ids: list[int] | None = Field(
+        None,
+        min_length=1,
+        description="Reservations to rebuild; omit to rebuild every reservation.",
+    )
+
+
+@task("carpool.member_left", args=MemberLeftArgs)
+def member_left_task(session: Session, args: MemberLeftArgs) -> dict[str, Any]:
+    """End a membership and remove the invitations and matches it alone justified."""
+    return member_left(session, args.group_id, args.user_id)
+
+
+@batched_task("carpool.group_deleted", args=GroupDeletedArgs)
+def group_deleted_task(reporter: ProgressReporter, args: GroupDeletedArgs) -> dict[str, Any]:
+    """Disable a group, end its memberships and clean up its former members in batches."""
+    return delete_group(session_factory(), args.group_id, args.batch_size, reporter.progress)
+
+
+@task("carpool.cleanup_invitations", args=CleanupInvitationsArgs)
+def cleanup_invitations_task(session: Session, args: CleanupInvitationsArgs) -> dict[str, Any]:
+    """Remove invitations and matches of searching reservations between ineligible users."""
+    return clean_up_searching_reservations(session)
+
+
+@task("carpool.rebuild_stats", args=RebuildStatsArgs)
+def rebuild_stats_task(session: Session, args: RebuildStatsArgs) -> dict[str, Any]:
+    """Rewrite reservation_stats for the given reservations, or all of them."""
+    return {"reservations": rebuild_stats(session, args.reservation_ids)}
