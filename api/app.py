@@ -1,0 +1,42 @@
+"""The FastAPI application: `uvicorn --factory api.app:create_app`."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from api.errors import install_error_handlers
+from api.middleware import MAX_BODY_BYTES, BodySizeLimit, CatchAll
+from api.routes import router
+from api.submission import task_catalogue
+from core.settings import get_settings
+
+DESCRIPTION = """\
+Enqueue matchops tasks and read their outcome.
+
+Every `/v1` route needs `Authorization: Bearer <token>`: a JWT signed HS256 with
+`AUTH_SECRET`, claims `sub`, `exp` and `scope`, a list of task-name patterns the
+caller may use (`["peer.*"]`, `["*"]`). `matchops token --sub NAME --scope 'peer.*'`
+prints one.
+
+Errors are `{"error": {"type", "message"}}`: 401, 403, 404, 409, 413 (body over
+64 KiB), 422 (the message names the field and why), 503 (a dependency is down;
+nothing was enqueued).
+"""
+
+
+def create_app() -> FastAPI:
+    """Build the API; raises `MissingSetting` naming AUTH_SECRET when it is not set."""
+    settings = get_settings()
+    auth_secret = settings.require("auth_secret")
+    # Import every task module now, so the first request does not pay for it and a
+    # broken task module stops start-up instead of a request.
+    task_catalogue()
+
+    app = FastAPI(title="matchops", version="0.1.0", description=DESCRIPTION)
+    app.state.auth_secret = auth_secret
+    app.include_router(router)
+    install_error_handlers(app)
+    # Added last is outermost: the size limit runs before anything reads the body.
+    app.add_middleware(CatchAll)
+    app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
+    return app

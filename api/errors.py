@@ -1,0 +1,161 @@
+"""Every API error as JSON `{"error": {"type", "message"}}`, and the handlers that make it so."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import kombu.exceptions
+import redis.exceptions
+import sqlalchemy.exc
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+logger = logging.getLogger("api")
+
+# Error `type` values by HTTP status, for errors raised by the framework itself.
+TYPE_BY_STATUS = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "idempotency_conflict",
+    413: "payload_too_large",
+    422: "validation_error",
+    500: "internal_error",
+    503: "unavailable",
+}
+
+# Outages of the parts the API talks to, and the name an operator knows them by.
+DATABASE_ERRORS: tuple[type[Exception], ...] = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.TimeoutError,
+)
+BROKER_ERRORS: tuple[type[Exception], ...] = (kombu.exceptions.OperationalError,)
+RESULT_BACKEND_ERRORS: tuple[type[Exception], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
+
+
+class ApiError(Exception):
+    """An error the API answers with `status` and `{"error": {"type", "message"}}`."""
+
+    def __init__(self, status: int, type: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.type = type
+        self.message = message
+
+    def body(self) -> dict[str, Any]:
+        """The JSON body of the answer."""
+        return error_body(self.type, self.message)
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong: a stable machine-readable `type` and a message a person can act on."""
+
+    type: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """The body of every error answer."""
+
+    error: ErrorDetail
+
+
+def error_body(type_: str, message: str) -> dict[str, Any]:
+    """`{"error": {"type": ..., "message": ...}}`."""
+    return {"error": {"type": type_, "message": message}}
+
+
+def unavailable(component: str) -> ApiError:
+    """503 naming the part that did not answer; details stay in the server log."""
+    return ApiError(
+        503, "unavailable", f"the {component} is unreachable; nothing was changed, try again later"
+    )
+
+
+def describe_field_errors(errors: Iterable[Mapping[str, Any]], prefix: Sequence[str] = ()) -> str:
+    """Pydantic errors as `field: why; field: why`, fields dotted from `prefix`."""
+    parts = []
+    for error in errors:
+        loc = [*prefix, *(str(part) for part in error.get("loc", ()))]
+        if error.get("type") == "json_invalid":
+            reason = error.get("ctx", {}).get("error", "not valid JSON")
+            parts.append(f"body: invalid JSON ({reason})")
+            continue
+        parts.append(f"{'.'.join(loc) or 'body'}: {error.get('msg', 'invalid')}")
+    return "; ".join(parts) or "the request does not fit the schema"
+
+
+def _request_field_errors(exc: RequestValidationError) -> str:
+    # FastAPI locates body errors under "body"; the caller thinks of them as top-level fields.
+    errors = []
+    for error in exc.errors():
+        loc = tuple(error.get("loc", ()))
+        if loc[:1] == ("body",) and error.get("type") != "json_invalid":
+            loc = loc[1:]
+        if not loc and error.get("type") in ("model_attributes_type", "dict_type"):
+            error = {**error, "msg": 'must be a JSON object such as {"args": {...}}'}
+        errors.append({**error, "loc": loc})
+    return describe_field_errors(errors)
+
+
+def _json(status: int, type_: str, message: str) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(error_body(type_, message), status_code=status, headers=headers)
+
+
+async def _api_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return _json(exc.status, exc.type, exc.message)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    type_ = TYPE_BY_STATUS.get(exc.status_code, "http_error")
+    if exc.status_code == 404:
+        message = f"no route {request.method} {request.url.path}"
+    elif exc.status_code == 405:
+        message = f"{request.method} is not allowed on {request.url.path}"
+    else:
+        message = str(exc.detail)
+    return _json(exc.status_code, type_, message)
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return _json(422, "validation_error", _request_field_errors(exc))
+
+
+def _outage(component: str) -> Any:
+    async def handle(request: Request, exc: Exception) -> JSONResponse:
+        logger.warning(
+            "%s unreachable during %s %s: %s", component, request.method, request.url.path, exc
+        )
+        error = unavailable(component)
+        return _json(error.status, error.type, error.message)
+
+    return handle
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Answer every expected error as JSON; outages the routes did not map become 503."""
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    for errors, component in (
+        (DATABASE_ERRORS, "database"),
+        (BROKER_ERRORS, "broker"),
+        (RESULT_BACKEND_ERRORS, "result backend"),
+    ):
+        for error_class in errors:
+            app.add_exception_handler(error_class, _outage(component))

@@ -1,0 +1,134 @@
+"""The routes: thin wrappers around `api.submission`, plus the health probes.
+
+Endpoints are plain `def`: FastAPI runs them in its thread pool, so database,
+broker and `wait` calls never block the event loop.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Response
+from fastapi.responses import JSONResponse
+
+from api import submission
+from api.auth import CurrentCaller, authenticate, require_scope
+from api.errors import ErrorBody, error_body
+from api.health import readiness
+from api.schemas import (
+    FINAL_STATES,
+    EnqueueRequest,
+    Health,
+    Readiness,
+    TaskAccepted,
+    TaskInfo,
+    TaskStatus,
+)
+
+router = APIRouter()
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    descriptions = {
+        401: "Missing, invalid or expired token.",
+        403: "The task is outside the token's scope.",
+        404: "Unknown task name or task id.",
+        409: "The idempotency key was used before with another task or other args.",
+        413: "The request body is over 64 KiB.",
+        422: "The body or the task's args do not fit the schema; the message names the field.",
+        503: "The database, broker or result backend is unreachable; nothing was enqueued.",
+    }
+    return {s: {"model": ErrorBody, "description": descriptions[s]} for s in statuses}
+
+
+@router.post(
+    "/v1/tasks/{name}",
+    status_code=202,
+    response_model=TaskAccepted | TaskStatus,
+    response_model_exclude_unset=True,
+    responses=_errors(401, 403, 404, 409, 413, 422, 503),
+    summary="Enqueue a task",
+    description=(
+        "Validates `args` against the task's schema (see `GET /v1/tasks`) and enqueues it: "
+        "202 with the task id and `status_url`.\n\n"
+        "With `wait` (seconds, at most 30) the call blocks until the task finishes or the "
+        "time runs out and answers as `GET /v1/tasks/{task_id}` would: **200** when the "
+        "task is final (SUCCESS or FAILURE), **202** while it is still running.\n\n"
+        "With `idempotency_key`, repeating the same task and args returns the first "
+        "call's task id and enqueues nothing."
+    ),
+    tags=["tasks"],
+)
+def enqueue(
+    name: str, caller: CurrentCaller, response: Response, body: EnqueueRequest | None = None
+) -> dict[str, Any]:
+    """Enqueue task `name` for the calling token."""
+    require_scope(caller, name)
+    request = body or EnqueueRequest()
+    answer = submission.enqueue_task(
+        name,
+        request.args,
+        caller=caller.sub,
+        idempotency_key=request.idempotency_key,
+        countdown=request.countdown,
+        wait=request.wait,
+    )
+    if answer["state"] in FINAL_STATES and request.wait is not None:
+        response.status_code = 200
+    return answer
+
+
+@router.get(
+    "/v1/tasks/{task_id}",
+    response_model=TaskStatus,
+    response_model_exclude_unset=True,
+    responses=_errors(401, 403, 404, 503),
+    summary="A task's state, result or error",
+    description=(
+        "`error.status` is the HTTP status of the domain error that failed the task "
+        "(MatchingError 400, Forbidden 403, NotFound 404, Conflict 409; 500 otherwise). "
+        "Ids nobody enqueued answer 404. The token's scope must cover the task's name."
+    ),
+    tags=["tasks"],
+)
+def task_status(task_id: str, caller: CurrentCaller) -> dict[str, Any]:
+    """The status of one task."""
+    answer = submission.describe_task(task_id)
+    require_scope(caller, answer["name"])
+    return answer
+
+
+@router.get(
+    "/v1/tasks",
+    response_model=list[TaskInfo],
+    responses=_errors(401),
+    dependencies=[Depends(authenticate)],
+    summary="The enqueueable tasks",
+    tags=["tasks"],
+)
+def task_catalogue() -> list[dict[str, Any]]:
+    """Every task: name, one-line description and the JSON schema of its args."""
+    return submission.list_tasks()
+
+
+@router.get("/healthz", response_model=Health, tags=["probes"], summary="Liveness")
+def healthz() -> dict[str, str]:
+    """200 while the process runs."""
+    return {"status": "ok"}
+
+
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"model": ErrorBody, "description": "A dependency is down (named)."}},
+    tags=["probes"],
+    summary="Readiness",
+)
+def readyz() -> Any:
+    """200 when PostgreSQL and the broker answer, else 503 naming which is down."""
+    checks = readiness()
+    down = [name for name, answer in checks.items() if answer != "ok"]
+    if not down:
+        return {"status": "ready", "checks": checks}
+    message = "not ready: " + ", ".join(f"{name} {checks[name]}" for name in down)
+    return JSONResponse({**error_body("unavailable", message), "checks": checks}, status_code=503)
