@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from runtime.embedded import ensure_servers
 
-import pytest
-from sqlalchemy.orm import Session
+# Before anything reads the settings: with DATABASE_URL / BROKER_URL unset, the suite
+# runs on embedded PostgreSQL and Redis (started now, or joined when `make run` already
+# runs them). Database matchops_test and Redis db 1 keep it apart from that stack.
+ensure_servers(database="matchops_test", redis_db=1)
 
-from core.db import session_factory
-from core.settings import get_settings
-from runtime.migrate import recreate_schema, upgrade_head
-from tests.support import WorkerProcess
-from workers.app import app
+from collections.abc import Iterator  # noqa: E402
+
+import pytest  # noqa: E402
+from sqlalchemy.orm import Session  # noqa: E402
+
+from core.db import session_factory  # noqa: E402
+from core.settings import get_settings  # noqa: E402
+from runtime.migrate import recreate_schema, upgrade_head  # noqa: E402
+from tests.support import WorkerProcess  # noqa: E402
+from workers.app import app  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -1,0 +1,439 @@
+"""The `matchops` command: every way of running matchops (see README, Running it).
+
+Each subcommand reads the environment (DATABASE_URL, BROKER_URL, RESULT_BACKEND,
+AUTH_SECRET, ...). Subcommands that need PostgreSQL or Redis start embedded ones under
+`.matchops/` when those variables are unset, or join the ones already running there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import kombu.exceptions
+import redis.exceptions
+import sqlalchemy.exc
+
+from core.settings import MissingSetting, get_settings
+from runtime import credentials, embedded
+
+DEFAULT_API_PORT = 8000
+DEFAULT_FLOWER_PORT = 5555
+DEFAULT_TOKEN_TTL = 3600
+
+
+class UsageError(Exception):
+    """A command line the user can fix; the message says what and how."""
+
+
+# --- argument parsing ---------------------------------------------------------------------
+
+
+def parse_task_args(pairs: Sequence[str]) -> dict[str, Any]:
+    """`KEY=VALUE` pairs → task kwargs; values are JSON where they parse, else strings.
+
+    `--arg user_id=42` gives 42, `--arg confirmed=true` gives True, `--arg topic=graphs`
+    gives "graphs"; quote a number to keep it a string: `--arg code='"42"'`.
+    """
+    parsed: dict[str, Any] = {}
+    for pair in pairs:
+        key, equals, raw = pair.partition("=")
+        key = key.strip()
+        if not equals:
+            raise UsageError(f"--arg {pair!r}: expected KEY=VALUE, for example --arg user_id=42")
+        if not key:
+            raise UsageError(f"--arg {pair!r}: the key before '=' is empty")
+        if key in parsed:
+            raise UsageError(f"--arg {key}: given twice; pass each argument once")
+        try:
+            parsed[key] = json.loads(raw)
+        except ValueError:
+            parsed[key] = raw
+    return parsed
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not between 0 and 65535")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of every subcommand (the compose test reads its subcommand names)."""
+    parser = argparse.ArgumentParser(
+        prog="matchops",
+        description="Run matchops: migrations, API, workers, beat, Flower, and task calls.",
+        epilog="Without DATABASE_URL / BROKER_URL, embedded servers under .matchops/ are used.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    commands.add_parser("migrate", help="alembic upgrade head on DATABASE_URL")
+
+    api = commands.add_parser("api", help="the HTTP API")
+    api.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
+    api.add_argument("--port", type=_port, default=DEFAULT_API_PORT, help="default 8000")
+
+    worker = commands.add_parser(
+        "worker",
+        help="a Celery worker of this app (all queues unless -Q)",
+        description="Any option after `worker` goes to `celery worker` "
+        "(for example -c 4, -Q sweeps,maintenance, -n name@%%h).",
+    )
+    worker.add_argument("celery_args", nargs=argparse.REMAINDER, metavar="CELERY WORKER ARGS")
+
+    beat = commands.add_parser("beat", help="the beat scheduler (beat_schedule.py)")
+    beat.add_argument(
+        "--schedule",
+        type=Path,
+        default=embedded.DEFAULT_HOME / "celerybeat-schedule",
+        help="where beat remembers last run times (default .matchops/celerybeat-schedule)",
+    )
+
+    flower = commands.add_parser("flower", help="Flower, basic auth from FLOWER_BASIC_AUTH")
+    flower.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
+    flower.add_argument("--port", type=_port, default=DEFAULT_FLOWER_PORT, help="default 5555")
+
+    token = commands.add_parser("token", help="print a signed API token")
+    token.add_argument("--sub", required=True, help="the caller's name (claim `sub`)")
+    token.add_argument(
+        "--scope",
+        action="append",
+        metavar="PATTERN",
+        help="task-name pattern the token may enqueue, e.g. 'peer.*'; repeatable (default '*')",
+    )
+    token.add_argument(
+        "--ttl", type=_positive_int, default=DEFAULT_TOKEN_TTL, help="seconds (default 3600)"
+    )
+
+    enqueue = commands.add_parser(
+        "enqueue",
+        help="enqueue a task and print the JSON answer",
+        description="Exits 1 when the API refuses the call or the waited-for task failed.",
+    )
+    enqueue.add_argument("name", help="task name, e.g. peer.request")
+    enqueue.add_argument(
+        "--arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a task argument; VALUE is JSON when it parses (42, true, [1,2]), else a string",
+    )
+    enqueue.add_argument("--wait", type=_seconds, help="wait up to this many seconds (max 30)")
+    enqueue.add_argument("--idempotency-key", help="the same key enqueues at most once")
+    enqueue.add_argument("--countdown", type=_seconds, help="run no sooner than this many seconds")
+
+    status = commands.add_parser("status", help="print a task's JSON status")
+    status.add_argument("task_id")
+
+    for name, what in (
+        ("run", "the whole local stack in the foreground, with a demo workload"),
+        ("demo", "the local stack, one finite demo end to end, then exit"),
+    ):
+        stack = commands.add_parser(name, help=what)
+        stack.add_argument(
+            "--api-port", type=_port, default=DEFAULT_API_PORT, help="default 8000 (0: any)"
+        )
+        stack.add_argument(
+            "--flower-port", type=_port, default=DEFAULT_FLOWER_PORT, help="default 5555 (0: any)"
+        )
+    return parser
+
+
+def subcommand_names() -> list[str]:
+    """Names of every `matchops` subcommand."""
+    for action in build_parser()._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return list(action.choices)
+    return []
+
+
+# --- commands -----------------------------------------------------------------------------
+
+
+def cmd_migrate(_: argparse.Namespace) -> int:
+    """`alembic upgrade head`."""
+    from runtime.migrate import upgrade_head
+
+    embedded.ensure_servers()
+    upgrade_head(get_settings().db_url)
+    print("database schema is at head")
+    return 0
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    """Serve the HTTP API with uvicorn."""
+    import uvicorn
+
+    embedded.ensure_servers()
+    # Checked here too, so the refusal is one line and not an import-time traceback.
+    get_settings().require("auth_secret")
+    uvicorn.run(
+        "api.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        log_level=get_settings().log_level.lower(),
+    )
+    return 0
+
+
+def _has_option(argv: Sequence[str], short: str, long: str) -> bool:
+    return any(arg == long or arg.startswith(long + "=") or arg.startswith(short) for arg in argv)
+
+
+def worker_argv(celery_args: Sequence[str]) -> list[str]:
+    """`celery worker` arguments: the caller's, plus every queue and INFO logs by default."""
+    from celeryconfig import task_queues
+
+    argv = ["worker", *celery_args]
+    if not _has_option(celery_args, "-Q", "--queues"):
+        argv += ["-Q", ",".join(queue.name for queue in task_queues)]
+    if not _has_option(celery_args, "-l", "--loglevel"):
+        argv += ["-l", get_settings().log_level]
+    return argv
+
+
+def _celery(argv: list[str]) -> int:
+    from celery.bin.celery import celery
+
+    # standalone mode: celery's own usage errors are printed as such, not as tracebacks.
+    try:
+        celery.main(
+            args=["-A", "workers.app", *argv],
+            prog_name="matchops",
+            auto_envvar_prefix="CELERY",
+            standalone_mode=True,
+        )
+    except SystemExit as done:
+        code = done.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """A Celery worker in this process."""
+    embedded.ensure_servers()
+    return _celery(worker_argv(args.celery_args))
+
+
+def cmd_beat(args: argparse.Namespace) -> int:
+    """The beat scheduler in this process."""
+    embedded.ensure_servers()
+    schedule: Path = args.schedule
+    schedule.parent.mkdir(parents=True, exist_ok=True)
+    return _celery(["beat", "--schedule", str(schedule), "-l", get_settings().log_level])
+
+
+def cmd_flower(args: argparse.Namespace) -> int:
+    """Flower with basic auth; it also serves Prometheus metrics at /metrics."""
+    auth = os.environ.get("FLOWER_BASIC_AUTH", "")
+    if not auth:
+        raise UsageError(
+            "FLOWER_BASIC_AUTH is not set. Export FLOWER_BASIC_AUTH=user:password; "
+            "Flower shows task arguments and can revoke tasks, so it never runs open."
+        )
+    try:
+        credentials.parse_basic_auth(auth)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    embedded.ensure_servers()
+    # Flower reads FLOWER_BASIC_AUTH itself, which keeps the password off the command line.
+    return _celery(["flower", f"--address={args.host}", f"--port={args.port}"])
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    """Print a signed API token."""
+    from api.auth import issue_token
+
+    secret = os.environ.get("AUTH_SECRET") or credentials.local_auth_secret()
+    if not secret:
+        raise MissingSetting(
+            "AUTH_SECRET is not set. Export AUTH_SECRET=... (the API's signing secret), "
+            "or start the local stack once with `make run`, which generates one."
+        )
+    if not os.environ.get("AUTH_SECRET"):
+        print("AUTH_SECRET is unset: signing with the local stack's secret.", file=sys.stderr)
+    print(issue_token(secret, args.sub, args.scope or ["*"], args.ttl))
+    return 0
+
+
+def _cli_caller() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli"
+
+
+def cmd_enqueue(args: argparse.Namespace) -> int:
+    """Enqueue through the same code path as `POST /v1/tasks/{name}`."""
+    task_args = parse_task_args(args.arg)
+    embedded.ensure_servers()
+    from api.submission import enqueue_task
+
+    answer = _api_call(
+        lambda: enqueue_task(
+            args.name,
+            task_args,
+            caller=_cli_caller(),
+            idempotency_key=args.idempotency_key,
+            countdown=args.countdown,
+            wait=args.wait,
+        )
+    )
+    print(json.dumps(answer, indent=2))
+    return 1 if answer.get("state") == "FAILURE" else 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print what `GET /v1/tasks/{task_id}` answers."""
+    embedded.ensure_servers()
+    from api.submission import describe_task
+
+    print(json.dumps(_api_call(lambda: describe_task(args.task_id)), indent=2))
+    return 0
+
+
+class ApiRefusal(Exception):
+    """The API refused a call; carries the JSON body to print."""
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        super().__init__(body)
+        self.body = body
+
+
+def _api_call(call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    from api.errors import BROKER_ERRORS, DATABASE_ERRORS, RESULT_BACKEND_ERRORS, ApiError
+
+    # The printed JSON answer says what went wrong; the API's warnings about it would
+    # only repeat it with a driver traceback.
+    logging.basicConfig(level=logging.ERROR)
+    try:
+        return call()
+    except ApiError as error:
+        raise ApiRefusal(error.body()) from None
+    except DATABASE_ERRORS:
+        raise ApiRefusal(_unavailable("database")) from None
+    except BROKER_ERRORS:
+        raise ApiRefusal(_unavailable("broker")) from None
+    except RESULT_BACKEND_ERRORS:
+        raise ApiRefusal(_unavailable("result backend")) from None
+
+
+def _unavailable(component: str) -> dict[str, Any]:
+    from api.errors import unavailable
+
+    return unavailable(component).body()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """The local stack in the foreground until Ctrl-C."""
+    from runtime.stack import run_forever
+
+    return run_forever(args.api_port, args.flower_port)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The local stack, one demo, a summary; exit status says whether it all worked."""
+    from runtime.stack import run_demo
+
+    return run_demo(args.api_port, args.flower_port)
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "migrate": cmd_migrate,
+    "api": cmd_api,
+    "worker": cmd_worker,
+    "beat": cmd_beat,
+    "flower": cmd_flower,
+    "token": cmd_token,
+    "enqueue": cmd_enqueue,
+    "status": cmd_status,
+    "run": cmd_run,
+    "demo": cmd_demo,
+}
+
+
+OUTAGES: tuple[type[Exception], ...] = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    kombu.exceptions.OperationalError,
+    redis.exceptions.ConnectionError,
+)
+
+
+def describe_outage(exc: Exception) -> str:
+    """One line naming what could not be reached and the driver's reason."""
+    if isinstance(exc, sqlalchemy.exc.DBAPIError):
+        reason = str(exc.orig).strip().splitlines()[-1] if exc.orig else str(exc)
+        return f"cannot reach the database (DATABASE_URL): {reason}"
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return f"cannot reach the broker (BROKER_URL / RESULT_BACKEND): {reason}"
+
+
+def _exit_on_sigterm(signum: int, _frame: Any) -> NoReturn:
+    # Turn SIGTERM into a normal exit so atexit handlers release the embedded servers.
+    # The long-running commands (celery, uvicorn, flower) install their own handlers.
+    raise SystemExit(128 + signum)
+
+
+def parse_command_line(argv: Sequence[str]) -> argparse.Namespace:
+    """The subcommand and its options; `worker` hands everything after it to celery."""
+    if argv[:1] == ["worker"]:
+        # argparse would reorder or reject celery's own options; they pass through verbatim.
+        return argparse.Namespace(command="worker", celery_args=list(argv[1:]))
+    return build_parser().parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `matchops` console script."""
+    args = parse_command_line(sys.argv[1:] if argv is None else argv)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        return COMMANDS[args.command](args)
+    except ApiRefusal as refusal:
+        print(json.dumps(refusal.body, indent=2))
+        return 1
+    except (UsageError, MissingSetting, embedded.EmbeddedServerError) as exc:
+        print(f"matchops {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except OUTAGES as exc:
+        print(f"matchops {args.command}: {describe_outage(exc)}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

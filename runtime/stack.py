@@ -1,0 +1,369 @@
+"""The local stack behind `make run` / `make demo`: one worker, beat, the API and Flower.
+
+Each part is a `matchops` subcommand in a child process of its own session, so Ctrl-C
+reaches only this supervisor, which then stops the children in order (a worker's warm
+shutdown lets its current tasks finish). Children also get SIGTERM if the supervisor
+dies without cleaning up, so no orphan keeps a port.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any
+
+import httpx
+
+from core.settings import get_settings
+from runtime import credentials, embedded
+
+READY_TIMEOUT = 90.0
+STOP_TIMEOUT = 30.0
+RUN_TOKEN_TTL = 24 * 3600
+PR_SET_PDEATHSIG = 1
+
+
+class StackError(RuntimeError):
+    """A part of the stack failed to start or died; the message includes its log tail."""
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec: ask Linux to SIGTERM it when the
+    # supervisor goes away, even by SIGKILL.
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@dataclass
+class Child:
+    """One `matchops` subcommand running as a child process, its output in a log file."""
+
+    name: str
+    argv: list[str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+    _log: IO[bytes] | None = field(default=None, repr=False)
+
+    def start(self) -> None:
+        """Spawn `python -m runtime.cli <argv>` in its own session."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "runtime.cli", *self.argv],
+            cwd=embedded.REPO_ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        )
+
+    def running(self) -> bool:
+        """Whether the process is still alive."""
+        return self.process is not None and self.process.poll() is None
+
+    def terminate(self) -> None:
+        """SIGTERM to the child alone: a worker then shuts down warm, letting its pool
+        processes finish their tasks (SIGTERM to the pool processes would kill them)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+
+    def kill_group(self) -> None:
+        """SIGKILL the child and everything it spawned (its pool processes)."""
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+
+    def wait(self, timeout: float) -> None:
+        """Wait for exit; kill the whole group when it takes longer than `timeout`."""
+        if self.process is None:
+            return
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill_group()
+            self.process.wait(5)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The last lines of the child's output."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _check_port_free(port: int, what: str, option: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            raise StackError(
+                f"port {port} for {what} is in use (another `make run`?). "
+                f"Stop it, or pick another port: matchops run {option} PORT"
+            ) from None
+
+
+@dataclass
+class Stack:
+    """The processes of the local stack and where to reach them."""
+
+    api_port: int
+    flower_port: int
+    mode: str
+    log_dir: Path = embedded.DEFAULT_HOME / "logs"
+    children: list[Child] = field(default_factory=list)
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def flower_url(self) -> str:
+        return f"http://127.0.0.1:{self.flower_port}"
+
+    @property
+    def worker_name(self) -> str:
+        return f"{self.mode}-{os.getpid()}@{socket.gethostname()}"
+
+    def start(self) -> None:
+        """Start worker, beat, API and Flower and wait until each answers."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        beat_schedule = embedded.DEFAULT_HOME / f"celerybeat-schedule-{self.mode}"
+        parts = {
+            "worker": [
+                "worker",
+                "-c",
+                "2",
+                "-n",
+                self.worker_name,
+                # Gossip and mingle only slow start-up of a one-worker stack.
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            "beat": ["beat", "--schedule", str(beat_schedule)],
+            "api": ["api", "--port", str(self.api_port)],
+            "flower": ["flower", "--port", str(self.flower_port)],
+        }
+        for name, argv in parts.items():
+            child = Child(name, argv, self.log_dir / f"{name}.log")
+            self.children.append(child)
+            child.start()
+        self._wait_until_ready()
+
+    def _wait_until_ready(self) -> None:
+        from workers.app import app
+
+        user, password = credentials.parse_basic_auth(os.environ["FLOWER_BASIC_AUTH"])
+        pending = {"worker", "api", "flower"}
+        deadline = time.monotonic() + READY_TIMEOUT
+        with httpx.Client(timeout=2) as http:
+            while pending:
+                self.check_alive()
+                if time.monotonic() > deadline:
+                    raise StackError(f"not ready after {READY_TIMEOUT:g}s: {', '.join(pending)}")
+                if "api" in pending and _answers(http, f"{self.api_url}/readyz"):
+                    pending.discard("api")
+                if "flower" in pending and _answers(
+                    http, f"{self.flower_url}/healthcheck", auth=(user, password)
+                ):
+                    pending.discard("flower")
+                if "worker" in pending and app.control.ping(
+                    destination=[self.worker_name], timeout=0.5
+                ):
+                    pending.discard("worker")
+                time.sleep(0.1)
+
+    def check_alive(self) -> None:
+        """Raise StackError naming the first part that exited, with its log tail."""
+        for child in self.children:
+            if not child.running():
+                raise StackError(
+                    f"the {child.name} exited; last lines of {child.log_path}:\n{child.log_tail()}"
+                )
+
+    def stop(self) -> None:
+        """SIGTERM every part (worker: warm shutdown), then wait; stragglers are killed."""
+        for child in self.children:
+            child.terminate()
+        for child in self.children:
+            child.wait(STOP_TIMEOUT)
+
+
+def _answers(http: httpx.Client, url: str, auth: tuple[str, str] | None = None) -> bool:
+    try:
+        return http.get(url, auth=auth).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _prepare(mode: str, api_port: int, flower_port: int) -> Stack:
+    """Servers, schema and secrets: everything the children need in their environment."""
+    from runtime.migrate import upgrade_head
+
+    if mode == "run":
+        _check_port_free(api_port, "the API", "--api-port")
+        _check_port_free(flower_port, "Flower", "--flower-port")
+    else:
+        # The demo talks only to its own API, so a busy default port (a `make run` in
+        # another shell) is no reason to fail.
+        api_port = api_port if api_port and _port_is_free(api_port) else _free_port()
+        flower_port = flower_port if flower_port and _port_is_free(flower_port) else _free_port()
+    api_port = api_port or _free_port()
+    flower_port = flower_port or _free_port()
+    embedded.ensure_servers()
+    credentials.ensure_local_secrets()
+    upgrade_head(get_settings().db_url)
+    return Stack(api_port=api_port, flower_port=flower_port, mode=mode)
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+class _Stop(Exception):
+    """SIGTERM or SIGINT arrived: leave the foreground loop."""
+
+
+def _raise_stop(_signum: int, _frame: FrameType | None) -> None:
+    raise _Stop
+
+
+def _hurry(_signum: int, _frame: FrameType | None) -> None:
+    # A second Ctrl-C while stopping: no more waiting for warm shutdown.
+    raise KeyboardInterrupt
+
+
+def _supervise(mode: str, api_port: int, flower_port: int, body: Any) -> int:
+    try:
+        stack = _prepare(mode, api_port, flower_port)
+    except StackError as exc:
+        print(f"matchops {mode}: {exc}", file=sys.stderr)
+        return 2
+    previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        print(f"starting worker, beat, API and Flower (logs in {_shown(stack.log_dir)}/) ...")
+        stack.start()
+        return int(body(stack))
+    except _Stop:
+        print("\nstopping ...")
+        return 0
+    except StackError as exc:
+        print(f"matchops {mode}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGINT, _hurry)
+        try:
+            stack.stop()
+        except KeyboardInterrupt:
+            for child in stack.children:
+                child.kill_group()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.relative_to(embedded.REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def _token(sub: str, ttl: int) -> str:
+    from api.auth import issue_token
+
+    return issue_token(os.environ["AUTH_SECRET"], sub, ["*"], ttl)
+
+
+def _run_body(stack: Stack) -> int:
+    from demo.client import ApiClient
+    from demo.runner import print_report, run_demo_scenarios
+
+    token = _token("operator", RUN_TOKEN_TTL)
+    print(banner(stack, token))
+    client = ApiClient(stack.api_url, _token("demo", RUN_TOKEN_TTL))
+    try:
+        print("feeding the demo workload once ...")
+        print_report(run_demo_scenarios(client))
+    finally:
+        client.close()
+    print("\nmatchops is running. Ctrl-C stops it.")
+    while True:
+        stack.check_alive()
+        time.sleep(1)
+
+
+def _demo_body(stack: Stack) -> int:
+    from demo.client import ApiClient
+    from demo.runner import print_report, run_demo_scenarios
+
+    started = time.monotonic()
+    client = ApiClient(stack.api_url, _token("demo", 3600))
+    try:
+        report = run_demo_scenarios(client)
+    finally:
+        client.close()
+    print_report(report)
+    print(f"\ndemo finished in {time.monotonic() - started:.1f}s: {report.verdict}")
+    return 0 if report.ok else 1
+
+
+def banner(stack: Stack, token: str) -> str:
+    """URLs, credentials and a ready-to-paste token and curl call."""
+    settings = get_settings()
+    servers = embedded.active()
+    embedded_note = " (embedded)" if servers is not None else ""
+    user, password = credentials.parse_basic_auth(os.environ["FLOWER_BASIC_AUTH"])
+    return f"""
+matchops is up
+
+  API       {stack.api_url}        docs: {stack.api_url}/docs
+  Flower    {stack.flower_url}        user {user}, password {password}   metrics: /metrics
+  database  {settings.db_url}{embedded_note if servers and servers.database_url else ""}
+  broker    {settings.broker}{embedded_note if servers and servers.broker_url else ""}
+  logs      {_shown(stack.log_dir)}/{{worker,beat,api,flower}}.log
+
+API token (scope "*", valid 24 h):
+
+  export TOKEN={token}
+
+Try it:
+
+  curl -s -X POST {stack.api_url}/v1/tasks/maintenance.reconcile \\
+       -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \\
+       -d '{{"args": {{}}, "wait": 10}}'
+  curl -s {stack.api_url}/v1/tasks -H "Authorization: Bearer $TOKEN"
+"""
+
+
+def run_forever(api_port: int, flower_port: int) -> int:
+    """`matchops run`: the stack in the foreground, fed the demo once, until Ctrl-C."""
+    return _supervise("run", api_port, flower_port, _run_body)
+
+
+def run_demo(api_port: int, flower_port: int) -> int:
+    """`matchops demo`: the stack, one demo end to end, a summary; 0 when all passed."""
+    return _supervise("demo", api_port, flower_port, _demo_body)
