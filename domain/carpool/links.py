@@ -107,7 +107,10 @@ class Removal:
 
 def _prune_statement(link: LinkTable, scope: Scope) -> str:
     t, left, right = link.table, link.left, link.right
+    # The leading comment names the statement in pg_stat_activity, whose query text is
+    # cut at 1 kB, long before the DELETE.
     return f"""
+        /* carpool: remove ineligible {t} */
         WITH scope AS ({scope.sql}),
         scoped_links AS (
             -- Two index lookups instead of one OR that no index serves.

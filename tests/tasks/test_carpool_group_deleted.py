@@ -1,0 +1,194 @@
+"""`carpool.group_deleted` through the real worker: cleanup, progress, rerun after a kill."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable
+
+import pytest
+from sqlalchemy import select, text
+
+from core.db import get_engine
+from core.errors import NotFound
+from models import CarpoolGroup, GroupMember, Invitation, Reservation
+from tests.factories import next_id
+from tests.factories_carpool import (
+    events_for,
+    existing,
+    invite,
+    make_group,
+    make_member,
+    make_members,
+    make_network,
+    make_reservation,
+    recounted_stats,
+    stored_stats,
+)
+from tests.support import run_task, running_worker, send
+from workers.app import app
+
+
+def _wait_for(predicate: Callable[[], object], timeout: float = 30, what: str = "it") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def _blocked_deletes() -> int:
+    """Cleanups of this database waiting on a row lock in their invitation DELETE."""
+    with get_engine().connect() as conn:
+        return int(
+            conn.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND wait_event_type = 'Lock' "
+                    "AND query LIKE '%carpool: remove ineligible invitations%'"
+                )
+            )
+            or 0
+        )
+
+
+def _hold_invitation(invitation_id: int):
+    """An open transaction holding one invitation's row lock: a cleanup deleting it waits."""
+    blocker = get_engine().connect()
+    blocker.exec_driver_sql("BEGIN")
+    blocker.execute(
+        text("SELECT id FROM invitations WHERE id = :id FOR UPDATE"), {"id": invitation_id}
+    )
+    return blocker
+
+
+def _chain_of_invitations(db, members):
+    """One reservation per member; each member invites the next one."""
+    reservations = [make_reservation(db, m) for m in members]
+    return [invite(db, a, b) for a, b in itertools.pairwise(reservations)]
+
+
+def test_disables_the_group_ends_memberships_and_cleans_up_former_members(worker, db):
+    ours, partner = next_id(), next_id()
+    make_network(db, ours, partner)
+    group = make_group(db, enterprise_id=ours)
+    still_shared = make_group(db)
+    partner_group = make_group(db, enterprise_id=partner)
+    alice = make_member(db, group, still_shared)
+    bob = make_member(db, group, still_shared)
+    carol = make_member(db, group)
+    dave = make_member(db, partner_group)
+    outsider_a, outsider_b = make_member(db, partner_group), make_member(db, partner_group)
+    ra, rb, rc, rd = (make_reservation(db, u) for u in (alice, bob, carol, dave))
+    kept = invite(db, ra, rb)
+    gone_direct = invite(db, rc, ra)
+    gone_network = invite(db, rd, rc)  # dave met carol only through the network
+    untouched = invite(db, make_reservation(db, outsider_a), make_reservation(db, outsider_b))
+    db.commit()
+
+    result = run_task("carpool.group_deleted", group_id=group.id, batch_size=2)
+
+    assert result == {
+        "group_id": group.id,
+        "group_disabled": True,
+        "memberships_ended": 3,
+        "members": 3,
+        "batches": 2,
+        "invitations_removed": 2,
+        "matches_removed": 0,
+        "reservations_touched": 3,
+    }
+    ids = [kept.id, gone_direct.id, gone_network.id, untouched.id]
+    assert existing(db, Invitation, ids) == {kept.id, untouched.id}
+    assert db.scalar(select(CarpoolGroup.disabled).where(CarpoolGroup.id == group.id)) is True
+    statuses = set(db.scalars(select(GroupMember.status).where(GroupMember.group_id == group.id)))
+    assert statuses == {"left"}
+    events = events_for(db, "carpool.invitation.removed", "invitation_id", ids)
+    assert {(e["invitation_id"], e["reason"], e["group_id"]) for e in events} == {
+        (gone_direct.id, "group_deleted", group.id),
+        (gone_network.id, "group_deleted", group.id),
+    }
+    touched = [ra.id, rc.id, rd.id]
+    assert stored_stats(db, touched) == recounted_stats(db, touched)
+
+    again = run_task("carpool.group_deleted", group_id=group.id, batch_size=2)
+    assert (again["group_disabled"], again["memberships_ended"]) == (False, 0)
+    assert (again["invitations_removed"], again["reservations_touched"]) == (0, 0)
+    assert len(events_for(db, "carpool.invitation.removed", "invitation_id", ids)) == 2
+
+
+def test_unknown_group_is_not_found(worker):
+    with pytest.raises(NotFound) as error:
+        run_task("carpool.group_deleted", group_id=next_id())
+    assert error.value.status == 404
+
+
+def test_progress_is_visible_in_the_task_state_while_batches_run(worker, db):
+    group = make_group(db)
+    members = make_members(db, 200, group)
+    invitations = _chain_of_invitations(db, members)
+    db.commit()
+    # Member 150 is in the 16th batch of ten: the task stops there until released.
+    blocker = _hold_invitation(invitations[150].id)
+    try:
+        result = send("carpool.group_deleted", group_id=group.id, batch_size=10)
+        _wait_for(lambda: _blocked_deletes() == 1, what="the cleanup to reach the held row")
+        assert result.state == "STARTED"
+        assert result.info == {"progress": {"done": 150, "total": 200}}
+    finally:
+        blocker.exec_driver_sql("COMMIT")
+        blocker.close()
+    answer = result.get(timeout=60)
+    assert answer["members"] == 200
+    assert answer["batches"] == 20
+    assert answer["invitations_removed"] == len(invitations)
+
+
+def test_a_rerun_after_the_worker_is_killed_mid_way_finishes_the_cleanup_once(worker, db):
+    group = make_group(db)
+    members = make_members(db, 100, group)
+    invitations = _chain_of_invitations(db, members)
+    db.commit()
+    invitation_ids = [i.id for i in invitations]
+
+    # The session worker steps aside from the cascades queue, so only the victim runs it.
+    app.control.cancel_consumer("cascades", destination=[worker.name], reply=True)
+    try:
+        with running_worker("carpool-victim", queues="cascades", concurrency=1) as victim:
+            blocker = _hold_invitation(invitations[55].id)  # in the 6th batch of ten
+            try:
+                result = send("carpool.group_deleted", group_id=group.id, batch_size=10)
+                _wait_for(lambda: _blocked_deletes() == 1, what="the first run to block")
+                assert result.info == {"progress": {"done": 50, "total": 100}}
+                (child,) = victim.child_pids()
+                os.kill(child, signal.SIGKILL)
+                _wait_for(
+                    lambda: child not in victim.child_pids() and victim.child_pids(),
+                    what="a replacement child",
+                )
+                # The killed backend still waits on the row, holding the carpool lock,
+                # until the row is released; the redelivered run queues behind it.
+                assert result.state != "FAILURE"
+            finally:
+                blocker.exec_driver_sql("COMMIT")
+                blocker.close()
+            answer = result.get(timeout=60)
+    finally:
+        app.control.add_consumer("cascades", destination=[worker.name], reply=True)
+
+    assert answer["group_disabled"] is False  # the first run had disabled it
+    assert answer["members"] == 100
+    assert existing(db, Invitation, invitation_ids) == set()
+    events = events_for(db, "carpool.invitation.removed", "invitation_id", invitation_ids)
+    counts = Counter(e["invitation_id"] for e in events)
+    assert set(counts) == set(invitation_ids)
+    assert set(counts.values()) == {1}
+    # The first run's five committed batches removed what the rerun did not.
+    assert answer["invitations_removed"] == len(invitation_ids) - 50
+    reservation_ids = list(
+        db.scalars(select(Reservation.id).where(Reservation.user_id.in_([m.id for m in members])))
+    )
+    assert stored_stats(db, reservation_ids) == recounted_stats(db, reservation_ids)
