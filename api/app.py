@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from anyio.to_thread import current_default_thread_limiter
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
@@ -23,6 +27,16 @@ Errors are `{"error": {"type", "message"}}`: 401, 403, 404, 409, 413 (body over
 nothing was enqueued).
 """
 
+# Endpoints run in the thread pool, and a `wait` holds its thread for up to 30 s; with
+# the default 40 threads a burst of waiters would stall every other request, probes included.
+THREAD_POOL_SIZE = 200
+
+
+@asynccontextmanager
+async def _lifespan(_: FastAPI) -> AsyncIterator[None]:
+    current_default_thread_limiter().total_tokens = THREAD_POOL_SIZE
+    yield
+
 
 def create_app() -> FastAPI:
     """Build the API; raises `MissingSetting` naming AUTH_SECRET when it is not set."""
@@ -32,7 +46,7 @@ def create_app() -> FastAPI:
     # broken task module stops start-up instead of a request.
     task_catalogue()
 
-    app = FastAPI(title="matchops", version="0.1.0", description=DESCRIPTION)
+    app = FastAPI(title="matchops", version="0.1.0", description=DESCRIPTION, lifespan=_lifespan)
     app.state.auth_secret = auth_secret
     app.include_router(router)
     install_error_handlers(app)

@@ -1,0 +1,134 @@
+"""Helpers of the API tests: tokens, clients, servers in a thread or a subprocess."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import uvicorn
+from fastapi import FastAPI
+
+from api.auth import issue_token
+from tests.factories import unique
+from tests.support import ROOT, WorkerProcess
+
+SECRET = "matchops-api-tests-secret-0123456789abcdef"
+
+
+def token(scopes: list[str], sub: str | None = None, ttl: int = 600, secret: str = SECRET) -> str:
+    """A signed token for the test secret."""
+    return issue_token(secret, sub or unique("caller"), scopes, ttl)
+
+
+@contextmanager
+def client_for(
+    url: str, scopes: list[str], sub: str | None = None, secret: str = SECRET
+) -> Iterator[httpx.Client]:
+    """An HTTP client sending a token for `sub` (a fresh caller when omitted)."""
+    headers = {"Authorization": f"Bearer {token(scopes, sub, secret=secret)}"}
+    with httpx.Client(base_url=url, headers=headers, timeout=40) as http:
+        yield http
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextmanager
+def serving(app: FastAPI) -> Iterator[str]:
+    """Serve `app` with uvicorn in a background thread; yields the base URL."""
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="api-under-test", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(20)
+
+
+@contextmanager
+def api_process(**env: str) -> Iterator[str]:
+    """`uvicorn --factory api.app:create_app` as a subprocess with `env` overrides."""
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "api.app:create_app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "AUTH_SECRET": SECRET, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                output = process.stdout.read().decode(errors="replace") if process.stdout else ""
+                raise RuntimeError(f"the API exited during start-up:\n{output}")
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("the API did not start within 60 s")
+            time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+        if process.stdout:
+            process.stdout.close()
+
+
+def wait_until_final(http: httpx.Client, task_id: str, timeout: float = 30) -> dict[str, Any]:
+    """Poll `GET /v1/tasks/{id}` until SUCCESS or FAILURE."""
+    deadline = time.monotonic() + timeout
+    while True:
+        response = http.get(f"/v1/tasks/{task_id}")
+        if response.status_code == 200 and response.json()["state"] in {"SUCCESS", "FAILURE"}:
+            body: dict[str, Any] = response.json()
+            return body
+        if time.monotonic() > deadline:
+            raise AssertionError(f"task {task_id} not final after {timeout}s: {response.text}")
+        time.sleep(0.05)
+
+
+def deliveries(worker: WorkerProcess, task_id: str) -> int:
+    """How many messages with this task id the worker received (from its log)."""
+    return worker.log_path.read_text(errors="replace").count(f"[{task_id}] received")

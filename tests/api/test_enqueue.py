@@ -1,0 +1,226 @@
+"""`POST /v1/tasks/{name}`: validation, idempotency keys, countdown and wait."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from api.errors import ApiError
+from api.submission import enqueue_task
+from core.settings import get_settings
+from models.platform import EnqueuedTask
+from tests.api.support import client_for, deliveries, wait_until_final
+from tests.factories import unique
+
+
+def _rows(db, caller: str) -> list[EnqueuedTask]:
+    db.expire_all()
+    return list(db.scalars(select(EnqueuedTask).where(EnqueuedTask.caller == caller)))
+
+
+def test_unknown_task_name_is_404(client: httpx.Client):
+    response = client.post("/v1/tasks/peer.nonexistent", json={"args": {}})
+    assert response.status_code == 404
+    assert response.json() == {
+        "error": {
+            "type": "not_found",
+            "message": "unknown task 'peer.nonexistent'; GET /v1/tasks lists the tasks",
+        }
+    }
+
+
+def test_args_outside_the_task_schema_are_422_naming_the_field(client: httpx.Client):
+    response = client.post("/v1/tasks/events.publish", json={"args": {"bogus": 1}})
+    assert response.status_code == 422
+    assert response.json() == {
+        "error": {
+            "type": "validation_error",
+            "message": "args.bogus: Extra inputs are not permitted",
+        }
+    }
+
+
+def test_countdown_beyond_the_limit_is_422(client: httpx.Client):
+    too_long = get_settings().max_countdown_seconds + 1
+    response = client.post("/v1/tasks/events.publish", json={"args": {}, "countdown": too_long})
+    assert response.status_code == 422
+    message = response.json()["error"]["message"]
+    assert message.startswith("countdown: must be between 0 and")
+    assert (
+        client.post("/v1/tasks/events.publish", json={"args": {}, "countdown": -1})
+        .json()["error"]["message"]
+        .startswith("countdown:")
+    )
+
+
+def test_wait_over_thirty_seconds_is_422(client: httpx.Client):
+    response = client.post("/v1/tasks/events.publish", json={"args": {}, "wait": 31})
+    assert response.status_code == 422
+    assert response.json()["error"]["message"] == ("wait: Input should be less than or equal to 30")
+
+
+def test_malformed_json_is_422(client: httpx.Client):
+    response = client.post(
+        "/v1/tasks/events.publish",
+        content=b'{"args": {',
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 422
+    assert response.json()["error"]["message"].startswith("body: invalid JSON")
+
+
+def test_unknown_body_field_and_non_object_args_are_422(client: httpx.Client):
+    response = client.post("/v1/tasks/events.publish", json={"args": [], "idempotency": "k"})
+    assert response.status_code == 422
+    message = response.json()["error"]["message"]
+    assert "args: Input should be a valid dictionary" in message
+    assert "idempotency: Extra inputs are not permitted" in message
+
+
+def test_every_enqueue_is_recorded_with_its_caller(api_url: str, db):
+    caller = unique("recorded")
+    with client_for(api_url, ["events.*"], sub=caller) as http:
+        response = http.post("/v1/tasks/events.publish", json={"args": {}})
+    assert response.status_code == 202
+    body = response.json()
+    assert body == {
+        "task_id": body["task_id"],
+        "name": "events.publish",
+        "state": "PENDING",
+        "status_url": f"/v1/tasks/{body['task_id']}",
+    }
+    [row] = _rows(db, caller)
+    assert (str(row.task_id), row.name, row.args, row.idempotency_key) == (
+        body["task_id"],
+        "events.publish",
+        {},
+        None,
+    )
+
+
+def test_same_key_twice_runs_the_task_once(worker, api_url: str, db):
+    caller, key = unique("idem"), unique("key")
+    payload = {"args": {}, "idempotency_key": key}
+    with client_for(api_url, ["*"], sub=caller) as http:
+        first = http.post("/v1/tasks/events.publish", json=payload)
+        second = http.post("/v1/tasks/events.publish", json=payload)
+        task_id = first.json()["task_id"]
+        assert wait_until_final(http, task_id)["state"] == "SUCCESS"
+        # Again once the task has finished: still the same task, still not re-run.
+        third = http.post("/v1/tasks/events.publish", json=payload)
+    assert first.status_code == second.status_code == third.status_code == 202
+    assert second.json()["task_id"] == third.json()["task_id"] == task_id
+    assert len(_rows(db, caller)) == 1
+    time.sleep(1)  # room for a duplicate message to arrive, if one had been sent
+    assert deliveries(worker, task_id) == 1
+
+
+def test_concurrent_duplicate_posts_enqueue_one_task(worker, api_url: str, db):
+    caller, key = unique("race"), unique("key")
+    payload = {"args": {}, "idempotency_key": key}
+    start = threading.Barrier(8)
+    answers: list[httpx.Response] = []
+
+    def post() -> None:
+        with client_for(api_url, ["*"], sub=caller) as http:
+            start.wait()
+            answers.append(http.post("/v1/tasks/events.publish", json=payload))
+
+    threads = [threading.Thread(target=post) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+    assert [a.status_code for a in answers] == [202] * 8
+    task_ids = {a.json()["task_id"] for a in answers}
+    assert len(task_ids) == 1
+    [task_id] = task_ids
+    assert [str(row.task_id) for row in _rows(db, caller)] == [task_id]
+    with client_for(api_url, ["*"], sub=caller) as http:
+        assert wait_until_final(http, task_id)["state"] == "SUCCESS"
+    time.sleep(1)
+    assert deliveries(worker, task_id) == 1
+
+
+def test_key_reused_with_other_args_is_409(client: httpx.Client):
+    key = unique("key")
+    first = client.post("/v1/tasks/events.publish", json={"args": {}, "idempotency_key": key})
+    assert first.status_code == 202
+    response = client.post(
+        "/v1/tasks/events.publish", json={"args": {"bogus": 1}, "idempotency_key": key}
+    )
+    assert response.status_code == 409
+    error = response.json()["error"]
+    assert error["type"] == "idempotency_conflict"
+    assert key in error["message"]
+    assert first.json()["task_id"] in error["message"]
+
+
+def test_key_reused_for_another_task_is_409(client: httpx.Client):
+    key = unique("key")
+    client.post("/v1/tasks/events.publish", json={"args": {}, "idempotency_key": key})
+    response = client.post(
+        "/v1/tasks/maintenance.reconcile", json={"args": {}, "idempotency_key": key}
+    )
+    assert response.status_code == 409
+
+
+def test_keys_belong_to_their_caller(api_url: str):
+    key = unique("key")
+    task_ids = set()
+    for _ in range(2):
+        with client_for(api_url, ["*"]) as http:
+            response = http.post(
+                "/v1/tasks/events.publish", json={"args": {}, "idempotency_key": key}
+            )
+            task_ids.add(response.json()["task_id"])
+    assert len(task_ids) == 2
+
+
+def test_wait_answers_with_the_final_status(worker, client: httpx.Client):
+    response = client.post("/v1/tasks/events.publish", json={"args": {}, "wait": 20})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["state"] == "SUCCESS"
+    assert body["name"] == "events.publish"
+    assert isinstance(body["result"]["published"], int)
+    assert "status_url" not in body
+
+
+def test_wait_that_runs_out_answers_202_with_the_current_state(worker, client: httpx.Client):
+    response = client.post(
+        "/v1/tasks/events.publish", json={"args": {}, "countdown": 5, "wait": 0.2}
+    )
+    assert response.status_code == 202
+    assert response.json()["state"] == "PENDING"
+    assert "result" not in response.json()
+
+
+def test_countdown_delays_the_run(worker, client: httpx.Client):
+    started = time.monotonic()
+    response = client.post(
+        "/v1/tasks/events.publish", json={"args": {}, "countdown": 1, "wait": 20}
+    )
+    assert response.status_code == 200
+    assert response.json()["state"] == "SUCCESS"
+    assert time.monotonic() - started >= 0.9
+
+
+def test_enqueue_task_raises_the_errors_the_routes_answer(database):
+    with pytest.raises(ApiError) as unknown:
+        enqueue_task("peer.nonexistent", {}, caller=unique("cli"))
+    assert (unknown.value.status, unknown.value.type) == (404, "not_found")
+    with pytest.raises(ApiError) as invalid:
+        enqueue_task("events.publish", {"bogus": 1}, caller=unique("cli"))
+    assert (invalid.value.status, invalid.value.message) == (
+        422,
+        "args.bogus: Extra inputs are not permitted",
+    )
+    with pytest.raises(ApiError) as too_long:
+        enqueue_task("events.publish", {}, caller=unique("cli"), wait=31)
+    assert too_long.value.status == 422

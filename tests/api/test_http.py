@@ -1,0 +1,96 @@
+"""The HTTP surface: catalogue, probes, OpenAPI, body limit, unknown routes, no traces."""
+
+from __future__ import annotations
+
+import httpx
+from fastapi import FastAPI
+
+from api.app import create_app
+from tests.api.support import serving
+
+
+def test_catalogue_lists_every_task_with_its_args_schema(client: httpx.Client):
+    response = client.get("/v1/tasks")
+    assert response.status_code == 200
+    tasks = {task["name"]: task for task in response.json()}
+    assert {"events.publish", "maintenance.reconcile"} <= set(tasks)
+    publish = tasks["events.publish"]
+    assert publish["description"] == (
+        "Relay unpublished outbox events to the `matching.events` topic exchange."
+    )
+    assert publish["args_schema"]["type"] == "object"
+    assert publish["args_schema"]["additionalProperties"] is False
+    assert all(set(task) == {"name", "description", "args_schema"} for task in tasks.values())
+
+
+def test_healthz_needs_no_token(anonymous: httpx.Client):
+    response = anonymous.get("/healthz")
+    assert (response.status_code, response.json()) == (200, {"status": "ok"})
+
+
+def test_readyz_answers_200_when_database_and_broker_answer(anonymous: httpx.Client):
+    response = anonymous.get("/readyz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ready", "checks": {"database": "ok", "broker": "ok"}}
+
+
+def test_openapi_documents_the_bearer_scheme(anonymous: httpx.Client):
+    document = anonymous.get("/openapi.json").json()
+    assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    post = document["paths"]["/v1/tasks/{name}"]["post"]
+    assert post["security"] == [{"bearer": []}]
+    assert {"202", "401", "403", "404", "409", "413", "422", "503"} <= set(post["responses"])
+    assert anonymous.get("/docs").status_code == 200
+
+
+def test_body_over_64_kib_is_413(client: httpx.Client):
+    response = client.post(
+        "/v1/tasks/events.publish",
+        content=b'{"args": {"pad": "' + b"x" * 70_000 + b'"}}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 413
+    assert response.json() == {
+        "error": {"type": "payload_too_large", "message": "request body is larger than 64 KiB"}
+    }
+
+
+def test_streamed_body_over_64_kib_is_413_without_content_length(client: httpx.Client):
+    def chunks():
+        yield b'{"args": {"pad": "'
+        for _ in range(80):
+            yield b"x" * 1024
+        yield b'"}}'
+
+    response = client.post(
+        "/v1/tasks/events.publish",
+        content=chunks(),
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 413
+    assert response.json()["error"]["type"] == "payload_too_large"
+
+
+def test_unknown_route_is_json_404(anonymous: httpx.Client):
+    response = anonymous.get("/v2/nothing")
+    assert response.status_code == 404
+    assert response.json() == {
+        "error": {"type": "not_found", "message": "no route GET /v2/nothing"}
+    }
+
+
+def test_unexpected_error_is_500_without_a_trace(auth_env: None):
+    app: FastAPI = create_app()
+
+    @app.get("/explode")
+    def explode() -> None:
+        raise RuntimeError("secret internal detail")
+
+    with serving(app) as url:
+        response = httpx.get(f"{url}/explode")
+    assert response.status_code == 500
+    assert response.json() == {
+        "error": {"type": "internal_error", "message": "internal error; it has been logged"}
+    }
+    assert "secret internal detail" not in response.text
+    assert "Traceback" not in response.text

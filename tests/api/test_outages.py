@@ -1,0 +1,75 @@
+"""A real API process whose broker or database is down: 503 naming it, nothing half-enqueued."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
+
+from core.settings import get_settings
+from models.platform import EnqueuedTask
+from tests.api.support import api_process, client_for
+from tests.factories import unique
+
+# Nothing listens on port 1.
+CLOSED_BROKER = "redis://127.0.0.1:1/0"
+
+
+def _closed_database_url() -> str:
+    url = make_url(get_settings().db_url).set(host="127.0.0.1", port=1)
+    return url.render_as_string(hide_password=False)
+
+
+def test_broker_down_is_503_and_leaves_no_record(db):
+    caller = unique("no-broker")
+    env = {"BROKER_URL": CLOSED_BROKER, "RESULT_BACKEND": get_settings().backend}
+    with api_process(**env) as url, client_for(url, ["*"], sub=caller) as http:
+        response = http.post("/v1/tasks/events.publish", json={"args": {}, "idempotency_key": "k"})
+        ready = http.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["error"]["type"] == "unavailable"
+    assert "broker" in response.json()["error"]["message"]
+    count = db.scalar(
+        select(func.count()).select_from(EnqueuedTask).where(EnqueuedTask.caller == caller)
+    )
+    assert count == 0
+    assert ready.status_code == 503
+    assert ready.json()["checks"] == {"database": "ok", "broker": "unreachable"}
+    assert "broker" in ready.json()["error"]["message"]
+    assert "database" not in ready.json()["error"]["message"]
+
+
+def test_result_backend_down_is_503_at_once_and_leaves_no_record(db):
+    caller = unique("no-backend")
+    with (
+        api_process(RESULT_BACKEND=CLOSED_BROKER) as url,
+        client_for(url, ["*"], sub=caller) as http,
+    ):
+        response = http.post("/v1/tasks/events.publish", json={"args": {}})
+        status = http.get(f"/v1/tasks/{uuid.uuid4()}")
+    assert response.status_code == status.status_code == 503
+    assert "result backend" in response.json()["error"]["message"]
+    count = db.scalar(
+        select(func.count()).select_from(EnqueuedTask).where(EnqueuedTask.caller == caller)
+    )
+    assert count == 0
+
+
+def test_database_down_is_503_naming_the_database():
+    with api_process(DATABASE_URL=_closed_database_url()) as url, client_for(url, ["*"]) as http:
+        enqueue = http.post("/v1/tasks/events.publish", json={"args": {}})
+        keyed = http.post("/v1/tasks/events.publish", json={"args": {}, "idempotency_key": "k"})
+        status = http.get(f"/v1/tasks/{uuid.uuid4()}")
+        ready = http.get("/readyz")
+    for response in (enqueue, keyed, status):
+        assert response.status_code == 503
+        assert response.json() == {
+            "error": {
+                "type": "unavailable",
+                "message": "the database is unreachable; nothing was changed, try again later",
+            }
+        }
+    assert ready.status_code == 503
+    assert ready.json()["checks"] == {"database": "unreachable", "broker": "ok"}
+    assert ready.json()["error"]["message"] == "not ready: database unreachable"
