@@ -1,0 +1,147 @@
+"""The `matchops` command line: argument parsing and errors a user can act on."""
+
+from __future__ import annotations
+
+import jwt
+import pytest
+
+from api.auth import decode_token
+from runtime.cli import (
+    UsageError,
+    parse_command_line,
+    parse_task_args,
+    subcommand_names,
+    worker_argv,
+)
+from tests.runtime.commands import matchops
+
+CONTRACT_SUBCOMMANDS = {
+    "migrate",
+    "api",
+    "worker",
+    "beat",
+    "flower",
+    "token",
+    "enqueue",
+    "status",
+    "run",
+    "demo",
+}
+
+
+def test_every_contract_subcommand_exists():
+    assert set(subcommand_names()) == CONTRACT_SUBCOMMANDS
+
+
+def test_task_args_are_json_where_they_parse():
+    parsed = parse_task_args(
+        ["user_id=42", "topic=graphs", "confirmed=true", "ids=[1, 2]", "note=a=b", 'code="42"']
+    )
+    assert parsed == {
+        "user_id": 42,
+        "topic": "graphs",
+        "confirmed": True,
+        "ids": [1, 2],
+        "note": "a=b",
+        "code": "42",
+    }
+
+
+@pytest.mark.parametrize(
+    ("pair", "says"),
+    [
+        ("user_id", "expected KEY=VALUE"),
+        ("=42", "the key before '=' is empty"),
+    ],
+)
+def test_malformed_task_args_say_what_is_wrong(pair, says):
+    with pytest.raises(UsageError, match=says):
+        parse_task_args([pair])
+
+
+def test_a_task_arg_given_twice_is_refused():
+    with pytest.raises(UsageError, match="user_id: given twice"):
+        parse_task_args(["user_id=1", "user_id=2"])
+
+
+def test_worker_options_pass_through_in_order():
+    args = parse_command_line(["worker", "-c", "4", "--loglevel", "DEBUG", "-Q", "sweeps"])
+    assert args.celery_args == ["-c", "4", "--loglevel", "DEBUG", "-Q", "sweeps"]
+
+
+def test_worker_consumes_every_queue_unless_told():
+    default = worker_argv(["-c", "2"])
+    assert default[:3] == ["worker", "-c", "2"]
+    queues = default[default.index("-Q") + 1].split(",")
+    assert set(queues) == {"interactive", "sweeps", "cascades", "maintenance", "events"}
+    assert worker_argv(["-Q", "sweeps", "-l", "DEBUG"]) == ["worker", "-Q", "sweeps", "-l", "DEBUG"]
+    assert "-Q" not in worker_argv(["--queues=events"])
+
+
+def test_bad_arg_syntax_exits_2_naming_the_arg():
+    done = matchops("enqueue", "peer.request", "--arg", "user_id")
+    assert done.returncode == 2
+    assert "--arg 'user_id': expected KEY=VALUE" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_token_round_trip():
+    done = matchops(
+        "token",
+        "--sub",
+        "alice",
+        "--scope",
+        "peer.*",
+        "--scope",
+        "mentorship.rank",
+        "--ttl",
+        "120",
+        env={"AUTH_SECRET": "a-test-secret-of-32-bytes-or-more!!"},
+    )
+    assert done.returncode == 0, done.stderr
+    token = done.stdout.strip()
+    caller = decode_token("a-test-secret-of-32-bytes-or-more!!", token)
+    assert caller.sub == "alice"
+    assert caller.scopes == ("peer.*", "mentorship.rank")
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert claims["exp"] - claims["iat"] == 120
+
+
+def test_token_without_any_secret_names_auth_secret(tmp_path):
+    done = matchops(
+        "token", "--sub", "alice", env={"MATCHOPS_HOME": str(tmp_path)}, unset=("AUTH_SECRET",)
+    )
+    assert done.returncode == 2
+    assert "AUTH_SECRET is not set" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_token_ttl_must_be_positive():
+    done = matchops("token", "--sub", "alice", "--ttl", "0", env={"AUTH_SECRET": "x" * 32})
+    assert done.returncode == 2
+    assert "'0' must be greater than 0" in done.stderr
+
+
+def test_api_refuses_to_start_without_auth_secret():
+    done = matchops("api", unset=("AUTH_SECRET",))
+    assert done.returncode == 2
+    assert "AUTH_SECRET is not set" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_flower_refuses_to_start_without_basic_auth():
+    done = matchops("flower", unset=("FLOWER_BASIC_AUTH",))
+    assert done.returncode == 2
+    assert "FLOWER_BASIC_AUTH is not set" in done.stderr
+
+
+def test_flower_basic_auth_must_be_user_colon_password():
+    done = matchops("flower", env={"FLOWER_BASIC_AUTH": "admin"})
+    assert done.returncode == 2
+    assert "FLOWER_BASIC_AUTH must look like user:password" in done.stderr
+
+
+def test_unknown_subcommand_is_a_usage_error():
+    done = matchops("teleport")
+    assert done.returncode == 2
+    assert "invalid choice: 'teleport'" in done.stderr

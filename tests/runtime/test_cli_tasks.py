@@ -1,0 +1,88 @@
+"""`matchops enqueue`, `status` and `migrate` against the real database, broker and worker."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.engine import make_url
+
+from core.settings import get_settings
+from runtime.migrate import alembic_config, recreate_schema
+from tests.runtime.commands import matchops
+
+
+def test_enqueue_waits_for_the_result_and_status_reads_it(worker):
+    done = matchops("enqueue", "maintenance.reconcile", "--wait", "20")
+    assert done.returncode == 0, done.stdout + done.stderr
+    answer = json.loads(done.stdout)
+    assert answer["name"] == "maintenance.reconcile"
+    assert answer["state"] == "SUCCESS"
+    assert "enqueued_tasks_pruned" in answer["result"]
+
+    status = matchops("status", answer["task_id"])
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout) == answer
+
+
+def test_enqueue_without_wait_answers_pending():
+    done = matchops("enqueue", "events.publish")
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert answer["state"] == "PENDING"
+    assert answer["status_url"] == f"/v1/tasks/{answer['task_id']}"
+
+
+def test_same_idempotency_key_gives_the_same_task():
+    key = f"cli-{uuid.uuid4().hex}"
+    first = matchops("enqueue", "events.publish", "--idempotency-key", key)
+    again = matchops("enqueue", "events.publish", "--idempotency-key", key)
+    assert first.returncode == again.returncode == 0
+    assert json.loads(first.stdout)["task_id"] == json.loads(again.stdout)["task_id"]
+
+
+def test_args_outside_the_schema_are_refused_with_the_field():
+    done = matchops("enqueue", "maintenance.reconcile", "--arg", "dry_run=true")
+    assert done.returncode == 1
+    error = json.loads(done.stdout)["error"]
+    assert error["type"] == "validation_error"
+    assert "args.dry_run" in error["message"]
+    assert "Traceback" not in done.stderr
+
+
+def test_status_of_an_unknown_task_is_not_found():
+    done = matchops("status", str(uuid.uuid4()))
+    assert done.returncode == 1
+    assert json.loads(done.stdout)["error"]["type"] == "not_found"
+
+
+def test_migrate_brings_an_empty_database_to_head():
+    url = make_url(get_settings().db_url)
+    scratch = url.set(database=f"{url.database}_migrate").render_as_string(hide_password=False)
+    recreate_schema(scratch)
+    done = matchops("migrate", env={"DATABASE_URL": scratch})
+    assert done.returncode == 0, done.stderr
+    assert "at head" in done.stdout
+
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    engine = create_engine(scratch)
+    try:
+        with engine.connect() as conn:
+            assert conn.scalar(text("SELECT version_num FROM alembic_version")) == head
+        assert {"users", "outbox", "enqueued_tasks", "match_requests"} <= set(
+            inspect(engine).get_table_names()
+        )
+    finally:
+        engine.dispose()
+
+
+def test_migrate_names_an_unreachable_database():
+    done = matchops(
+        "migrate", env={"DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1:1/nothing"}
+    )
+    assert done.returncode == 3
+    assert "cannot reach the database (DATABASE_URL)" in done.stderr
+    assert "Traceback" not in done.stderr

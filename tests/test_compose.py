@@ -1,0 +1,85 @@
+"""docker-compose.yml cannot run here (no Docker engine), so it is checked by reading it."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from runtime.cli import parse_command_line, subcommand_names
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE_TEXT = (ROOT / "docker-compose.yml").read_text()
+COMPOSE = yaml.safe_load(COMPOSE_TEXT)
+SERVICES: dict = COMPOSE["services"]
+MATCHOPS_SERVICES = {"migrate", "api", "worker", "beat", "flower"}
+SECRETS = ("AUTH_SECRET", "FLOWER_BASIC_AUTH", "POSTGRES_PASSWORD")
+
+
+def test_every_role_of_the_contract_is_a_service():
+    assert {"postgres", "redis"} | MATCHOPS_SERVICES <= set(SERVICES)
+
+
+@pytest.mark.parametrize("name", sorted(MATCHOPS_SERVICES))
+def test_command_is_a_real_matchops_subcommand(name):
+    service = SERVICES[name]
+    command = service["command"]
+    assert command[0] == "matchops"
+    assert command[1] in subcommand_names()
+    # The whole command line parses as the CLI would parse it (options included).
+    args = parse_command_line(command[1:])
+    assert args.command == command[1]
+    assert service["build"] == "."
+
+
+def test_worker_options_are_celery_worker_options():
+    from celery.bin.worker import worker
+
+    options = {opt for param in worker.params for opt in param.opts}
+    celery_args = parse_command_line(SERVICES["worker"]["command"][1:]).celery_args
+    assert {arg for arg in celery_args if arg.startswith("-")} <= options
+
+
+@pytest.mark.parametrize("name", ["postgres", "redis", "api", "worker", "flower"])
+def test_long_running_services_have_healthchecks(name):
+    healthcheck = SERVICES[name]["healthcheck"]
+    assert healthcheck["test"]
+    assert healthcheck.get("interval")
+
+
+def test_start_order_waits_on_health_and_migration():
+    assert SERVICES["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    for name in ("api", "worker", "beat"):
+        depends = SERVICES[name]["depends_on"]
+        assert depends["migrate"]["condition"] == "service_completed_successfully"
+        assert depends["redis"]["condition"] == "service_healthy"
+    assert SERVICES["flower"]["depends_on"]["redis"]["condition"] == "service_healthy"
+
+
+def test_migrate_runs_once():
+    assert SERVICES["migrate"]["restart"] == "no"
+
+
+@pytest.mark.parametrize("secret", SECRETS)
+def test_secrets_are_required_never_defaulted(secret):
+    uses = re.findall(r"\$\{" + secret + r"([^}]*)\}", COMPOSE_TEXT)
+    assert uses, f"{secret} is not used"
+    assert all(use.startswith(":?") for use in uses), uses
+
+
+def test_flower_has_basic_auth_and_api_has_its_secret():
+    assert "FLOWER_BASIC_AUTH" in SERVICES["flower"]["environment"]
+    assert "AUTH_SECRET" in SERVICES["api"]["environment"]
+
+
+def test_every_matchops_service_reaches_the_same_database_and_broker():
+    urls = {
+        (env["DATABASE_URL"], env["BROKER_URL"], env["RESULT_BACKEND"])
+        for env in (SERVICES[name]["environment"] for name in MATCHOPS_SERVICES)
+    }
+    assert len(urls) == 1
+    database_url, broker_url, _ = urls.pop()
+    assert database_url.startswith("postgresql+psycopg://") and "@postgres:5432/" in database_url
+    assert broker_url.startswith("redis://redis:6379/")
