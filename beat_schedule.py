@@ -21,4 +21,14 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "schedule": 3600.0,
         "options": {"expires": 3300},
     },
+    "peer-sweep": {
+        "task": "peer.sweep",
+        "schedule": 1.0,
+        "options": {"expires": 2},
+    },
+    "peer-expire": {
+        "task": "peer.expire",
+        "schedule": 5.0,
+        "options": {"expires": 5},
+    },
 }

@@ -5,7 +5,16 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, Identity, Index, Text, func, text
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    ForeignKey,
+    Identity,
+    Index,
+    Text,
+    func,
+    text,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -44,6 +53,12 @@ class MatchRequest(Base):
             "created_at",
             postgresql_where=text("status = 'pending'"),
         ),
+        # The expiry scan reads pending requests by age across every pool.
+        Index(
+            "ix_match_requests_pending_created",
+            "created_at",
+            postgresql_where=text("status = 'pending'"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, server_default=func.gen_random_uuid())
@@ -52,7 +67,12 @@ class MatchRequest(Base):
     topic: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(Text, server_default="pending")
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
-    match_id: Mapped[uuid.UUID | None] = mapped_column(index=True)
+    # Not indexed: every sweep rewrites this column for each request it pairs, and the
+    # match names its two requests (`matches.request_a`/`request_b`) for lookups.
+    match_id: Mapped[uuid.UUID | None]
+    # When an innocent side went back to pending. It keeps `created_at` (its place in
+    # the pool) but gets a fresh matching timeout from here.
+    requeued_at: Mapped[datetime | None]
 
 
 class Match(Base):
@@ -68,20 +88,35 @@ class Match(Base):
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, server_default=func.gen_random_uuid())
-    user_a: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id"))
-    user_b: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id"))
+    # No foreign keys here: both users come from requests, whose own foreign key already
+    # vouches for them, and checking again costs more than the rest of a bulk sweep.
+    user_a: Mapped[int] = mapped_column(BigInteger)
+    user_b: Mapped[int] = mapped_column(BigInteger)
     difficulty: Mapped[str] = mapped_column(Text)
     topic: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(Text, server_default="pending_confirmation")
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     confirm_deadline: Mapped[datetime]
     session_id: Mapped[uuid.UUID | None]
+    # The two requests a sweep paired (NULL for matches made elsewhere), so every
+    # request's matches can be audited.
+    request_a: Mapped[uuid.UUID | None]
+    request_b: Mapped[uuid.UUID | None]
+    # Each side's answer: NULL until given, then yes (true) or no (false).
+    confirmed_a: Mapped[bool | None]
+    confirmed_b: Mapped[bool | None]
 
 
 class CollabSession(Base):
     """A coding session for a confirmed match."""
 
     __tablename__ = "collab_sessions"
+    __table_args__ = (
+        # Question choice prefers the least-used question of a pool.
+        Index("ix_collab_sessions_question_id", "question_id"),
+        # Reconcile rewrites the Redis keys of active sessions only.
+        Index("ix_collab_sessions_active", "id", postgresql_where=text("status = 'active'")),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, server_default=func.gen_random_uuid())
     match_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("matches.id"), unique=True)
@@ -90,3 +125,20 @@ class CollabSession(Base):
     user_ids: Mapped[list[int]] = mapped_column(ARRAY(BigInteger))
     status: Mapped[str] = mapped_column(Text, server_default="active")
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class PeerDecline(Base):
+    """Two users one of whom declined a match with the other; the sweep keeps them apart
+    for an hour. One row per unordered pair (`user_low` < `user_high`), refreshed on
+    every new decline."""
+
+    __tablename__ = "peer_declines"
+    __table_args__ = (
+        CheckConstraint("user_low < user_high", name="ordered_pair"),
+        Index("ix_peer_declines_declined_at", "declined_at"),
+    )
+
+    user_low: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id"), primary_key=True)
+    user_high: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id"), primary_key=True)
+    declined_by: Mapped[int] = mapped_column(BigInteger)
+    declined_at: Mapped[datetime] = mapped_column(server_default=func.now())

@@ -10,6 +10,8 @@ from sqlalchemy.orm import Session
 
 from core.db import session_factory
 from core.relay import count_stuck
+from domain.peer.declines import prune_declines
+from domain.peer.repairs import requeue_orphaned_requests, restore_session_keys
 from models.platform import EnqueuedTask
 from tasks.events import relay_pending
 from workers.base import ProgressReporter, TaskArgs, batched_task
@@ -32,7 +34,12 @@ def prune_enqueued_tasks(session: Session) -> dict[str, int]:
 
 
 # Each repair runs in its own transaction, so one failing repair does not undo the rest.
-REPAIRS: tuple[Callable[[Session], dict[str, int]], ...] = (prune_enqueued_tasks,)
+REPAIRS: tuple[Callable[[Session], dict[str, int]], ...] = (
+    prune_enqueued_tasks,
+    requeue_orphaned_requests,
+    restore_session_keys,
+    prune_declines,
+)
 
 
 @batched_task("maintenance.reconcile", args=ReconcileArgs)

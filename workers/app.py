@@ -9,6 +9,7 @@ TASK_MODULES = (
     "tasks.events",
     "tasks.maintenance",
     "tasks.carpool",
+    "tasks.peer",
 )
 
 app = Celery("matchops", include=list(TASK_MODULES))

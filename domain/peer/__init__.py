@@ -1,0 +1,1 @@
+"""Peer practice: requests, pool sweeps, two-sided confirmation, expiry and sessions."""

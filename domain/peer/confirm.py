@@ -1,0 +1,126 @@
+"""`peer.confirm`: both sides answer a proposed match."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import case, func, select, update
+from sqlalchemy.orm import Session
+
+from core.errors import Conflict, Forbidden, NotFound
+from core.outbox import emit_event
+from domain.peer.declines import record_decline
+from domain.peer.session_store import SessionStore
+from domain.peer.sessions import ensure_document, start_session
+from models.peer import CollabSession, Match, MatchRequest
+
+
+def confirm_match(
+    session: Session, match_id: uuid.UUID, user_id: int, confirmed: bool, store: SessionStore
+) -> dict[str, Any]:
+    """Record one side's answer to a proposed match.
+
+    The match row is locked, so two answers racing are taken one after the other.
+    A first yes waits for the partner; the second yes starts the session; a no
+    cancels the match, requeues the partner at their original place and keeps the
+    two apart for the decline cooldown. The same answer again answers the same.
+    """
+    row = session.execute(
+        select(Match, (Match.confirm_deadline <= func.now()).label("overdue"))
+        .where(Match.id == match_id)
+        .with_for_update(of=Match)
+    ).one_or_none()
+    if row is None:
+        raise NotFound(f"match {match_id} not found")
+    match, overdue = row.tuple()
+    if user_id == match.user_a:
+        own_answer, partner_id = match.confirmed_a, match.user_b
+    elif user_id == match.user_b:
+        own_answer, partner_id = match.confirmed_b, match.user_a
+    else:
+        raise Forbidden(f"user {user_id} is not a party to match {match_id}")
+
+    if match.status == "confirmed":
+        if not confirmed:
+            raise Conflict(f"match {match_id} is already confirmed; it can no longer be declined")
+        collab = session.execute(
+            select(CollabSession).where(CollabSession.match_id == match.id)
+        ).scalar_one()
+        ensure_document(session, collab, store)
+        return _found(match, collab.id, collab.question_id, partner_id)
+    if match.status == "cancelled" and own_answer is False and not confirmed:
+        # The partner was requeued by this user's first no.
+        return _cancelled(match.id, requeued_partner=True)
+    if match.status != "pending_confirmation":
+        raise Conflict(
+            f"match {match_id} is no longer awaiting confirmation (it is {match.status})"
+        )
+    if overdue:
+        raise Conflict(
+            f"match {match_id} is no longer awaiting confirmation (its deadline has passed)"
+        )
+
+    if not confirmed:
+        return _decline(session, match, user_id, partner_id)
+    if user_id == match.user_a:
+        match.confirmed_a = True
+    else:
+        match.confirmed_b = True
+    if not (match.confirmed_a and match.confirmed_b):
+        return {"status": "waiting_for_partner", "match_id": match.id}
+    started = start_session(session, match, store)
+    return _found(match, started.session_id, started.question_id, partner_id)
+
+
+def _decline(session: Session, match: Match, user_id: int, partner_id: int) -> dict[str, Any]:
+    match.status = "cancelled"
+    if user_id == match.user_a:
+        match.confirmed_a = False
+    else:
+        match.confirmed_b = False
+    # This side's request is closed; the partner's goes back to pending with its
+    # original created_at (its place in the pool) and a fresh matching timeout.
+    is_decliner = MatchRequest.user_id == user_id
+    moved = session.execute(
+        update(MatchRequest)
+        .where(
+            MatchRequest.user_id.in_([user_id, partner_id]),
+            MatchRequest.match_id == match.id,
+            MatchRequest.status == "matched",
+        )
+        .values(
+            status=case((is_decliner, "cancelled"), else_="pending"),
+            match_id=case((is_decliner, MatchRequest.match_id), else_=None),
+            requeued_at=case((is_decliner, MatchRequest.requeued_at), else_=func.now()),
+        )
+        .returning(MatchRequest.user_id, MatchRequest.status)
+    ).all()
+    requeued = [row.user_id for row in moved if row.status == "pending"]
+    record_decline(session, declined_by=user_id, other=partner_id)
+    emit_event(
+        session,
+        "match.cancelled",
+        {
+            "match_id": str(match.id),
+            "users": [match.user_a, match.user_b],
+            "declined_by": user_id,
+            "requeued": requeued,
+        },
+    )
+    return _cancelled(match.id, requeued_partner=bool(requeued))
+
+
+def _found(
+    match: Match, session_id: uuid.UUID, question_id: int | None, partner_id: int
+) -> dict[str, Any]:
+    return {
+        "match_id": match.id,
+        "session_id": session_id,
+        "question_id": question_id,
+        "partner_id": partner_id,
+    }
+
+
+def _cancelled(match_id: uuid.UUID, *, requeued_partner: bool) -> dict[str, Any]:
+    return {"status": "cancelled", "requeued_partner": requeued_partner, "match_id": match_id}

@@ -1,0 +1,121 @@
+"""`peer.expire`: both timeouts, by the database clock, in two set-based statements."""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+# A pending request expires MATCHING_TIMEOUT_SECONDS after it was made, or after it was
+# last requeued (a requeued request keeps its created_at, its place in the pool, but
+# gets a full timeout to find its next partner). Rows another transaction holds (a
+# sweep claiming them, a cancel) are skipped and picked up by the next run.
+EXPIRE_REQUESTS = text(
+    """
+    WITH due AS (
+        SELECT id
+        FROM match_requests
+        WHERE status = 'pending'
+          AND created_at < now() - make_interval(secs => :timeout)
+          AND (requeued_at IS NULL OR requeued_at < now() - make_interval(secs => :timeout))
+        FOR UPDATE SKIP LOCKED
+    ),
+    expired AS (
+        UPDATE match_requests r
+        SET status = 'expired'
+        FROM due
+        WHERE r.id = due.id AND r.status = 'pending'
+        RETURNING r.id, r.user_id, r.difficulty, r.topic, r.created_at
+    ),
+    announced AS (
+        INSERT INTO outbox (type, data)
+        SELECT
+            'request.expired',
+            jsonb_build_object(
+                'request_id', id,
+                'user_id', user_id,
+                'difficulty', difficulty,
+                'topic', topic,
+                'created_at', created_at,
+                'reason', 'matching_timeout'
+            )
+        FROM expired
+    )
+    SELECT count(*) FROM expired
+    """
+)
+
+# A match unconfirmed at its deadline expires: a side that had said yes goes back to
+# pending at its original place, the other side's request expires.
+EXPIRE_MATCHES = text(
+    """
+    WITH due AS (
+        SELECT id
+        FROM matches
+        WHERE status = 'pending_confirmation' AND confirm_deadline <= now()
+        FOR UPDATE SKIP LOCKED
+    ),
+    expired AS (
+        UPDATE matches m
+        SET status = 'expired'
+        FROM due
+        WHERE m.id = due.id AND m.status = 'pending_confirmation'
+        RETURNING m.id, m.user_a, m.user_b, m.confirmed_a, m.confirmed_b, m.difficulty, m.topic
+    ),
+    sides AS (
+        SELECT id AS match_id, user_a AS user_id, coalesce(confirmed_a, false) AS confirmed
+        FROM expired
+        UNION ALL
+        SELECT id, user_b, coalesce(confirmed_b, false) FROM expired
+    ),
+    moved AS (
+        UPDATE match_requests r
+        SET status = CASE WHEN s.confirmed THEN 'pending' ELSE 'expired' END,
+            match_id = CASE WHEN s.confirmed THEN NULL ELSE r.match_id END,
+            requeued_at = CASE WHEN s.confirmed THEN now() ELSE r.requeued_at END
+        FROM sides s
+        WHERE r.user_id = s.user_id AND r.match_id = s.match_id AND r.status = 'matched'
+        RETURNING s.match_id, r.user_id, s.confirmed AS requeued
+    ),
+    moved_by_match AS (
+        SELECT
+            match_id,
+            jsonb_agg(user_id) FILTER (WHERE requeued) AS requeued,
+            jsonb_agg(user_id) FILTER (WHERE NOT requeued) AS expired
+        FROM moved
+        GROUP BY match_id
+    ),
+    announced AS (
+        INSERT INTO outbox (type, data)
+        SELECT
+            'match.expired',
+            jsonb_build_object(
+                'match_id', e.id,
+                'users', jsonb_build_array(e.user_a, e.user_b),
+                'difficulty', e.difficulty,
+                'topic', e.topic,
+                'reason', 'confirmation_timeout',
+                'requeued', coalesce(b.requeued, CAST('[]' AS jsonb)),
+                'expired', coalesce(b.expired, CAST('[]' AS jsonb))
+            )
+        FROM expired e
+        LEFT JOIN moved_by_match b ON b.match_id = e.id
+    )
+    SELECT
+        (SELECT count(*) FROM expired) AS matches_expired,
+        (SELECT count(*) FROM moved WHERE requeued) AS requeued
+    """
+)
+
+
+def expire(session: Session, *, matching_timeout: int) -> dict[str, int]:
+    """Expire overdue matches (requeueing sides that said yes), then stale pending requests.
+
+    Returns `{"requests_expired", "matches_expired", "requeued"}`.
+    """
+    matches = session.execute(EXPIRE_MATCHES).one()
+    requests_expired = session.scalar(EXPIRE_REQUESTS, {"timeout": matching_timeout})
+    return {
+        "requests_expired": int(requests_expired or 0),
+        "matches_expired": int(matches.matches_expired),
+        "requeued": int(matches.requeued),
+    }

@@ -1,0 +1,53 @@
+"""Reconcile repairs for peer matching (appended to `tasks.maintenance.REPAIRS`)."""
+
+from __future__ import annotations
+
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from domain.peer import session_store
+from domain.peer.sessions import question_json
+from models.peer import CollabSession, Question
+
+# A request left `matched` to a match that does not exist, or that was cancelled or
+# expired without its requests being moved, goes back to pending at its place. Rows
+# another transaction holds are left to the next run.
+REQUEUE_ORPHANED_REQUESTS = text(
+    """
+    WITH orphaned AS (
+        SELECT r.id
+        FROM match_requests r
+        WHERE r.status = 'matched'
+          AND NOT EXISTS (
+            SELECT 1 FROM matches m
+            WHERE m.id = r.match_id AND m.status IN ('pending_confirmation', 'confirmed')
+          )
+        FOR UPDATE OF r SKIP LOCKED
+    )
+    UPDATE match_requests r
+    SET status = 'pending', match_id = NULL, requeued_at = now()
+    FROM orphaned
+    WHERE r.id = orphaned.id AND r.status = 'matched'
+    """
+)
+
+
+def requeue_orphaned_requests(session: Session) -> dict[str, int]:
+    """Requests matched to a match that is gone (or cancelled/expired) → pending."""
+    result = session.execute(REQUEUE_ORPHANED_REQUESTS)
+    return {"peer_requests_requeued": int(result.rowcount)}  # type: ignore[attr-defined]
+
+
+def restore_session_keys(session: Session) -> dict[str, int]:
+    """Rewrite the Redis document of every active session whose key is missing."""
+    rows = session.execute(
+        select(CollabSession.id, CollabSession.user_ids, Question)
+        .outerjoin(Question, Question.id == CollabSession.question_id)
+        .where(CollabSession.status == "active")
+    ).all()
+    documents = {
+        row.id: session_store.session_document(question_json(row.Question), list(row.user_ids))
+        for row in rows
+    }
+    restored = session_store.write_missing(session_store.session_store(), documents)
+    return {"peer_session_keys_restored": restored}

@@ -1,0 +1,77 @@
+"""`peer.request` and `peer.cancel`: a user's place in a pool."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from core.errors import Conflict, Forbidden, MatchingError, NotFound
+from models.peer import MatchRequest
+from models.users import User
+
+# The partial unique index that allows one pending or matched request per user.
+OPEN_REQUEST_INDEX = "uq_match_requests_open_user"
+
+
+def create_request(session: Session, user_id: int, difficulty: str, topic: str) -> dict[str, Any]:
+    """Put an active user in the pool (difficulty, topic).
+
+    One open (pending or matched) request per user is enforced by the database's
+    partial unique index, so two requests racing cannot both get in.
+    """
+    is_active = session.scalar(select(User.is_active).where(User.id == user_id))
+    if is_active is None:
+        raise NotFound(f"user {user_id} not found")
+    if not is_active:
+        raise NotFound(f"user {user_id} is not active")
+    try:
+        row = session.execute(
+            insert(MatchRequest)
+            .values(user_id=user_id, difficulty=difficulty, topic=topic)
+            .returning(MatchRequest.id, MatchRequest.status, MatchRequest.created_at)
+        ).one()
+    except IntegrityError as exc:
+        if _violated_constraint(exc) == OPEN_REQUEST_INDEX:
+            raise MatchingError("duplicate request") from None
+        raise
+    return {
+        "request_id": row.id,
+        "status": row.status,
+        "user_id": user_id,
+        "difficulty": difficulty,
+        "topic": topic,
+        "created_at": row.created_at,
+    }
+
+
+def cancel_request(session: Session, request_id: uuid.UUID, user_id: int) -> dict[str, Any]:
+    """Withdraw a pending request; cancelling it again answers the same."""
+    request = session.execute(
+        select(MatchRequest.user_id, MatchRequest.status)
+        .where(MatchRequest.id == request_id)
+        .with_for_update()
+    ).one_or_none()
+    if request is None:
+        raise NotFound(f"request {request_id} not found")
+    if request.user_id != user_id:
+        raise Forbidden(f"request {request_id} belongs to another user")
+    if request.status == "matched":
+        raise Conflict(f"request {request_id} is already matched; answer the match instead")
+    if request.status == "expired":
+        raise Conflict(f"request {request_id} has expired")
+    if request.status == "pending":
+        session.execute(
+            update(MatchRequest)
+            .where(MatchRequest.id == request_id, MatchRequest.status == "pending")
+            .values(status="cancelled")
+        )
+    return {"request_id": request_id, "status": "cancelled"}
+
+
+def _violated_constraint(exc: IntegrityError) -> str | None:
+    diag = getattr(exc.orig, "diag", None)
+    return getattr(diag, "constraint_name", None)

@@ -1,0 +1,112 @@
+"""Peer practice tasks: request a partner, sweep pools, confirm, expire, cancel, leave."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from pydantic import Field, StringConstraints
+from sqlalchemy.orm import Session
+
+from core.settings import get_settings
+from domain.peer.confirm import confirm_match
+from domain.peer.expiry import expire as expire_overdue
+from domain.peer.requests import cancel_request, create_request
+from domain.peer.rules import TOPIC_MAX_LENGTH, TOPIC_PATTERN, Difficulty
+from domain.peer.session_store import session_store
+from domain.peer.sessions import leave_session
+from domain.peer.sweep import sweep as sweep_pools
+from workers.base import TaskArgs, task
+
+Topic = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=TOPIC_MAX_LENGTH, pattern=TOPIC_PATTERN
+    ),
+    Field(description="A short topic label such as `arrays` or `dynamic-programming`."),
+]
+UserId = Annotated[int, Field(gt=0, description="The acting user's id.")]
+
+
+class PeerRequestArgs(TaskArgs):
+    """Ask for a partner in the pool (difficulty, topic)."""
+
+    user_id: UserId
+    difficulty: Difficulty
+    topic: Topic
+
+
+class PeerCancelArgs(TaskArgs):
+    """Withdraw a pending request."""
+
+    request_id: uuid.UUID
+    user_id: UserId
+
+
+class PeerSweepArgs(TaskArgs):
+    """Which pools to sweep; omitted fields mean every value."""
+
+    difficulty: Difficulty | None = None
+    topic: Topic | None = None
+
+
+class PeerConfirmArgs(TaskArgs):
+    """One side's answer to a proposed match."""
+
+    match_id: uuid.UUID
+    user_id: UserId
+    confirmed: bool
+
+
+class PeerExpireArgs(TaskArgs):
+    """No arguments."""
+
+
+class PeerLeaveArgs(TaskArgs):
+    """Leave a collaboration session."""
+
+    session_id: uuid.UUID
+    user_id: UserId
+
+
+@task("peer.request", args=PeerRequestArgs)
+def request(session: Session, args: PeerRequestArgs) -> dict[str, Any]:
+    """Queue a user for a partner at a difficulty and topic (one open request per user)."""
+    return create_request(session, args.user_id, args.difficulty, args.topic)
+
+
+@task("peer.cancel", args=PeerCancelArgs)
+def cancel(session: Session, args: PeerCancelArgs) -> dict[str, Any]:
+    """Cancel the caller's pending request."""
+    return cancel_request(session, args.request_id, args.user_id)
+
+
+@task("peer.sweep", args=PeerSweepArgs)
+def sweep(session: Session, args: PeerSweepArgs) -> dict[str, int]:
+    """Pair pending requests pool by pool, oldest first, into matches awaiting confirmation."""
+    settings = get_settings()
+    return sweep_pools(
+        session,
+        difficulty=args.difficulty,
+        topic=args.topic,
+        max_open_matches=settings.max_concurrent_matches,
+        confirm_seconds=settings.confirm_match_timeout_seconds,
+    )
+
+
+@task("peer.confirm", args=PeerConfirmArgs)
+def confirm(session: Session, args: PeerConfirmArgs) -> dict[str, Any]:
+    """Answer a proposed match; both yes starts a session, a no requeues the partner."""
+    return confirm_match(session, args.match_id, args.user_id, args.confirmed, session_store())
+
+
+@task("peer.expire", args=PeerExpireArgs)
+def expire(session: Session, args: PeerExpireArgs) -> dict[str, int]:
+    """Expire stale pending requests and matches not confirmed by their deadline."""
+    return expire_overdue(session, matching_timeout=get_settings().matching_timeout_seconds)
+
+
+@task("peer.leave", args=PeerLeaveArgs)
+def leave(session: Session, args: PeerLeaveArgs) -> dict[str, Any]:
+    """Leave a collaboration session; the last one out ends it."""
+    return leave_session(session, args.session_id, args.user_id, session_store())

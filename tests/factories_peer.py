@@ -1,0 +1,115 @@
+"""Test data for peer matching: requests in a pool, questions, reading matches back."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from models import Match, MatchRequest, OutboxEvent, Question
+from tests.factories import make_user
+
+
+def make_request(
+    session: Session,
+    *,
+    topic: str,
+    difficulty: str = "Easy",
+    user_id: int | None = None,
+    age_seconds: float = 0,
+    status: str = "pending",
+) -> MatchRequest:
+    """A request (and its user, unless given) created `age_seconds` ago."""
+    if user_id is None:
+        user_id = make_user(session).id
+    request = MatchRequest(
+        user_id=user_id,
+        difficulty=difficulty,
+        topic=topic,
+        status=status,
+        created_at=datetime.now(UTC) - timedelta(seconds=age_seconds),
+    )
+    session.add(request)
+    session.flush()
+    return request
+
+
+def make_pool(
+    session: Session, size: int, *, topic: str, difficulty: str = "Easy"
+) -> list[MatchRequest]:
+    """`size` pending requests of one pool, oldest first, one second apart."""
+    return [
+        make_request(session, topic=topic, difficulty=difficulty, age_seconds=size - index)
+        for index in range(size)
+    ]
+
+
+def make_question(session: Session, *, difficulty: str, topics: list[str]) -> Question:
+    """A question of the bank."""
+    title = f"Question {uuid.uuid4().hex[:8]}"
+    question = Question(title=title, difficulty=difficulty, topics=topics)
+    session.add(question)
+    session.flush()
+    return question
+
+
+def matches_of_topic(session: Session, topic: str) -> list[Match]:
+    """Every match of a topic, oldest first."""
+    session.expire_all()
+    return list(
+        session.scalars(select(Match).where(Match.topic == topic).order_by(Match.created_at))
+    )
+
+
+def pairs_of_topic(session: Session, topic: str) -> set[frozenset[int]]:
+    """The user pairs matched in a topic's pools."""
+    return {frozenset((m.user_a, m.user_b)) for m in matches_of_topic(session, topic)}
+
+
+def request_row(session: Session, request_id: uuid.UUID) -> MatchRequest:
+    """A request as stored now."""
+    session.expire_all()
+    request = session.get(MatchRequest, request_id)
+    assert request is not None
+    return request
+
+
+def events(session: Session, event_type: str, **data: Any) -> list[dict[str, Any]]:
+    """Payloads of outbox events of a type whose data has the given top-level values."""
+    session.expire_all()
+    query = select(OutboxEvent.data).where(OutboxEvent.type == event_type)
+    for key, value in data.items():
+        query = query.where(OutboxEvent.data[key].astext == str(value))
+    return list(session.scalars(query.order_by(OutboxEvent.id)))
+
+
+def open_matches(session: Session) -> int:
+    """Matches awaiting confirmation, across every pool."""
+    return int(
+        session.scalar(text("SELECT count(*) FROM matches WHERE status = 'pending_confirmation'"))
+        or 0
+    )
+
+
+def backdate_request(session: Session, request_id: uuid.UUID, seconds: int) -> None:
+    """Move a request's creation `seconds` into the past, by the database clock."""
+    session.execute(
+        text(
+            "UPDATE match_requests SET created_at = now() - make_interval(secs => :s) "
+            "WHERE id = :id"
+        ),
+        {"s": seconds, "id": request_id},
+    )
+    session.commit()
+
+
+def pass_deadline(session: Session, match_id: uuid.UUID) -> None:
+    """Put a match's confirmation deadline in the past, by the database clock."""
+    session.execute(
+        text("UPDATE matches SET confirm_deadline = now() - interval '1 second' WHERE id = :id"),
+        {"id": match_id},
+    )
+    session.commit()
