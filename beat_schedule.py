@@ -21,6 +21,11 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "schedule": 3600.0,
         "options": {"expires": 3300},
     },
+    "mentorship-expire-requests": {
+        "task": "mentorship.expire",
+        "schedule": 600.0,
+        "options": {"expires": 540},
+    },
     "peer-sweep": {
         "task": "peer.sweep",
         "schedule": 1.0,

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Double, ForeignKey, Identity, Index, Text, UniqueConstraint, func
+from sqlalchemy import (
+    BigInteger,
+    Double,
+    ForeignKey,
+    Identity,
+    Index,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base
@@ -28,6 +38,25 @@ class MentorMentee(Base):
     __table_args__ = (
         UniqueConstraint("mentor_id", "mentee_id", name="uq_mentor_mentee_pair"),
         Index("ix_mentor_mentee_mentee_id", "mentee_id"),
+        # One active mentor per mentee, held by the database even if two writers race.
+        Index(
+            "uq_mentor_mentee_active_mentee",
+            "mentee_id",
+            unique=True,
+            postgresql_where=text("status = 'active'"),
+        ),
+        # Capacity is a count of a mentor's active relationships, read on every selection.
+        Index(
+            "ix_mentor_mentee_active_mentor",
+            "mentor_id",
+            postgresql_where=text("status = 'active'"),
+        ),
+        # `mentorship.expire` scans only the pending tail.
+        Index(
+            "ix_mentor_mentee_pending_created",
+            "created_at",
+            postgresql_where=text("status = 'pending'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)

@@ -8,6 +8,7 @@ from celery import Celery
 TASK_MODULES = (
     "tasks.events",
     "tasks.maintenance",
+    "tasks.mentorship",
     "tasks.carpool",
     "tasks.peer",
 )

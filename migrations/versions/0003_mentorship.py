@@ -86,6 +86,27 @@ def upgrade() -> None:
         sa.UniqueConstraint("mentor_id", "mentee_id", name="uq_mentor_mentee_pair"),
     )
     op.create_index("ix_mentor_mentee_mentee_id", "mentor_mentee", ["mentee_id"], unique=False)
+    op.create_index(
+        "uq_mentor_mentee_active_mentee",
+        "mentor_mentee",
+        ["mentee_id"],
+        unique=True,
+        postgresql_where=sa.text("status = 'active'"),
+    )
+    op.create_index(
+        "ix_mentor_mentee_active_mentor",
+        "mentor_mentee",
+        ["mentor_id"],
+        unique=False,
+        postgresql_where=sa.text("status = 'active'"),
+    )
+    op.create_index(
+        "ix_mentor_mentee_pending_created",
+        "mentor_mentee",
+        ["created_at"],
+        unique=False,
+        postgresql_where=sa.text("status = 'pending'"),
+    )
     op.create_table(
         "messages",
         sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),

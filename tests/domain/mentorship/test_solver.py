@@ -2,34 +2,13 @@
 
 from __future__ import annotations
 
-import itertools
 import random
 
 import numpy as np
 import pytest
 
 from domain.mentorship.solver import best_assignment
-
-
-def brute_force_best(edges: list[tuple[int, int, float]], room: dict[int, int]) -> float:
-    """Best total score by trying every choice (a mentor or none) for every mentee."""
-    by_mentee: dict[int, list[tuple[int, float]]] = {}
-    for mentee, mentor, score in edges:
-        by_mentee.setdefault(mentee, []).append((mentor, score))
-    mentees = sorted(by_mentee)
-    best = 0.0
-    for choice in itertools.product(*[[None, *by_mentee[m]] for m in mentees]):
-        used: dict[int, int] = {}
-        total = 0.0
-        for picked in choice:
-            if picked is None:
-                continue
-            mentor, score = picked
-            used[mentor] = used.get(mentor, 0) + 1
-            total += score
-        if all(count <= room.get(mentor, 0) for mentor, count in used.items()):
-            best = max(best, total)
-    return best
+from tests.domain.mentorship.brute_force import brute_force_best
 
 
 def check_valid(

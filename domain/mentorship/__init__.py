@@ -1,0 +1,1 @@
+"""Mentorship: ranked mentors, selection under capacity, relationship lifecycle, assignment."""

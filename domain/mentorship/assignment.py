@@ -1,0 +1,189 @@
+"""`mentorship.assign`: match seeking mentees to mentors with room, maximising total score."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sqlalchemy import and_, any_, exists, func, literal, select, text
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session, aliased
+
+from core.outbox import emit_events
+from core.settings import get_settings
+from domain.mentorship.parties import active_mentee_counts, id_array, lock_parties
+from domain.mentorship.relationships import ACTIVE, matched_payload
+from domain.mentorship.solver import best_assignment
+from models import MentorBlacklist, MentorMentee, Score, User
+
+# "mentor" in ASCII: a fixed key no other matchops lock uses. Two assignment runs take
+# turns, so the second plans with the first one's matches already committed.
+ASSIGN_LOCK = 0x6D656E746F72
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A planned match."""
+
+    mentee_id: int
+    mentor_id: int
+    score: float
+
+
+def assign_mentors(session: Session, limit: int | None = None) -> dict[str, Any]:
+    """Match seeking mentees to mentors with an assignment of maximum total score.
+
+    Seeking mentees: `seeking_mentor`, active, no active mentor; with `limit`, only the
+    `limit` who joined first are considered. Candidates are pairs with a positive
+    `scores` row, leaving out what `mentorship.rank` leaves out (blacklisted pairs,
+    mentors full, unavailable, inactive or not mentors) and pairs that already have a
+    relationship (a rejected or ended relationship is not resurrected by the system).
+    The plan is made without locks; then the involved users are locked, capacity and
+    "no active mentor" are checked again, and pairs that no longer fit are dropped
+    (lowest score first) before the relationships are written.
+    """
+    session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ASSIGN_LOCK})
+    candidates = session.execute(_candidates_query(limit)).all()
+    if not candidates:
+        return {"assigned": 0, "total_score": 0.0}
+    mentee_ids = np.fromiter((c.mentee_id for c in candidates), dtype=np.int64)
+    mentor_ids = np.fromiter((c.mentor_id for c in candidates), dtype=np.int64)
+    scores = np.fromiter((c.score for c in candidates), dtype=np.float64)
+    room = {c.mentor_id: int(c.room) for c in candidates}
+    chosen = best_assignment(mentee_ids, mentor_ids, scores, room)
+    plan = [Pair(int(mentee_ids[i]), int(mentor_ids[i]), float(scores[i])) for i in chosen.tolist()]
+    fitting = still_fitting(session, plan)
+    written = _write_relationships(session, fitting)
+    total = sum(pair.score for pair in written)
+    return {"assigned": len(written), "total_score": round(total, 9)}
+
+
+def _candidates_query(limit: int | None) -> Any:
+    """(mentee_id, mentor_id, score, room) of every candidate pair, in one statement."""
+    mentee = aliased(User)
+    seeking = (
+        select(mentee.id.label("mentee_id"))
+        .where(
+            mentee.seeking_mentor,
+            mentee.is_active,
+            ~exists().where(MentorMentee.mentee_id == mentee.id, MentorMentee.status == ACTIVE),
+        )
+        .order_by(mentee.date_joined, mentee.id)
+        .limit(limit)
+        .cte("seeking")
+    )
+    taken = (
+        select(MentorMentee.mentor_id, func.count().label("taken"))
+        .where(MentorMentee.status == ACTIVE)
+        .group_by(MentorMentee.mentor_id)
+        .subquery("taken")
+    )
+    open_mentors = (
+        select(
+            User.id.label("mentor_id"),
+            (
+                func.coalesce(User.max_mentees, literal(get_settings().max_mentees))
+                - func.coalesce(taken.c.taken, 0)
+            ).label("room"),
+        )
+        .outerjoin(taken, taken.c.mentor_id == User.id)
+        .where(User.role == "mentor", User.is_active, User.mentor_available)
+        .cte("open_mentors")
+    )
+    return (
+        select(Score.mentee_id, Score.mentor_id, Score.score, open_mentors.c.room)
+        .join(seeking, seeking.c.mentee_id == Score.mentee_id)
+        .join(open_mentors, open_mentors.c.mentor_id == Score.mentor_id)
+        .where(
+            Score.score > 0,
+            open_mentors.c.room > 0,
+            Score.mentee_id != Score.mentor_id,
+            ~exists().where(
+                MentorBlacklist.mentee_id == Score.mentee_id,
+                MentorBlacklist.mentor_id == Score.mentor_id,
+            ),
+            ~exists().where(
+                and_(
+                    MentorMentee.mentee_id == Score.mentee_id,
+                    MentorMentee.mentor_id == Score.mentor_id,
+                )
+            ),
+        )
+    )
+
+
+def still_fitting(session: Session, plan: Iterable[Pair]) -> list[Pair]:
+    """The planned pairs that still fit once their users are locked.
+
+    A selection committed since the plan was read may have taken a mentor's place or
+    given a mentee a mentor; such pairs are dropped, a full mentor's lowest scores first.
+    """
+    pairs = sorted(plan, key=lambda pair: pair.score, reverse=True)
+    if not pairs:
+        return []
+    mentor_ids = {pair.mentor_id for pair in pairs}
+    mentee_ids = {pair.mentee_id for pair in pairs}
+    parties = lock_parties(session, mentor_ids | mentee_ids)
+    taken = active_mentee_counts(session, mentor_ids)
+    matched = set(
+        session.scalars(
+            select(MentorMentee.mentee_id).where(
+                MentorMentee.mentee_id == any_(id_array("mentee_ids", mentee_ids)),
+                MentorMentee.status == ACTIVE,
+            )
+        )
+    )
+    room: dict[int, int] = {}
+    for mentor_id in mentor_ids:
+        mentor = parties.get(mentor_id)
+        if mentor is None or not (mentor.is_active and mentor.mentor_available):
+            room[mentor_id] = 0
+        else:
+            room[mentor_id] = mentor.capacity - taken.get(mentor_id, 0)
+    fitting = []
+    for pair in pairs:
+        mentee = parties.get(pair.mentee_id)
+        if mentee is None or not (mentee.is_active and mentee.seeking_mentor):
+            continue
+        if pair.mentee_id in matched or room[pair.mentor_id] <= 0:
+            continue
+        room[pair.mentor_id] -= 1
+        fitting.append(pair)
+    return fitting
+
+
+def _write_relationships(session: Session, pairs: list[Pair]) -> list[Pair]:
+    """Insert the active relationships and their events in two statements; returns what was written.
+
+    ON CONFLICT DO NOTHING skips a pair that another writer gave a relationship meanwhile.
+    """
+    if not pairs:
+        return []
+    planned = select(
+        func.unnest(id_array("mentor_ids", [p.mentor_id for p in pairs])).label("mentor_id"),
+        func.unnest(id_array("mentee_ids", [p.mentee_id for p in pairs])).label("mentee_id"),
+    ).subquery("planned")
+    rows = session.execute(
+        insert(MentorMentee)
+        .from_select(
+            ["mentor_id", "mentee_id", "status", "initiated_by", "accepted_at"],
+            select(
+                planned.c.mentor_id,
+                planned.c.mentee_id,
+                literal(ACTIVE),
+                literal("system"),
+                func.now(),
+            ),
+        )
+        .on_conflict_do_nothing()
+        .returning(MentorMentee.id, MentorMentee.mentor_id, MentorMentee.mentee_id)
+    ).all()
+    emit_events(
+        session,
+        "mentorship.matched",
+        [matched_payload(row.id, row.mentor_id, row.mentee_id, "system", "assign") for row in rows],
+    )
+    by_pair = {(p.mentee_id, p.mentor_id): p for p in pairs}
+    return [by_pair[(row.mentee_id, row.mentor_id)] for row in rows]

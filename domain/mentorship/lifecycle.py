@@ -1,0 +1,72 @@
+"""How a relationship moves after it starts (pause, resume, complete), and request expiry."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from sqlalchemy import func, update
+from sqlalchemy.orm import Session
+
+from core.errors import Conflict
+from core.settings import get_settings
+from domain.mentorship.parties import active_relationship_of, ensure_room, lock_relationship
+from domain.mentorship.relationships import (
+    ACTIVE,
+    COMPLETED,
+    PAUSED,
+    PENDING,
+    REJECTED,
+    relationship_result,
+    transaction_time,
+)
+from models import MentorMentee
+
+SettableStatus = Literal["paused", "active", "completed"]
+
+LEGAL_MOVES = frozenset(
+    {(ACTIVE, PAUSED), (PAUSED, ACTIVE), (ACTIVE, COMPLETED), (PAUSED, COMPLETED)}
+)
+
+
+def set_status(
+    session: Session, relationship_id: int, user_id: int, status: SettableStatus
+) -> dict[str, Any]:
+    """Either party pauses, resumes or completes a relationship; only the legal moves.
+
+    Asking for the status the relationship already has changes nothing and returns the
+    same result, so a repeated call is harmless.
+    """
+    locked = lock_relationship(session, relationship_id, user_id)
+    relationship = locked.relationship
+    if relationship.status == status:
+        return relationship_result(relationship)
+    if (relationship.status, status) not in LEGAL_MOVES:
+        raise Conflict(
+            f"A {relationship.status} relationship cannot become {status}; "
+            "allowed: active to paused, paused to active, active or paused to completed"
+        )
+    now = transaction_time(session)
+    if status == ACTIVE:
+        # Resuming takes a place again: it needs room and no other active mentor.
+        current = active_relationship_of(session, relationship.mentee_id)
+        if current is not None:
+            raise Conflict("The mentee already has another active mentor")
+        ensure_room(session, locked.mentor)
+    if status == COMPLETED:
+        relationship.completed_at = now
+    relationship.status = status
+    relationship.updated_at = now
+    session.flush()
+    return relationship_result(relationship)
+
+
+def expire_requests(session: Session) -> dict[str, int]:
+    """Reject pending requests older than MENTORSHIP_REQUEST_TIMEOUT_SECONDS (one statement)."""
+    timeout = get_settings().mentorship_request_timeout_seconds
+    cutoff = func.now() - func.make_interval(0, 0, 0, 0, 0, 0, timeout)
+    result = session.execute(
+        update(MentorMentee)
+        .where(MentorMentee.status == PENDING, MentorMentee.created_at < cutoff)
+        .values(status=REJECTED, updated_at=func.now())
+    )
+    return {"expired": int(result.rowcount)}  # type: ignore[attr-defined]

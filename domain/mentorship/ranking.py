@@ -1,0 +1,70 @@
+"""Mentors ranked for one mentee by compatibility score."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import and_, exists, func, literal, select
+from sqlalchemy.orm import Session
+
+from core.errors import NotFound
+from core.settings import get_settings
+from domain.mentorship.relationships import ACTIVE
+from models import MentorBlacklist, MentorMentee, Score, User
+
+
+def rank_mentors(session: Session, mentee_id: int) -> list[dict[str, Any]]:
+    """Mentors open to this mentee, best score first, then longest-standing first.
+
+    Left out: mentors this mentee blacklisted, mentors at capacity, unavailable or
+    inactive users, and users who are not mentors. A mentor with no `scores` row for
+    this mentee is still listed, with a neutral score of 0.0: a missing score means
+    "not computed yet", not "unsuitable". Capacity is the mentor's `max_mentees` or
+    MAX_MENTEES; current mentees are counted from active relationships.
+    """
+    if session.get(User, mentee_id) is None:
+        raise NotFound("Mentee not found")
+    current_mentees = (
+        select(func.count())
+        .select_from(MentorMentee)
+        .where(MentorMentee.mentor_id == User.id, MentorMentee.status == ACTIVE)
+        .correlate(User)
+        .scalar_subquery()
+    )
+    capacity = func.coalesce(User.max_mentees, literal(get_settings().max_mentees))
+    score = func.coalesce(Score.score, 0.0)
+    rows = session.execute(
+        select(
+            User.id,
+            User.email,
+            User.display_name,
+            score.label("score"),
+            User.date_joined,
+            current_mentees.label("current_mentees"),
+            capacity.label("capacity"),
+        )
+        .outerjoin(Score, and_(Score.mentor_id == User.id, Score.mentee_id == mentee_id))
+        .where(
+            User.role == "mentor",
+            User.is_active,
+            User.mentor_available,
+            User.id != mentee_id,
+            ~exists().where(
+                MentorBlacklist.mentee_id == mentee_id, MentorBlacklist.mentor_id == User.id
+            ),
+            current_mentees < capacity,
+        )
+        .order_by(score.desc(), User.date_joined.asc(), User.id.asc())
+    ).all()
+    return [
+        {
+            "mentor_id": row.id,
+            "email": row.email,
+            "display_name": row.display_name,
+            "score": float(row.score),
+            "date_joined": row.date_joined,
+            "current_mentees": int(row.current_mentees),
+            "capacity": int(row.capacity),
+        }
+        for row in rows
+    ]

@@ -1,0 +1,95 @@
+"""Unmatching: the whole cascade of ending a relationship from either side."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import and_, delete, exists, or_, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from core.errors import MatchingError, NotFound
+from core.outbox import emit_events
+from domain.mentorship.parties import lock_parties
+from domain.mentorship.relationships import ACTIVE, COMPLETED, PAUSED, transaction_time
+from models import MentorBlacklist, MentorMentee, Message
+
+
+def unmatch(session: Session, user_id: int, other_id: int) -> dict[str, Any]:
+    """End the relationship between two users, whoever asks, in one transaction.
+
+    The relationship becomes `completed`, the mentor is blacklisted for the mentee,
+    every message between the two is deleted and `mentorship.unmatched` is recorded.
+    The conditional UPDATE decides: a second run finds nothing active or paused to end,
+    returns the first run's result and changes nothing more.
+    """
+    parties = lock_parties(session, (user_id, other_id))
+    for wanted in (user_id, other_id):
+        if wanted not in parties:
+            raise NotFound(f"User {wanted} not found")
+    between = or_(
+        and_(MentorMentee.mentor_id == user_id, MentorMentee.mentee_id == other_id),
+        and_(MentorMentee.mentor_id == other_id, MentorMentee.mentee_id == user_id),
+    )
+    now = transaction_time(session)
+    ended = session.execute(
+        update(MentorMentee)
+        .where(between, MentorMentee.status.in_((ACTIVE, PAUSED)))
+        .values(status=COMPLETED, completed_at=now, updated_at=now)
+        .returning(MentorMentee.id, MentorMentee.mentor_id, MentorMentee.mentee_id)
+    ).first()
+    if ended is None:
+        return _already_unmatched(session, between)
+    session.execute(
+        insert(MentorBlacklist)
+        .values(mentee_id=ended.mentee_id, mentor_id=ended.mentor_id)
+        .on_conflict_do_nothing()
+    )
+    deleted = session.execute(
+        delete(Message).where(
+            or_(
+                and_(Message.sender_id == user_id, Message.receiver_id == other_id),
+                and_(Message.sender_id == other_id, Message.receiver_id == user_id),
+            )
+        )
+    )
+    emit_events(
+        session,
+        "mentorship.unmatched",
+        [
+            {
+                "relationship_id": ended.id,
+                "mentor_id": ended.mentor_id,
+                "mentee_id": ended.mentee_id,
+                "unmatched_by": user_id,
+                "messages_deleted": int(deleted.rowcount),  # type: ignore[attr-defined]
+            }
+        ],
+    )
+    return _result(ended.id, ended.mentor_id, ended.mentee_id)
+
+
+def _already_unmatched(session: Session, between: Any) -> dict[str, Any]:
+    """The first run's result when the pair was unmatched before; MatchingError otherwise."""
+    previous = session.execute(
+        select(MentorMentee.id, MentorMentee.mentor_id, MentorMentee.mentee_id).where(
+            between,
+            MentorMentee.status == COMPLETED,
+            exists().where(
+                MentorBlacklist.mentee_id == MentorMentee.mentee_id,
+                MentorBlacklist.mentor_id == MentorMentee.mentor_id,
+            ),
+        )
+    ).first()
+    if previous is None:
+        raise MatchingError("You are not matched with this user")
+    return _result(previous.id, previous.mentor_id, previous.mentee_id)
+
+
+def _result(relationship_id: int, mentor_id: int, mentee_id: int) -> dict[str, Any]:
+    return {
+        "relationship_id": relationship_id,
+        "status": COMPLETED,
+        "mentor_id": mentor_id,
+        "mentee_id": mentee_id,
+    }

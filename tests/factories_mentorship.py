@@ -1,0 +1,101 @@
+"""Test data for the mentorship domain: mentors, mentees, scores, relationships, chat, bookings."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from models import Booking, MentorBlacklist, MentorMentee, Message, OutboxEvent, Score, User
+from tests.factories import make_user
+
+
+def make_mentor(session: Session, **fields: Any) -> User:
+    """An active, available mentor; `max_mentees` unset means the MAX_MENTEES default."""
+    return make_user(session, **{"role": "mentor", "mentor_available": True, **fields})
+
+
+def make_mentee(session: Session, **fields: Any) -> User:
+    """An active mentee (not seeking unless told)."""
+    return make_user(session, **{"role": "mentee", **fields})
+
+
+def set_score(session: Session, mentee: User, mentor: User, score: float) -> None:
+    """The compatibility score of a pair."""
+    session.add(Score(mentee_id=mentee.id, mentor_id=mentor.id, score=score))
+    session.flush()
+
+
+def make_relationship(
+    session: Session,
+    mentor: User,
+    mentee: User,
+    status: str = "active",
+    initiated_by: str = "mentee",
+    **fields: Any,
+) -> MentorMentee:
+    """A relationship row as a sibling service would write it."""
+    relationship = MentorMentee(
+        mentor_id=mentor.id,
+        mentee_id=mentee.id,
+        status=status,
+        initiated_by=initiated_by,
+        **fields,
+    )
+    session.add(relationship)
+    session.flush()
+    return relationship
+
+
+def blacklist(session: Session, mentee: User, mentor: User) -> None:
+    """The mentee unmatched this mentor before."""
+    session.add(MentorBlacklist(mentee_id=mentee.id, mentor_id=mentor.id))
+    session.flush()
+
+
+def send_message(session: Session, sender: User, receiver: User, body: str = "hi") -> Message:
+    """A chat message."""
+    message = Message(sender_id=sender.id, receiver_id=receiver.id, body=body)
+    session.add(message)
+    session.flush()
+    return message
+
+
+def book(
+    session: Session, mentor: User, mentee: User, status: str, booked_date: datetime
+) -> Booking:
+    """A booked session."""
+    booking = Booking(
+        mentor_id=mentor.id, mentee_id=mentee.id, status=status, booked_date=booked_date
+    )
+    session.add(booking)
+    session.flush()
+    return booking
+
+
+def events_of(session: Session, event_type: str, **match: int) -> list[dict[str, Any]]:
+    """Data of outbox events of one type whose data has every `key=value` of `match`."""
+    session.expire_all()
+    query = select(OutboxEvent.data).where(OutboxEvent.type == event_type)
+    for key, value in match.items():
+        query = query.where(OutboxEvent.data[key].astext == str(value))
+    return list(session.scalars(query.order_by(OutboxEvent.id)))
+
+
+def find_relationship(session: Session, mentor_id: int, mentee_id: int) -> MentorMentee | None:
+    """The pair's relationship as committed now, if there is one."""
+    session.expire_all()
+    return session.scalars(
+        select(MentorMentee).where(
+            MentorMentee.mentor_id == mentor_id, MentorMentee.mentee_id == mentee_id
+        )
+    ).one_or_none()
+
+
+def relationship_between(session: Session, mentor_id: int, mentee_id: int) -> MentorMentee:
+    """The pair's relationship as committed now; it must exist."""
+    relationship = find_relationship(session, mentor_id, mentee_id)
+    assert relationship is not None, f"no relationship between {mentor_id} and {mentee_id}"
+    return relationship
