@@ -1,7 +1,9 @@
-"""Test data for peer matching: requests in a pool, questions, reading matches back."""
+"""Test data for peer matching: requests in a pool, swept matches, questions, and reading
+rows, events and session documents back."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -9,8 +11,10 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
+from domain.peer.session_store import session_key, session_store
 from models import Match, MatchRequest, OutboxEvent, Question
 from tests.factories import make_user
+from tests.support import run_task
 
 
 def make_request(
@@ -69,12 +73,31 @@ def pairs_of_topic(session: Session, topic: str) -> set[frozenset[int]]:
     return {frozenset((m.user_a, m.user_b)) for m in matches_of_topic(session, topic)}
 
 
-def request_row(session: Session, request_id: uuid.UUID) -> MatchRequest:
+def request_row(session: Session, request_id: uuid.UUID | str | None) -> MatchRequest:
     """A request as stored now."""
+    assert request_id is not None
     session.expire_all()
-    request = session.get(MatchRequest, request_id)
+    request = session.get(MatchRequest, uuid.UUID(str(request_id)))
     assert request is not None
     return request
+
+
+def swept_match(session: Session, topic: str, difficulty: str = "Easy") -> Match:
+    """Two users of a fresh pool, paired by a real sweep of that pool."""
+    first, _second = make_pool(session, 2, topic=topic, difficulty=difficulty)
+    session.commit()
+    run_task("peer.sweep", difficulty=difficulty, topic=topic)
+    session.expire_all()
+    return session.scalars(select(Match).where(Match.request_a == first.id)).one()
+
+
+def stored_document(session_id: uuid.UUID | str) -> dict[str, Any] | None:
+    """The session's document in Redis, if there is one."""
+    raw = session_store().get(session_key(session_id))
+    if raw is None:
+        return None
+    document: dict[str, Any] = json.loads(str(raw))
+    return document
 
 
 def events(session: Session, event_type: str, **data: Any) -> list[dict[str, Any]]:
@@ -94,7 +117,7 @@ def open_matches(session: Session) -> int:
     )
 
 
-def backdate_request(session: Session, request_id: uuid.UUID, seconds: int) -> None:
+def backdate_request(session: Session, request_id: uuid.UUID | None, seconds: int) -> None:
     """Move a request's creation `seconds` into the past, by the database clock."""
     session.execute(
         text(

@@ -1,0 +1,84 @@
+"""A sweep whose worker process is killed mid-way: nothing half-done stays behind, the
+message runs again, and the next sweep pairs the pool exactly once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from sqlalchemy import text
+
+from core.db import get_engine
+from tests.factories import unique
+from tests.factories_peer import make_pool, matches_of_topic, request_row
+from tests.support import run_task, running_worker, send
+from workers.app import app
+
+BUDGET_LOCK = "SELECT pg_advisory_xact_lock(hashtext('matchops.peer.open_matches'))"
+
+
+def _wait_for(predicate, timeout: float = 30, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def _sweeps_at_the_budget_lock(blocker_pid: int) -> int:
+    """Backends of sweeps waiting for (or just given) the open-match budget lock."""
+    with get_engine().connect() as conn:
+        return int(
+            conn.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE state <> 'idle' AND pid NOT IN (pg_backend_pid(), :blocker) "
+                    "AND query LIKE '%matchops.peer.open_matches%'"
+                ),
+                {"blocker": blocker_pid},
+            )
+            or 0
+        )
+
+
+def test_sweep_killed_while_holding_its_claim_is_redone_cleanly(worker, db):
+    topic = unique("topic")
+    pool = make_pool(db, 6, topic=topic)
+    db.commit()
+
+    app.control.cancel_consumer("sweeps", destination=[worker.name], reply=True)
+    try:
+        with running_worker("peer-victim", queues="sweeps", concurrency=1) as victim:
+            # Hold the open-match budget so the sweep stops after claiming its pool.
+            blocker = get_engine().connect()
+            blocker.exec_driver_sql("BEGIN")
+            blocker.exec_driver_sql(BUDGET_LOCK)
+            blocker_pid = blocker.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+            try:
+                result = send("peer.sweep", difficulty="Easy", topic=topic)
+                _wait_for(
+                    lambda: _sweeps_at_the_budget_lock(blocker_pid) == 1, what="sweep to block"
+                )
+                (child,) = victim.child_pids()
+                os.kill(child, signal.SIGKILL)
+                # The message comes back and runs again in the replacement process; the
+                # dead sweep's transaction still holds the pool, so it is skipped.
+                assert result.get(timeout=60) == {"matched": 0}
+            finally:
+                blocker.exec_driver_sql("COMMIT")
+                blocker.close()
+            # Given the lock, the orphaned backend finds its client gone and rolls back.
+            _wait_for(lambda: _sweeps_at_the_budget_lock(blocker_pid) == 0, what="orphan to go")
+            assert matches_of_topic(db, topic) == []
+            assert {request_row(db, r.id).status for r in pool} == {"pending"}
+            assert "WorkerLostError" in victim.log_path.read_text() or (
+                "Process 'ForkPoolWorker" in victim.log_path.read_text()
+            )
+    finally:
+        app.control.add_consumer("sweeps", destination=[worker.name], reply=True)
+
+    assert run_task("peer.sweep", difficulty="Easy", topic=topic) == {"matched": 3}
+    matches = matches_of_topic(db, topic)
+    paired = [str(r) for m in matches for r in (m.request_a, m.request_b)]
+    assert sorted(paired) == sorted(str(r.id) for r in pool)
