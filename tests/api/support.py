@@ -8,6 +8,8 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -18,7 +20,8 @@ from fastapi import FastAPI
 
 from api.auth import issue_token
 from tests.factories import unique
-from tests.support import ROOT, WorkerProcess
+from tests.support import ROOT
+from workers.app import app
 
 SECRET = "matchops-api-tests-secret-0123456789abcdef"
 
@@ -129,6 +132,51 @@ def wait_until_final(http: httpx.Client, task_id: str, timeout: float = 30) -> d
         time.sleep(0.05)
 
 
-def deliveries(worker: WorkerProcess, task_id: str) -> int:
-    """How many messages with this task id the worker received (from its log)."""
-    return worker.log_path.read_text(errors="replace").count(f"[{task_id}] received")
+class TaskEvents:
+    """Celery task events (`task-sent`, `task-received`, ...) seen on the broker."""
+
+    def __init__(self) -> None:
+        self.seen: list[dict[str, Any]] = []
+
+    def count(self, event_type: str, task_id: str) -> int:
+        """How many `event_type` events named this task id."""
+        kinds = Counter(e["type"] for e in self.seen if e.get("uuid") == task_id)
+        return kinds[event_type]
+
+
+@contextmanager
+def task_events() -> Iterator[TaskEvents]:
+    """Capture task events in a background thread for the duration of the block.
+
+    The producer sends `task-sent` for every message it publishes and the worker
+    `task-received` for every message it takes, so counting them per task id tells
+    how many messages reached the broker and the worker.
+    """
+    events = TaskEvents()
+    probe = uuid.uuid4().hex
+    listening = threading.Event()
+
+    def record(event: dict[str, Any]) -> None:
+        if event.get("uuid") == probe:
+            listening.set()
+        events.seen.append(event)
+
+    with app.connection_for_read() as connection:
+        receiver = app.events.Receiver(connection, handlers={"*": record})
+        thread = threading.Thread(
+            target=receiver.capture, kwargs={"limit": None, "wakeup": False}, daemon=True
+        )
+        thread.start()
+        try:
+            # Events are broadcast to whoever listens at that moment: wait until our
+            # own probe comes back before the test sends anything.
+            with app.events.default_dispatcher() as dispatcher:
+                deadline = time.monotonic() + 20
+                while not listening.wait(0.1):
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("the event receiver did not start listening")
+                    dispatcher.send("task-probe", uuid=probe)
+            yield events
+        finally:
+            receiver.should_stop = True
+            thread.join(10)

@@ -13,7 +13,7 @@ from api.errors import ApiError
 from api.submission import enqueue_task
 from core.settings import get_settings
 from models.platform import EnqueuedTask
-from tests.api.support import client_for, deliveries, wait_until_final
+from tests.api.support import client_for, task_events, wait_until_final
 from tests.factories import unique
 
 
@@ -105,18 +105,20 @@ def test_every_enqueue_is_recorded_with_its_caller(api_url: str, db):
 def test_same_key_twice_runs_the_task_once(worker, api_url: str, db):
     caller, key = unique("idem"), unique("key")
     payload = {"args": {}, "idempotency_key": key}
-    with client_for(api_url, ["*"], sub=caller) as http:
+    with task_events() as events, client_for(api_url, ["*"], sub=caller) as http:
         first = http.post("/v1/tasks/events.publish", json=payload)
         second = http.post("/v1/tasks/events.publish", json=payload)
         task_id = first.json()["task_id"]
         assert wait_until_final(http, task_id)["state"] == "SUCCESS"
         # Again once the task has finished: still the same task, still not re-run.
         third = http.post("/v1/tasks/events.publish", json=payload)
+        time.sleep(1)  # room for a duplicate message to arrive, had one been sent
     assert first.status_code == second.status_code == third.status_code == 202
     assert second.json()["task_id"] == third.json()["task_id"] == task_id
     assert len(_rows(db, caller)) == 1
-    time.sleep(1)  # room for a duplicate message to arrive, if one had been sent
-    assert deliveries(worker, task_id) == 1
+    assert events.count("task-sent", task_id) == 1
+    assert events.count("task-received", task_id) == 1
+    assert events.count("task-succeeded", task_id) == 1
 
 
 def test_concurrent_duplicate_posts_enqueue_one_task(worker, api_url: str, db):
@@ -130,21 +132,24 @@ def test_concurrent_duplicate_posts_enqueue_one_task(worker, api_url: str, db):
             start.wait()
             answers.append(http.post("/v1/tasks/events.publish", json=payload))
 
-    threads = [threading.Thread(target=post) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
+    with task_events() as events:
+        threads = [threading.Thread(target=post) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        task_ids = {a.json()["task_id"] for a in answers}
+        assert len(task_ids) == 1
+        [task_id] = task_ids
+        with client_for(api_url, ["*"], sub=caller) as http:
+            assert wait_until_final(http, task_id)["state"] == "SUCCESS"
+        time.sleep(1)
 
     assert [a.status_code for a in answers] == [202] * 8
-    task_ids = {a.json()["task_id"] for a in answers}
-    assert len(task_ids) == 1
-    [task_id] = task_ids
     assert [str(row.task_id) for row in _rows(db, caller)] == [task_id]
-    with client_for(api_url, ["*"], sub=caller) as http:
-        assert wait_until_final(http, task_id)["state"] == "SUCCESS"
-    time.sleep(1)
-    assert deliveries(worker, task_id) == 1
+    assert events.count("task-sent", task_id) == 1
+    assert events.count("task-received", task_id) == 1
+    assert events.count("task-succeeded", task_id) == 1
 
 
 def test_key_reused_with_other_args_is_409(client: httpx.Client):
