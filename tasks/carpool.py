@@ -72,4 +72,4 @@ def cleanup_invitations_task(session: Session, args: CleanupInvitationsArgs) -> 
 @task("carpool.rebuild_stats", args=RebuildStatsArgs)
 def rebuild_stats_task(session: Session, args: RebuildStatsArgs) -> dict[str, Any]:
     """Rewrite reservation_stats for the given reservations, or all of them."""
-    return {"reservations": rebuild_stats(session, args.reservation_ids)}
+    return {"reservations_written": rebuild_stats(session, args.reservation_ids)}
