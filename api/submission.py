@@ -100,7 +100,9 @@ def enqueue_task(
     """
     spec = _task_spec(name)
     _check_timing(countdown, wait)
-    task_id = _reused_task_id(caller, idempotency_key, name, args) if idempotency_key else None
+    task_id = None
+    if idempotency_key is not None:
+        task_id = _reused_task_id(caller, idempotency_key, name, args)
     if task_id is None:
         _validate_args(spec, args)
         task_id = _record_and_publish(name, args, caller, idempotency_key, countdown)
