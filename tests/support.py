@@ -32,7 +32,9 @@ class WorkerProcess:
         extra_env: dict[str, str] | None = None,
     ) -> None:
         self.name = f"{name}@matchops-tests"
-        self.log_path = (log_dir or ROOT / ".matchops" / "test-logs") / f"{name}.log"
+        # Per test process, so two suites running side by side keep their own logs.
+        default_dir = ROOT / ".matchops" / "test-logs" / str(os.getpid())
+        self.log_path = (log_dir or default_dir) / f"{name}.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **(extra_env or {})}
         self._log = self.log_path.open("wb")
