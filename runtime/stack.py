@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import io
 import os
 import signal
 import socket
@@ -56,7 +57,7 @@ class Child:
     def start(self) -> None:
         """Spawn `python -m runtime.cli <argv>` in its own session."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = self.log_path.open("ab")
+        self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "runtime.cli", *self.argv],
             cwd=embedded.REPO_ROOT,
@@ -129,8 +130,12 @@ class Stack:
     api_port: int
     flower_port: int
     mode: str
-    log_dir: Path = embedded.DEFAULT_HOME / "logs"
     children: list[Child] = field(default_factory=list)
+
+    @property
+    def log_dir(self) -> Path:
+        # One folder per mode: a `make demo` next to a `make run` keeps its own logs.
+        return embedded.DEFAULT_HOME / "logs" / self.mode
 
     @property
     def api_url(self) -> str:
@@ -258,6 +263,9 @@ def _hurry(_signum: int, _frame: FrameType | None) -> None:
 
 
 def _supervise(mode: str, api_port: int, flower_port: int, body: Any) -> int:
+    # The banner and the summary must show up at once, also when piped into a file.
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(line_buffering=True)
     try:
         stack = _prepare(mode, api_port, flower_port)
     except StackError as exc:
