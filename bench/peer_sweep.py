@@ -142,7 +142,7 @@ def pair_one_at_a_time(request_id: Any, confirm_seconds: int) -> bool:
                 "      AND d.declined_at > now() - interval '1 hour') "
                 "ORDER BY p.created_at, p.id LIMIT 1 FOR UPDATE SKIP LOCKED"
             ),
-            request._mapping,
+            dict(request._mapping),
         ).one_or_none()
         if partner is None:
             return False

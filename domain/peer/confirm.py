@@ -56,6 +56,9 @@ def confirm_match(
         raise Conflict(
             f"match {match_id} is no longer awaiting confirmation (it is {match.status})"
         )
+    if confirmed and own_answer is True:
+        # Still waiting: had the partner said yes too, the match would be confirmed.
+        return _waiting(match.id)
     if overdue:
         raise Conflict(
             f"match {match_id} is no longer awaiting confirmation (its deadline has passed)"
@@ -68,7 +71,7 @@ def confirm_match(
     else:
         match.confirmed_b = True
     if not (match.confirmed_a and match.confirmed_b):
-        return {"status": "waiting_for_partner", "match_id": match.id}
+        return _waiting(match.id)
     started = start_session(session, match, store)
     return _found(match, started.session_id, started.question_id, partner_id)
 
@@ -109,6 +112,10 @@ def _decline(session: Session, match: Match, user_id: int, partner_id: int) -> d
         },
     )
     return _cancelled(match.id, requeued_partner=bool(requeued))
+
+
+def _waiting(match_id: uuid.UUID) -> dict[str, Any]:
+    return {"status": "waiting_for_partner", "match_id": match_id}
 
 
 def _found(

@@ -40,10 +40,14 @@ def requeue_orphaned_requests(session: Session) -> dict[str, int]:
 
 def restore_session_keys(session: Session) -> dict[str, int]:
     """Rewrite the Redis document of every active session whose key is missing."""
+    # Shared row locks: a leave (which rewrites or deletes the key after it commits)
+    # waits for this repair, so a document is never restored for a session that just
+    # ended. Sessions being left right now are skipped; their leave writes the key.
     rows = session.execute(
         select(CollabSession.id, CollabSession.user_ids, Question)
         .outerjoin(Question, Question.id == CollabSession.question_id)
         .where(CollabSession.status == "active")
+        .with_for_update(read=True, skip_locked=True, of=CollabSession)
     ).all()
     documents = {
         row.id: session_store.session_document(question_json(row.Question), list(row.user_ids))

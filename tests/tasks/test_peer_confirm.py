@@ -39,6 +39,11 @@ def test_first_yes_waits_and_repeating_it_answers_the_same(worker, db):
         True,
         None,
     )
+    # Past the deadline the same yes still answers the same; a new answer is refused.
+    pass_deadline(db, match.id)
+    assert confirm(match, match.user_a) == first
+    with pytest.raises(Conflict, match="deadline"):
+        confirm(match, match.user_b)
 
 
 def test_both_yes_start_a_session_with_a_fitting_question(worker, db):
