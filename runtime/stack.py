@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -350,8 +351,8 @@ matchops is up
 
   API       {stack.api_url}        docs: {stack.api_url}/docs
   Flower    {stack.flower_url}        user {user}, password {password}   metrics: /metrics
-  database  {settings.db_url}{embedded_note if servers and servers.database_url else ""}
-  broker    {settings.broker}{embedded_note if servers and servers.broker_url else ""}
+  database  {_masked(settings.db_url)}{embedded_note if servers and servers.database_url else ""}
+  broker    {_masked(settings.broker)}{embedded_note if servers and servers.broker_url else ""}
   logs      {_shown(stack.log_dir)}/{{worker,beat,api,flower}}.log
 
 API token (scope "*", valid 24 h):
@@ -365,6 +366,16 @@ Try it:
        -d '{{"args": {{}}, "wait": 10}}'
   curl -s {stack.api_url}/v1/tasks -H "Authorization: Bearer $TOKEN"
 """
+
+
+def _masked(url: str) -> str:
+    """`url` with any password replaced by ***, for printing."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    user = f"{parts.username or ''}:***@"
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=user + host))
 
 
 def run_forever(api_port: int, flower_port: int) -> int:

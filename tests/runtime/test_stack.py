@@ -13,6 +13,7 @@ from queue import Empty, Queue
 
 import httpx
 
+from runtime.stack import _masked
 from tests.runtime.commands import MATCHOPS, ROOT, matchops
 
 
@@ -103,3 +104,12 @@ def test_run_serves_until_sigint_then_stops_every_child():
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_printed_urls_hide_passwords():
+    assert _masked("postgresql+psycopg://app:s3cret@db:5432/matchops") == (
+        "postgresql+psycopg://app:***@db:5432/matchops"
+    )
+    assert _masked("redis://:s3cret@redis:6379/0") == "redis://:***@redis:6379/0"
+    socket_url = "postgresql+psycopg://postgres@/matchops?host=/srv/.matchops/postgres"
+    assert _masked(socket_url) == socket_url
