@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from operator import attrgetter
 from typing import NamedTuple
 
 Pool = tuple[str, str]  # (difficulty, topic)
@@ -24,6 +25,11 @@ class Waiting(NamedTuple):
     difficulty: str
     topic: str
     created_at: datetime
+
+
+# Oldest first. Equal timestamps are common in bulk inserts; the id keeps the order
+# total (the text form of a uuid sorts as PostgreSQL sorts the uuid).
+BY_AGE = attrgetter("created_at", "request_id")
 
 
 class Pair(NamedTuple):
@@ -42,7 +48,7 @@ def compatible(first: Waiting, second: Waiting, declined: set[UserPair]) -> bool
     """Whether two requests of a pool may be paired."""
     if first.user_id == second.user_id:
         return False
-    return user_pair(first.user_id, second.user_id) not in declined
+    return not declined or user_pair(first.user_id, second.user_id) not in declined
 
 
 def pair_pool(waiting: Sequence[Waiting], declined: set[UserPair]) -> list[Pair]:
@@ -55,6 +61,7 @@ def pair_pool(waiting: Sequence[Waiting], declined: set[UserPair]) -> list[Pair]
     unpaired: list[Waiting] = []
     pairs: list[Pair] = []
     for request in waiting:
+        # Usually nobody is waiting, or one request is: the common case stays cheap.
         for index, candidate in enumerate(unpaired):
             if compatible(candidate, request, declined):
                 pairs.append(Pair(unpaired.pop(index), request))
@@ -71,7 +78,7 @@ def pair_pools(waiting: Iterable[Waiting], declined: set[UserPair]) -> list[Pair
         pools.setdefault((request.difficulty, request.topic), []).append(request)
     pairs: list[Pair] = []
     for requests in pools.values():
-        requests.sort(key=_age)
+        requests.sort(key=BY_AGE)
         pairs.extend(pair_pool(requests, declined))
     return pairs
 
@@ -82,10 +89,4 @@ def oldest_pairs(pairs: Sequence[Pair], budget: int) -> list[Pair]:
         return []
     if budget >= len(pairs):
         return list(pairs)
-    return sorted(pairs, key=lambda pair: _age(pair.older))[:budget]
-
-
-def _age(request: Waiting) -> tuple[datetime, str]:
-    # Equal timestamps are common in bulk inserts; the id keeps the order total (the
-    # text form of a uuid sorts as PostgreSQL sorts the uuid).
-    return (request.created_at, request.request_id)
+    return sorted(pairs, key=lambda pair: BY_AGE(pair.older))[:budget]
