@@ -18,7 +18,7 @@ from typing import Any
 
 from demo.client import ApiClient
 
-SCENARIOS: tuple[str, ...] = ("demo.platform", "demo.carpool", "demo.peer")
+SCENARIOS: tuple[str, ...] = ("demo.platform", "demo.carpool", "demo.peer", "demo.mentorship")
 
 
 @dataclass

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import and_, any_, exists, func, literal, select, text
+from numpy.typing import NDArray
+from sqlalchemy import any_, exists, func, literal, select, text
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
 from core.outbox import emit_events
 from core.settings import get_settings
@@ -32,6 +33,16 @@ class Pair:
     score: float
 
 
+@dataclass(frozen=True)
+class Candidates:
+    """Every candidate pair as parallel arrays, and the free places of each open mentor."""
+
+    mentee_ids: NDArray[np.int64]
+    mentor_ids: NDArray[np.int64]
+    scores: NDArray[np.float64]
+    room: dict[int, int]
+
+
 def assign_mentors(session: Session, limit: int | None = None) -> dict[str, Any]:
     """Match seeking mentees to mentors with an assignment of maximum total score.
 
@@ -45,73 +56,96 @@ def assign_mentors(session: Session, limit: int | None = None) -> dict[str, Any]
     (lowest score first) before the relationships are written.
     """
     session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ASSIGN_LOCK})
-    candidates = session.execute(_candidates_query(limit)).all()
-    if not candidates:
-        return {"assigned": 0, "total_score": 0.0}
-    mentee_ids = np.fromiter((c.mentee_id for c in candidates), dtype=np.int64)
-    mentor_ids = np.fromiter((c.mentor_id for c in candidates), dtype=np.int64)
-    scores = np.fromiter((c.score for c in candidates), dtype=np.float64)
-    room = {c.mentor_id: int(c.room) for c in candidates}
-    chosen = best_assignment(mentee_ids, mentor_ids, scores, room)
-    plan = [Pair(int(mentee_ids[i]), int(mentor_ids[i]), float(scores[i])) for i in chosen.tolist()]
-    fitting = still_fitting(session, plan)
-    written = _write_relationships(session, fitting)
+    found = find_candidates(session, limit)
+    chosen = best_assignment(found.mentee_ids, found.mentor_ids, found.scores, found.room)
+    plan = [
+        Pair(int(found.mentee_ids[i]), int(found.mentor_ids[i]), float(found.scores[i]))
+        for i in chosen.tolist()
+    ]
+    written = _write_relationships(session, still_fitting(session, plan))
     total = sum(pair.score for pair in written)
     return {"assigned": len(written), "total_score": round(total, 9)}
 
 
-def _candidates_query(limit: int | None) -> Any:
-    """(mentee_id, mentor_id, score, room) of every candidate pair, in one statement."""
-    mentee = aliased(User)
-    seeking = (
-        select(mentee.id.label("mentee_id"))
+def find_candidates(session: Session, limit: int | None = None) -> Candidates:
+    """The candidate pairs of an assignment run, read without locks.
+
+    Three plain statements (seeking mentees, open mentors, their scored pairs) rather
+    than one large join: each has a plan that stays cheap whatever the row estimates,
+    and the pairs come back as three arrays, not 250,000 row objects.
+    """
+    seeking = seeking_mentees(session, limit)
+    room = {mentor_id: free for mentor_id, free in open_mentors(session).items() if free > 0}
+    nothing = Candidates(
+        np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float64), room
+    )
+    if not seeking or not room:
+        return nothing
+    pairs = (
+        select(Score.mentee_id, Score.mentor_id, Score.score)
         .where(
-            mentee.seeking_mentor,
-            mentee.is_active,
-            ~exists().where(MentorMentee.mentee_id == mentee.id, MentorMentee.status == ACTIVE),
-        )
-        .order_by(mentee.date_joined, mentee.id)
-        .limit(limit)
-        .cte("seeking")
-    )
-    taken = (
-        select(MentorMentee.mentor_id, func.count().label("taken"))
-        .where(MentorMentee.status == ACTIVE)
-        .group_by(MentorMentee.mentor_id)
-        .subquery("taken")
-    )
-    open_mentors = (
-        select(
-            User.id.label("mentor_id"),
-            (
-                func.coalesce(User.max_mentees, literal(get_settings().max_mentees))
-                - func.coalesce(taken.c.taken, 0)
-            ).label("room"),
-        )
-        .outerjoin(taken, taken.c.mentor_id == User.id)
-        .where(User.role == "mentor", User.is_active, User.mentor_available)
-        .cte("open_mentors")
-    )
-    return (
-        select(Score.mentee_id, Score.mentor_id, Score.score, open_mentors.c.room)
-        .join(seeking, seeking.c.mentee_id == Score.mentee_id)
-        .join(open_mentors, open_mentors.c.mentor_id == Score.mentor_id)
-        .where(
+            Score.mentee_id == any_(id_array("seeking", seeking)),
+            Score.mentor_id == any_(id_array("open_mentors", room.keys())),
             Score.score > 0,
-            open_mentors.c.room > 0,
             Score.mentee_id != Score.mentor_id,
             ~exists().where(
                 MentorBlacklist.mentee_id == Score.mentee_id,
                 MentorBlacklist.mentor_id == Score.mentor_id,
             ),
             ~exists().where(
-                and_(
-                    MentorMentee.mentee_id == Score.mentee_id,
-                    MentorMentee.mentor_id == Score.mentor_id,
-                )
+                MentorMentee.mentee_id == Score.mentee_id,
+                MentorMentee.mentor_id == Score.mentor_id,
             ),
         )
+        .subquery("pairs")
     )
+    mentee_ids, mentor_ids, scores = session.execute(
+        select(
+            func.array_agg(pairs.c.mentee_id),
+            func.array_agg(pairs.c.mentor_id),
+            func.array_agg(pairs.c.score),
+        )
+    ).one()
+    if mentee_ids is None:
+        return nothing
+    return Candidates(
+        np.asarray(mentee_ids, dtype=np.int64),
+        np.asarray(mentor_ids, dtype=np.int64),
+        np.asarray(scores, dtype=np.float64),
+        room,
+    )
+
+
+def seeking_mentees(session: Session, limit: int | None) -> list[int]:
+    """Active users seeking a mentor who have none, earliest joined first, up to `limit`."""
+    return list(
+        session.scalars(
+            select(User.id)
+            .where(
+                User.seeking_mentor,
+                User.is_active,
+                ~exists().where(MentorMentee.mentee_id == User.id, MentorMentee.status == ACTIVE),
+            )
+            .order_by(User.date_joined, User.id)
+            .limit(limit)
+        )
+    )
+
+
+def open_mentors(session: Session) -> dict[int, int]:
+    """Free places of every active, available mentor (capacity minus active mentees)."""
+    taken = (
+        select(func.count())
+        .select_from(MentorMentee)
+        .where(MentorMentee.mentor_id == User.id, MentorMentee.status == ACTIVE)
+        .correlate(User)
+        .scalar_subquery()
+    )
+    free = func.coalesce(User.max_mentees, literal(get_settings().max_mentees)) - taken
+    rows = session.execute(
+        select(User.id, free).where(User.role == "mentor", User.is_active, User.mentor_available)
+    ).all()
+    return {mentor_id: int(places) for mentor_id, places in rows}
 
 
 def still_fitting(session: Session, plan: Iterable[Pair]) -> list[Pair]:

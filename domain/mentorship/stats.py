@@ -11,6 +11,7 @@ from models import Booking, MentorMentee, MentorMenteeStats
 # "mstats" in ASCII. Rebuilds take turns: a rebuild that read an older snapshot must
 # not overwrite the counts of one that read a newer one.
 REBUILD_LOCK = 0x6D7374617473
+REBUILD_WORK_MEM = "64MB"
 
 
 def rebuild_stats(session: Session) -> dict[str, int]:
@@ -23,6 +24,9 @@ def rebuild_stats(session: Session) -> dict[str, int]:
     them (ON DELETE CASCADE). Result: relationships covered and rows actually changed.
     """
     session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": REBUILD_LOCK})
+    # Lets the per-pair aggregate of a million bookings (about 100,000 groups) hash in
+    # memory; with the 4 MB default PostgreSQL walks the pair index instead, twice as slow.
+    session.execute(text(f"SET LOCAL work_mem = '{REBUILD_WORK_MEM}'"))
     held = Booking.status != "cancelled"
     per_pair = (
         select(
