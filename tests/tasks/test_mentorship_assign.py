@@ -266,3 +266,21 @@ def test_assign_racing_selections_never_overfills_a_mentor(worker, db, nobody_el
     assert all(isinstance(o, (dict, Conflict)) for o in selections)
     assigned = outcomes[0]["assigned"]
     assert assigned + sum(isinstance(o, dict) for o in selections) == 2
+
+
+def test_two_assignment_runs_at_once_match_each_mentee_once(worker, db, nobody_else_seeking):
+    mentors = [make_mentor(db, max_mentees=2) for _ in range(3)]
+    mentees = [_seeker(db) for _ in range(5)]
+    for i, mentee in enumerate(mentees):
+        for j, mentor in enumerate(mentors):
+            set_score(db, mentee, mentor, 1.0 + (i * 7 + j * 3) % 5)
+    db.commit()
+
+    first, second = send("mentorship.assign"), send("mentorship.assign")
+    results = [first.get(timeout=60), second.get(timeout=60)]
+
+    assert sorted(r["assigned"] for r in results) == [0, 5]
+    pairs = _active_pairs(db, [m.id for m in mentees])
+    assert len(pairs) == 5
+    for mentee in mentees:
+        assert len(events_of(db, "mentorship.matched", mentee_id=mentee.id)) == 1

@@ -179,3 +179,18 @@ def test_rebuild_follows_changed_bookings_and_a_rerun_changes_nothing(worker, db
     assert stored is not None
     assert stored["first_session_date"] == DAY + timedelta(days=2)
     assert again["changed"] == 0
+
+
+def test_two_rebuilds_at_once_agree_with_a_recount(worker, db):
+    mentor, mentee = make_mentor(db), make_mentee(db)
+    relationship = make_relationship(db, mentor, mentee, status="active")
+    for day in range(5):
+        book(db, mentor, mentee, STATUSES[day % 4], DAY + timedelta(days=day))
+    db.commit()
+
+    first, second = send("mentorship.rebuild_stats"), send("mentorship.rebuild_stats")
+    first.get(timeout=60)
+    second.get(timeout=60)
+
+    db.expire_all()
+    assert _stored(db, relationship.id) == _recount(db, relationship)
