@@ -143,6 +143,62 @@ def answer_first_round(
     return counts, by_outcome
 
 
+def cancel_in_empty_pools(client: ApiClient, users: list[int]) -> None:
+    """People in pools of their own give up before anyone comes."""
+    for user_id in users:
+        topic = f"rare-{uuid.uuid4().hex[:8]}"
+        lonely = succeeded(client.call(*request(user_id, "Easy", topic)), "a lonely request")
+        succeeded(
+            client.call("peer.cancel", {"request_id": lonely["request_id"], "user_id": user_id}),
+            "peer.cancel",
+        )
+
+
+def let_deadlines_pass(client: ApiClient, matches: list[Match]) -> None:
+    """Move the matches' deadlines into the past (rather than wait), then run expiry."""
+    with session_factory().begin() as session:
+        session.execute(
+            update(Match)
+            .where(Match.id.in_([m.id for m in matches]))
+            .values(confirm_deadline=func.now() - func.make_interval(0, 0, 0, 0, 0, 0, 1))
+        )
+    succeeded(client.call("peer.expire"), "peer.expire")
+
+
+def leave_some_sessions(client: ApiClient, users: set[int]) -> list[dict[str, Any]]:
+    """One partner leaves a quarter of the sessions; in half of those, both leave."""
+    with session_factory().begin() as session:
+        sessions = list(
+            session.scalars(
+                select(CollabSession)
+                .where(CollabSession.status == "active")
+                .where(CollabSession.user_ids.overlap(list(users)))
+                .order_by(CollabSession.created_at)
+            )
+        )
+    leaving = sessions[: len(sessions) // 4]
+    leaves = [("peer.leave", {"session_id": str(s.id), "user_id": s.user_ids[0]}) for s in leaving]
+    leaves += [
+        ("peer.leave", {"session_id": str(s.id), "user_id": s.user_ids[1]})
+        for s in leaving[: len(leaving) // 2]
+    ]
+    return [succeeded(answer, "peer.leave") for answer in call_all(client, leaves)]
+
+
+def request_statuses(users: set[int]) -> dict[str, int]:
+    """How many of the users' requests are in each status."""
+    with session_factory().begin() as session:
+        return {
+            status: count
+            for status, count in session.execute(
+                select(MatchRequest.status, func.count())
+                .where(MatchRequest.user_id.in_(users))
+                .group_by(MatchRequest.status)
+                .order_by(MatchRequest.status)
+            ).tuples()
+        }
+
+
 def run(client: ApiClient) -> dict[str, Any]:
     """Drive the peer flow end to end; raise on the first surprise."""
     users = seed_users(USERS + 3)
@@ -155,52 +211,25 @@ def run(client: ApiClient) -> dict[str, Any]:
     )
     for answer in requested:
         succeeded(answer, "peer.request")
-    duplicate = client.call(
-        "peer.request", {"user_id": people[0], "difficulty": "Hard", "topic": "graphs"}
-    )
+    duplicate = client.call(*request(people[0], "Hard", "graphs"))
     expect(
         duplicate.get("error", {}).get("message") == "duplicate request",
         "a second open request is refused",
         answer=duplicate,
     )
-
-    # Three people in pools of their own give up before anyone comes.
-    for user_id in loners:
-        lonely = succeeded(
-            client.call(
-                "peer.request",
-                {"user_id": user_id, "difficulty": "Easy", "topic": f"rare-{uuid.uuid4().hex[:8]}"},
-            ),
-            "a request in an empty pool",
-        )
-        succeeded(
-            client.call("peer.cancel", {"request_id": lonely["request_id"], "user_id": user_id}),
-            "peer.cancel",
-        )
+    cancel_in_empty_pools(client, loners)
 
     sweep_until_paired(client, everyone)
     first_round = open_matches(everyone)
     expect(len(first_round) >= USERS // 2 - len(POOLS), "the sweep pairs nearly everyone")
     counts, by_outcome = answer_first_round(client, first_round)
-
-    # Deadlines pass (moved into the past rather than waited for), then expiry runs.
-    timed_out = by_outcome.get("one waits, one is silent", []) + by_outcome.get(
-        "nobody answers", []
-    )
-    with session_factory().begin() as session:
-        session.execute(
-            update(Match)
-            .where(Match.id.in_([m.id for m in timed_out]))
-            .values(confirm_deadline=func.now() - func.make_interval(0, 0, 0, 0, 0, 0, 1))
-        )
-    succeeded(client.call("peer.expire"), "peer.expire")
+    patient = by_outcome.get("one waits, one is silent", [])
+    let_deadlines_pass(client, patient + by_outcome.get("nobody answers", []))
 
     # The declined and the patient are back in their pools; the decliners queue again.
     declined = by_outcome.get("one says no", [])
     decliners = {m.user_b: m.user_a for m in declined}
-    requeued = {m.user_a for m in declined} | {
-        m.user_a for m in by_outcome.get("one waits, one is silent", [])
-    }
+    requeued = {m.user_a for m in declined} | {m.user_a for m in patient}
     for answer in call_all(client, [request(m.user_b, m.difficulty, m.topic) for m in declined]):
         succeeded(answer, "a decliner queueing again")
     sweep_until_paired(client, everyone)
@@ -218,34 +247,7 @@ def run(client: ApiClient) -> dict[str, Any]:
     ):
         succeeded(answer, "a second-round yes")
 
-    # People leave their sessions: one partner of some, both of others.
-    with session_factory().begin() as session:
-        sessions = list(
-            session.scalars(
-                select(CollabSession)
-                .where(CollabSession.status == "active")
-                .where(CollabSession.user_ids.overlap(list(everyone)))
-                .order_by(CollabSession.created_at)
-            )
-        )
-    leaving = sessions[: len(sessions) // 4]
-    leaves = [("peer.leave", {"session_id": str(s.id), "user_id": s.user_ids[0]}) for s in leaving]
-    leaves += [
-        ("peer.leave", {"session_id": str(s.id), "user_id": s.user_ids[1]})
-        for s in leaving[: len(leaving) // 2]
-    ]
-    left = [succeeded(answer, "peer.leave") for answer in call_all(client, leaves)]
-
-    with session_factory().begin() as session:
-        statuses = {
-            status: count
-            for status, count in session.execute(
-                select(MatchRequest.status, func.count())
-                .where(MatchRequest.user_id.in_(everyone))
-                .group_by(MatchRequest.status)
-                .order_by(MatchRequest.status)
-            ).tuples()
-        }
+    left = leave_some_sessions(client, everyone)
     return {
         "users": len(users),
         "requests": len(requested) + len(loners) + len(declined),
@@ -261,5 +263,5 @@ def run(client: ApiClient) -> dict[str, Any]:
         "requeued partners paired again": len(second_round),
         "left a session": len(left),
         "sessions ended by the last one out": sum(1 for r in left if r["status"] == "ended"),
-        "requests by status now": statuses,
+        "requests by status now": request_statuses(everyone),
     }
