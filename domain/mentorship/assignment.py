@@ -153,6 +153,8 @@ def still_fitting(session: Session, plan: Iterable[Pair]) -> list[Pair]:
 
     A selection committed since the plan was read may have taken a mentor's place or
     given a mentee a mentor; such pairs are dropped, a full mentor's lowest scores first.
+    The blacklist needs no second look: only an unmatch adds to it, an unmatch needs a
+    relationship of the pair, and pairs with any relationship were never candidates.
     """
     pairs = sorted(plan, key=lambda pair: pair.score, reverse=True)
     if not pairs:
@@ -189,9 +191,10 @@ def still_fitting(session: Session, plan: Iterable[Pair]) -> list[Pair]:
 
 
 def _write_relationships(session: Session, pairs: list[Pair]) -> list[Pair]:
-    """Insert the active relationships and their events in two statements; returns what was written.
+    """Insert the active relationships (one INSERT) and their events (one bulk insert).
 
-    ON CONFLICT DO NOTHING skips a pair that another writer gave a relationship meanwhile.
+    ON CONFLICT DO NOTHING skips a pair that another writer gave a relationship
+    meanwhile; the pairs actually written are returned.
     """
     if not pairs:
         return []

@@ -22,9 +22,8 @@ from sqlalchemy.sql.elements import BindParameter
 
 from core.errors import Conflict, Forbidden, MatchingError, NotFound
 from core.settings import get_settings
+from domain.mentorship.relationships import ACTIVE
 from models import MentorBlacklist, MentorMentee, User
-
-ACTIVE = "active"
 
 
 @dataclass(frozen=True)
