@@ -17,6 +17,7 @@ from core.db import get_engine, session_factory
 from core.settings import get_settings
 from runtime.migrate import recreate_schema, upgrade_head
 
+
 def use_bench_database(name: str) -> str:
     """Point this process at a fresh, migrated scratch database `name` on DATABASE_URL's server.
 
