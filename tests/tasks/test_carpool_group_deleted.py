@@ -7,14 +7,19 @@ import os
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
+import httpx
 import pytest
+from celery.result import AsyncResult
 from sqlalchemy import select, text
 
+from api.app import create_app
 from core.db import get_engine
 from core.errors import NotFound
+from core.settings import get_settings
 from models import CarpoolGroup, GroupMember, Invitation, Reservation
+from tests.api.support import SECRET, client_for, serving
 from tests.factories import next_id
 from tests.factories_carpool import (
     events_for,
@@ -120,13 +125,32 @@ def test_disables_the_group_ends_memberships_and_cleans_up_former_members(worker
     assert len(events_for(db, "carpool.invitation.removed", "invitation_id", ids)) == 2
 
 
-def test_unknown_group_is_not_found(worker):
+@pytest.fixture
+def api(monkeypatch) -> Iterator[httpx.Client]:
+    """The HTTP API served for this test, with a client that may enqueue carpool tasks."""
+    monkeypatch.setenv("AUTH_SECRET", SECRET)
+    get_settings.cache_clear()
+    try:
+        with serving(create_app()) as url, client_for(url, scopes=["carpool.*"]) as http:
+            yield http
+    finally:
+        get_settings.cache_clear()
+
+
+def test_unknown_group_is_not_found(worker, api):
     with pytest.raises(NotFound) as error:
         run_task("carpool.group_deleted", group_id=next_id())
     assert error.value.status == 404
 
+    answer = api.post(
+        "/v1/tasks/carpool.group_deleted", json={"args": {"group_id": next_id()}, "wait": 30}
+    ).json()
+    assert answer["state"] == "FAILURE"
+    assert answer["error"]["type"] == "NotFound"
+    assert answer["error"]["status"] == 404
 
-def test_progress_is_visible_in_the_task_state_while_batches_run(worker, db):
+
+def test_progress_is_visible_in_the_task_state_while_batches_run(worker, api, db):
     group = make_group(db)
     members = make_members(db, 200, group)
     invitations = _chain_of_invitations(db, members)
@@ -134,17 +158,25 @@ def test_progress_is_visible_in_the_task_state_while_batches_run(worker, db):
     # Member 150 is in the 16th batch of ten: the task stops there until released.
     blocker = _hold_invitation(invitations[150].id)
     try:
-        result = send("carpool.group_deleted", group_id=group.id, batch_size=10)
+        posted = api.post(
+            "/v1/tasks/carpool.group_deleted",
+            json={"args": {"group_id": group.id, "batch_size": 10}},
+        )
+        assert posted.status_code == 202
+        task_id = posted.json()["task_id"]
         _wait_for(lambda: _blocked_deletes() == 1, what="the cleanup to reach the held row")
-        assert result.state == "STARTED"
-        assert result.info == {"progress": {"done": 150, "total": 200}}
+        status = api.get(f"/v1/tasks/{task_id}").json()
+        assert status["state"] == "STARTED"
+        assert status["progress"] == {"done": 150, "total": 200}
+        assert AsyncResult(task_id, app=app).info == {"progress": {"done": 150, "total": 200}}
     finally:
         blocker.exec_driver_sql("COMMIT")
         blocker.close()
-    answer = result.get(timeout=60)
+    answer = AsyncResult(task_id, app=app).get(timeout=60)
     assert answer["members"] == 200
     assert answer["batches"] == 20
     assert answer["invitations_removed"] == len(invitations)
+    assert api.get(f"/v1/tasks/{task_id}").json()["result"] == answer
 
 
 def test_a_rerun_after_the_worker_is_killed_mid_way_finishes_the_cleanup_once(worker, db):
