@@ -9,10 +9,13 @@ from types import TracebackType
 
 
 class OutageProxy:
-    """Forwards 127.0.0.1:<port> to a target while `up`; refuses connections while down."""
+    """Forwards 127.0.0.1:<port> to a target while `up`; refuses connections while down.
 
-    def __init__(self, target_host: str, target_port: int) -> None:
-        self.target = (target_host, target_port)
+    The target is `(host, port)` or the path of a unix socket.
+    """
+
+    def __init__(self, target: tuple[str, int] | str) -> None:
+        self.target = target
         self.up = False
         self._server = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._server.getsockname()[1]
@@ -45,7 +48,11 @@ class OutageProxy:
                 )
                 client.close()
                 continue
-            upstream = socket.create_connection(self.target)
+            if isinstance(self.target, str):
+                upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                upstream.connect(self.target)
+            else:
+                upstream = socket.create_connection(self.target)
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 

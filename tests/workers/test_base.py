@@ -13,7 +13,7 @@ from core.errors import MatchingError, status_of
 from core.settings import get_settings
 from tests.proxy import OutageProxy
 from tests.support import running_worker, send
-from workers.app import load_tasks
+from workers.app import app, load_tasks
 from workers.base import REGISTRY, TRANSIENT_ERRORS, TaskArgs, describe_validation_error, parse_args
 
 
@@ -68,20 +68,35 @@ def test_domain_errors_are_never_retried_but_outages_are():
     assert publish.dont_autoretry_for and issubclass(MatchingError, publish.dont_autoretry_for[0])
 
 
-def test_database_outage_is_retried_until_the_database_is_back(database):
+def test_database_outage_is_retried_until_the_database_is_back(worker):
     url = make_url(get_settings().db_url)
-    with OutageProxy(url.host or "127.0.0.1", url.port or 5432) as proxy:
-        proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
-        # Only this worker consumes the queue of the task under test.
-        with running_worker(
-            "outage", queues="maintenance", concurrency=1, extra_env={"DATABASE_URL": proxied}
-        ):
-            result = send("maintenance.reconcile")
-            deadline = time.monotonic() + 30
-            while result.state != "RETRY" and time.monotonic() < deadline:
-                time.sleep(0.2)
-            assert result.state == "RETRY"
-            proxy.up = True
-            answer = result.get(timeout=90)
+    socket_dir = url.query.get("host")
+    target: tuple[str, int] | str
+    if isinstance(socket_dir, str) and socket_dir.startswith("/"):
+        # Embedded PostgreSQL listens on a unix socket only.
+        target = f"{socket_dir}/.s.PGSQL.{url.port or 5432}"
+        url = url.difference_update_query(["host"])
+    else:
+        target = (url.host or "127.0.0.1", url.port or 5432)
+    # The session worker steps aside from the queue, so only the worker behind the
+    # outage can take the task.
+    app.control.cancel_consumer("maintenance", destination=[worker.name], reply=True)
+    try:
+        with OutageProxy(target) as proxy:
+            proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(
+                hide_password=False
+            )
+            with running_worker(
+                "outage", queues="maintenance", concurrency=1, extra_env={"DATABASE_URL": proxied}
+            ):
+                result = send("maintenance.reconcile")
+                deadline = time.monotonic() + 30
+                while result.state != "RETRY" and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                assert result.state == "RETRY"
+                proxy.up = True
+                answer = result.get(timeout=90)
+    finally:
+        app.control.add_consumer("maintenance", destination=[worker.name], reply=True)
     assert "outbox_stuck" in answer
     assert result.backend.get_task_meta(result.id)["retries"] >= 1
