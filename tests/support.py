@@ -7,13 +7,15 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from celery.result import AsyncResult
+from sqlalchemy import text
 
+from core.db import get_engine
 from workers.app import app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -123,3 +125,28 @@ def run_task(name: str, timeout: float = 60, **kwargs: Any) -> Any:
 def send(name: str, **kwargs: Any) -> AsyncResult[Any]:
     """Send without waiting."""
     return app.send_task(name, kwargs=kwargs)
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 30, what: str = "condition") -> None:
+    """Poll `predicate` every 0.1 s until it is truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def lock_waiters(query_like: str | None = None) -> int:
+    """Sessions of this database waiting on a lock, optionally only those whose query
+    matches `query_like` (an ILIKE pattern such as '%FROM outbox%')."""
+    sql = (
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    params: dict[str, str] = {}
+    if query_like is not None:
+        sql += " AND query ILIKE :pattern"
+        params["pattern"] = query_like
+    # A fresh connection each time: pg_stat_activity is a per-transaction snapshot.
+    with get_engine().connect() as conn:
+        return int(conn.scalar(text(sql), params) or 0)

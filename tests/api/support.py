@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -99,11 +100,9 @@ def api_process(**env: str) -> Iterator[str]:
             if process.poll() is not None:
                 output = process.stdout.read().decode(errors="replace") if process.stdout else ""
                 raise RuntimeError(f"the API exited during start-up:\n{output}")
-            try:
+            with contextlib.suppress(httpx.TransportError):
                 if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
                     break
-            except httpx.TransportError:
-                pass
             if time.monotonic() > deadline:
                 raise RuntimeError("the API did not start within 60 s")
             time.sleep(0.1)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import random
-import time
 
 from sqlalchemy import select, text
 
@@ -24,7 +23,7 @@ from tests.factories_carpool import (
     recounted_stats,
     stored_stats,
 )
-from tests.support import running_worker, send
+from tests.support import running_worker, send, wait_for
 
 
 def _directory(db, group_ids, user_ids, networks) -> Directory:
@@ -125,14 +124,6 @@ def _waiting_on(event: str) -> int:
         )
 
 
-def _wait_for(predicate, timeout: float = 30, what: str = "it") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 def test_two_leavers_each_ending_half_of_what_joined_them_lose_their_link(worker, db):
     # Alice and Bob share two groups. Alice leaves one while Bob leaves the other: each
     # cleanup alone still sees the other group joining them, so a cleanup that judged
@@ -154,9 +145,9 @@ def test_two_leavers_each_ending_half_of_what_joined_them_lose_their_link(worker
     blocker.execute(text("SELECT id FROM invitations WHERE id = :id FOR UPDATE"), {"id": held.id})
     try:
         alice_leaves = send("carpool.member_left", group_id=first.id, user_id=alice.id)
-        _wait_for(lambda: _waiting_on("transactionid") == 1, what="alice's cleanup to block")
+        wait_for(lambda: _waiting_on("transactionid") == 1, what="alice's cleanup to block")
         bob_leaves = send("carpool.member_left", group_id=second.id, user_id=bob.id)
-        _wait_for(
+        wait_for(
             lambda: bob_leaves.ready() or _waiting_on("advisory") == 1,
             what="bob's cleanup to queue behind alice's",
         )

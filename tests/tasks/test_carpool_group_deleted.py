@@ -5,9 +5,8 @@ from __future__ import annotations
 import itertools
 import os
 import signal
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -33,31 +32,13 @@ from tests.factories_carpool import (
     recounted_stats,
     stored_stats,
 )
-from tests.support import run_task, running_worker, send
+from tests.support import lock_waiters, run_task, running_worker, send, wait_for
 from workers.app import app
-
-
-def _wait_for(predicate: Callable[[], object], timeout: float = 30, what: str = "it") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def _blocked_deletes() -> int:
     """Cleanups of this database waiting on a row lock in their invitation DELETE."""
-    with get_engine().connect() as conn:
-        return int(
-            conn.scalar(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND wait_event_type = 'Lock' "
-                    "AND query LIKE '%carpool: remove ineligible invitations%'"
-                )
-            )
-            or 0
-        )
+    return lock_waiters("%carpool: remove ineligible invitations%")
 
 
 def _hold_invitation(invitation_id: int):
@@ -164,7 +145,7 @@ def test_progress_is_visible_in_the_task_state_while_batches_run(worker, api, db
         )
         assert posted.status_code == 202
         task_id = posted.json()["task_id"]
-        _wait_for(lambda: _blocked_deletes() == 1, what="the cleanup to reach the held row")
+        wait_for(lambda: _blocked_deletes() == 1, what="the cleanup to reach the held row")
         status = api.get(f"/v1/tasks/{task_id}").json()
         assert status["state"] == "STARTED"
         assert status["progress"] == {"done": 150, "total": 200}
@@ -193,11 +174,11 @@ def test_a_rerun_after_the_worker_is_killed_mid_way_finishes_the_cleanup_once(wo
             blocker = _hold_invitation(invitations[55].id)  # in the 6th batch of ten
             try:
                 result = send("carpool.group_deleted", group_id=group.id, batch_size=10)
-                _wait_for(lambda: _blocked_deletes() == 1, what="the first run to block")
+                wait_for(lambda: _blocked_deletes() == 1, what="the first run to block")
                 assert result.info == {"progress": {"done": 50, "total": 100}}
                 (child,) = victim.child_pids()
                 os.kill(child, signal.SIGKILL)
-                _wait_for(
+                wait_for(
                     lambda: child not in victim.child_pids() and victim.child_pids(),
                     what="a replacement child",
                 )

@@ -11,9 +11,9 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, select, update
 
-from core.db import get_engine, session_factory
+from core.db import session_factory
 from core.errors import Conflict
 from models import MentorMentee, Score, User
 from tests.domain.mentorship.brute_force import brute_force_best
@@ -28,7 +28,7 @@ from tests.factories_mentorship import (
     relationship_between,
     set_score,
 )
-from tests.support import run_task, send
+from tests.support import lock_waiters, run_task, send
 
 JOINED = datetime(2021, 6, 1, tzinfo=UTC)
 
@@ -197,24 +197,11 @@ def test_remaining_capacity_counts_existing_mentees(worker, db, nobody_else_seek
     assert _active_pairs(db, [low.id, high.id]) == {high.id: mentor.id}
 
 
-def _waiting_on_locks() -> int:
-    with get_engine().connect() as conn:
-        return int(
-            conn.scalar(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-                )
-            )
-            or 0
-        )
-
-
 def _wait_for_waiters(count: int, timeout: float = 20) -> int:
     deadline = time.monotonic() + timeout
-    while _waiting_on_locks() < count and time.monotonic() < deadline:
+    while lock_waiters() < count and time.monotonic() < deadline:
         time.sleep(0.05)
-    return _waiting_on_locks()
+    return lock_waiters()
 
 
 def test_a_place_taken_after_planning_is_rechecked_under_lock(worker, db, nobody_else_seeking):

@@ -12,27 +12,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
-from core.db import get_engine, session_factory
+from core.db import session_factory
 from core.errors import Conflict, MatchingError
 from models import MentorMentee, User
 from tests.factories_mentorship import events_of, make_mentee, make_mentor
-from tests.support import running_worker, send
-
-
-def _lock_waiters() -> int:
-    # A fresh connection each time: pg_stat_activity is a per-transaction snapshot.
-    with get_engine().connect() as conn:
-        return int(
-            conn.scalar(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-                )
-            )
-            or 0
-        )
+from tests.support import lock_waiters, running_worker, send
 
 
 @contextmanager
@@ -48,9 +34,9 @@ def release_when_queued(user_id: int, names_and_args: list[tuple[str, dict[str, 
     with held_user_row(user_id):
         results = [send(name, **args) for name, args in names_and_args]
         deadline = time.monotonic() + 20
-        while _lock_waiters() < len(results) and time.monotonic() < deadline:
+        while lock_waiters() < len(results) and time.monotonic() < deadline:
             time.sleep(0.05)
-        queued = _lock_waiters()
+        queued = lock_waiters()
     outcomes = [r.get(timeout=60, propagate=False) for r in results]
     assert queued >= len(results), f"only {queued} of {len(results)} racers were in flight"
     return outcomes

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 import pytest
-from sqlalchemy import func, or_, select, text
+from sqlalchemy import func, or_, select
 
-from core.db import get_engine, session_factory
+from core.db import session_factory
 from core.errors import Forbidden, MatchingError, NotFound
 from models import MentorBlacklist, Message, User
 from tests.factories import next_id
@@ -21,7 +20,7 @@ from tests.factories_mentorship import (
     relationship_between,
     send_message,
 )
-from tests.support import run_task, running_worker, send
+from tests.support import lock_waiters, run_task, running_worker, send, wait_for
 from workers.app import app
 
 
@@ -162,28 +161,6 @@ def test_unknown_user_is_not_found(worker, db):
     assert raised.value.status == 404
 
 
-def _waiting_on_locks() -> int:
-    # A fresh connection each time: pg_stat_activity is a per-transaction snapshot.
-    with get_engine().connect() as conn:
-        return int(
-            conn.scalar(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-                )
-            )
-            or 0
-        )
-
-
-def _wait_for(predicate, what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 def test_unmatch_killed_mid_task_runs_again_and_cascades_once(worker, db):
     mentee, mentor = make_mentee(db), make_mentor(db)
     relationship = make_relationship(db, mentor, mentee, status="active")
@@ -198,14 +175,14 @@ def test_unmatch_killed_mid_task_runs_again_and_cascades_once(worker, db):
             with session_factory().begin() as holder:
                 holder.execute(select(User.id).where(User.id == mentor.id).with_for_update())
                 result = send("mentorship.unmatch", user_id=mentee.id, other_id=mentor.id)
-                _wait_for(lambda: _waiting_on_locks() == 1, "unmatch to block")
+                wait_for(lambda: lock_waiters() == 1, what="unmatch to block")
                 (child,) = victim.child_pids()
                 os.kill(child, signal.SIGKILL)
-                _wait_for(
+                wait_for(
                     lambda: child not in victim.child_pids() and bool(victim.child_pids()),
-                    "a replacement child",
+                    what="a replacement child",
                 )
-                _wait_for(lambda: _waiting_on_locks() == 1, "the redelivered unmatch to block")
+                wait_for(lambda: lock_waiters() == 1, what="the redelivered unmatch to block")
             answer = result.get(timeout=60)
     finally:
         app.control.add_consumer("cascades", destination=[worker.name], reply=True)

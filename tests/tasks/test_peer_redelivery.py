@@ -5,25 +5,16 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 from sqlalchemy import text
 
 from core.db import get_engine
 from tests.factories import unique
 from tests.factories_peer import make_pool, matches_of_topic, request_row
-from tests.support import run_task, running_worker, send
+from tests.support import run_task, running_worker, send, wait_for
 from workers.app import app
 
 BUDGET_LOCK = "SELECT pg_advisory_xact_lock(hashtext('matchops.peer.open_matches'))"
-
-
-def _wait_for(predicate, timeout: float = 30, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def _sweeps_at_the_budget_lock(blocker_pid: int) -> int:
@@ -57,7 +48,7 @@ def test_sweep_killed_while_holding_its_claim_is_redone_cleanly(worker, db):
             blocker_pid = blocker.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
             try:
                 result = send("peer.sweep", difficulty="Easy", topic=topic)
-                _wait_for(
+                wait_for(
                     lambda: _sweeps_at_the_budget_lock(blocker_pid) == 1, what="sweep to block"
                 )
                 (child,) = victim.child_pids()
@@ -69,7 +60,7 @@ def test_sweep_killed_while_holding_its_claim_is_redone_cleanly(worker, db):
                 blocker.exec_driver_sql("COMMIT")
                 blocker.close()
             # Given the lock, the orphaned backend finds its client gone and rolls back.
-            _wait_for(lambda: _sweeps_at_the_budget_lock(blocker_pid) == 0, what="orphan to go")
+            wait_for(lambda: _sweeps_at_the_budget_lock(blocker_pid) == 0, what="orphan to go")
             assert matches_of_topic(db, topic) == []
             assert {request_row(db, r.id).status for r in pool} == {"pending"}
             assert "WorkerLostError" in victim.log_path.read_text() or (

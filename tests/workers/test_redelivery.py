@@ -6,39 +6,16 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 import uuid
 from collections import Counter
 
 from kombu.entity import Queue
-from sqlalchemy import text
 
 from core.db import get_engine
 from core.outbox import emit_events
 from core.relay import EVENTS_EXCHANGE
-from tests.support import running_worker, send
+from tests.support import lock_waiters, running_worker, send, wait_for
 from workers.app import app
-
-
-def _wait_for(predicate, timeout: float = 30, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
-def _blocked_relays() -> int:
-    with get_engine().connect() as conn:
-        return int(
-            conn.scalar(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity "
-                    "WHERE wait_event_type = 'Lock' AND query ILIKE '%FROM outbox%'"
-                )
-            )
-            or 0
-        )
 
 
 def test_relay_killed_mid_task_is_redelivered_and_publishes_each_event_once(worker, db):
@@ -68,15 +45,17 @@ def test_relay_killed_mid_task_is_redelivered_and_publishes_each_event_once(work
             blocker.exec_driver_sql("LOCK TABLE outbox IN ACCESS EXCLUSIVE MODE")
             try:
                 result = send("events.publish")
-                _wait_for(lambda: _blocked_relays() == 1, what="relay to block")
+                wait_for(lambda: lock_waiters("%FROM outbox%") == 1, what="relay to block")
                 (child,) = victim.child_pids()
                 os.kill(child, signal.SIGKILL)
                 # The pool replaces the child and the requeued message runs again.
-                _wait_for(
+                wait_for(
                     lambda: child not in victim.child_pids() and victim.child_pids(),
                     what="replacement child",
                 )
-                _wait_for(lambda: _blocked_relays() == 1, what="redelivered relay to block")
+                wait_for(
+                    lambda: lock_waiters("%FROM outbox%") == 1, what="redelivered relay to block"
+                )
                 assert result.state != "FAILURE"
             finally:
                 blocker.exec_driver_sql("COMMIT")
