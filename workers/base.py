@@ -1,4 +1,7 @@
-"""The one task base: retry policy, time limits, logging context, args validation.
+"""The one task base: retry policy and args validation for every task.
+
+Time limits and the task log format (`task_name[task_id]` on every line) are worker-wide,
+in celeryconfig.py.
 
 Tasks are declared with `@task(...)` (one transaction, the usual case) or
 `@batched_task(...)` (long work that commits in bounded chunks and reports progress).
@@ -8,8 +11,6 @@ JSON schema of `GET /v1/tasks`.
 
 from __future__ import annotations
 
-import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -18,7 +19,6 @@ import kombu.exceptions
 import redis.exceptions
 import sqlalchemy.exc
 from celery import Task
-from celery.utils.log import get_task_logger
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_core import to_jsonable_python
 from sqlalchemy.orm import Session
@@ -26,8 +26,6 @@ from sqlalchemy.orm import Session
 from core.db import session_factory
 from core.errors import DomainError, MatchingError
 from workers.app import app
-
-logger = get_task_logger(__name__)
 
 # Outages and lock contention: worth another try after a pause. Deadlocks and
 # serialization failures arrive as OperationalError too.
@@ -67,25 +65,12 @@ class MatchopsTask(Task):  # type: ignore[misc]
 
     autoretry_for = TRANSIENT_ERRORS
     dont_autoretry_for = (DomainError,)
-    # Domain errors are expected outcomes: logged without a traceback.
+    # Domain errors are expected outcomes: Celery logs them at INFO without a traceback.
     throws = (DomainError,)
     retry_backoff = 1
     retry_backoff_max = 60
     retry_jitter = True
     max_retries = 8
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        started = time.monotonic()
-        request = self.request
-        extra = {"task_name": self.name, "task_id": request.id, "retries": request.retries}
-        try:
-            result = super().__call__(*args, **kwargs)
-        except DomainError as exc:
-            logger.info("%s refused: %s (%s)", self.name, exc, type(exc).__name__, extra=extra)
-            raise
-        elapsed_ms = (time.monotonic() - started) * 1000
-        logger.info("%s finished in %.1f ms", self.name, elapsed_ms, extra=extra)
-        return result
 
 
 def parse_args(name: str, model: type[ArgsT], kwargs: dict[str, Any]) -> ArgsT:
@@ -119,63 +104,61 @@ class ProgressReporter:
         self._task.update_state(state="STARTED", meta=meta)
 
 
-def _register(name: str, args: type[TaskArgs], body: Callable[..., Any]) -> str:
-    if name in REGISTRY:
-        raise RuntimeError(f"task {name!r} is declared twice")
-    doc = (body.__doc__ or name).strip().splitlines()[0]
-    REGISTRY[name] = TaskSpec(name=name, description=doc, args_model=args)
-    return body.__doc__ or doc
-
-
 def task(
-    name: str, *, args: type[ArgsT], idempotent: bool = True, **options: Any
+    name: str, *, args: type[ArgsT], **options: Any
 ) -> Callable[[Callable[[Session, ArgsT], Any]], Task]:
     """Declare a task whose body runs in one transaction: `body(session, args) -> JSON`."""
 
     def decorate(body: Callable[[Session, ArgsT], Any]) -> Task:
-        def run(self: Task, **kwargs: Any) -> Any:
-            parsed = parse_args(name, args, kwargs)
+        def call(task: Task, parsed: ArgsT) -> Any:
             with session_factory().begin() as session:
-                return to_jsonable_python(body(session, parsed))
+                return body(session, parsed)
 
-        run.__doc__ = _register(name, args, body)
-        run.__name__ = body.__name__
-        return _celery_task(name, run, idempotent, options)
+        return _declare(name, args, body, call, options)
 
     return decorate
 
 
 def batched_task(
-    name: str, *, args: type[ArgsT], idempotent: bool = True, **options: Any
+    name: str, *, args: type[ArgsT], **options: Any
 ) -> Callable[[Callable[[ProgressReporter, ArgsT], Any]], Task]:
     """Declare a task that commits in chunks: `body(reporter, args) -> JSON`."""
 
     def decorate(body: Callable[[ProgressReporter, ArgsT], Any]) -> Task:
-        def run(self: Task, **kwargs: Any) -> Any:
-            parsed = parse_args(name, args, kwargs)
-            return to_jsonable_python(body(ProgressReporter(self), parsed))
+        def call(task: Task, parsed: ArgsT) -> Any:
+            return body(ProgressReporter(task), parsed)
 
-        run.__doc__ = _register(name, args, body)
-        run.__name__ = body.__name__
-        return _celery_task(name, run, idempotent, options)
+        return _declare(name, args, body, call, options)
 
     return decorate
 
 
-def _celery_task(
-    name: str, run: Callable[..., Any], idempotent: bool, options: dict[str, Any]
+def _declare(
+    name: str,
+    args: type[ArgsT],
+    body: Callable[..., Any],
+    call: Callable[[Task, ArgsT], Any],
+    options: dict[str, Any],
 ) -> Task:
-    # Only work that is safe to repeat is acknowledged after it finishes: a worker
-    # killed mid-way then hands the message to another worker.
+    """Register the task's args model and create the Celery task around `call`."""
+    if name in REGISTRY:
+        raise RuntimeError(f"task {name!r} is declared twice")
+    description = (body.__doc__ or name).strip().splitlines()[0]
+    REGISTRY[name] = TaskSpec(name=name, description=description, args_model=args)
+
+    def run(self: Task, **kwargs: Any) -> Any:
+        return to_jsonable_python(call(self, parse_args(name, args, kwargs)))
+
+    run.__doc__ = body.__doc__ or description
+    run.__name__ = body.__name__
+    # Every task is idempotent (the contract), so every message is acknowledged only
+    # after the task finishes: a worker killed mid-way hands it to another worker.
     created: Task = app.task(
         name=name,
         base=MatchopsTask,
         bind=True,
-        acks_late=idempotent,
-        reject_on_worker_lost=idempotent,
+        acks_late=True,
+        reject_on_worker_lost=True,
         **options,
     )(run)
     return created
-
-
-logging.getLogger("sqlalchemy.engine").setLevel(logging.WARNING)
