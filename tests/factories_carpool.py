@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
+from core.db import get_engine
 from models import (
     CarpoolGroup,
     CarpoolNetwork,
@@ -17,6 +19,7 @@ from models import (
     User,
 )
 from tests.factories import make_user, next_id, unique
+from tests.support import lock_waiters
 
 
 def make_group(
@@ -177,3 +180,29 @@ def make_members(session: Session, count: int, *groups: CarpoolGroup) -> list[Us
     session.add_all(GroupMember(group_id=g.id, user_id=u.id) for u in users for g in groups)
     session.flush()
     return users
+
+
+@contextmanager
+def holding_invitation(invitation_id: int) -> Iterator[None]:
+    """An open transaction holding one invitation's row lock for the block: a cleanup
+    deleting that invitation waits, with the carpool lock held, until the block ends."""
+    blocker = get_engine().connect()
+    blocker.exec_driver_sql("BEGIN")
+    try:
+        blocker.execute(
+            text("SELECT id FROM invitations WHERE id = :id FOR UPDATE"), {"id": invitation_id}
+        )
+        yield
+    finally:
+        blocker.exec_driver_sql("COMMIT")
+        blocker.close()
+
+
+def cleanups_blocked_deleting_invitations() -> int:
+    """Cleanups of this database waiting on a row lock in their invitation DELETE."""
+    return lock_waiters("%carpool: remove ineligible invitations%")
+
+
+def cleanups_queued_for_the_carpool_lock() -> int:
+    """Sessions of this database waiting for the carpool advisory lock."""
+    return lock_waiters("%pg_advisory_xact_lock%")

@@ -5,14 +5,16 @@ from __future__ import annotations
 import itertools
 import random
 
-from sqlalchemy import select, text
+from sqlalchemy import select
 
-from core.db import get_engine
 from domain.carpool.eligibility import Directory, Group, Membership, eligible
 from models import CarpoolGroup, GroupMember, Invitation, ReservationMatch
 from tests.factories import make_user, next_id
 from tests.factories_carpool import (
+    cleanups_blocked_deleting_invitations,
+    cleanups_queued_for_the_carpool_lock,
     existing,
+    holding_invitation,
     ineligible_links,
     invite,
     join,
@@ -109,21 +111,6 @@ def test_overlapping_cleanups_at_once_leave_exactly_the_eligible_links(worker, d
     assert stored == recounted_stats(db, stored)
 
 
-def _waiting_on(event: str) -> int:
-    """Backends of this database waiting on a lock of this kind (advisory, transactionid…)."""
-    with get_engine().connect() as conn:
-        return int(
-            conn.scalar(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                    "AND wait_event_type = 'Lock' AND wait_event = :event"
-                ),
-                {"event": event},
-            )
-            or 0
-        )
-
-
 def test_two_leavers_each_ending_half_of_what_joined_them_lose_their_link(worker, db):
     # Alice and Bob share two groups. Alice leaves one while Bob leaves the other: each
     # cleanup alone still sees the other group joining them, so a cleanup that judged
@@ -140,20 +127,17 @@ def test_two_leavers_each_ending_half_of_what_joined_them_lose_their_link(worker
     db.commit()
 
     # Alice's cleanup stops mid-transaction on the held row, after ending her membership.
-    blocker = get_engine().connect()
-    blocker.exec_driver_sql("BEGIN")
-    blocker.execute(text("SELECT id FROM invitations WHERE id = :id FOR UPDATE"), {"id": held.id})
-    try:
+    with holding_invitation(held.id):
         alice_leaves = send("carpool.member_left", group_id=first.id, user_id=alice.id)
-        wait_for(lambda: _waiting_on("transactionid") == 1, what="alice's cleanup to block")
+        wait_for(
+            lambda: cleanups_blocked_deleting_invitations() == 1,
+            what="alice's cleanup to block",
+        )
         bob_leaves = send("carpool.member_left", group_id=second.id, user_id=bob.id)
         wait_for(
-            lambda: bob_leaves.ready() or _waiting_on("advisory") == 1,
+            lambda: bob_leaves.ready() or cleanups_queued_for_the_carpool_lock() == 1,
             what="bob's cleanup to queue behind alice's",
         )
-    finally:
-        blocker.exec_driver_sql("COMMIT")
-        blocker.close()
     alice_leaves.get(timeout=60)
     bob_leaves.get(timeout=60)
 

@@ -11,18 +11,19 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from celery.result import AsyncResult
-from sqlalchemy import select, text
+from sqlalchemy import select
 
 from api.app import create_app
-from core.db import get_engine
 from core.errors import NotFound
 from core.settings import get_settings
 from models import CarpoolGroup, GroupMember, Invitation, Reservation
 from tests.api.support import SECRET, client_for, serving
 from tests.factories import next_id
 from tests.factories_carpool import (
+    cleanups_blocked_deleting_invitations,
     events_for,
     existing,
+    holding_invitation,
     invite,
     make_group,
     make_member,
@@ -32,23 +33,8 @@ from tests.factories_carpool import (
     recounted_stats,
     stored_stats,
 )
-from tests.support import lock_waiters, run_task, running_worker, send, wait_for
+from tests.support import run_task, running_worker, send, wait_for
 from workers.app import app
-
-
-def _blocked_deletes() -> int:
-    """Cleanups of this database waiting on a row lock in their invitation DELETE."""
-    return lock_waiters("%carpool: remove ineligible invitations%")
-
-
-def _hold_invitation(invitation_id: int):
-    """An open transaction holding one invitation's row lock: a cleanup deleting it waits."""
-    blocker = get_engine().connect()
-    blocker.exec_driver_sql("BEGIN")
-    blocker.execute(
-        text("SELECT id FROM invitations WHERE id = :id FOR UPDATE"), {"id": invitation_id}
-    )
-    return blocker
 
 
 def _chain_of_invitations(db, members):
@@ -137,22 +123,21 @@ def test_progress_is_visible_in_the_task_state_while_batches_run(worker, api, db
     invitations = _chain_of_invitations(db, members)
     db.commit()
     # Member 150 is in the 16th batch of ten: the task stops there until released.
-    blocker = _hold_invitation(invitations[150].id)
-    try:
+    with holding_invitation(invitations[150].id):
         posted = api.post(
             "/v1/tasks/carpool.group_deleted",
             json={"args": {"group_id": group.id, "batch_size": 10}},
         )
         assert posted.status_code == 202
         task_id = posted.json()["task_id"]
-        wait_for(lambda: _blocked_deletes() == 1, what="the cleanup to reach the held row")
+        wait_for(
+            lambda: cleanups_blocked_deleting_invitations() == 1,
+            what="the cleanup to reach the held row",
+        )
         status = api.get(f"/v1/tasks/{task_id}").json()
         assert status["state"] == "STARTED"
         assert status["progress"] == {"done": 150, "total": 200}
         assert AsyncResult(task_id, app=app).info == {"progress": {"done": 150, "total": 200}}
-    finally:
-        blocker.exec_driver_sql("COMMIT")
-        blocker.close()
     answer = AsyncResult(task_id, app=app).get(timeout=60)
     assert answer["members"] == 200
     assert answer["batches"] == 20
@@ -171,10 +156,12 @@ def test_a_rerun_after_the_worker_is_killed_mid_way_finishes_the_cleanup_once(wo
     app.control.cancel_consumer("cascades", destination=[worker.name], reply=True)
     try:
         with running_worker("carpool-victim", queues="cascades", concurrency=1) as victim:
-            blocker = _hold_invitation(invitations[55].id)  # in the 6th batch of ten
-            try:
+            with holding_invitation(invitations[55].id):  # in the 6th batch of ten
                 result = send("carpool.group_deleted", group_id=group.id, batch_size=10)
-                wait_for(lambda: _blocked_deletes() == 1, what="the first run to block")
+                wait_for(
+                    lambda: cleanups_blocked_deleting_invitations() == 1,
+                    what="the first run to block",
+                )
                 assert result.info == {"progress": {"done": 50, "total": 100}}
                 (child,) = victim.child_pids()
                 os.kill(child, signal.SIGKILL)
@@ -185,9 +172,6 @@ def test_a_rerun_after_the_worker_is_killed_mid_way_finishes_the_cleanup_once(wo
                 # The killed backend still waits on the row, holding the carpool lock,
                 # until the row is released; the redelivered run queues behind it.
                 assert result.state != "FAILURE"
-            finally:
-                blocker.exec_driver_sql("COMMIT")
-                blocker.close()
             answer = result.get(timeout=60)
     finally:
         app.control.add_consumer("cascades", destination=[worker.name], reply=True)
