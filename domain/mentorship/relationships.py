@@ -8,7 +8,7 @@ from typing import Any, Literal
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from core.outbox import emit_events
+from core.outbox import emit_event
 from models import MentorMentee
 
 PENDING = "pending"
@@ -60,16 +60,14 @@ def activate(session: Session, relationship: MentorMentee, source: MatchSource) 
     relationship.completed_at = None
     relationship.updated_at = now
     session.flush()
-    emit_events(
+    emit_event(
         session,
         "mentorship.matched",
-        [
-            matched_payload(
-                relationship.id,
-                relationship.mentor_id,
-                relationship.mentee_id,
-                relationship.initiated_by,
-                source,
-            )
-        ],
+        matched_payload(
+            relationship.id,
+            relationship.mentor_id,
+            relationship.mentee_id,
+            relationship.initiated_by,
+            source,
+        ),
     )

@@ -9,7 +9,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from core.errors import MatchingError, NotFound
-from core.outbox import emit_events
+from core.outbox import emit_event
 from domain.mentorship.parties import lock_parties
 from domain.mentorship.relationships import ACTIVE, COMPLETED, PAUSED, transaction_time
 from models import MentorBlacklist, MentorMentee, Message
@@ -53,18 +53,16 @@ def unmatch(session: Session, user_id: int, other_id: int) -> dict[str, Any]:
             )
         )
     )
-    emit_events(
+    emit_event(
         session,
         "mentorship.unmatched",
-        [
-            {
-                "relationship_id": ended.id,
-                "mentor_id": ended.mentor_id,
-                "mentee_id": ended.mentee_id,
-                "unmatched_by": user_id,
-                "messages_deleted": int(deleted.rowcount),  # type: ignore[attr-defined]
-            }
-        ],
+        {
+            "relationship_id": ended.id,
+            "mentor_id": ended.mentor_id,
+            "mentee_id": ended.mentee_id,
+            "unmatched_by": user_id,
+            "messages_deleted": int(deleted.rowcount),  # type: ignore[attr-defined]
+        },
     )
     return _result(ended.id, ended.mentor_id, ended.mentee_id)
 
