@@ -7,15 +7,11 @@ from typing import Any
 from core.db import session_factory
 from core.relay import RELAY_BATCH, relay_batch
 from workers.app import app
-from workers.base import ProgressReporter, TaskArgs, batched_task
+from workers.base import NoArgs, ProgressReporter, batched_task
 
 # One run relays at most this many batches, then leaves the rest to the next tick,
 # so a large backlog never holds a worker past its time limit.
 MAX_BATCHES_PER_RUN = 40
-
-
-class PublishArgs(TaskArgs):
-    """No arguments."""
 
 
 def relay_pending(max_batches: int = MAX_BATCHES_PER_RUN) -> int:
@@ -31,7 +27,7 @@ def relay_pending(max_batches: int = MAX_BATCHES_PER_RUN) -> int:
     return published
 
 
-@batched_task("events.publish", args=PublishArgs)
-def publish(reporter: ProgressReporter, args: PublishArgs) -> dict[str, Any]:
+@batched_task("events.publish", args=NoArgs)
+def publish(reporter: ProgressReporter, args: NoArgs) -> dict[str, Any]:
     """Relay unpublished outbox events to the `matching.events` topic exchange."""
     return {"published": relay_pending()}

@@ -14,16 +14,12 @@ from domain.peer.declines import prune_declines
 from domain.peer.repairs import requeue_orphaned_requests, restore_session_keys
 from models.platform import EnqueuedTask
 from tasks.events import relay_pending
-from workers.base import ProgressReporter, TaskArgs, batched_task
+from workers.base import NoArgs, ProgressReporter, batched_task
 
 # Unpublished this long means the relay stopped or fell behind.
 STUCK_OUTBOX_SECONDS = 60
 # Idempotency keys must hold for at least 24 hours; a week keeps status lookups working.
 ENQUEUED_TASK_RETENTION_DAYS = 7
-
-
-class ReconcileArgs(TaskArgs):
-    """No arguments."""
 
 
 def prune_enqueued_tasks(session: Session) -> dict[str, int]:
@@ -42,8 +38,8 @@ REPAIRS: tuple[Callable[[Session], dict[str, int]], ...] = (
 )
 
 
-@batched_task("maintenance.reconcile", args=ReconcileArgs)
-def reconcile(reporter: ProgressReporter, args: ReconcileArgs) -> dict[str, Any]:
+@batched_task("maintenance.reconcile", args=NoArgs)
+def reconcile(reporter: ProgressReporter, args: NoArgs) -> dict[str, Any]:
     """Repair what a crash can leave: stuck outbox rows, orphaned state, missing keys."""
     report: dict[str, Any] = {}
     with session_factory().begin() as session:

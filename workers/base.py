@@ -45,6 +45,10 @@ class TaskArgs(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class NoArgs(TaskArgs):
+    """No arguments."""
+
+
 ArgsT = TypeVar("ArgsT", bound=TaskArgs)
 
 
