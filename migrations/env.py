@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool
 
+from core.locks import hold_advisory_lock
 from core.settings import get_settings
 from models import Base
 
@@ -20,7 +21,7 @@ def run_migrations_online() -> None:
         with context.begin_transaction():
             # Two processes migrating at once (worker and api starting together)
             # take turns instead of racing on the same DDL.
-            connection.exec_driver_sql("SELECT pg_advisory_xact_lock(774201)")
+            hold_advisory_lock(connection, "matchops.migrations")
             context.run_migrations()
 
 
