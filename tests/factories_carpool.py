@@ -171,12 +171,7 @@ def ineligible_links(session: Session, user_ids: Iterable[int]) -> list[tuple[st
 
 def make_members(session: Session, count: int, *groups: CarpoolGroup) -> list[User]:
     """`count` users, each a member of every given group, in increasing id order."""
-    users = [
-        User(id=uid, email=f"user{uid}@example.test", display_name=f"User {uid}", role="member")
-        for uid in (next_id() for _ in range(count))
-    ]
-    session.add_all(users)
-    session.flush()
+    users = [make_user(session) for _ in range(count)]
     session.add_all(GroupMember(group_id=g.id, user_id=u.id) for u in users for g in groups)
     session.flush()
     return users
