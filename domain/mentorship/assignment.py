@@ -13,8 +13,13 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from core.outbox import emit_events
-from core.settings import get_settings
-from domain.mentorship.parties import active_mentee_counts, id_array, lock_parties
+from domain.mentorship.parties import (
+    active_mentee_counts,
+    id_array,
+    lock_parties,
+    mentor_places,
+    open_to_mentees,
+)
 from domain.mentorship.relationships import ACTIVE, matched_payload
 from domain.mentorship.solver import best_assignment
 from models import MentorBlacklist, MentorMentee, Score, User
@@ -75,7 +80,7 @@ def find_candidates(session: Session, limit: int | None = None) -> Candidates:
     and the pairs come back as three arrays, not 250,000 row objects.
     """
     seeking = seeking_mentees(session, limit)
-    room = {mentor_id: free for mentor_id, free in open_mentors(session).items() if free > 0}
+    room = open_mentors(session)
     nothing = Candidates(
         np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float64), room
     )
@@ -133,17 +138,10 @@ def seeking_mentees(session: Session, limit: int | None) -> list[int]:
 
 
 def open_mentors(session: Session) -> dict[int, int]:
-    """Free places of every active, available mentor (capacity minus active mentees)."""
-    taken = (
-        select(func.count())
-        .select_from(MentorMentee)
-        .where(MentorMentee.mentor_id == User.id, MentorMentee.status == ACTIVE)
-        .correlate(User)
-        .scalar_subquery()
-    )
-    free = func.coalesce(User.max_mentees, literal(get_settings().max_mentees)) - taken
+    """Free places of every mentor open to mentees (the mentors `mentorship.rank` lists)."""
+    taken, capacity = mentor_places()
     rows = session.execute(
-        select(User.id, free).where(User.role == "mentor", User.is_active, User.mentor_available)
+        select(User.id, capacity - taken).where(open_to_mentees(taken, capacity))
     ).all()
     return {mentor_id: int(places) for mentor_id, places in rows}
 

@@ -15,7 +15,17 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from sqlalchemy import BigInteger, and_, any_, bindparam, exists, func, select
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    and_,
+    any_,
+    bindparam,
+    exists,
+    func,
+    literal,
+    select,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import BindParameter
@@ -39,13 +49,31 @@ class Party:
 
     @property
     def capacity(self) -> int:
-        """How many active mentees this mentor may have."""
-        return mentor_capacity(self.max_mentees)
+        """How many active mentees this mentor may have: `max_mentees`, else MAX_MENTEES."""
+        return get_settings().max_mentees if self.max_mentees is None else self.max_mentees
 
 
-def mentor_capacity(max_mentees: int | None) -> int:
-    """A mentor's own `max_mentees`, or the MAX_MENTEES default when unset."""
-    return get_settings().max_mentees if max_mentees is None else max_mentees
+def mentor_places() -> tuple[ColumnElement[int], ColumnElement[int]]:
+    """SQL for the `users` row of the enclosing query: (active mentees, capacity).
+
+    Mentees are counted from active relationships, never a stored roster; capacity is
+    the user's `max_mentees`, else MAX_MENTEES. Ranking and assignment both use these,
+    so they agree on who is full.
+    """
+    taken = (
+        select(func.count())
+        .select_from(MentorMentee)
+        .where(MentorMentee.mentor_id == User.id, MentorMentee.status == ACTIVE)
+        .correlate(User)
+        .scalar_subquery()
+    )
+    capacity = func.coalesce(User.max_mentees, literal(get_settings().max_mentees))
+    return taken, capacity
+
+
+def open_to_mentees(taken: ColumnElement[int], capacity: ColumnElement[int]) -> ColumnElement[bool]:
+    """Condition on a `users` row: a mentor who is active, available and not full."""
+    return and_(User.role == "mentor", User.is_active, User.mentor_available, taken < capacity)
 
 
 def id_array(name: str, ids: Iterable[int]) -> BindParameter[Sequence[int]]:
@@ -82,18 +110,6 @@ def lock_parties(session: Session, ids: Iterable[int]) -> dict[int, Party]:
     }
 
 
-def active_mentee_count(session: Session, mentor_id: int) -> int:
-    """The mentor's current mentees: a count of active relationships, never a stored roster."""
-    return int(
-        session.scalar(
-            select(func.count())
-            .select_from(MentorMentee)
-            .where(MentorMentee.mentor_id == mentor_id, MentorMentee.status == ACTIVE)
-        )
-        or 0
-    )
-
-
 def active_mentee_counts(session: Session, mentor_ids: Iterable[int]) -> dict[int, int]:
     """Active mentee counts of many mentors in one statement (mentors with none are absent)."""
     rows = session.execute(
@@ -109,7 +125,7 @@ def active_mentee_counts(session: Session, mentor_ids: Iterable[int]) -> dict[in
 
 def ensure_room(session: Session, mentor: Party) -> None:
     """Conflict when the mentor already has as many active mentees as their capacity allows."""
-    taken = active_mentee_count(session, mentor.id)
+    taken = active_mentee_counts(session, [mentor.id]).get(mentor.id, 0)
     if taken >= mentor.capacity:
         raise Conflict(
             f"This mentor has no free place: {taken} of {mentor.capacity} places are taken"

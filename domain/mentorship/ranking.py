@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, exists, func, literal, select
+from sqlalchemy import and_, exists, func, select
 from sqlalchemy.orm import Session
 
 from core.errors import NotFound
-from core.settings import get_settings
-from domain.mentorship.relationships import ACTIVE
-from models import MentorBlacklist, MentorMentee, Score, User
+from domain.mentorship.parties import mentor_places, open_to_mentees
+from models import MentorBlacklist, Score, User
 
 
 def rank_mentors(session: Session, mentee_id: int) -> list[dict[str, Any]]:
@@ -24,14 +23,7 @@ def rank_mentors(session: Session, mentee_id: int) -> list[dict[str, Any]]:
     """
     if session.get(User, mentee_id) is None:
         raise NotFound("Mentee not found")
-    current_mentees = (
-        select(func.count())
-        .select_from(MentorMentee)
-        .where(MentorMentee.mentor_id == User.id, MentorMentee.status == ACTIVE)
-        .correlate(User)
-        .scalar_subquery()
-    )
-    capacity = func.coalesce(User.max_mentees, literal(get_settings().max_mentees))
+    taken, capacity = mentor_places()
     score = func.coalesce(Score.score, 0.0)
     rows = session.execute(
         select(
@@ -40,19 +32,16 @@ def rank_mentors(session: Session, mentee_id: int) -> list[dict[str, Any]]:
             User.display_name,
             score.label("score"),
             User.date_joined,
-            current_mentees.label("current_mentees"),
+            taken.label("current_mentees"),
             capacity.label("capacity"),
         )
         .outerjoin(Score, and_(Score.mentor_id == User.id, Score.mentee_id == mentee_id))
         .where(
-            User.role == "mentor",
-            User.is_active,
-            User.mentor_available,
+            open_to_mentees(taken, capacity),
             User.id != mentee_id,
             ~exists().where(
                 MentorBlacklist.mentee_id == mentee_id, MentorBlacklist.mentor_id == User.id
             ),
-            current_mentees < capacity,
         )
         .order_by(score.desc(), User.date_joined.asc(), User.id.asc())
     ).all()
