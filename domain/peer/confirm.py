@@ -105,7 +105,7 @@ def _decline(session: Session, match: Match, user_id: int, partner_id: int) -> d
         session,
         "match.cancelled",
         {
-            "match_id": str(match.id),
+            "match_id": match.id,
             "users": [match.user_a, match.user_b],
             "declined_by": user_id,
             "requeued": requeued,

@@ -77,8 +77,8 @@ def start_session(session: Session, match: Match, store: SessionStore) -> Starte
         session,
         "match.found",
         {
-            "session_id": str(session_id),
-            "match_id": str(match.id),
+            "session_id": session_id,
+            "match_id": match.id,
             "users": users,
             "question": question_json(question),
             "language": SESSION_LANGUAGE,
@@ -136,8 +136,8 @@ def leave_session(
         session,
         "session.partner_left",
         {
-            "session_id": str(session_id),
-            "match_id": str(match.id),
+            "session_id": session_id,
+            "match_id": match.id,
             "user_id": user_id,
             "remaining_users": remaining,
             "ended": not remaining,

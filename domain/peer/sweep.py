@@ -8,9 +8,9 @@ One sweep, whatever the number of requests:
   5. under the cap lock: count open matches again, then write matches, requests and
      `match.proposed` events in one statement.
 
-The events are written by that statement rather than through `core.outbox.emit_events`,
-whose one-parameter-set-per-row insert takes seconds for the 50,000 events of a large
-sweep; they are the same outbox rows.
+The `match.proposed` events are written by that statement too, rather than through
+`core.outbox.emit_events`: their payloads (the new match ids, the deadlines) only exist
+inside it, and a round trip to read them back would cost more than the insert.
 """
 
 from __future__ import annotations
