@@ -69,8 +69,8 @@ def build_data(conn: Connection, requests: int) -> None:
     )
     conn.execute(
         text(
-            "INSERT INTO peer_declines (user_low, user_high, declined_by) "
-            "SELECT g, g + :pools, g FROM generate_series(1, :d) AS g WHERE g + :pools <= :n"
+            "INSERT INTO peer_declines (user_low, user_high) "
+            "SELECT g, g + :pools FROM generate_series(1, :d) AS g WHERE g + :pools <= :n"
         ),
         {"pools": POOLS, "d": DECLINES, "n": requests},
     )

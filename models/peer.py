@@ -140,5 +140,4 @@ class PeerDecline(Base):
 
     user_low: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id"), primary_key=True)
     user_high: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id"), primary_key=True)
-    declined_by: Mapped[int] = mapped_column(BigInteger)
     declined_at: Mapped[datetime] = mapped_column(server_default=func.now())

@@ -16,10 +16,10 @@ def record_decline(session: Session, declined_by: int, other: int) -> None:
     low, high = user_pair(declined_by, other)
     session.execute(
         insert(PeerDecline)
-        .values(user_low=low, user_high=high, declined_by=declined_by)
+        .values(user_low=low, user_high=high)
         .on_conflict_do_update(
             index_elements=[PeerDecline.user_low, PeerDecline.user_high],
-            set_={"declined_by": declined_by, "declined_at": func.now()},
+            set_={"declined_at": func.now()},
         )
     )
 

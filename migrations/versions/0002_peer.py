@@ -136,7 +136,6 @@ def upgrade() -> None:
         "peer_declines",
         sa.Column("user_low", sa.BigInteger(), nullable=False),
         sa.Column("user_high", sa.BigInteger(), nullable=False),
-        sa.Column("declined_by", sa.BigInteger(), nullable=False),
         sa.Column(
             "declined_at",
             sa.DateTime(timezone=True),
