@@ -109,14 +109,6 @@ def events(session: Session, event_type: str, **data: Any) -> list[dict[str, Any
     return list(session.scalars(query.order_by(OutboxEvent.id)))
 
 
-def open_matches(session: Session) -> int:
-    """Matches awaiting confirmation, across every pool."""
-    return int(
-        session.scalar(text("SELECT count(*) FROM matches WHERE status = 'pending_confirmation'"))
-        or 0
-    )
-
-
 def backdate_request(session: Session, request_id: uuid.UUID | None, seconds: int) -> None:
     """Move a request's creation `seconds` into the past, by the database clock."""
     session.execute(

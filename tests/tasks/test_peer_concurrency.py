@@ -12,30 +12,23 @@ from core.errors import MatchingError
 from tests.factories import make_user, unique
 from tests.support import running_worker, send
 
+
+def in_two_open_matches(side_a: str, side_b: str) -> str:
+    """Values of a match's two sides (requests, users) found in more than one open match."""
+    return f"""
+        SELECT side FROM matches
+        CROSS JOIN LATERAL (VALUES ({side_a}), ({side_b})) AS sides(side)
+        WHERE topic = ANY(:topics) AND status = 'pending_confirmation'
+        GROUP BY side HAVING count(*) > 1
+    """
+
+
 AUDIT = {
-    "requests in more than one open match": """
-        SELECT request_id FROM (
-            SELECT request_a AS request_id FROM matches
-            WHERE topic = ANY(:topics) AND status = 'pending_confirmation'
-            UNION ALL
-            SELECT request_b FROM matches
-            WHERE topic = ANY(:topics) AND status = 'pending_confirmation'
-        ) AS sides
-        GROUP BY request_id HAVING count(*) > 1
-    """,
+    "requests in more than one open match": in_two_open_matches("request_a", "request_b"),
     "users paired with themselves": """
         SELECT id FROM matches WHERE topic = ANY(:topics) AND user_a = user_b
     """,
-    "users with more than one open match": """
-        SELECT user_id FROM (
-            SELECT user_a AS user_id FROM matches
-            WHERE topic = ANY(:topics) AND status = 'pending_confirmation'
-            UNION ALL
-            SELECT user_b FROM matches
-            WHERE topic = ANY(:topics) AND status = 'pending_confirmation'
-        ) AS sides
-        GROUP BY user_id HAVING count(*) > 1
-    """,
+    "users with more than one open match": in_two_open_matches("user_a", "user_b"),
     "matches whose requests do not point back at them": """
         SELECT m.id FROM matches m
         LEFT JOIN match_requests a ON a.id = m.request_a
@@ -100,18 +93,14 @@ def test_many_workers_sweeping_while_requests_arrive_never_double_match(worker, 
     for problem, query in AUDIT.items():
         rows = db.execute(text(query), {"topics": topics}).all()
         assert rows == [], f"{problem}: {rows}"
-    requests = db.scalar(
-        text("SELECT count(*) FROM match_requests WHERE topic = ANY(:topics)"), {"topics": topics}
-    )
-    waiting = db.scalar(
+    requests, waiting, matches = db.execute(
         text(
-            "SELECT count(*) FROM match_requests WHERE topic = ANY(:topics) AND status = 'pending'"
+            "SELECT count(*), count(*) FILTER (WHERE status = 'pending'), "
+            "       (SELECT count(*) FROM matches WHERE topic = ANY(:topics)) "
+            "FROM match_requests WHERE topic = ANY(:topics)"
         ),
         {"topics": topics},
-    )
-    matches = db.scalar(
-        text("SELECT count(*) FROM matches WHERE topic = ANY(:topics)"), {"topics": topics}
-    )
+    ).one()
     assert requests == len(users)
     assert matches == (len(users) - waiting) // 2
     # Global sweeps may also have paired other tests' leftovers, never fewer than ours.

@@ -9,12 +9,11 @@ import signal
 from sqlalchemy import text
 
 from core.db import get_engine
+from domain.peer.sweep import LOCK_OPEN_MATCH_BUDGET
 from tests.factories import unique
 from tests.factories_peer import make_pool, matches_of_topic, request_row
 from tests.support import run_task, running_worker, send, wait_for
 from workers.app import app
-
-BUDGET_LOCK = "SELECT pg_advisory_xact_lock(hashtext('matchops.peer.open_matches'))"
 
 
 def _sweeps_at_the_budget_lock(blocker_pid: int) -> int:
@@ -44,7 +43,7 @@ def test_sweep_killed_while_holding_its_claim_is_redone_cleanly(worker, db):
             # Hold the open-match budget so the sweep stops after claiming its pool.
             blocker = get_engine().connect()
             blocker.exec_driver_sql("BEGIN")
-            blocker.exec_driver_sql(BUDGET_LOCK)
+            blocker.execute(LOCK_OPEN_MATCH_BUDGET)
             blocker_pid = blocker.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
             try:
                 result = send("peer.sweep", difficulty="Easy", topic=topic)

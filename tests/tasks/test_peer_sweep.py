@@ -6,13 +6,13 @@ import uuid
 
 from sqlalchemy import text
 
+from domain.peer.sweep import count_open_matches
 from tests.factories import unique
 from tests.factories_peer import (
     events,
     make_pool,
     make_request,
     matches_of_topic,
-    open_matches,
     pairs_of_topic,
     request_row,
 )
@@ -148,7 +148,7 @@ def test_never_more_open_matches_than_the_cap(worker, db):
     for topic in topics:
         make_pool(db, 4, topic=topic)
     db.commit()
-    cap = open_matches(db) + 3
+    cap = count_open_matches(db) + 3
 
     # A worker with a small cap takes over the sweeps queue for this test.
     app.control.cancel_consumer("sweeps", destination=[worker.name], reply=True)
@@ -168,5 +168,5 @@ def test_never_more_open_matches_than_the_cap(worker, db):
 
     assert created == 3
     assert after_cap == {"matched": 0}
-    assert open_matches(db) == cap
+    assert count_open_matches(db) == cap
     assert sum(len(matches_of_topic(db, topic)) for topic in topics) == 3
