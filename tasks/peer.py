@@ -16,7 +16,7 @@ from domain.peer.rules import TOPIC_MAX_LENGTH, TOPIC_PATTERN, Difficulty
 from domain.peer.session_store import session_store
 from domain.peer.sessions import leave_session
 from domain.peer.sweep import sweep as sweep_pools
-from workers.base import TaskArgs, task
+from workers.base import NoArgs, TaskArgs, task
 
 Topic = Annotated[
     str,
@@ -58,10 +58,6 @@ class PeerConfirmArgs(TaskArgs):
     confirmed: bool
 
 
-class PeerExpireArgs(TaskArgs):
-    """No arguments."""
-
-
 class PeerLeaveArgs(TaskArgs):
     """Leave a collaboration session."""
 
@@ -100,8 +96,8 @@ def confirm(session: Session, args: PeerConfirmArgs) -> dict[str, Any]:
     return confirm_match(session, args.match_id, args.user_id, args.confirmed, session_store())
 
 
-@task("peer.expire", args=PeerExpireArgs)
-def expire(session: Session, args: PeerExpireArgs) -> dict[str, int]:
+@task("peer.expire", args=NoArgs)
+def expire(session: Session, args: NoArgs) -> dict[str, int]:
     """Expire stale pending requests and matches not confirmed by their deadline."""
     return expire_overdue(session, matching_timeout=get_settings().matching_timeout_seconds)
 
