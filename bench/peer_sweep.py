@@ -175,11 +175,11 @@ def pair_one_at_a_time(request_id: Any, confirm_seconds: int) -> bool:
             session,
             "match.proposed",
             {
-                "match_id": str(match.id),
+                "match_id": match.id,
                 "users": [request.user_id, partner.user_id],
                 "difficulty": request.difficulty,
                 "topic": request.topic,
-                "confirm_deadline": match.confirm_deadline.isoformat(),
+                "confirm_deadline": match.confirm_deadline,
             },
         )
     return True
