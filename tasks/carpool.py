@@ -11,7 +11,7 @@ from core.db import session_factory
 from domain.carpool.membership import delete_group, member_left
 from domain.carpool.stats import rebuild_stats
 from domain.carpool.sweep import clean_up_searching_reservations
-from workers.base import ProgressReporter, TaskArgs, batched_task, task
+from workers.base import NoArgs, ProgressReporter, TaskArgs, batched_task, task
 
 # Members cleaned up per transaction when a group is deleted: small enough that one
 # batch holds the carpool lock for milliseconds, large enough to stay set-based.
@@ -37,10 +37,6 @@ class GroupDeletedArgs(TaskArgs):
     )
 
 
-class CleanupInvitationsArgs(TaskArgs):
-    """No arguments."""
-
-
 class RebuildStatsArgs(TaskArgs):
     """Which reservations' statistics to rewrite."""
 
@@ -63,8 +59,8 @@ def group_deleted_task(reporter: ProgressReporter, args: GroupDeletedArgs) -> di
     return delete_group(session_factory(), args.group_id, args.batch_size, reporter.progress)
 
 
-@task("carpool.cleanup_invitations", args=CleanupInvitationsArgs)
-def cleanup_invitations_task(session: Session, args: CleanupInvitationsArgs) -> dict[str, Any]:
+@task("carpool.cleanup_invitations", args=NoArgs)
+def cleanup_invitations_task(session: Session, args: NoArgs) -> dict[str, Any]:
     """Remove invitations and matches of searching reservations between ineligible users."""
     return clean_up_searching_reservations(session)
 

@@ -15,13 +15,13 @@ otherwise overwrite the fresher counts a concurrent cleanup had just written.
 
 from __future__ import annotations
 
-from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-# "carpool" in ASCII: a fixed key no other matchops lock uses.
-CARPOOL_LINKS_LOCK = 0x636172706F6F6C
+from core.locks import hold_advisory_lock
+
+CARPOOL_LINKS_LOCK = "matchops.carpool.links"
 
 
 def lock_carpool_links(session: Session) -> None:
     """Wait for, then hold until commit, the carpool cleanup lock."""
-    session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CARPOOL_LINKS_LOCK})
+    hold_advisory_lock(session, CARPOOL_LINKS_LOCK)
