@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from core.db import session_factory
 from models import Booking, MentorBlacklist, MentorMentee, Message, OutboxEvent, Score, User
 from tests.factories import make_user
 
@@ -55,6 +58,19 @@ def blacklist(session: Session, mentee: User, mentor: User) -> None:
     session.flush()
 
 
+def make_excluded_mentors(session: Session, mentee: User) -> list[User]:
+    """One user of every kind `mentorship.rank` and `mentorship.assign` leave out for
+    `mentee`: blacklisted by them, full, unavailable, inactive, and not a mentor at all."""
+    blacklisted = make_mentor(session)
+    blacklist(session, mentee, blacklisted)
+    full = make_mentor(session, max_mentees=1)
+    make_relationship(session, full, make_mentee(session), status="active")
+    unavailable = make_mentor(session, mentor_available=False)
+    inactive = make_mentor(session, is_active=False)
+    not_a_mentor = make_user(session, role="member")
+    return [blacklisted, full, unavailable, inactive, not_a_mentor]
+
+
 def send_message(session: Session, sender: User, receiver: User, body: str = "hi") -> Message:
     """A chat message."""
     message = Message(sender_id=sender.id, receiver_id=receiver.id, body=body)
@@ -99,3 +115,28 @@ def relationship_between(session: Session, mentor_id: int, mentee_id: int) -> Me
     relationship = find_relationship(session, mentor_id, mentee_id)
     assert relationship is not None, f"no relationship between {mentor_id} and {mentee_id}"
     return relationship
+
+
+def active_mentees_of(session: Session, mentor_id: int) -> int:
+    """The mentor's active relationships as committed now."""
+    session.expire_all()
+    return int(
+        session.scalar(
+            select(func.count())
+            .select_from(MentorMentee)
+            .where(MentorMentee.mentor_id == mentor_id, MentorMentee.status == "active")
+        )
+        or 0
+    )
+
+
+@contextmanager
+def holding_user_row(user_id: int) -> Iterator[Session]:
+    """An open transaction holding the users row of `user_id` locked until the block ends.
+
+    Mentorship writes lock the users rows they involve first, so the tasks sent meanwhile
+    queue up behind this lock; what the block adds to the session commits as it ends.
+    """
+    with session_factory().begin() as holder:
+        holder.execute(select(User.id).where(User.id == user_id).with_for_update())
+        yield holder

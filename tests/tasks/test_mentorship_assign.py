@@ -7,28 +7,27 @@ mentees from seeking; pytest runs tests one at a time.
 from __future__ import annotations
 
 import random
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 
-from core.db import session_factory
 from core.errors import Conflict
 from models import MentorMentee, Score, User
 from tests.domain.mentorship.brute_force import brute_force_best
-from tests.factories import make_user
 from tests.factories_mentorship import (
-    blacklist,
+    active_mentees_of,
     events_of,
     find_relationship,
+    holding_user_row,
+    make_excluded_mentors,
     make_mentee,
     make_mentor,
     make_relationship,
     relationship_between,
     set_score,
 )
-from tests.support import lock_waiters, run_task, send
+from tests.support import lock_waiters, run_task, send, wait_for
 
 JOINED = datetime(2021, 6, 1, tzinfo=UTC)
 
@@ -128,16 +127,9 @@ def test_writes_active_system_relationships_with_events_and_a_rerun_adds_nothing
 
 def test_every_exclusion_of_rank_applies(worker, db, nobody_else_seeking):
     mentee = _seeker(db)
-    blacklisted = make_mentor(db)
-    blacklist(db, mentee, blacklisted)
-    full = make_mentor(db, max_mentees=1)
-    make_relationship(db, full, make_mentee(db), status="active")
-    unavailable = make_mentor(db, mentor_available=False)
-    inactive = make_mentor(db, is_active=False)
-    member = make_user(db, role="member")
     rejected_before = make_mentor(db)
     make_relationship(db, rejected_before, mentee, status="rejected")
-    for mentor in (blacklisted, full, unavailable, inactive, member, rejected_before):
+    for mentor in (*make_excluded_mentors(db, mentee), rejected_before):
         set_score(db, mentee, mentor, 5.0)
     make_mentor(db)
     negative = make_mentor(db)
@@ -197,24 +189,16 @@ def test_remaining_capacity_counts_existing_mentees(worker, db, nobody_else_seek
     assert _active_pairs(db, [low.id, high.id]) == {high.id: mentor.id}
 
 
-def _wait_for_waiters(count: int, timeout: float = 20) -> int:
-    deadline = time.monotonic() + timeout
-    while lock_waiters() < count and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return lock_waiters()
-
-
 def test_a_place_taken_after_planning_is_rechecked_under_lock(worker, db, nobody_else_seeking):
     mentor = make_mentor(db, max_mentees=1)
     planned, other = _seeker(db), make_mentee(db)
     set_score(db, planned, mentor, 3.0)
     db.commit()
 
-    with session_factory().begin() as holder:
-        holder.execute(select(User.id).where(User.id == mentor.id).with_for_update())
+    with holding_user_row(mentor.id) as holder:
         result = send("mentorship.assign")
         # assign has read its candidates and now waits for the mentor's row ...
-        assert _wait_for_waiters(1) == 1
+        wait_for(lambda: lock_waiters() == 1, timeout=20, what="assign to wait for the mentor")
         # ... while a selection commits the last place.
         holder.add(
             MentorMentee(
@@ -234,21 +218,15 @@ def test_assign_racing_selections_never_overfills_a_mentor(worker, db, nobody_el
     choosers = [make_mentee(db) for _ in range(2)]
     db.commit()
 
-    with session_factory().begin() as holder:
-        holder.execute(select(User.id).where(User.id == mentor.id).with_for_update())
+    with holding_user_row(mentor.id):
         results = [send("mentorship.assign")] + [
             send("mentorship.select", mentee_id=c.id, mentor_id=mentor.id) for c in choosers
         ]
-        _wait_for_waiters(2)
+        # Both worker processes hold one of the three tasks, waiting for the mentor's row.
+        wait_for(lambda: lock_waiters() >= 2, timeout=20, what="two tasks to wait for the mentor")
     outcomes = [r.get(timeout=60, propagate=False) for r in results]
 
-    db.expire_all()
-    active = db.scalar(
-        select(func.count())
-        .select_from(MentorMentee)
-        .where(MentorMentee.mentor_id == mentor.id, MentorMentee.status == "active")
-    )
-    assert active == 2
+    assert active_mentees_of(db, mentor.id) == 2
     selections = outcomes[1:]
     assert all(isinstance(o, (dict, Conflict)) for o in selections)
     assigned = outcomes[0]["assigned"]

@@ -7,50 +7,41 @@ PostgreSQL, and only then lets them go at once.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from core.db import session_factory
 from core.errors import Conflict, MatchingError
-from models import MentorMentee, User
-from tests.factories_mentorship import events_of, make_mentee, make_mentor
-from tests.support import lock_waiters, running_worker, send
-
-
-@contextmanager
-def held_user_row(user_id: int) -> Iterator[None]:
-    """Hold the users row of `user_id` locked until the block ends."""
-    with session_factory().begin() as holder:
-        holder.execute(select(User.id).where(User.id == user_id).with_for_update())
-        yield
+from models import MentorMentee
+from tests.factories_mentorship import (
+    active_mentees_of,
+    events_of,
+    holding_user_row,
+    make_mentee,
+    make_mentor,
+)
+from tests.support import lock_waiters, running_worker, send, wait_for
 
 
 def release_when_queued(user_id: int, names_and_args: list[tuple[str, dict[str, Any]]]) -> list:
     """Send every task while `user_id` is locked; release once all wait on it; return outcomes."""
-    with held_user_row(user_id):
+    with holding_user_row(user_id):
         results = [send(name, **args) for name, args in names_and_args]
-        deadline = time.monotonic() + 20
-        while lock_waiters() < len(results) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        queued = lock_waiters()
-    outcomes = [r.get(timeout=60, propagate=False) for r in results]
-    assert queued >= len(results), f"only {queued} of {len(results)} racers were in flight"
-    return outcomes
-
-
-def _active_count(db, mentor_id: int) -> int:
-    db.expire_all()
-    return int(
-        db.scalar(
-            select(func.count())
-            .select_from(MentorMentee)
-            .where(MentorMentee.mentor_id == mentor_id, MentorMentee.status == "active")
+        wait_for(
+            lambda: lock_waiters() >= len(results),
+            timeout=20,
+            what=f"all {len(results)} racers to be in flight",
         )
-    )
+    return [r.get(timeout=60, propagate=False) for r in results]
+
+
+def the_one_loser(outcomes: list) -> Exception:
+    """The error of the single racer that lost, once exactly one has won."""
+    wins = [o for o in outcomes if isinstance(o, dict)]
+    losses = [o for o in outcomes if isinstance(o, Exception)]
+    assert len(wins) == 1
+    assert len(losses) == 1
+    return losses[0]
 
 
 def test_two_mentees_racing_for_the_last_place_exactly_one_wins(worker, db):
@@ -66,13 +57,10 @@ def test_two_mentees_racing_for_the_last_place_exactly_one_wins(worker, db):
         ],
     )
 
-    wins = [o for o in outcomes if isinstance(o, dict)]
-    losses = [o for o in outcomes if isinstance(o, Exception)]
-    assert len(wins) == 1
-    assert len(losses) == 1
-    assert isinstance(losses[0], Conflict)
-    assert losses[0].status == 409
-    assert _active_count(db, mentor.id) == 1
+    loss = the_one_loser(outcomes)
+    assert isinstance(loss, Conflict)
+    assert loss.status == 409
+    assert active_mentees_of(db, mentor.id) == 1
 
 
 def test_many_mentees_racing_on_four_processes_never_overfill_a_mentor(worker, db):
@@ -88,7 +76,7 @@ def test_many_mentees_racing_on_four_processes_never_overfill_a_mentor(worker, d
 
     assert sum(isinstance(o, dict) for o in outcomes) == 2
     assert all(isinstance(o, Conflict) for o in outcomes if not isinstance(o, dict))
-    assert _active_count(db, mentor.id) == 2
+    assert active_mentees_of(db, mentor.id) == 2
 
 
 def test_one_mentee_racing_two_selections_gets_at_most_one_mentor(worker, db):
@@ -104,12 +92,9 @@ def test_one_mentee_racing_two_selections_gets_at_most_one_mentor(worker, db):
         ],
     )
 
-    wins = [o for o in outcomes if isinstance(o, dict)]
-    losses = [o for o in outcomes if isinstance(o, Exception)]
-    assert len(wins) == 1
-    assert len(losses) == 1
-    assert isinstance(losses[0], MatchingError)
-    assert str(losses[0]) == "You are already matched with a mentor"
+    loss = the_one_loser(outcomes)
+    assert isinstance(loss, MatchingError)
+    assert str(loss) == "You are already matched with a mentor"
     db.expire_all()
     active = db.scalars(
         select(MentorMentee).where(

@@ -8,9 +8,9 @@ import pytest
 
 from core.errors import NotFound
 from core.settings import get_settings
-from tests.factories import make_user, next_id
+from tests.factories import next_id
 from tests.factories_mentorship import (
-    blacklist,
+    make_excluded_mentors,
     make_mentee,
     make_mentor,
     make_relationship,
@@ -92,27 +92,13 @@ def test_capacity_defaults_to_max_mentees_setting(worker, db):
 def test_leaves_out_every_excluded_kind_of_user(worker, db):
     mentee = make_mentee(db)
     shown = make_mentor(db)
-    blacklisted = make_mentor(db)
-    blacklist(db, mentee, blacklisted)
-    full = make_mentor(db, max_mentees=1)
-    make_relationship(db, full, make_mentee(db), status="active")
-    unavailable = make_mentor(db, mentor_available=False)
-    inactive = make_mentor(db, is_active=False)
-    not_a_mentor = make_user(db, role="member")
+    excluded = make_excluded_mentors(db, mentee)
     other_mentee = make_mentee(db)
-    everyone = {
-        shown.id,
-        blacklisted.id,
-        full.id,
-        unavailable.id,
-        inactive.id,
-        not_a_mentor.id,
-        other_mentee.id,
-    }
-    for mentor in (shown, blacklisted, full, unavailable, inactive):
+    for mentor in (shown, *excluded):
         set_score(db, mentee, mentor, 0.9)
     db.commit()
 
+    everyone = {shown.id, other_mentee.id, *(user.id for user in excluded)}
     assert _ranked_ids(mentee.id, everyone) == [shown.id]
 
 

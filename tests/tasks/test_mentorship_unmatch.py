@@ -8,12 +8,12 @@ import signal
 import pytest
 from sqlalchemy import func, or_, select
 
-from core.db import session_factory
 from core.errors import Forbidden, MatchingError, NotFound
-from models import MentorBlacklist, Message, User
+from models import MentorBlacklist, Message
 from tests.factories import next_id
 from tests.factories_mentorship import (
     events_of,
+    holding_user_row,
     make_mentee,
     make_mentor,
     make_relationship,
@@ -172,8 +172,7 @@ def test_unmatch_killed_mid_task_runs_again_and_cascades_once(worker, db):
     try:
         with running_worker("unmatch-victim", queues="cascades", concurrency=1) as victim:
             # Holding the users row parks the unmatch inside its transaction.
-            with session_factory().begin() as holder:
-                holder.execute(select(User.id).where(User.id == mentor.id).with_for_update())
+            with holding_user_row(mentor.id):
                 result = send("mentorship.unmatch", user_id=mentee.id, other_id=mentor.id)
                 wait_for(lambda: lock_waiters() == 1, what="unmatch to block")
                 (child,) = victim.child_pids()
