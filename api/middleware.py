@@ -22,6 +22,22 @@ class PayloadTooLarge(HTTPException):
         super().__init__(413, f"request body is larger than {max_bytes // 1024} KiB")
 
 
+class TrackedSend:
+    """An ASGI `send` that remembers whether the response has started.
+
+    Once it has, an error can no longer be answered with a response of its own.
+    """
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.response_started = False
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.response_started = True
+        await self.send(message)
+
+
 class BodySizeLimit:
     """413 for a body over `max_bytes`, whether declared by Content-Length or streamed.
 
@@ -43,7 +59,6 @@ class BodySizeLimit:
             return
 
         received = 0
-        response_started = False
 
         async def counting_receive() -> Message:
             nonlocal received
@@ -56,17 +71,12 @@ class BodySizeLimit:
                     raise PayloadTooLarge(self.max_bytes)
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal response_started
-            if message["type"] == "http.response.start":
-                response_started = True
-            await send(message)
-
+        tracked = TrackedSend(send)
         try:
-            await self.app(scope, counting_receive, tracking_send)
+            await self.app(scope, counting_receive, tracked)
         except PayloadTooLarge:
             # Read by something without those handlers: answer here if still possible.
-            if response_started:
+            if tracked.response_started:
                 raise
             await _too_large(self.max_bytes)(scope, receive, send)
 
@@ -81,19 +91,12 @@ class CatchAll:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        response_started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal response_started
-            if message["type"] == "http.response.start":
-                response_started = True
-            await send(message)
-
+        tracked = TrackedSend(send)
         try:
-            await self.app(scope, receive, tracking_send)
+            await self.app(scope, receive, tracked)
         except Exception:
             logger.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
-            if response_started:
+            if tracked.response_started:
                 raise
             response = JSONResponse(
                 error_body("internal_error", "internal error; it has been logged"),
