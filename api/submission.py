@@ -100,12 +100,7 @@ def enqueue_task(
     """
     spec = _task_spec(name)
     _check_timing(countdown, wait)
-    task_id = None
-    if idempotency_key is not None:
-        task_id = _reused_task_id(caller, idempotency_key, name, args)
-    if task_id is None:
-        _validate_args(spec, args)
-        task_id = _record_and_publish(name, args, caller, idempotency_key, countdown)
+    task_id = _record_and_publish(spec, args, caller, idempotency_key, countdown)
     if wait is None:
         return accepted_body(task_id, name)
     return _wait_for(task_id, name, wait)
@@ -208,11 +203,6 @@ def _validate_args(spec: TaskSpec, args: dict[str, Any]) -> None:
         raise ApiError(422, "validation_error", message) from None
 
 
-def _reused_task_id(caller: str, key: str, name: str, args: dict[str, Any]) -> str | None:
-    with _reaching("database", DATABASE_ERRORS), session_factory().begin() as session:
-        return _task_id_for_key(session, caller, key, name, args)
-
-
 def _task_id_for_key(
     session: Session, caller: str, key: str, name: str, args: dict[str, Any]
 ) -> str | None:
@@ -238,17 +228,23 @@ def _task_id_for_key(
 
 
 def _record_and_publish(
-    name: str, args: dict[str, Any], caller: str, key: str | None, countdown: float | None
+    spec: TaskSpec, args: dict[str, Any], caller: str, key: str | None, countdown: float | None
 ) -> str:
     """Insert the record, publish, commit: a failed publish leaves no record behind.
 
+    A known key returns the task it first enqueued, before the args are validated
+    (a repeat of an accepted call is answered the same; a conflicting one is a 409).
     A concurrent call with the same key blocks on the unique index until this
     transaction ends, then finds the row and returns its task id instead.
     """
+    name = spec.name
     task_id = uuid.uuid4()
     published = False
     try:
         with session_factory().begin() as session:
+            if key is not None and (known := _task_id_for_key(session, caller, key, name, args)):
+                return known
+            _validate_args(spec, args)
             statement = insert(EnqueuedTask).values(
                 task_id=task_id, name=name, args=args, caller=caller, idempotency_key=key
             )
