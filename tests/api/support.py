@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -20,6 +19,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from api.auth import issue_token
+from runtime.embedded import free_port
 from tests.factories import unique
 from tests.support import ROOT
 from workers.app import app
@@ -40,14 +40,6 @@ def client_for(
     headers = {"Authorization": f"Bearer {token(scopes, sub, secret=secret)}"}
     with httpx.Client(base_url=url, headers=headers, timeout=40) as http:
         yield http
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextmanager
