@@ -14,7 +14,7 @@ from domain.mentorship.ranking import rank_mentors
 from domain.mentorship.selection import request_relationship, respond_to_request, select_mentor
 from domain.mentorship.stats import rebuild_stats
 from domain.mentorship.unmatch import unmatch
-from workers.base import TaskArgs, task
+from workers.base import NoArgs, TaskArgs, task
 
 
 class RankArgs(TaskArgs):
@@ -70,10 +70,6 @@ class AssignArgs(TaskArgs):
         description="Consider only this many seeking mentees, earliest joined first; "
         "omit to consider all.",
     )
-
-
-class NoArgs(TaskArgs):
-    """No arguments."""
 
 
 @task("mentorship.rank", args=RankArgs)
