@@ -18,6 +18,7 @@ from __future__ import annotations
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
+from core.locks import hold_advisory_lock
 from domain.peer.pairing import Pair, UserPair, Waiting, oldest_pairs, pair_pools
 from domain.peer.rules import DECLINE_COOLDOWN_SECONDS
 from models.peer import Match
@@ -69,9 +70,7 @@ RECENT_DECLINES = text(
 
 # The cap on open matches is global, so sweeps of different pools serialise their
 # count-and-write step on this one lock; claiming and pairing still run side by side.
-LOCK_OPEN_MATCH_BUDGET = text(
-    "SELECT pg_advisory_xact_lock(hashtext('matchops.peer.open_matches'))"
-)
+OPEN_MATCH_BUDGET_LOCK = "matchops.peer.open_matches"
 
 # One statement writes every match, both requests of each and its `match.proposed`
 # event. The pairs arrive as two comma-separated id lists: one text parameter each,
@@ -174,7 +173,7 @@ def sweep(
     pairs = pair_pools(claimed, declined)
     if not pairs:
         return {"matched": 0}
-    session.execute(LOCK_OPEN_MATCH_BUDGET)
+    hold_advisory_lock(session, OPEN_MATCH_BUDGET_LOCK)
     budget = max_open_matches - count_open_matches(session)
     created = write_matches(session, oldest_pairs(pairs, budget), confirm_seconds)
     return {"matched": created}

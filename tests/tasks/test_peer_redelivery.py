@@ -9,7 +9,8 @@ import signal
 from sqlalchemy import text
 
 from core.db import get_engine
-from domain.peer.sweep import LOCK_OPEN_MATCH_BUDGET
+from core.locks import hold_advisory_lock
+from domain.peer.sweep import OPEN_MATCH_BUDGET_LOCK
 from tests.factories import unique
 from tests.factories_peer import make_pool, matches_of_topic, request_row
 from tests.support import run_task, running_worker, send, wait_for
@@ -24,7 +25,7 @@ def _sweeps_at_the_budget_lock(blocker_pid: int) -> int:
                 text(
                     "SELECT count(*) FROM pg_stat_activity "
                     "WHERE state <> 'idle' AND pid NOT IN (pg_backend_pid(), :blocker) "
-                    "AND query LIKE '%matchops.peer.open_matches%'"
+                    "AND query LIKE '%pg_advisory_xact_lock(hashtext%'"
                 ),
                 {"blocker": blocker_pid},
             )
@@ -43,7 +44,7 @@ def test_sweep_killed_while_holding_its_claim_is_redone_cleanly(worker, db):
             # Hold the open-match budget so the sweep stops after claiming its pool.
             blocker = get_engine().connect()
             blocker.exec_driver_sql("BEGIN")
-            blocker.execute(LOCK_OPEN_MATCH_BUDGET)
+            hold_advisory_lock(blocker, OPEN_MATCH_BUDGET_LOCK)
             blocker_pid = blocker.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
             try:
                 result = send("peer.sweep", difficulty="Easy", topic=topic)
