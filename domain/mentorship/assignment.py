@@ -8,10 +8,11 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import any_, exists, func, literal, select, text
+from sqlalchemy import any_, exists, func, literal, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from core.locks import hold_advisory_lock
 from core.outbox import emit_events
 from domain.mentorship.parties import (
     active_mentee_counts,
@@ -24,9 +25,9 @@ from domain.mentorship.relationships import ACTIVE, matched_payload
 from domain.mentorship.solver import best_assignment
 from models import MentorBlacklist, MentorMentee, Score, User
 
-# "mentor" in ASCII: a fixed key no other matchops lock uses. Two assignment runs take
-# turns, so the second plans with the first one's matches already committed.
-ASSIGN_LOCK = 0x6D656E746F72
+# Two assignment runs take turns, so the second plans with the first one's matches
+# already committed.
+ASSIGN_LOCK = "matchops.mentorship.assign"
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ def assign_mentors(session: Session, limit: int | None = None) -> dict[str, Any]
     "no active mentor" are checked again, and pairs that no longer fit are dropped
     (lowest score first) before the relationships are written.
     """
-    session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ASSIGN_LOCK})
+    hold_advisory_lock(session, ASSIGN_LOCK)
     found = find_candidates(session, limit)
     chosen = best_assignment(found.mentee_ids, found.mentor_ids, found.scores, found.room)
     plan = [

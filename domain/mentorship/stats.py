@@ -6,11 +6,12 @@ from sqlalchemy import and_, func, select, text, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from core.locks import hold_advisory_lock
 from models import Booking, MentorMentee, MentorMenteeStats
 
-# "mstats" in ASCII. Rebuilds take turns: a rebuild that read an older snapshot must
-# not overwrite the counts of one that read a newer one.
-REBUILD_LOCK = 0x6D7374617473
+# Rebuilds take turns: a rebuild that read an older snapshot must not overwrite the
+# counts of one that read a newer one.
+REBUILD_LOCK = "matchops.mentorship.rebuild_stats"
 REBUILD_WORK_MEM = "64MB"
 
 
@@ -23,7 +24,7 @@ def rebuild_stats(session: Session) -> dict[str, int]:
     whose values are unchanged are not rewritten; rows of deleted relationships go with
     them (ON DELETE CASCADE). Result: relationships covered and rows actually changed.
     """
-    session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": REBUILD_LOCK})
+    hold_advisory_lock(session, REBUILD_LOCK)
     # Lets the per-pair aggregate of a million bookings (about 100,000 groups) hash in
     # memory; with the 4 MB default PostgreSQL walks the pair index instead, twice as slow.
     session.execute(text(f"SET LOCAL work_mem = '{REBUILD_WORK_MEM}'"))
