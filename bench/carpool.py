@@ -16,8 +16,14 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
-from bench.harness import count_statements, peak_memory_mb, report, timed, use_bench_database
-from core.db import get_engine
+from bench.harness import (
+    autocommit_connection,
+    count_statements,
+    peak_memory_mb,
+    report,
+    timed,
+    use_bench_database,
+)
 from workers.app import app, load_tasks
 
 RESERVATIONS = 1_000_000
@@ -34,10 +40,6 @@ GROUP_INVITATIONS = 50_000
 HUB_SENT = 500
 HUB_RECEIVED = 500
 HUB_MATCHES = 100
-
-
-def _engine_connection() -> Connection:
-    return get_engine().connect().execution_options(isolation_level="AUTOCOMMIT")
 
 
 @contextmanager
@@ -376,7 +378,7 @@ def main() -> None:
     """Build the data, run both measurements, print the figures."""
     use_bench_database("matchops_bench_carpool")
     load_tasks()
-    with _engine_connection() as conn:
+    with autocommit_connection() as conn:
         bench_rebuild(conn)
         bench_member_left(conn)
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, event
+from sqlalchemy import Connection, Engine, event
 from sqlalchemy.engine import make_url
 
 from core.db import get_engine, session_factory
@@ -32,6 +32,11 @@ def use_bench_database(name: str) -> str:
     get_engine.cache_clear()
     session_factory.cache_clear()
     return rendered
+
+
+def autocommit_connection() -> Connection:
+    """A connection where each statement commits by itself, for building bench data."""
+    return get_engine().connect().execution_options(isolation_level="AUTOCOMMIT")
 
 
 @dataclass

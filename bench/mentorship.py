@@ -14,8 +14,15 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
-from bench.harness import count_statements, peak_memory_mb, report, timed, use_bench_database
-from core.db import get_engine, session_factory
+from bench.harness import (
+    autocommit_connection,
+    count_statements,
+    peak_memory_mb,
+    report,
+    timed,
+    use_bench_database,
+)
+from core.db import session_factory
 from domain.mentorship.assignment import Candidates, find_candidates
 from workers.app import app, load_tasks
 
@@ -29,10 +36,6 @@ BOOKINGS = 1_000_000
 # The per-relationship recount runs on this many relationships; its cost per
 # relationship is then scaled to all of them.
 BASELINE_SAMPLE = 2_000
-
-
-def _engine_connection() -> Connection:
-    return get_engine().connect().execution_options(isolation_level="AUTOCOMMIT")
 
 
 def build_assignment_data(conn: Connection) -> None:
@@ -284,7 +287,7 @@ def main() -> None:
     """Build the data, run both measurements, print the figures."""
     use_bench_database("matchops_bench_mentorship")
     load_tasks()
-    with _engine_connection() as conn:
+    with autocommit_connection() as conn:
         bench_assign(conn)
         bench_rebuild(conn)
     print(f"\npeak memory of this process: {peak_memory_mb():.0f} MiB")

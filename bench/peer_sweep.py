@@ -19,13 +19,14 @@ from typing import Any
 from sqlalchemy import Connection, text
 
 from bench.harness import (
+    autocommit_connection,
     count_statements,
     peak_memory_mb,
     report,
     timed,
     use_bench_database,
 )
-from core.db import get_engine, session_factory
+from core.db import session_factory
 from core.outbox import emit_event
 from workers.app import app, load_tasks
 
@@ -39,10 +40,6 @@ SMALL_REQUESTS = 1_000
 # The one-at-a-time baseline walks the requests of this many pools; its rate is what
 # it would keep up over the whole data set.
 BASELINE_POOLS = 4
-
-
-def _autocommit() -> Connection:
-    return get_engine().connect().execution_options(isolation_level="AUTOCOMMIT")
 
 
 def build_data(conn: Connection, requests: int) -> None:
@@ -224,7 +221,7 @@ def main() -> None:
     """Build the data, sweep it, rebuild it, walk a sample of it one request at a time."""
     use_bench_database("matchops_bench_peer")
     load_tasks()
-    with _autocommit() as conn:
+    with autocommit_connection() as conn:
         build_data(conn, SMALL_REQUESTS)
         small_result, small_statements, small_seconds = sweep_once()
 
