@@ -18,7 +18,7 @@ import redis
 from sqlalchemy import create_engine, text
 
 from runtime.embedded import ServerPaths, ensure_servers
-from tests.runtime.commands import ROOT
+from tests.support import ROOT
 
 HOLDER = """
 import json, sys

@@ -14,7 +14,8 @@ from queue import Empty, Queue
 import httpx
 
 from runtime.stack import _masked
-from tests.runtime.commands import MATCHOPS, ROOT, matchops
+from tests.runtime.commands import MATCHOPS, matchops
+from tests.support import ROOT
 
 
 def test_demo_runs_end_to_end_and_exits_0():
