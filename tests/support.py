@@ -150,3 +150,14 @@ def lock_waiters(query_like: str | None = None) -> int:
     # A fresh connection each time: pg_stat_activity is a per-transaction snapshot.
     with get_engine().connect() as conn:
         return int(conn.scalar(text(sql), params) or 0)
+
+
+@contextmanager
+def queue_taken_from(worker: WorkerProcess, queue: str) -> Iterator[None]:
+    """The session worker stops consuming `queue` for the block, so only the workers the
+    test starts itself can take its messages."""
+    app.control.cancel_consumer(queue, destination=[worker.name], reply=True)
+    try:
+        yield
+    finally:
+        app.control.add_consumer(queue, destination=[worker.name], reply=True)

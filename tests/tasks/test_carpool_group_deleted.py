@@ -33,7 +33,7 @@ from tests.factories_carpool import (
     recounted_stats,
     stored_stats,
 )
-from tests.support import run_task, running_worker, send, wait_for
+from tests.support import queue_taken_from, run_task, running_worker, send, wait_for
 from workers.app import app
 
 
@@ -153,28 +153,27 @@ def test_a_rerun_after_the_worker_is_killed_mid_way_finishes_the_cleanup_once(wo
     invitation_ids = [i.id for i in invitations]
 
     # The session worker steps aside from the cascades queue, so only the victim runs it.
-    app.control.cancel_consumer("cascades", destination=[worker.name], reply=True)
-    try:
-        with running_worker("carpool-victim", queues="cascades", concurrency=1) as victim:
-            with holding_invitation(invitations[55].id):  # in the 6th batch of ten
-                result = send("carpool.group_deleted", group_id=group.id, batch_size=10)
-                wait_for(
-                    lambda: cleanups_blocked_deleting_invitations() == 1,
-                    what="the first run to block",
-                )
-                assert result.info == {"progress": {"done": 50, "total": 100}}
-                (child,) = victim.child_pids()
-                os.kill(child, signal.SIGKILL)
-                wait_for(
-                    lambda: child not in victim.child_pids() and victim.child_pids(),
-                    what="a replacement child",
-                )
-                # The killed backend still waits on the row, holding the carpool lock,
-                # until the row is released; the redelivered run queues behind it.
-                assert result.state != "FAILURE"
-            answer = result.get(timeout=60)
-    finally:
-        app.control.add_consumer("cascades", destination=[worker.name], reply=True)
+    with (
+        queue_taken_from(worker, "cascades"),
+        running_worker("carpool-victim", queues="cascades", concurrency=1) as victim,
+    ):
+        with holding_invitation(invitations[55].id):  # in the 6th batch of ten
+            result = send("carpool.group_deleted", group_id=group.id, batch_size=10)
+            wait_for(
+                lambda: cleanups_blocked_deleting_invitations() == 1,
+                what="the first run to block",
+            )
+            assert result.info == {"progress": {"done": 50, "total": 100}}
+            (child,) = victim.child_pids()
+            os.kill(child, signal.SIGKILL)
+            wait_for(
+                lambda: child not in victim.child_pids() and victim.child_pids(),
+                what="a replacement child",
+            )
+            # The killed backend still waits on the row, holding the carpool lock,
+            # until the row is released; the redelivered run queues behind it.
+            assert result.state != "FAILURE"
+        answer = result.get(timeout=60)
 
     assert answer["group_disabled"] is False  # the first run had disabled it
     assert answer["members"] == 100

@@ -20,8 +20,7 @@ from tests.factories_mentorship import (
     relationship_between,
     send_message,
 )
-from tests.support import lock_waiters, run_task, running_worker, send, wait_for
-from workers.app import app
+from tests.support import lock_waiters, queue_taken_from, run_task, running_worker, send, wait_for
 
 
 def _messages_between(db, a, b) -> int:
@@ -168,23 +167,22 @@ def test_unmatch_killed_mid_task_runs_again_and_cascades_once(worker, db):
     db.commit()
 
     # Only the worker this test kills consumes the cascades queue meanwhile.
-    app.control.cancel_consumer("cascades", destination=[worker.name], reply=True)
-    try:
-        with running_worker("unmatch-victim", queues="cascades", concurrency=1) as victim:
-            # Holding the users row parks the unmatch inside its transaction.
-            with holding_user_row(mentor.id):
-                result = send("mentorship.unmatch", user_id=mentee.id, other_id=mentor.id)
-                wait_for(lambda: lock_waiters() == 1, what="unmatch to block")
-                (child,) = victim.child_pids()
-                os.kill(child, signal.SIGKILL)
-                wait_for(
-                    lambda: child not in victim.child_pids() and bool(victim.child_pids()),
-                    what="a replacement child",
-                )
-                wait_for(lambda: lock_waiters() == 1, what="the redelivered unmatch to block")
-            answer = result.get(timeout=60)
-    finally:
-        app.control.add_consumer("cascades", destination=[worker.name], reply=True)
+    with (
+        queue_taken_from(worker, "cascades"),
+        running_worker("unmatch-victim", queues="cascades", concurrency=1) as victim,
+    ):
+        # Holding the users row parks the unmatch inside its transaction.
+        with holding_user_row(mentor.id):
+            result = send("mentorship.unmatch", user_id=mentee.id, other_id=mentor.id)
+            wait_for(lambda: lock_waiters() == 1, what="unmatch to block")
+            (child,) = victim.child_pids()
+            os.kill(child, signal.SIGKILL)
+            wait_for(
+                lambda: child not in victim.child_pids() and bool(victim.child_pids()),
+                what="a replacement child",
+            )
+            wait_for(lambda: lock_waiters() == 1, what="the redelivered unmatch to block")
+        answer = result.get(timeout=60)
 
     assert answer["relationship_id"] == relationship.id
     assert relationship_between(db, mentor.id, mentee.id).status == "completed"

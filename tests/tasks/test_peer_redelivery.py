@@ -13,8 +13,7 @@ from core.locks import hold_advisory_lock
 from domain.peer.sweep import OPEN_MATCH_BUDGET_LOCK
 from tests.factories import unique
 from tests.factories_peer import make_pool, matches_of_topic, request_row
-from tests.support import run_task, running_worker, send, wait_for
-from workers.app import app
+from tests.support import queue_taken_from, run_task, running_worker, send, wait_for
 
 
 def _sweeps_at_the_budget_lock(blocker_pid: int) -> int:
@@ -38,36 +37,33 @@ def test_sweep_killed_while_holding_its_claim_is_redone_cleanly(worker, db):
     pool = make_pool(db, 6, topic=topic)
     db.commit()
 
-    app.control.cancel_consumer("sweeps", destination=[worker.name], reply=True)
-    try:
-        with running_worker("peer-victim", queues="sweeps", concurrency=1) as victim:
-            # Hold the open-match budget so the sweep stops after claiming its pool.
-            blocker = get_engine().connect()
-            blocker.exec_driver_sql("BEGIN")
-            hold_advisory_lock(blocker, OPEN_MATCH_BUDGET_LOCK)
-            blocker_pid = blocker.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
-            try:
-                result = send("peer.sweep", difficulty="Easy", topic=topic)
-                wait_for(
-                    lambda: _sweeps_at_the_budget_lock(blocker_pid) == 1, what="sweep to block"
-                )
-                (child,) = victim.child_pids()
-                os.kill(child, signal.SIGKILL)
-                # The message comes back and runs again in the replacement process; the
-                # dead sweep's transaction still holds the pool, so it is skipped.
-                assert result.get(timeout=60) == {"matched": 0}
-            finally:
-                blocker.exec_driver_sql("COMMIT")
-                blocker.close()
-            # Given the lock, the orphaned backend finds its client gone and rolls back.
-            wait_for(lambda: _sweeps_at_the_budget_lock(blocker_pid) == 0, what="orphan to go")
-            assert matches_of_topic(db, topic) == []
-            assert {request_row(db, r.id).status for r in pool} == {"pending"}
-            assert "WorkerLostError" in victim.log_path.read_text() or (
-                "Process 'ForkPoolWorker" in victim.log_path.read_text()
-            )
-    finally:
-        app.control.add_consumer("sweeps", destination=[worker.name], reply=True)
+    with (
+        queue_taken_from(worker, "sweeps"),
+        running_worker("peer-victim", queues="sweeps", concurrency=1) as victim,
+    ):
+        # Hold the open-match budget so the sweep stops after claiming its pool.
+        blocker = get_engine().connect()
+        blocker.exec_driver_sql("BEGIN")
+        hold_advisory_lock(blocker, OPEN_MATCH_BUDGET_LOCK)
+        blocker_pid = blocker.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+        try:
+            result = send("peer.sweep", difficulty="Easy", topic=topic)
+            wait_for(lambda: _sweeps_at_the_budget_lock(blocker_pid) == 1, what="sweep to block")
+            (child,) = victim.child_pids()
+            os.kill(child, signal.SIGKILL)
+            # The message comes back and runs again in the replacement process; the
+            # dead sweep's transaction still holds the pool, so it is skipped.
+            assert result.get(timeout=60) == {"matched": 0}
+        finally:
+            blocker.exec_driver_sql("COMMIT")
+            blocker.close()
+        # Given the lock, the orphaned backend finds its client gone and rolls back.
+        wait_for(lambda: _sweeps_at_the_budget_lock(blocker_pid) == 0, what="orphan to go")
+        assert matches_of_topic(db, topic) == []
+        assert {request_row(db, r.id).status for r in pool} == {"pending"}
+        assert "WorkerLostError" in victim.log_path.read_text() or (
+            "Process 'ForkPoolWorker" in victim.log_path.read_text()
+        )
 
     assert run_task("peer.sweep", difficulty="Easy", topic=topic) == {"matched": 3}
     matches = matches_of_topic(db, topic)

@@ -12,8 +12,8 @@ from sqlalchemy.engine import make_url
 from core.errors import MatchingError, status_of
 from core.settings import get_settings
 from tests.proxy import OutageProxy
-from tests.support import running_worker, send
-from workers.app import app, load_tasks
+from tests.support import queue_taken_from, running_worker, send
+from workers.app import load_tasks
 from workers.base import REGISTRY, TRANSIENT_ERRORS, TaskArgs, describe_validation_error, parse_args
 
 
@@ -80,23 +80,17 @@ def test_database_outage_is_retried_until_the_database_is_back(worker):
         target = (url.host or "127.0.0.1", url.port or 5432)
     # The session worker steps aside from the queue, so only the worker behind the
     # outage can take the task.
-    app.control.cancel_consumer("maintenance", destination=[worker.name], reply=True)
-    try:
-        with OutageProxy(target) as proxy:
-            proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(
-                hide_password=False
-            )
-            with running_worker(
-                "outage", queues="maintenance", concurrency=1, extra_env={"DATABASE_URL": proxied}
-            ):
-                result = send("maintenance.reconcile")
-                deadline = time.monotonic() + 30
-                while result.state != "RETRY" and time.monotonic() < deadline:
-                    time.sleep(0.2)
-                assert result.state == "RETRY"
-                proxy.up = True
-                answer = result.get(timeout=90)
-    finally:
-        app.control.add_consumer("maintenance", destination=[worker.name], reply=True)
+    with queue_taken_from(worker, "maintenance"), OutageProxy(target) as proxy:
+        proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+        with running_worker(
+            "outage", queues="maintenance", concurrency=1, extra_env={"DATABASE_URL": proxied}
+        ):
+            result = send("maintenance.reconcile")
+            deadline = time.monotonic() + 30
+            while result.state != "RETRY" and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert result.state == "RETRY"
+            proxy.up = True
+            answer = result.get(timeout=90)
     assert "outbox_stuck" in answer
     assert result.backend.get_task_meta(result.id)["retries"] >= 1

@@ -14,7 +14,7 @@ from kombu.entity import Queue
 from core.db import get_engine
 from core.outbox import emit_events
 from core.relay import EVENTS_EXCHANGE
-from tests.support import lock_waiters, running_worker, send, wait_for
+from tests.support import lock_waiters, queue_taken_from, running_worker, send, wait_for
 from workers.app import app
 
 
@@ -25,51 +25,46 @@ def test_relay_killed_mid_task_is_redelivered_and_publishes_each_event_once(work
 
     # The session worker steps aside from the events queue so the message can only
     # reach the worker this test kills.
-    app.control.cancel_consumer("events", destination=[worker.name], reply=True)
-    try:
-        with (
-            app.connection_for_write() as connection,
-            running_worker("victim", queues="events", concurrency=1) as victim,
-        ):
-            queue = Queue(
-                f"test-kill-{marker[:8]}",
-                exchange=EVENTS_EXCHANGE,
-                routing_key="match.found",
-                auto_delete=True,
+    with (
+        queue_taken_from(worker, "events"),
+        app.connection_for_write() as connection,
+        running_worker("victim", queues="events", concurrency=1) as victim,
+    ):
+        queue = Queue(
+            f"test-kill-{marker[:8]}",
+            exchange=EVENTS_EXCHANGE,
+            routing_key="match.found",
+            auto_delete=True,
+        )
+        queue(connection.default_channel).declare()
+
+        # Hold the outbox so the relay blocks mid-task, inside its transaction.
+        blocker = get_engine().connect()
+        blocker.exec_driver_sql("BEGIN")
+        blocker.exec_driver_sql("LOCK TABLE outbox IN ACCESS EXCLUSIVE MODE")
+        try:
+            result = send("events.publish")
+            wait_for(lambda: lock_waiters("%FROM outbox%") == 1, what="relay to block")
+            (child,) = victim.child_pids()
+            os.kill(child, signal.SIGKILL)
+            # The pool replaces the child and the requeued message runs again.
+            wait_for(
+                lambda: child not in victim.child_pids() and victim.child_pids(),
+                what="replacement child",
             )
-            queue(connection.default_channel).declare()
+            wait_for(lambda: lock_waiters("%FROM outbox%") == 1, what="redelivered relay to block")
+            assert result.state != "FAILURE"
+        finally:
+            blocker.exec_driver_sql("COMMIT")
+            blocker.close()
+        answer = result.get(timeout=60)
+        assert answer["published"] >= 50
 
-            # Hold the outbox so the relay blocks mid-task, inside its transaction.
-            blocker = get_engine().connect()
-            blocker.exec_driver_sql("BEGIN")
-            blocker.exec_driver_sql("LOCK TABLE outbox IN ACCESS EXCLUSIVE MODE")
-            try:
-                result = send("events.publish")
-                wait_for(lambda: lock_waiters("%FROM outbox%") == 1, what="relay to block")
-                (child,) = victim.child_pids()
-                os.kill(child, signal.SIGKILL)
-                # The pool replaces the child and the requeued message runs again.
-                wait_for(
-                    lambda: child not in victim.child_pids() and victim.child_pids(),
-                    what="replacement child",
-                )
-                wait_for(
-                    lambda: lock_waiters("%FROM outbox%") == 1, what="redelivered relay to block"
-                )
-                assert result.state != "FAILURE"
-            finally:
-                blocker.exec_driver_sql("COMMIT")
-                blocker.close()
-            answer = result.get(timeout=60)
-            assert answer["published"] >= 50
-
-            bound = queue(connection.default_channel)
-            bodies = []
-            while (message := bound.get(no_ack=True)) is not None:
-                body = message.body
-                bodies.append(json.loads(body) if isinstance(body, (str, bytes)) else body)
-    finally:
-        app.control.add_consumer("events", destination=[worker.name], reply=True)
+        bound = queue(connection.default_channel)
+        bodies = []
+        while (message := bound.get(no_ack=True)) is not None:
+            body = message.body
+            bodies.append(json.loads(body) if isinstance(body, (str, bytes)) else body)
 
     mine = Counter(b["event_id"] for b in bodies if b["data"].get("marker") == marker)
     assert len(mine) == 50
