@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from core.db import session_factory
 from demo.client import ApiClient
-from demo.steps import expect
+from demo.steps import expect, succeeded
 from models import (
     CarpoolGroup,
     CarpoolNetwork,
@@ -154,29 +154,23 @@ def _change(before: dict[str, list[str]], after: dict[str, list[str]], kind: str
     return f"{len(before[kind])} -> {len(after[kind])}"
 
 
-def _succeeded(answer: dict[str, Any], step: str) -> dict[str, Any]:
-    expect(answer["state"] == "SUCCESS", f"{step} succeeds", answer=answer)
-    result: dict[str, Any] = answer["result"]
-    return result
-
-
 def run(client: ApiClient) -> dict[str, Any]:
     """Seed the carpool, drive the cleanups through the API, summarise before and after."""
     with session_factory().begin() as session:
         seeded = seed(session)
     before = surviving(seeded)
     ids = list(seeded.reservations.values())
-    _succeeded(client.call("carpool.rebuild_stats", {"reservation_ids": ids}), "rebuild_stats")
+    succeeded(client.call("carpool.rebuild_stats", {"reservation_ids": ids}), "rebuild_stats")
 
     leave = {"group_id": seeded.groups["cycling"], "user_id": seeded.users["cleo"]}
-    left = _succeeded(client.call("carpool.member_left", leave), "cleo leaving the cycling club")
+    left = succeeded(client.call("carpool.member_left", leave), "cleo leaving the cycling club")
     expect(
         (left["invitations_removed"], left["matches_removed"]) == (1, 1),
         "cleo's leaving removes ana->cleo and their match",
         result=left,
     )
 
-    deleted = _succeeded(
+    deleted = succeeded(
         client.call("carpool.group_deleted", {"group_id": seeded.groups["night"], "batch_size": 2}),
         "closing the night shift",
     )
@@ -186,7 +180,7 @@ def run(client: ApiClient) -> dict[str, Any]:
         result=deleted,
     )
 
-    swept = _succeeded(client.call("carpool.cleanup_invitations"), "the periodic cleanup")
+    swept = succeeded(client.call("carpool.cleanup_invitations"), "the periodic cleanup")
     after = surviving(seeded)
     expect("gus->ana" not in after["invitations"], "the cleanup removes gus->ana", after=after)
     expect(
@@ -196,7 +190,7 @@ def run(client: ApiClient) -> dict[str, Any]:
         after=after,
     )
 
-    again = _succeeded(client.call("carpool.member_left", leave), "cleo leaving again")
+    again = succeeded(client.call("carpool.member_left", leave), "cleo leaving again")
     expect(
         again["invitations_removed"] == again["matches_removed"] == 0,
         "leaving twice removes nothing more",

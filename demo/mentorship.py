@@ -19,7 +19,7 @@ from sqlalchemy import func, or_, select
 
 from core.db import session_factory
 from demo.client import ApiClient
-from demo.steps import expect
+from demo.steps import expect, succeeded
 from models import MentorBlacklist, MentorMentee, Message, Score, User
 
 # name: (places, available)
@@ -79,11 +79,6 @@ def seed() -> Seeded:
         mentors={name: user.id for name, user in mentors.items()},
         mentees={name: user.id for name, user in mentees.items()},
     )
-
-
-def _succeeded(answer: dict[str, Any], step: str) -> Any:
-    expect(answer["state"] == "SUCCESS", f"{step} succeeds", answer=answer)
-    return answer["result"]
 
 
 def _refused(answer: dict[str, Any], status: int, step: str) -> str:
@@ -147,8 +142,8 @@ def _unmatch(client: ApiClient, seeded: Seeded, mentee: str) -> dict[str, Any]:
     _chat(seeded, mentee, "ada", 6)
     before = _messages_between(mentee_id, ada)
     unmatch = {"user_id": mentee_id, "other_id": ada}
-    first = _succeeded(client.call("mentorship.unmatch", unmatch), "the unmatch")
-    again = _succeeded(client.call("mentorship.unmatch", unmatch), "the repeated unmatch")
+    first = succeeded(client.call("mentorship.unmatch", unmatch), "the unmatch")
+    again = succeeded(client.call("mentorship.unmatch", unmatch), "the repeated unmatch")
     expect(again == first, "a repeated unmatch answers the same", first=first, again=again)
     left = _messages_between(mentee_id, ada)
     expect(left == 0, "every message between the two is deleted", left=left)
@@ -167,7 +162,7 @@ def _assignment(client: ApiClient, seeded: Seeded) -> dict[str, Any]:
     Barbara, without a mentor: 0.90 + 0.50 = 1.40. The optimal assignment gives Olga to
     Grace instead: 0.85 + 0.80 + 0.50 = 2.15, and all three have a mentor.
     """
-    result = _succeeded(client.call("mentorship.assign"), "the assignment run")
+    result = succeeded(client.call("mentorship.assign"), "the assignment run")
     seekers = [seeded.mentees[name] for name in SEEKERS]
     with session_factory().begin() as session:
         rows = session.execute(
@@ -189,7 +184,7 @@ def run(client: ApiClient) -> dict[str, Any]:
     """Seed a small mentoring platform and drive it through the API."""
     started = time.monotonic()
     seeded = seed()
-    ranked = _succeeded(
+    ranked = succeeded(
         client.call("mentorship.rank", {"mentee_id": seeded.mentees["mia"]}), "ranking for mia"
     )
     names = {v: k for k, v in seeded.mentors.items()}

@@ -19,7 +19,7 @@ from sqlalchemy import func, insert, select, text, update
 
 from core.db import session_factory
 from demo.client import ApiClient
-from demo.steps import expect
+from demo.steps import expect, succeeded
 from domain.peer.rules import DECLINE_COOLDOWN_SECONDS
 from models import CollabSession, Match, MatchRequest, User
 
@@ -61,13 +61,6 @@ def call_all(client: ApiClient, calls: list[tuple[str, dict[str, Any]]]) -> list
     """Run the calls `PARALLEL` at a time; answers in the order of `calls`."""
     with ThreadPoolExecutor(PARALLEL) as pool:
         return list(pool.map(lambda call: client.call(*call), calls))
-
-
-def succeeded(answer: dict[str, Any], step: str) -> dict[str, Any]:
-    """The task's result, or a failed step naming what went wrong."""
-    expect(answer["state"] == "SUCCESS", f"{step} succeeds", answer=answer)
-    result: dict[str, Any] = answer["result"]
-    return result
 
 
 def open_matches(users: set[int]) -> list[Match]:

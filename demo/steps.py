@@ -14,3 +14,9 @@ def expect(condition: bool, message: str, **seen: Any) -> None:
     if not condition:
         details = ", ".join(f"{key}={value!r}" for key, value in seen.items())
         raise DemoStepFailed(f"{message} ({details})" if details else message)
+
+
+def succeeded(answer: dict[str, Any], step: str) -> Any:
+    """The task's result, or a failed step naming what went wrong."""
+    expect(answer["state"] == "SUCCESS", f"{step} succeeds", answer=answer)
+    return answer["result"]
