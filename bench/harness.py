@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import resource
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -51,9 +52,12 @@ def count_statements(engine: Engine | None = None) -> Iterator[StatementCount]:
     """Count every statement the engine executes while the block runs."""
     target = engine or get_engine()
     counter = StatementCount()
+    # Statements may come from several threads at once (a sweep's lanes).
+    lock = threading.Lock()
 
     def _count(*_: Any) -> None:
-        counter.value += 1
+        with lock:
+            counter.value += 1
 
     event.listen(target, "before_cursor_execute", _count)
     try:

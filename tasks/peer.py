@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from pydantic import Field, StringConstraints
 from sqlalchemy.orm import Session
 
+from core.db import session_factory
 from core.settings import get_settings
 from domain.peer.confirm import confirm_match
 from domain.peer.expiry import expire as expire_overdue
@@ -16,7 +17,7 @@ from domain.peer.rules import TOPIC_MAX_LENGTH, TOPIC_PATTERN, Difficulty
 from domain.peer.session_store import session_store
 from domain.peer.sessions import leave_session
 from domain.peer.sweep import sweep as sweep_pools
-from workers.base import NoArgs, TaskArgs, task
+from workers.base import NoArgs, ProgressReporter, TaskArgs, batched_task, task
 
 Topic = Annotated[
     str,
@@ -77,16 +78,18 @@ def cancel(session: Session, args: PeerCancelArgs) -> dict[str, Any]:
     return cancel_request(session, args.request_id, args.user_id)
 
 
-@task("peer.sweep", args=PeerSweepArgs)
-def sweep(session: Session, args: PeerSweepArgs) -> dict[str, int]:
+# Batched: a big sweep writes through several connections at once (domain.peer.sweep).
+@batched_task("peer.sweep", args=PeerSweepArgs)
+def sweep(reporter: ProgressReporter, args: PeerSweepArgs) -> dict[str, int]:
     """Pair pending requests pool by pool, oldest first, into matches awaiting confirmation."""
     settings = get_settings()
     return sweep_pools(
-        session,
+        session_factory(),
         difficulty=args.difficulty,
         topic=args.topic,
         max_open_matches=settings.max_concurrent_matches,
         confirm_seconds=settings.confirm_match_timeout_seconds,
+        lanes=settings.peer_sweep_lanes,
     )
 
 

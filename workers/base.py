@@ -4,7 +4,8 @@ Time limits and the task log format (`task_name[task_id]` on every line) are wor
 in celeryconfig.py.
 
 Tasks are declared with `@task(...)` (one transaction, the usual case) or
-`@batched_task(...)` (long work that commits in bounded chunks and reports progress).
+`@batched_task(...)` (work that opens its own transactions: long work committed in
+bounded chunks, which reports progress, or a sweep spread over several connections).
 Both register the task's args model, which the API uses for validation and for the
 JSON schema of `GET /v1/tasks`.
 """
@@ -126,7 +127,7 @@ def task(
 def batched_task(
     name: str, *, args: type[ArgsT], **options: Any
 ) -> Callable[[Callable[[ProgressReporter, ArgsT], Any]], Task]:
-    """Declare a task that commits in chunks: `body(reporter, args) -> JSON`."""
+    """Declare a task that opens its own transactions: `body(reporter, args) -> JSON`."""
 
     def decorate(body: Callable[[ProgressReporter, ArgsT], Any]) -> Task:
         def call(task: Task, parsed: ArgsT) -> Any:

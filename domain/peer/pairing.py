@@ -9,7 +9,6 @@ two users one of whom declined the other within the cooldown.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import datetime
 from operator import attrgetter
 from typing import NamedTuple
 
@@ -24,12 +23,14 @@ class Waiting(NamedTuple):
     user_id: int
     difficulty: str
     topic: str
-    created_at: datetime
+    # created_at in microseconds since the epoch: the request's place in its pool. An
+    # integer, because the sweep reads 100,000 of them at a time and datetimes cost more.
+    created_us: int
 
 
 # Oldest first. Equal timestamps are common in bulk inserts; the id keeps the order
 # total (the text form of a uuid sorts as PostgreSQL sorts the uuid).
-BY_AGE = attrgetter("created_at", "request_id")
+BY_AGE = attrgetter("created_us", "request_id")
 
 
 class Pair(NamedTuple):

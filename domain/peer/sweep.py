@@ -1,70 +1,106 @@
 """`peer.sweep`: pair the pending requests of every unlocked pool in a few statements.
 
-One sweep, whatever the number of requests:
-  1. count open matches (nothing to do at the cap),
-  2. lock the pools nobody else is sweeping and claim their pending requests,
-  3. read the recent declines among the claimed users,
-  4. pair in memory (domain.peer.pairing),
-  5. under the cap lock: count open matches again, then write matches, requests and
-     `match.proposed` events in one statement.
+The database writes one transaction on one core, so a big sweep spreads its pools over a
+few lanes (`PEER_SWEEP_LANES` connections, each with its own transaction) that claim,
+pair and write side by side. A coordinating transaction holds what is global:
 
-The `match.proposed` events are written by that statement too, rather than through
-`core.outbox.emit_events`: their payloads (the new match ids, the deadlines) only exist
-inside it, and a round trip to read them back would cost more than the insert.
+  1. coordinator: count open matches (nothing to do at the cap), list the pools with
+     pending requests and their sizes, read the recent declines;
+  2. each lane, in parallel: lock its pools that nobody else is sweeping, claim their
+     pending requests, pair them in memory (domain.peer.pairing);
+  3. coordinator, under the cap lock: count open matches again and share what is left
+     of the cap between the lanes, oldest pairs first (domain.peer.lanes);
+  4. each lane, in parallel: write its matches, requests and `match.proposed` events in
+     one statement, and commit;
+  5. coordinator: commit, releasing the cap lock only once every lane's matches are
+     visible to the next sweep's count.
+
+Statements per sweep: five for the coordinator and three per lane, whatever the number
+of requests. Each lane's pools are paired and written atomically; a lane that fails leaves
+its pools pending for the next sweep, and the lanes that committed stay valid.
+
+The `match.proposed` events are written by the lane's write statement rather than
+through `core.outbox.emit_events`: their payloads (the new match ids, the deadlines) only
+exist inside it, and a round trip to read them back would cost more than the insert.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from itertools import repeat
+from typing import TypeVar
+
 from sqlalchemy import func, select, text
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from core.locks import hold_advisory_lock
-from domain.peer.pairing import Pair, UserPair, Waiting, oldest_pairs, pair_pools
+from domain.peer.lanes import MIN_REQUESTS_PER_LANE, share_budget, split_pools
+from domain.peer.pairing import Pair, Pool, UserPair, Waiting, pair_pools
 from domain.peer.rules import DECLINE_COOLDOWN_SECONDS
 from models.peer import Match
 
-# Each pool is swept under its own transaction-scoped advisory lock, keyed by a hash of
-# the pool; a pool another sweep holds is skipped, not waited on. The lateral scan reads
-# each pool in index order, so the in-memory sort that guarantees the order is cheap.
+T = TypeVar("T")
+
+# Pools with two or more pending requests (one alone has nobody to pair with), and how
+# many each holds, so the lanes can be given similar shares.
+WAITING_POOLS = text(
+    """
+    SELECT difficulty, topic, count(*) AS waiting
+    FROM match_requests
+    WHERE status = 'pending'
+      AND (CAST(:difficulty AS text) IS NULL OR difficulty = :difficulty)
+      AND (CAST(:topic AS text) IS NULL OR topic = :topic)
+    GROUP BY difficulty, topic
+    HAVING count(*) >= 2
+    """
+)
+
+# A lane sweeps each of its pools under a transaction-scoped advisory lock keyed by a
+# hash of the pool; a pool another sweep holds is skipped, not waited on. The row locks
+# keep expiry and cancellation off the claimed requests until the lane commits.
+# Each pool comes back as one row of three comma-separated lists (request ids, user ids,
+# created_at in microseconds), in the same order: turning 100,000 rows into Python
+# objects costs more than the whole claim. The lists come oldest first, so the
+# in-memory sort that guarantees the order is cheap.
 CLAIM_POOLS = text(
     """
-    WITH pools AS MATERIALIZED (
-        SELECT DISTINCT difficulty, topic
-        FROM match_requests
-        WHERE status = 'pending'
-          AND (CAST(:difficulty AS text) IS NULL OR difficulty = :difficulty)
-          AND (CAST(:topic AS text) IS NULL OR topic = :topic)
-    ),
-    unlocked AS MATERIALIZED (
+    WITH unlocked AS MATERIALIZED (
         SELECT difficulty, topic
-        FROM pools
+        FROM unnest(CAST(:difficulties AS text[]), CAST(:topics AS text[]))
+            AS p(difficulty, topic)
         WHERE pg_try_advisory_xact_lock(
             hashtext('matchops.peer.pool'), hashtext(difficulty || E'\\x1f' || topic)
         )
     )
-    SELECT r.id::text, r.user_id, u.difficulty, u.topic, r.created_at
+    SELECT u.difficulty, u.topic, r.request_ids, r.user_ids, r.created_us
     FROM unlocked u
     CROSS JOIN LATERAL (
-        SELECT id, user_id, created_at
-        FROM match_requests
-        WHERE difficulty = u.difficulty AND topic = u.topic AND status = 'pending'
-        ORDER BY created_at, id
-        FOR UPDATE SKIP LOCKED
+        SELECT
+            string_agg(id::text, ',') AS request_ids,
+            string_agg(user_id::text, ',') AS user_ids,
+            string_agg(CAST(extract(epoch FROM created_at) * 1000000 AS bigint)::text, ',')
+                AS created_us
+        FROM (
+            SELECT id, user_id, created_at
+            FROM match_requests
+            WHERE difficulty = u.difficulty AND topic = u.topic AND status = 'pending'
+            ORDER BY created_at, id
+            FOR UPDATE SKIP LOCKED
+        ) AS pending
     ) AS r
+    WHERE r.request_ids IS NOT NULL
     """
 )
 
+# Declines of the last hour: few (people decline by hand), so reading them all is cheaper
+# than narrowing them down to the users being paired.
 RECENT_DECLINES = text(
     """
-    SELECT d.user_low, d.user_high
-    FROM peer_declines d
-    WHERE d.declined_at > now() - make_interval(secs => :cooldown)
-      AND EXISTS (
-        SELECT 1 FROM match_requests r WHERE r.user_id = d.user_low AND r.status = 'pending'
-      )
-      AND EXISTS (
-        SELECT 1 FROM match_requests r WHERE r.user_id = d.user_high AND r.status = 'pending'
-      )
+    SELECT user_low, user_high
+    FROM peer_declines
+    WHERE declined_at > now() - make_interval(secs => :cooldown)
     """
 )
 
@@ -147,42 +183,95 @@ def count_open_matches(session: Session) -> int:
 
 
 def sweep(
-    session: Session,
+    sessions: sessionmaker[Session],
     *,
     difficulty: str | None,
     topic: str | None,
     max_open_matches: int,
     confirm_seconds: int,
+    lanes: int,
+    min_per_lane: int = MIN_REQUESTS_PER_LANE,
 ) -> dict[str, int]:
     """Pair pending requests of every pool (or the pools named) that no other sweep holds.
 
     Oldest first within a pool, never a user with themself, never two users one of whom
     declined the other within the cooldown, never beyond `max_open_matches` matches
-    awaiting confirmation. Returns `{"matched": number of matches created}`.
+    awaiting confirmation. Big sweeps use up to `lanes` connections at once (see the
+    module docstring). Returns `{"matched": number of matches created}`.
     """
-    if count_open_matches(session) >= max_open_matches:
-        return {"matched": 0}
-    rows = session.execute(CLAIM_POOLS, {"difficulty": difficulty, "topic": topic}).all()
-    claimed = [Waiting._make(row) for row in rows]
-    if len(claimed) < 2:
-        return {"matched": 0}
-    declined: set[UserPair] = {
-        (row.user_low, row.user_high)
-        for row in session.execute(RECENT_DECLINES, {"cooldown": DECLINE_COOLDOWN_SECONDS})
-    }
-    pairs = pair_pools(claimed, declined)
-    if not pairs:
-        return {"matched": 0}
-    hold_advisory_lock(session, OPEN_MATCH_BUDGET_LOCK)
-    budget = max_open_matches - count_open_matches(session)
-    created = write_matches(session, oldest_pairs(pairs, budget), confirm_seconds)
-    return {"matched": created}
+    with sessions.begin() as coordinator:
+        if count_open_matches(coordinator) >= max_open_matches:
+            return {"matched": 0}
+        pools = coordinator.execute(WAITING_POOLS, {"difficulty": difficulty, "topic": topic})
+        waiting: dict[Pool, int] = {(row.difficulty, row.topic): row.waiting for row in pools}
+        shares = split_pools(waiting, lanes, min_per_lane)
+        if not shares:
+            return {"matched": 0}
+        declines = coordinator.execute(RECENT_DECLINES, {"cooldown": DECLINE_COOLDOWN_SECONDS})
+        declined: set[UserPair] = {(row.user_low, row.user_high) for row in declines}
+        with ExitStack() as stack:
+            # A lane's session rolls back when closed uncommitted (on any error).
+            lane_sessions = [stack.enter_context(sessions()) for _ in shares]
+            # Entered after the sessions, so left before them: every lane's thread is
+            # done with its session before any session is closed.
+            executor = stack.enter_context(ThreadPoolExecutor(max_workers=len(shares)))
+
+            def in_lanes(work: Callable[[int], T]) -> list[T]:
+                if len(shares) == 1:  # a small sweep stays on this thread
+                    return [work(0)]
+                return list(executor.map(work, range(len(shares))))
+
+            paired = in_lanes(
+                lambda lane: claim_and_pair(lane_sessions[lane], shares[lane], declined)
+            )
+            if not any(paired):
+                return {"matched": 0}
+            hold_advisory_lock(coordinator, OPEN_MATCH_BUDGET_LOCK)
+            kept = share_budget(paired, max_open_matches - count_open_matches(coordinator))
+            created = in_lanes(
+                lambda lane: write_and_commit(lane_sessions[lane], kept[lane], confirm_seconds)
+            )
+        return {"matched": sum(created)}
+
+
+def claim_and_pair(session: Session, pools: Sequence[Pool], declined: set[UserPair]) -> list[Pair]:
+    """Lock the pools nobody else is sweeping, claim their pending requests and pair them."""
+    claimed = session.execute(
+        CLAIM_POOLS,
+        {
+            "difficulties": [difficulty for difficulty, _ in pools],
+            "topics": [topic for _, topic in pools],
+        },
+    )
+    waiting: list[Waiting] = []
+    for pool in claimed:
+        waiting.extend(
+            map(
+                Waiting,
+                pool.request_ids.split(","),
+                map(int, pool.user_ids.split(",")),
+                repeat(pool.difficulty),
+                repeat(pool.topic),
+                map(int, pool.created_us.split(",")),
+            )
+        )
+    return pair_pools(waiting, declined)
+
+
+def write_and_commit(session: Session, pairs: list[Pair], confirm_seconds: int) -> int:
+    """Write the lane's matches and commit its transaction; returns matches created."""
+    created = write_matches(session, pairs, confirm_seconds)
+    session.commit()
+    return created
 
 
 def write_matches(session: Session, pairs: list[Pair], confirm_seconds: int) -> int:
     """Create a match per pair, mark both requests matched, emit `match.proposed`."""
     if not pairs:
         return 0
+    # The write hashes and keeps two rows per pair (about 200 bytes); with the default
+    # 4 MB a big lane spills them to disk, which costs a tenth of its time.
+    session.execute(text("SET LOCAL work_mem = '32MB'"))
     created = session.scalar(
         WRITE_MATCHES,
         {

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import uuid
-from datetime import UTC, datetime, timedelta
 
 from domain.peer.pairing import (
     Pair,
@@ -16,12 +15,12 @@ from domain.peer.pairing import (
     user_pair,
 )
 
-START = datetime(2026, 1, 1, tzinfo=UTC)
+START_US = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z in microseconds
 
 
 def waiting(user_id: int, age: int, pool: tuple[str, str] = ("Easy", "arrays")) -> Waiting:
-    """A request of `user_id` made `age` seconds after START."""
-    return Waiting(str(uuid.uuid4()), user_id, pool[0], pool[1], START + timedelta(seconds=age))
+    """A request of `user_id` made `age` seconds after START_US."""
+    return Waiting(str(uuid.uuid4()), user_id, pool[0], pool[1], START_US + age * 1_000_000)
 
 
 def users(pairs: list[Pair]) -> list[tuple[int, int]]:
@@ -30,7 +29,7 @@ def users(pairs: list[Pair]) -> list[tuple[int, int]]:
 
 def reference_pairing(requests: list[Waiting], declined: set[UserPair]) -> list[tuple[int, int]]:
     """The rule as written: the oldest unpaired request takes the oldest compatible later one."""
-    remaining = sorted(requests, key=lambda r: (r.created_at, r.request_id))
+    remaining = sorted(requests, key=lambda r: (r.created_us, r.request_id))
     result = []
     while remaining:
         oldest, rest = remaining[0], remaining[1:]
