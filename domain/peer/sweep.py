@@ -15,8 +15,8 @@ pair and write side by side. A coordinating transaction holds what is global:
   5. coordinator: commit, releasing the cap lock only once every lane's matches are
      visible to the next sweep's count.
 
-Statements per sweep: five for the coordinator and three per lane, whatever the number
-of requests. Each lane's pools are paired and written atomically; a lane that fails leaves
+Statements per sweep: five for the coordinator and two per lane, whatever the number of
+requests. Each lane's pools are paired and written atomically; a lane that fails leaves
 its pools pending for the next sweep, and the lanes that committed stay valid.
 
 The `match.proposed` events are written by the lane's write statement rather than
@@ -112,7 +112,9 @@ OPEN_MATCH_BUDGET_LOCK = "matchops.peer.open_matches"
 # event. The pairs arrive as two comma-separated id lists: one text parameter each,
 # because adapting 50,000-element arrays client side costs more than the whole write.
 # A pair becomes a match only when both of its requests were still pending (HAVING
-# count = 2); the claim above guarantees that.
+# count = 2); the claim above guarantees that. The grouping carries the pair's request
+# ids and pool (the same for both rows) rather than aggregating them: array and text
+# aggregates cost more than the rest of the grouping.
 WRITE_MATCHES = text(
     """
     WITH pairs AS (
@@ -126,12 +128,13 @@ WRITE_MATCHES = text(
         UPDATE match_requests r
         SET status = 'matched', match_id = s.match_id
         FROM (
-            SELECT match_id, request_a AS request_id, true AS older FROM pairs
+            SELECT match_id, request_a, request_b, request_a AS request_id, true AS older
+            FROM pairs
             UNION ALL
-            SELECT match_id, request_b, false FROM pairs
+            SELECT match_id, request_a, request_b, request_b, false FROM pairs
         ) AS s
         WHERE r.id = s.request_id AND r.status = 'pending'
-        RETURNING s.match_id, s.older, r.id, r.user_id, r.difficulty, r.topic
+        RETURNING s.match_id, s.request_a, s.request_b, s.older, r.user_id, r.difficulty, r.topic
     ),
     created AS (
         INSERT INTO matches (
@@ -142,15 +145,15 @@ WRITE_MATCHES = text(
             match_id,
             min(user_id) FILTER (WHERE older),
             min(user_id) FILTER (WHERE NOT older),
-            min(difficulty),
-            min(topic),
+            difficulty,
+            topic,
             'pending_confirmation',
             now(),
             now() + make_interval(secs => :confirm_seconds),
-            (array_agg(id) FILTER (WHERE older))[1],
-            (array_agg(id) FILTER (WHERE NOT older))[1]
+            request_a,
+            request_b
         FROM claimed
-        GROUP BY match_id
+        GROUP BY match_id, request_a, request_b, difficulty, topic
         HAVING count(*) = 2
         RETURNING id, user_a, user_b, difficulty, topic, confirm_deadline
     ),
@@ -269,9 +272,6 @@ def write_matches(session: Session, pairs: list[Pair], confirm_seconds: int) -> 
     """Create a match per pair, mark both requests matched, emit `match.proposed`."""
     if not pairs:
         return 0
-    # The write hashes and keeps two rows per pair (about 200 bytes); with the default
-    # 4 MB a big lane spills them to disk, which costs a tenth of its time.
-    session.execute(text("SET LOCAL work_mem = '32MB'"))
     created = session.scalar(
         WRITE_MATCHES,
         {
