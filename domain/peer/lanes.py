@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from domain.peer.pairing import Pair, Pool, oldest_pairs
+from domain.peer.pairing import Paired, Pool, pair_count
 
 # Below this many pending requests per lane, another connection and thread cost more
 # than they save: a lane of 2,000 requests is written in about 50 ms.
@@ -38,14 +38,25 @@ def split_pools(
     return shares
 
 
-def share_budget(per_lane: Sequence[Sequence[Pair]], budget: int) -> list[list[Pair]]:
+def share_budget(per_lane: Sequence[Sequence[Paired]], budget: int) -> list[list[Paired]]:
     """Keep at most `budget` pairs over all lanes: those whose older request waited longest.
 
-    Each lane keeps the order of its own pairs.
+    Each queue keeps the order of its own pairs.
     """
-    everything = [pair for pairs in per_lane for pair in pairs]
-    if budget >= len(everything):
-        return [list(pairs) for pairs in per_lane]
-    # A request is in one pair only, so the older request's id names the pair.
-    kept = {pair.older.request_id for pair in oldest_pairs(everything, budget)}
-    return [[pair for pair in pairs if pair.older.request_id in kept] for pairs in per_lane]
+    if budget >= sum(pair_count(lane) for lane in per_lane):
+        return [list(lane) for lane in per_lane]
+    # Oldest first, as in a pool: by the older request's created_at, then its id.
+    ranked = sorted(
+        (queue.created_us[older], queue.request_ids[older], lane, index, older)
+        for lane, paired in enumerate(per_lane)
+        for index, (queue, pairs) in enumerate(paired)
+        for older, _newer in pairs
+    )
+    kept = {(lane, index, older) for _, _, lane, index, older in ranked[: max(budget, 0)]}
+    return [
+        [
+            Paired(queue, [pair for pair in pairs if (lane, index, pair[0]) in kept])
+            for index, (queue, pairs) in enumerate(paired)
+        ]
+        for lane, paired in enumerate(per_lane)
+    ]

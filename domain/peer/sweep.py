@@ -29,7 +29,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from itertools import repeat
 from typing import TypeVar
 
 from sqlalchemy import func, select, text
@@ -37,7 +36,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.locks import hold_advisory_lock
 from domain.peer.lanes import MIN_REQUESTS_PER_LANE, share_budget, split_pools
-from domain.peer.pairing import Pair, Pool, UserPair, Waiting, pair_pools
+from domain.peer.pairing import Paired, Pool, Queue, UserPair, pair_count, pair_queues
 from domain.peer.rules import DECLINE_COOLDOWN_SECONDS
 from models.peer import Match
 
@@ -61,9 +60,8 @@ WAITING_POOLS = text(
 # hash of the pool; a pool another sweep holds is skipped, not waited on. The row locks
 # keep expiry and cancellation off the claimed requests until the lane commits.
 # Each pool comes back as one row of three comma-separated lists (request ids, user ids,
-# created_at in microseconds), in the same order: turning 100,000 rows into Python
-# objects costs more than the whole claim. The lists come oldest first, so the
-# in-memory sort that guarantees the order is cheap.
+# created_at in microseconds), each oldest first: turning 100,000 rows into Python
+# objects costs more than the whole claim.
 CLAIM_POOLS = text(
     """
     WITH unlocked AS MATERIALIZED (
@@ -78,15 +76,17 @@ CLAIM_POOLS = text(
     FROM unlocked u
     CROSS JOIN LATERAL (
         SELECT
-            string_agg(id::text, ',') AS request_ids,
-            string_agg(user_id::text, ',') AS user_ids,
-            string_agg(CAST(extract(epoch FROM created_at) * 1000000 AS bigint)::text, ',')
-                AS created_us
+            string_agg(id::text, ',' ORDER BY created_at, id) AS request_ids,
+            string_agg(user_id::text, ',' ORDER BY created_at, id) AS user_ids,
+            string_agg(
+                CAST(extract(epoch FROM created_at) * 1000000 AS bigint)::text,
+                ','
+                ORDER BY created_at, id
+            ) AS created_us
         FROM (
             SELECT id, user_id, created_at
             FROM match_requests
             WHERE difficulty = u.difficulty AND topic = u.topic AND status = 'pending'
-            ORDER BY created_at, id
             FOR UPDATE SKIP LOCKED
         ) AS pending
     ) AS r
@@ -227,7 +227,7 @@ def sweep(
             paired = in_lanes(
                 lambda lane: claim_and_pair(lane_sessions[lane], shares[lane], declined)
             )
-            if not any(paired):
+            if not sum(pair_count(lane) for lane in paired):
                 return {"matched": 0}
             hold_advisory_lock(coordinator, OPEN_MATCH_BUDGET_LOCK)
             kept = share_budget(paired, max_open_matches - count_open_matches(coordinator))
@@ -237,7 +237,9 @@ def sweep(
         return {"matched": sum(created)}
 
 
-def claim_and_pair(session: Session, pools: Sequence[Pool], declined: set[UserPair]) -> list[Pair]:
+def claim_and_pair(
+    session: Session, pools: Sequence[Pool], declined: set[UserPair]
+) -> list[Paired]:
     """Lock the pools nobody else is sweeping, claim their pending requests and pair them."""
     claimed = session.execute(
         CLAIM_POOLS,
@@ -246,37 +248,38 @@ def claim_and_pair(session: Session, pools: Sequence[Pool], declined: set[UserPa
             "topics": [topic for _, topic in pools],
         },
     )
-    waiting: list[Waiting] = []
-    for pool in claimed:
-        waiting.extend(
-            map(
-                Waiting,
-                pool.request_ids.split(","),
-                map(int, pool.user_ids.split(",")),
-                repeat(pool.difficulty),
-                repeat(pool.topic),
-                map(int, pool.created_us.split(",")),
-            )
+    queues = (
+        Queue(
+            (row.difficulty, row.topic),
+            row.request_ids.split(","),
+            list(map(int, row.user_ids.split(","))),
+            list(map(int, row.created_us.split(","))),
         )
-    return pair_pools(waiting, declined)
+        for row in claimed
+    )
+    return pair_queues(queues, declined)
 
 
-def write_and_commit(session: Session, pairs: list[Pair], confirm_seconds: int) -> int:
+def write_and_commit(session: Session, paired: list[Paired], confirm_seconds: int) -> int:
     """Write the lane's matches and commit its transaction; returns matches created."""
-    created = write_matches(session, pairs, confirm_seconds)
+    created = write_matches(session, paired, confirm_seconds)
     session.commit()
     return created
 
 
-def write_matches(session: Session, pairs: list[Pair], confirm_seconds: int) -> int:
+def write_matches(session: Session, paired: list[Paired], confirm_seconds: int) -> int:
     """Create a match per pair, mark both requests matched, emit `match.proposed`."""
-    if not pairs:
+    if not pair_count(paired):
         return 0
     created = session.scalar(
         WRITE_MATCHES,
         {
-            "requests_a": ",".join(pair.older.request_id for pair in pairs),
-            "requests_b": ",".join(pair.newer.request_id for pair in pairs),
+            "requests_a": ",".join(
+                queue.request_ids[older] for queue, pairs in paired for older, _ in pairs
+            ),
+            "requests_b": ",".join(
+                queue.request_ids[newer] for queue, pairs in paired for _, newer in pairs
+            ),
             "confirm_seconds": confirm_seconds,
         },
     )

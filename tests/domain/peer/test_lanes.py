@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 
 from domain.peer.lanes import share_budget, split_pools
-from domain.peer.pairing import Pool, pair_pools
-from tests.domain.peer.test_pairing import users, waiting
+from domain.peer.pairing import Pool, pair_count, pair_queues
+from tests.domain.peer.test_pairing import START_US, paired_users, queue
 
 
 def pools(*sizes: int) -> dict[Pool, int]:
@@ -40,16 +40,21 @@ def test_every_pool_lands_in_exactly_one_lane_and_the_loads_stay_close():
     assert max(loads) - min(loads) <= max(sizes.values())
 
 
-# (user, age) of two lanes' pools: lane b holds the oldest pair.
-AGES_A = ((1, 10), (2, 11), (3, 40), (4, 41))
-AGES_B = ((5, 0), (6, 1), (7, 30), (8, 31))
+def test_the_budget_keeps_the_oldest_pairs_over_all_lanes_in_each_queues_order():
+    # Lane a: users 1-2 waited from second 10, users 3-4 from 40 (and 9 waits alone).
+    first = pair_queues([queue(1, 2, pool=("Easy", "a"), start=10)], set())
+    later = pair_queues([queue(3, 4, 9, pool=("Easy", "c"), start=40)], set())
+    # Lane b: users 5-6 waited longest (second 0), users 7-8 from second 30.
+    second = pair_queues([queue(5, 6, 7, 8, pool=("Easy", "b"), start=0)], set())
+    second[0].queue.created_us[2:] = [START_US + 30_000_000, START_US + 31_000_000]
+    lanes = [first + later, second]
 
+    kept = share_budget(lanes, 3)
 
-def test_the_budget_keeps_the_oldest_pairs_over_all_lanes_in_each_lanes_order():
-    first = pair_pools([waiting(user, age, ("Easy", "a")) for user, age in AGES_A], set())
-    second = pair_pools([waiting(user, age, ("Easy", "b")) for user, age in AGES_B], set())
-    kept = share_budget([first, second], 3)
-    assert [users(pairs) for pairs in kept] == [[(1, 2)], [(5, 6), (7, 8)]]
-    assert share_budget([first, second], 10) == [first, second]
-    assert share_budget([first, second], 0) == [[], []]
-    assert share_budget([first, second], -2) == [[], []]
+    assert [[paired_users(each) for each in lane] for lane in kept] == [
+        [[(1, 2)], []],
+        [[(5, 6), (7, 8)]],
+    ]
+    assert share_budget(lanes, 10) == lanes
+    assert [pair_count(lane) for lane in share_budget(lanes, 0)] == [0, 0]
+    assert [pair_count(lane) for lane in share_budget(lanes, -2)] == [0, 0]

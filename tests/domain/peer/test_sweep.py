@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import event, text
 
 from core.db import get_engine, session_factory
-from domain.peer.pairing import Waiting, pair_pool, user_pair
+from domain.peer.pairing import pair_pool, user_pair
 from domain.peer.sweep import count_open_matches, sweep
 from models.peer import MatchRequest, PeerDecline
 from tests.factories import unique
@@ -54,11 +54,11 @@ def sweep_topic(topic: str, *, lanes: int, max_open_matches: int = 10**6) -> int
 
 def expected_pairs(requests: list[MatchRequest], declined: set[tuple[int, int]]) -> set[frozenset]:
     """What the pairing rule gives for one pool's requests, given oldest first."""
-    waiting = [
-        Waiting(str(r.id), r.user_id, r.difficulty, r.topic, index)
-        for index, r in enumerate(requests)
-    ]
-    return {frozenset((p.older.user_id, p.newer.user_id)) for p in pair_pool(waiting, declined)}
+    user_ids = [request.user_id for request in requests]
+    return {
+        frozenset((user_ids[older], user_ids[newer]))
+        for older, newer in pair_pool(user_ids, declined)
+    }
 
 
 def test_lanes_pair_every_pool_by_the_rule_each_pool_in_one_lane(db):
