@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import event, text
+from sqlalchemy.orm import Session
 
 from core.db import get_engine, session_factory
 from domain.peer.pairing import pair_pool, user_pair
@@ -52,6 +53,11 @@ def sweep_topic(topic: str, *, lanes: int, max_open_matches: int = 10**6) -> int
     return result["matched"]
 
 
+def counted(db: Session, rows: str, topic: str) -> int:
+    """`SELECT count(*) FROM <rows>`, with the topic as `:t`."""
+    return int(db.scalar(text(f"SELECT count(*) FROM {rows}"), {"t": topic}) or 0)
+
+
 def expected_pairs(requests: list[MatchRequest], declined: set[tuple[int, int]]) -> set[frozenset]:
     """What the pairing rule gives for one pool's requests, given oldest first."""
     user_ids = [request.user_id for request in requests]
@@ -79,11 +85,7 @@ def test_lanes_pair_every_pool_by_the_rule_each_pool_in_one_lane(db):
     assert matched == 3 * 4
     expected = set().union(*(expected_pairs(pool, declined) for pool in pools.values()))
     assert {frozenset((m.user_a, m.user_b)) for m in matches_of_topic(db, topic)} == expected
-    proposed = db.scalar(
-        text("SELECT count(*) FROM outbox WHERE type = 'match.proposed' AND data->>'topic' = :t"),
-        {"t": topic},
-    )
-    assert proposed == 12
+    assert counted(db, "outbox WHERE type = 'match.proposed' AND data->>'topic' = :t", topic) == 12
 
 
 def test_the_budget_is_shared_by_all_lanes_oldest_pairs_first(db):
@@ -100,11 +102,7 @@ def test_the_budget_is_shared_by_all_lanes_oldest_pairs_first(db):
 
     assert len(set(claims)) == 3
     assert sorted(m.difficulty for m in matches_of_topic(db, topic)) == ["Hard", "Hard", "Medium"]
-    still_pending = db.scalar(
-        text("SELECT count(*) FROM match_requests WHERE topic = :t AND status = 'pending'"),
-        {"t": topic},
-    )
-    assert still_pending == 6
+    assert counted(db, "match_requests WHERE topic = :t AND status = 'pending'", topic) == 6
 
 
 def test_multi_lane_sweeps_racing_never_put_a_request_in_two_matches(db):
@@ -133,6 +131,4 @@ def test_multi_lane_sweeps_racing_never_put_a_request_in_two_matches(db):
     ).all()
     assert len(paired) == 3 * 40
     assert {count for _, count in paired} == {1}
-    assert not db.scalar(
-        text("SELECT count(*) FROM matches WHERE topic = :t AND user_a = user_b"), {"t": topic}
-    )
+    assert counted(db, "matches WHERE topic = :t AND user_a = user_b", topic) == 0
