@@ -8,9 +8,10 @@ import os
 import uuid
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from models import User
+from models import OutboxEvent, User
 
 # Distinct per test process, so concurrent runs against one database stay apart.
 _ids = itertools.count(10_000_000_000 + (os.getpid() % 10_000) * 100_000_000)
@@ -40,3 +41,12 @@ def make_user(session: Session, **fields: Any) -> User:
     session.add(user)
     session.flush()
     return user
+
+
+def events_of(session: Session, event_type: str, **data: Any) -> list[dict[str, Any]]:
+    """Payloads of outbox events of a type whose data has every top-level `key=value`."""
+    session.expire_all()
+    query = select(OutboxEvent.data).where(OutboxEvent.type == event_type)
+    for key, value in data.items():
+        query = query.where(OutboxEvent.data[key].astext == str(value))
+    return list(session.scalars(query.order_by(OutboxEvent.id)))

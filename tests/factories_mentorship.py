@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from core.db import session_factory
-from models import Booking, MentorBlacklist, MentorMentee, Message, OutboxEvent, Score, User
+from models import Booking, MentorBlacklist, MentorMentee, Message, Score, User
 from tests.factories import make_user
 
 
@@ -89,15 +89,6 @@ def book(
     session.add(booking)
     session.flush()
     return booking
-
-
-def events_of(session: Session, event_type: str, **match: int) -> list[dict[str, Any]]:
-    """Data of outbox events of one type whose data has every `key=value` of `match`."""
-    session.expire_all()
-    query = select(OutboxEvent.data).where(OutboxEvent.type == event_type)
-    for key, value in match.items():
-        query = query.where(OutboxEvent.data[key].astext == str(value))
-    return list(session.scalars(query.order_by(OutboxEvent.id)))
 
 
 def find_relationship(session: Session, mentor_id: int, mentee_id: int) -> MentorMentee | None:

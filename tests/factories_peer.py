@@ -12,7 +12,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from domain.peer.session_store import session_key, session_store
-from models import Match, MatchRequest, OutboxEvent, Question
+from models import Match, MatchRequest, Question
 from tests.factories import make_user
 from tests.support import run_task
 
@@ -98,15 +98,6 @@ def stored_document(session_id: uuid.UUID | str) -> dict[str, Any] | None:
         return None
     document: dict[str, Any] = json.loads(str(raw))
     return document
-
-
-def events(session: Session, event_type: str, **data: Any) -> list[dict[str, Any]]:
-    """Payloads of outbox events of a type whose data has the given top-level values."""
-    session.expire_all()
-    query = select(OutboxEvent.data).where(OutboxEvent.type == event_type)
-    for key, value in data.items():
-        query = query.where(OutboxEvent.data[key].astext == str(value))
-    return list(session.scalars(query.order_by(OutboxEvent.id)))
 
 
 def backdate_request(session: Session, request_id: uuid.UUID | None, seconds: int) -> None:

@@ -15,9 +15,9 @@ from sqlalchemy import select, update
 from core.errors import Conflict
 from models import MentorMentee, Score, User
 from tests.domain.mentorship.brute_force import brute_force_best
+from tests.factories import events_of
 from tests.factories_mentorship import (
     active_mentees_of,
-    events_of,
     find_relationship,
     holding_user_row,
     make_excluded_mentors,

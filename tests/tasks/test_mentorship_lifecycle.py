@@ -8,9 +8,8 @@ import pytest
 
 from core.errors import Conflict, Forbidden, NotFound
 from core.settings import get_settings
-from tests.factories import next_id
+from tests.factories import events_of, next_id
 from tests.factories_mentorship import (
-    events_of,
     make_mentee,
     make_mentor,
     make_relationship,

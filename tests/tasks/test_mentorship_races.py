@@ -13,9 +13,9 @@ from sqlalchemy import select
 
 from core.errors import Conflict, MatchingError
 from models import MentorMentee
+from tests.factories import events_of
 from tests.factories_mentorship import (
     active_mentees_of,
-    events_of,
     holding_user_row,
     make_mentee,
     make_mentor,

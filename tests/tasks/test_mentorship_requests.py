@@ -7,10 +7,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from core.errors import Conflict, Forbidden, MatchingError, NotFound
-from tests.factories import make_user, next_id
+from tests.factories import events_of, make_user, next_id
 from tests.factories_mentorship import (
     blacklist,
-    events_of,
     make_mentee,
     make_mentor,
     make_relationship,

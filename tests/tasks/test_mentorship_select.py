@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 
 from core.errors import Conflict, Forbidden, MatchingError, NotFound
-from tests.factories import make_user, next_id
+from tests.factories import events_of, make_user, next_id
 from tests.factories_mentorship import (
     blacklist,
-    events_of,
     find_relationship,
     make_mentee,
     make_mentor,

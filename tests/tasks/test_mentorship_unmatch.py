@@ -10,9 +10,8 @@ from sqlalchemy import func, or_, select
 
 from core.errors import Forbidden, MatchingError, NotFound
 from models import MentorBlacklist, Message
-from tests.factories import next_id
+from tests.factories import events_of, next_id
 from tests.factories_mentorship import (
-    events_of,
     holding_user_row,
     make_mentee,
     make_mentor,

@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import delete, select
 
 from models import Booking, MentorMentee, MentorMenteeStats
+from tests.factories import events_of
 from tests.factories_mentorship import (
     book,
-    events_of,
     find_relationship,
     make_mentee,
     make_mentor,

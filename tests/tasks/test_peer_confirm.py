@@ -9,9 +9,8 @@ from sqlalchemy import select
 
 from core.errors import Conflict, Forbidden, NotFound
 from models import CollabSession
-from tests.factories import make_user, unique
+from tests.factories import events_of, make_user, unique
 from tests.factories_peer import (
-    events,
     make_question,
     matches_of_topic,
     pass_deadline,
@@ -74,7 +73,7 @@ def test_both_yes_start_a_session_with_a_fitting_question(worker, db):
     for request_id in (match.request_a, match.request_b):
         assert request_row(db, request_id).status == "matched"
 
-    (event,) = events(db, "match.found", match_id=match.id)
+    (event,) = events_of(db, "match.found", match_id=match.id)
     assert event["session_id"] == found["session_id"]
     assert event["users"] == [match.user_a, match.user_b]
     assert event["question"] == {
@@ -99,7 +98,7 @@ def test_repeating_the_second_yes_answers_the_same_and_emits_nothing_new(worker,
     assert confirm(match, match.user_b) == found
     # The first yes, repeated after the session started, gets the session too.
     assert confirm(match, match.user_a) == {**found, "partner_id": match.user_b}
-    assert len(events(db, "match.found", match_id=match.id)) == 1
+    assert len(events_of(db, "match.found", match_id=match.id)) == 1
     assert db.scalar(
         select(CollabSession.id).where(CollabSession.match_id == match.id)
     ) == uuid.UUID(found["session_id"])
@@ -111,7 +110,7 @@ def test_without_a_fitting_question_the_session_starts_with_none(worker, db):
     found = confirm(match, match.user_b)
 
     assert found["question_id"] is None
-    (event,) = events(db, "match.found", match_id=match.id)
+    (event,) = events_of(db, "match.found", match_id=match.id)
     assert event["question"] is None
     assert stored_document(found["session_id"]) == {
         "question": None,
@@ -127,7 +126,7 @@ def test_the_starter_bank_has_questions_for_every_difficulty_of_its_topics(worke
         match = swept_match(db, "Dynamic-Programming", difficulty=difficulty)
         confirm(match, match.user_a)
         found = confirm(match, match.user_b)
-        (event,) = events(db, "match.found", match_id=match.id)
+        (event,) = events_of(db, "match.found", match_id=match.id)
         assert found["question_id"] == event["question"]["id"]
         assert event["question"]["difficulty"] == difficulty
         assert "dynamic-programming" in event["question"]["topics"]
@@ -146,7 +145,7 @@ def test_a_no_cancels_and_requeues_the_partner(worker, db):
     partner = request_row(db, match.request_a)
     assert (partner.status, partner.match_id, partner.created_at) == ("pending", None, created_at)
     assert request_row(db, match.request_b).status == "cancelled"
-    (event,) = events(db, "match.cancelled", match_id=match.id)
+    (event,) = events_of(db, "match.cancelled", match_id=match.id)
     assert event["declined_by"] == match.user_b
     assert event["requeued"] == [match.user_a]
 
@@ -163,7 +162,7 @@ def test_repeating_a_no_answers_the_same_and_other_answers_conflict(worker, db):
     first = confirm(match, match.user_a, confirmed=False)
 
     assert confirm(match, match.user_a, confirmed=False) == first
-    assert len(events(db, "match.cancelled", match_id=match.id)) == 1
+    assert len(events_of(db, "match.cancelled", match_id=match.id)) == 1
     with pytest.raises(Conflict, match="no longer awaiting confirmation"):
         confirm(match, match.user_a, confirmed=True)
     with pytest.raises(Conflict, match="no longer awaiting confirmation"):
@@ -209,4 +208,4 @@ def test_two_yes_racing_start_exactly_one_session(worker, db):
     sessions = [a["session_id"] for a in answers if "session_id" in a]
     assert len(sessions) == 1
     assert {"status": "waiting_for_partner", "match_id": str(match.id)} in answers
-    assert len(events(db, "match.found", match_id=match.id)) == 1
+    assert len(events_of(db, "match.found", match_id=match.id)) == 1

@@ -5,10 +5,9 @@ from __future__ import annotations
 from sqlalchemy import text
 
 from models import Match
-from tests.factories import unique
+from tests.factories import events_of, unique
 from tests.factories_peer import (
     backdate_request,
-    events,
     make_request,
     pass_deadline,
     request_row,
@@ -31,7 +30,7 @@ def test_pending_requests_past_the_matching_timeout_expire_once(worker, db):
     assert second["requests_expired"] == 0
     assert request_row(db, stale.id).status == "expired"
     assert request_row(db, fresh.id).status == "pending"
-    (event,) = events(db, "request.expired", request_id=stale.id)
+    (event,) = events_of(db, "request.expired", request_id=stale.id)
     assert (event["user_id"], event["topic"], event["reason"]) == (
         stale.user_id,
         topic,
@@ -62,11 +61,11 @@ def test_unconfirmed_match_expires_requeueing_the_side_that_said_yes(worker, db)
     )
     silent_side = request_row(db, match.request_b)
     assert (silent_side.status, silent_side.match_id) == ("expired", match.id)
-    (event,) = events(db, "match.expired", match_id=match.id)
+    (event,) = events_of(db, "match.expired", match_id=match.id)
     assert event["reason"] == "confirmation_timeout"
     assert (event["requeued"], event["expired"]) == ([match.user_a], [match.user_b])
     assert run_task("peer.expire")["matches_expired"] == 0
-    assert len(events(db, "match.expired", match_id=match.id)) == 1
+    assert len(events_of(db, "match.expired", match_id=match.id)) == 1
 
 
 def test_a_requeued_request_gets_a_fresh_matching_timeout(worker, db):
@@ -98,7 +97,7 @@ def test_a_match_nobody_answered_expires_both_sides(worker, db):
 
     assert request_row(db, match.request_a).status == "expired"
     assert request_row(db, match.request_b).status == "expired"
-    (event,) = events(db, "match.expired", match_id=match.id)
+    (event,) = events_of(db, "match.expired", match_id=match.id)
     assert (event["requeued"], sorted(event["expired"])) == (
         [],
         sorted([match.user_a, match.user_b]),

@@ -13,9 +13,8 @@ from sqlalchemy import text
 from core.errors import Forbidden, NotFound
 from domain.peer.session_store import session_key, session_store
 from models import CollabSession, Match
-from tests.factories import make_user, unique
+from tests.factories import events_of, make_user, unique
 from tests.factories_peer import (
-    events,
     make_pool,
     make_request,
     request_row,
@@ -53,7 +52,7 @@ def test_leaving_tells_the_partner_and_the_last_one_out_ends_it(worker, db):
         "remaining_users": [match.user_b],
     }
     assert document(session_id) == {**edited, "users": [match.user_b]}
-    (left,) = events(db, "session.partner_left", session_id=session_id)
+    (left,) = events_of(db, "session.partner_left", session_id=session_id)
     assert (left["user_id"], left["remaining_users"], left["ended"]) == (
         match.user_a,
         [match.user_b],
@@ -69,7 +68,7 @@ def test_leaving_tells_the_partner_and_the_last_one_out_ends_it(worker, db):
     collab = db.get(CollabSession, uuid.UUID(session_id))
     assert (collab.status, collab.user_ids) == ("ended", [])
     assert stored_document(session_id) is None
-    assert len(events(db, "session.partner_left", session_id=session_id)) == 2
+    assert len(events_of(db, "session.partner_left", session_id=session_id)) == 2
     # Both may queue again.
     for user_id in (match.user_a, match.user_b):
         again = run_task("peer.request", user_id=user_id, difficulty="Easy", topic=match.topic)
@@ -81,7 +80,7 @@ def test_leaving_twice_answers_the_same_without_a_second_event(worker, db):
     first = run_task("peer.leave", session_id=session_id, user_id=match.user_b)
     again = run_task("peer.leave", session_id=session_id, user_id=match.user_b)
     assert first == again
-    assert len(events(db, "session.partner_left", session_id=session_id)) == 1
+    assert len(events_of(db, "session.partner_left", session_id=session_id)) == 1
 
 
 def test_leave_refusals(worker, db):

@@ -7,9 +7,8 @@ import uuid
 from sqlalchemy import text
 
 from domain.peer.sweep import count_open_matches
-from tests.factories import unique
+from tests.factories import events_of, unique
 from tests.factories_peer import (
-    events,
     make_pool,
     make_request,
     matches_of_topic,
@@ -44,7 +43,7 @@ def test_sweep_pairs_a_pool_oldest_first_and_the_odd_one_waits(worker, db):
             stored = request_row(db, request_id)
             assert (stored.status, stored.match_id) == ("matched", match.id)
     assert request_row(db, pool[4].id).status == "pending"
-    proposed = events(db, "match.proposed", topic=topic)
+    proposed = events_of(db, "match.proposed", topic=topic)
     assert len(proposed) == 2
     assert {p["match_id"] for p in proposed} == {str(m.id) for m in matches}
     assert set(proposed[0]) == {"match_id", "users", "difficulty", "topic", "confirm_deadline"}
@@ -60,7 +59,7 @@ def test_sweeping_again_changes_nothing(worker, db):
 
     assert (first, second) == ({"matched": 2}, {"matched": 0})
     assert len(matches_of_topic(db, topic)) == 2
-    assert len(events(db, "match.proposed", topic=topic)) == 2
+    assert len(events_of(db, "match.proposed", topic=topic)) == 2
 
 
 def test_pools_never_mix_and_a_global_sweep_covers_every_pool(worker, db):
