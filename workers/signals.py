@@ -1,15 +1,39 @@
-"""Worker process signals."""
+"""Worker and beat process signals."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from celery.signals import worker_process_init
+from celery.signals import beat_init, worker_process_init, worker_ready
 
-from core.db import dispose_engine
+from core.db import dispose_engine, get_engine
+from core.dispatcher import Dispatcher
+from core.settings import get_settings
 
 
 @worker_process_init.connect
 def _fresh_pool_after_fork(**_: Any) -> None:
     # A forked child must not share the parent's pooled sockets with its siblings.
     dispose_engine()
+
+
+@worker_ready.connect
+def _declare_dead_letters(sender: Any, **_: Any) -> None:
+    # RabbitMQ drops messages past the delivery limit here; the queue must exist first.
+    queue = sender.app.conf.get("DEAD_LETTER_QUEUE")
+    if queue is not None:
+        with sender.app.connection_for_write() as connection:
+            queue.bind(connection.default_channel).declare()
+
+
+@beat_init.connect
+def _dispatch_from_beat(sender: Any, **_: Any) -> None:
+    # Beat runs wherever the stack runs, once: its dispatcher publishes due countdowns
+    # and dispatches lost tasks again even when no API process is up.
+    settings = get_settings()
+    Dispatcher(
+        sender.app,
+        get_engine(),
+        interval=settings.dispatch_interval_seconds,
+        redispatch_after=settings.redispatch_after_seconds,
+    ).start()
