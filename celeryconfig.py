@@ -102,7 +102,9 @@ task_track_started = False
 result_extended = True
 result_expires = 3 * 24 * 3600
 worker_send_task_events = True
-task_send_sent_event = True
+# No `task-sent` event per publish: the ledger records every accepted task, and the
+# event would double the broker writes of every enqueue.
+task_send_sent_event = False
 
 timezone = "UTC"
 enable_utc = True

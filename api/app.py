@@ -8,14 +8,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
+from api.health import BrokerWatch
+from api.intake import Intake
 from api.middleware import MAX_BODY_BYTES, BodySizeLimit, CatchAll
 from api.routes import router
 from api.submission import finished_among, task_catalogue
 from api.waiters import OutcomeWaiters
 from core.db import get_engine
-from core.dispatcher import Dispatcher
 from core.settings import get_settings
-from workers.app import app as celery_app
 
 DESCRIPTION = """\
 Enqueue matchops tasks and read their outcome.
@@ -33,13 +33,16 @@ nothing was enqueued).
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    # The dispatcher publishes what the routes commit; it runs as long as the server.
-    dispatcher: Dispatcher = app.state.dispatcher
-    dispatcher.start()
+    # The intake records what the routes accept; the watch knows whether the broker answers.
+    broker_watch: BrokerWatch = app.state.broker_watch
+    intake: Intake = app.state.intake
+    broker_watch.start()
+    intake.start()
     try:
         yield
     finally:
-        dispatcher.stop()
+        intake.stop()
+        broker_watch.stop()
 
 
 def create_app() -> FastAPI:
@@ -53,12 +56,8 @@ def create_app() -> FastAPI:
     app = FastAPI(title="matchops", version="0.1.0", description=DESCRIPTION, lifespan=_lifespan)
     app.state.auth_secret = auth_secret
     app.state.max_token_ttl = settings.max_token_ttl_seconds
-    app.state.dispatcher = Dispatcher(
-        celery_app,
-        get_engine(),
-        interval=settings.dispatch_interval_seconds,
-        redispatch_after=settings.redispatch_after_seconds,
-    )
+    app.state.broker_watch = BrokerWatch()
+    app.state.intake = Intake(get_engine())
     app.state.waiters = OutcomeWaiters(finished_among)
     app.include_router(router)
     install_error_handlers(app)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 
@@ -15,6 +16,7 @@ logger = logging.getLogger("api")
 
 # A probe must answer quickly even when a dependency hangs instead of refusing.
 CHECK_TIMEOUT_SECONDS = 2.0
+PROBE_INTERVAL_SECONDS = 2.0
 _probes = ThreadPoolExecutor(max_workers=4, thread_name_prefix="readyz")
 
 
@@ -50,3 +52,40 @@ def readiness() -> dict[str, str]:
         else:
             answers[name] = "ok"
     return answers
+
+
+class BrokerWatch:
+    """Knows, within PROBE_INTERVAL_SECONDS, whether the broker answers.
+
+    The API does not publish (the dispatchers do), but an enqueue while the broker
+    refuses would only wait in PostgreSQL: the route answers 503 naming it instead.
+    """
+
+    def __init__(self) -> None:
+        self.down = False
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="broker-watch", daemon=True)
+
+    def start(self) -> None:
+        """Probe once now (so a refusal is known before the first enqueue), then keep at it."""
+        self._probe()
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop probing."""
+        self._stopping.set()
+        self._thread.join(CHECK_TIMEOUT_SECONDS + 1)
+
+    def _run(self) -> None:
+        while not self._stopping.wait(PROBE_INTERVAL_SECONDS):
+            self._probe()
+
+    def _probe(self) -> None:
+        try:
+            check_broker()
+        except Exception as exc:  # whatever the transport raises, the broker did not answer
+            if not self.down:
+                logger.warning("broker unreachable: %s", exc)
+            self.down = True
+        else:
+            self.down = False

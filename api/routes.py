@@ -18,7 +18,8 @@ from starlette.concurrency import run_in_threadpool
 from api import submission
 from api.auth import CurrentCaller, authenticate, may_read_every_task, require_scope
 from api.errors import ErrorBody, error_body, unavailable
-from api.health import readiness
+from api.health import BrokerWatch, readiness
+from api.intake import Intake
 from api.schemas import (
     FINAL_STATES,
     EnqueueRequest,
@@ -29,7 +30,6 @@ from api.schemas import (
     TaskStatus,
 )
 from api.waiters import OutcomeWaiters
-from core.dispatcher import Dispatcher
 from core.outages import BROKER
 
 router = APIRouter()
@@ -82,22 +82,20 @@ async def enqueue(
     """Enqueue task `name` for the calling token."""
     require_scope(caller, name)
     enqueue_request = body or EnqueueRequest()
-    dispatcher: Dispatcher = request.app.state.dispatcher
-    if dispatcher.broker_error is not None:
+    broker_watch: BrokerWatch = request.app.state.broker_watch
+    if broker_watch.down:
         # The task would wait in PostgreSQL until the broker is back; say so instead.
         raise unavailable(BROKER)
-    answer = await run_in_threadpool(
-        partial(
-            submission.enqueue_task,
-            name,
-            enqueue_request.args,
-            caller=caller.sub,
-            dispatch=dispatcher.submit,
-            idempotency_key=enqueue_request.idempotency_key,
-            countdown=enqueue_request.countdown,
-            wait=enqueue_request.wait,
-        )
+    task = submission.prepare_task(
+        name,
+        enqueue_request.args,
+        caller=caller.sub,
+        idempotency_key=enqueue_request.idempotency_key,
+        countdown=enqueue_request.countdown,
+        wait=enqueue_request.wait,
     )
+    intake: Intake = request.app.state.intake
+    answer = submission.accepted_body(await intake.record(task), name)
     if enqueue_request.wait is None:
         return answer
     waiters: OutcomeWaiters = request.app.state.waiters

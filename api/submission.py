@@ -1,38 +1,40 @@
-"""Enqueueing tasks and reading their status, shared by the HTTP routes and the CLI.
+"""Recording tasks and reading their status, shared by the HTTP routes and the CLI.
 
-Accepted means committed: `enqueue_task` records the task in `task_runs` with one
-insert, and only then hands it to a publisher (the API's dispatcher thread, or the
-CLI's own publish). A task whose publish never happens is published again by a
-dispatcher (core.dispatch), so nothing accepted is lost and nothing is half-enqueued.
-Status is read from the same table. Both functions raise `ApiError` for every refusal,
-so `matchops enqueue`/`status` and the HTTP API behave alike.
+Accepted means committed: a task is recorded in `task_runs` (`record_tasks`, many at
+once for the API's intake, one for the CLI's `enqueue_task`), and only then found by
+the dispatchers of the workers and beat (core.dispatcher), woken by the commit. A task
+whose publish never happens is published again, so nothing accepted is lost and
+nothing is half-enqueued. Status is read from the same table.
+Every refusal is an `ApiError`, so `matchops enqueue`/`status` and the HTTP API
+answer alike.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import uuid
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import timedelta
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import Connection, func, select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Connection, select, text
 
 from api.errors import ApiError, describe_field_errors, unavailable
 from api.schemas import MAX_WAIT_SECONDS
-from core.dispatch import Dispatch
+from core.db import get_bookkeeping_engine, get_engine
+from core.dispatch import DISPATCH_CHANNEL
 from core.errors import status_of
 from core.outages import DATABASE, DATABASE_ERRORS, RESULT_BACKEND, RESULT_BACKEND_ERRORS
 from core.settings import get_settings
 from core.values import unstorable_values
 from models.platform import TaskProgress, TaskRun
 from workers.app import app, load_tasks
-from workers.base import REGISTRY, TaskSpec, autocommit_engine
+from workers.base import REGISTRY, TaskSpec
 
 logger = logging.getLogger("api")
 
@@ -68,22 +70,33 @@ def list_tasks() -> list[dict[str, Any]]:
     ]
 
 
-def enqueue_task(
+@dataclass(frozen=True)
+class NewTask:
+    """A task to record: validated, or carrying the 422 it gets unless its key is known."""
+
+    task_id: str
+    name: str
+    args: dict[str, Any]
+    caller: str
+    idempotency_key: str | None
+    countdown: float | None
+    problem: str | None = None
+
+
+def prepare_task(
     name: str,
     args: dict[str, Any],
     *,
     caller: str,
-    dispatch: Callable[[Dispatch], None],
     idempotency_key: str | None = None,
     countdown: float | None = None,
     wait: float | None = None,
-) -> dict[str, Any]:
-    """Validate task `name`, record it for `caller` and hand it to `dispatch`.
+) -> NewTask:
+    """Check task `name` and its call without touching the database (404, 422).
 
-    Answers `{"task_id", "name", "state": "PENDING", "status_url"}` (the 202 body);
-    `wait` is only checked here, the caller does the waiting. A known
-    `idempotency_key` returns the task it first recorded and dispatches nothing.
-    A countdown leaves the task waiting in PostgreSQL until a dispatcher finds it due.
+    Args that do not fit the schema are a 422 at once, unless the call carries an
+    idempotency key: a repeat of an accepted call is answered the same even if it
+    would not validate today, so `record_tasks` decides once it has looked the key up.
     """
     spec = _task_spec(name)
     check_timing(countdown, wait)
@@ -91,43 +104,82 @@ def enqueue_task(
         raise ApiError(
             422, "validation_error", "idempotency_key: must not contain NUL characters (\\u0000)"
         )
-    with _reaching(DATABASE, DATABASE_ERRORS), autocommit_engine().connect() as connection:
-        problem = _args_problem(spec, args)
-        if problem is not None:
-            # A repeat of an accepted call is answered the same even if it would not
-            # validate today; anything else is the 422.
-            if idempotency_key is not None and (
-                known := _task_for_key(connection, caller, idempotency_key, name, args)
-            ):
-                return accepted_body(known, name)
-            raise ApiError(422, "validation_error", problem)
-        task_id = uuid.uuid4()
-        due = func.now() + timedelta(seconds=countdown or 0)
-        inserted = connection.scalar(
-            insert(TaskRun)
-            .values(
-                task_id=task_id,
-                name=name,
-                args=args,
-                caller=caller,
-                origin="api",
-                idempotency_key=idempotency_key,
-                state="PENDING",
-                due_at=due,
-                # A countdown waits undispatched until a dispatcher finds it due.
-                dispatched_at=None if countdown else func.now(),
-            )
-            .on_conflict_do_nothing(index_elements=[TaskRun.caller, TaskRun.idempotency_key])
-            .returning(TaskRun.task_id)
+    problem = _args_problem(spec, args)
+    if problem is not None and idempotency_key is None:
+        raise ApiError(422, "validation_error", problem)
+    return NewTask(str(uuid.uuid4()), name, args, caller, idempotency_key, countdown, problem)
+
+
+# The hot statement of the front door: every task of a batch in one round trip and one
+# commit (one WAL flush for them all), its columns as arrays so the statement text, and
+# its plan, stay the same whatever the batch size. The notification wakes the
+# dispatchers (core.dispatcher) when the commit makes the rows visible, not before.
+INSERT_TASKS = text(
+    f"""
+    INSERT INTO task_runs (task_id, name, args, caller, origin, idempotency_key, state, due_at)
+    SELECT t.task_id, t.name, CAST(t.args AS jsonb), t.caller, 'api', t.idempotency_key,
+           'PENDING', now() + make_interval(secs => t.countdown)
+    FROM unnest(
+        CAST(:task_ids AS uuid[]), CAST(:names AS text[]), CAST(:args AS text[]),
+        CAST(:callers AS text[]), CAST(:keys AS text[]), CAST(:countdowns AS float8[])
+    ) AS t(task_id, name, args, caller, idempotency_key, countdown)
+    ON CONFLICT (caller, idempotency_key) DO NOTHING
+    RETURNING task_id, pg_notify('{DISPATCH_CHANNEL}', '')
+    """
+)
+
+
+def record_tasks(connection: Connection, tasks: Sequence[NewTask]) -> list[str | ApiError]:
+    """Record the tasks (autocommit: one statement, one commit); per task, in order, the
+    task id the caller gets (its own, or the one its idempotency key recorded first) or
+    the refusal (409 for a key used with other args, 422 for args that do not fit)."""
+    valid = [task for task in tasks if task.problem is None]
+    inserted: set[str] = set()
+    if valid:
+        rows = connection.execute(
+            INSERT_TASKS,
+            {
+                "task_ids": [task.task_id for task in valid],
+                "names": [task.name for task in valid],
+                "args": [json.dumps(task.args) for task in valid],
+                "callers": [task.caller for task in valid],
+                "keys": [task.idempotency_key for task in valid],
+                "countdowns": [task.countdown or 0.0 for task in valid],
+            },
         )
-        if inserted is None:
-            assert idempotency_key is not None  # only the key can conflict
-            known = _task_for_key(connection, caller, idempotency_key, name, args)
-            assert known is not None
-            return accepted_body(known, name)
-    if not countdown:
-        dispatch(Dispatch(str(task_id), name, args))
-    return accepted_body(str(task_id), name)
+        inserted = {str(row.task_id) for row in rows}
+    answers: list[str | ApiError] = []
+    for task in tasks:
+        if task.task_id in inserted:
+            answers.append(task.task_id)
+            continue
+        # Not inserted: its key was used before (or earlier in this batch).
+        assert task.idempotency_key is not None
+        try:
+            known = _task_for_key(connection, task)
+        except ApiError as refusal:
+            answers.append(refusal)
+            continue
+        if known is None:  # only a task whose args did not fit gets here
+            answers.append(ApiError(422, "validation_error", task.problem or "invalid args"))
+        else:
+            answers.append(known)
+    return answers
+
+
+def enqueue_task(task: NewTask) -> dict[str, Any]:
+    """Record one task on its own (the CLI's way); the 202 body."""
+    with _reaching(DATABASE, DATABASE_ERRORS), accepting_connection() as connection:
+        [answer] = record_tasks(connection, [task])
+    if isinstance(answer, ApiError):
+        raise answer
+    return accepted_body(answer, task.name)
+
+
+def accepting_connection() -> Connection:
+    """An autocommit connection whose commits wait for the disk: a 202 must survive a
+    database crash."""
+    return get_engine().connect().execution_options(isolation_level="AUTOCOMMIT")
 
 
 def describe_task(task_id: str, *, reader: str, may_read_all: bool) -> dict[str, Any]:
@@ -138,7 +190,7 @@ def describe_task(task_id: str, *, reader: str, may_read_all: bool) -> dict[str,
     ids and tasks the reader may not see are the same 404.
     """
     canonical = _canonical_task_id(task_id)
-    with _reaching(DATABASE, DATABASE_ERRORS), autocommit_engine().connect() as connection:
+    with _reaching(DATABASE, DATABASE_ERRORS), get_bookkeeping_engine().connect() as connection:
         row = connection.execute(
             select(
                 TaskRun.name,
@@ -169,7 +221,7 @@ def describe_task(task_id: str, *, reader: str, may_read_all: bool) -> dict[str,
 
 def finished_among(task_ids: Collection[uuid.UUID]) -> set[uuid.UUID]:
     """Which of these tasks have an outcome (one indexed read for all of them)."""
-    with autocommit_engine().connect() as connection:
+    with get_bookkeeping_engine().connect() as connection:
         rows = connection.scalars(
             select(TaskRun.task_id).where(
                 TaskRun.task_id.in_(list(task_ids)), TaskRun.finished_at.is_not(None)
@@ -224,26 +276,25 @@ def _args_problem(spec: TaskSpec, args: dict[str, Any]) -> str | None:
     return None
 
 
-def _task_for_key(
-    connection: Connection, caller: str, key: str, name: str, args: dict[str, Any]
-) -> str | None:
+def _task_for_key(connection: Connection, task: NewTask) -> str | None:
     """The task an earlier call with this key recorded; 409 if that call asked for another."""
     row = connection.execute(
         select(
             TaskRun.task_id,
             TaskRun.name,
             # Compared as jsonb: key order does not matter, `true` and `1` differ.
-            (TaskRun.args == args).label("same_args"),
-        ).where(TaskRun.caller == caller, TaskRun.idempotency_key == key)
+            (TaskRun.args == task.args).label("same_args"),
+        ).where(TaskRun.caller == task.caller, TaskRun.idempotency_key == task.idempotency_key)
     ).one_or_none()
     if row is None:
         return None
-    if row.name != name or not row.same_args:
+    if row.name != task.name or not row.same_args:
         raise ApiError(
             409,
             "idempotency_conflict",
-            f"idempotency key {key!r} was already used for task {row.task_id} ({row.name}) "
-            "with other arguments; send a new key for a different request",
+            f"idempotency key {task.idempotency_key!r} was already used for task "
+            f"{row.task_id} ({row.name}) with other arguments; send a new key for a "
+            "different request",
         )
     return str(row.task_id)
 

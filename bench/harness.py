@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, event
 from sqlalchemy.engine import make_url
 
-from core.db import get_engine, session_factory
+from core.db import get_bookkeeping_engine, get_engine, session_factory
 from core.settings import get_settings
 from runtime.migrate import recreate_schema, upgrade_head
 
@@ -31,6 +31,7 @@ def use_bench_database(name: str) -> str:
     os.environ["DATABASE_URL"] = rendered
     get_settings.cache_clear()
     get_engine.cache_clear()
+    get_bookkeeping_engine.cache_clear()
     session_factory.cache_clear()
     return rendered
 

@@ -26,6 +26,25 @@ def get_engine() -> Engine:
 
 
 @lru_cache(maxsize=1)
+def get_bookkeeping_engine() -> Engine:
+    """Autocommit connections that commit without waiting for the disk.
+
+    For bookkeeping whose loss in a database crash costs nothing but a repeat: delivery
+    counts, dispatch marks, progress. A synchronous commit waits for the WAL flush
+    (milliseconds on ordinary disks); these are visible to every other session at once
+    all the same. Never for domain effects or for accepting a task.
+    """
+    settings = get_settings()
+    return create_engine(
+        settings.db_url,
+        isolation_level="AUTOCOMMIT",
+        pool_size=2,
+        max_overflow=3,
+        connect_args={"connect_timeout": 5, "options": "-c synchronous_commit=off"},
+    )
+
+
+@lru_cache(maxsize=1)
 def session_factory() -> sessionmaker[Session]:
     """`with session_factory().begin() as session:` opens one transaction."""
     return sessionmaker(bind=get_engine(), expire_on_commit=False)
@@ -33,5 +52,6 @@ def session_factory() -> sessionmaker[Session]:
 
 def dispose_engine() -> None:
     """Drop inherited pooled connections (after fork) without closing the parent's."""
-    if get_engine.cache_info().currsize:
-        get_engine().dispose(close=False)
+    for engine in (get_engine, get_bookkeeping_engine):
+        if engine.cache_info().currsize:
+            engine().dispose(close=False)

@@ -1,10 +1,10 @@
 """Handing accepted tasks to the broker, and handing them again when they went missing.
 
 PostgreSQL holds every accepted task (`task_runs`); the broker only carries a message
-to a worker. A task is published after the transaction that records it has committed,
-and published again by `claim_due` when it has no outcome long after its last
-dispatch and nobody is running it: a message lost with the broker's data, a worker
-killed outright, a crash between commit and publish all end with the task run.
+to a worker. A task is published once the transaction that records it has committed
+(`claim_fresh`), and published again (`claim_lost`) when it has no outcome long after
+its last dispatch and nobody is running it: a message lost with the broker's data, a
+worker killed outright, a crash between commit and publish all end with the task run.
 Countdowns wait here too, so the broker never holds a long ETA.
 """
 
@@ -32,6 +32,9 @@ PUBLISH_RETRY_POLICY = {
     "interval_max": 0.5,
 }
 CLAIM_BATCH = 500
+MAX_BACKOFF_DOUBLINGS = 6
+# Committing new tasks notifies this channel; dispatchers LISTEN on it.
+DISPATCH_CHANNEL = "matchops_dispatch"
 
 
 @dataclass(frozen=True)
@@ -63,31 +66,56 @@ def publish(app: Celery, dispatches: Sequence[Dispatch]) -> None:
             )
 
 
-def claim_due(
-    connection: Connection, redispatch_after: int, limit: int = CLAIM_BATCH
-) -> list[Dispatch]:
-    """Mark as dispatched now, and return, the unfinished tasks that are due.
-
-    Due: a countdown that has run out and was never published, or a publish older
-    than `redispatch_after` seconds without an outcome. A task running right now holds
-    its row locked (workers.base) and is skipped, like rows another dispatcher claims.
-    """
-    cutoff = func.now() - func.make_interval(0, 0, 0, 0, 0, 0, redispatch_after)
+def claim_fresh(connection: Connection, limit: int = CLAIM_BATCH) -> list[Dispatch]:
+    """Mark as dispatched now, and return, tasks never published whose time has come:
+    new ones, and countdowns that ran out. Rows another dispatcher claims are skipped."""
     due = (
         select(TaskRun.task_id)
-        .where(
-            TaskRun.finished_at.is_(None),
-            TaskRun.due_at <= func.now(),
-            TaskRun.dispatched_at.is_(None) | (TaskRun.dispatched_at < cutoff),
-        )
+        .where(TaskRun.dispatched_at.is_(None), TaskRun.due_at <= func.now())
         .order_by(TaskRun.due_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
+    return _mark_dispatched(connection, due)
+
+
+def claim_lost(
+    connection: Connection, redispatch_after: int, limit: int = CLAIM_BATCH
+) -> list[Dispatch]:
+    """Mark as dispatched now, and return, tasks published more than `redispatch_after`
+    seconds ago that have no outcome and that nobody is running.
+
+    A task running right now holds its row locked (workers.base) and is skipped. The
+    wait doubles with each redispatch (up to 64 times): a task that only sits in a long
+    broker backlog is not copied into it again and again.
+    """
+    earliest = func.now() - func.make_interval(0, 0, 0, 0, 0, 0, redispatch_after)
+    backoff = func.power(2, func.least(TaskRun.redispatches, MAX_BACKOFF_DOUBLINGS))
+    cutoff = func.now() - func.make_interval(0, 0, 0, 0, 0, 0, redispatch_after * backoff)
+    lost = (
+        select(TaskRun.task_id)
+        .where(
+            TaskRun.finished_at.is_(None),
+            TaskRun.dispatched_at < earliest,
+            TaskRun.dispatched_at < cutoff,
+        )
+        .order_by(TaskRun.dispatched_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return _mark_dispatched(connection, lost, redispatch=True)
+
+
+def _mark_dispatched(
+    connection: Connection, claimed: Any, redispatch: bool = False
+) -> list[Dispatch]:
+    values: dict[str, Any] = {"dispatched_at": func.now()}
+    if redispatch:
+        values["redispatches"] = TaskRun.redispatches + 1
     rows = connection.execute(
         update(TaskRun)
-        .where(TaskRun.task_id.in_(due.scalar_subquery()))
-        .values(dispatched_at=func.now())
+        .where(TaskRun.task_id.in_(claimed.scalar_subquery()))
+        .values(**values)
         .returning(TaskRun.task_id, TaskRun.name, TaskRun.args)
     ).all()
     return [Dispatch(str(row.task_id), row.name, row.args) for row in rows]

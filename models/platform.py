@@ -45,8 +45,16 @@ class TaskRun(Base):
     __tablename__ = "task_runs"
     __table_args__ = (
         UniqueConstraint("caller", "idempotency_key", name="uq_task_runs_key"),
-        # The dispatcher's scan: unfinished tasks by when they are due.
-        Index("ix_task_runs_unfinished", "due_at", postgresql_where=text("finished_at IS NULL")),
+        # The dispatchers' two scans: tasks never published, by when they are due; and
+        # unfinished tasks, by when they were last published.
+        Index(
+            "ix_task_runs_undispatched", "due_at", postgresql_where=text("dispatched_at IS NULL")
+        ),
+        Index(
+            "ix_task_runs_unfinished",
+            "dispatched_at",
+            postgresql_where=text("finished_at IS NULL"),
+        ),
         Index("ix_task_runs_finished_at", "finished_at"),
     )
 
@@ -62,6 +70,8 @@ class TaskRun(Base):
     due_at: Mapped[datetime] = mapped_column(server_default=func.now())
     # Last handed to the broker; NULL while a countdown waits or after a failed publish.
     dispatched_at: Mapped[datetime | None]
+    # How often it was handed to the broker by a dispatcher's scan.
+    redispatches: Mapped[int] = mapped_column(server_default=text("0"))
     started_at: Mapped[datetime | None]
     deliveries: Mapped[int] = mapped_column(server_default=text("0"))
     # PENDING, STARTED, RETRY, SUCCESS, FAILURE; NULL for records older than the

@@ -305,40 +305,25 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     """Enqueue through the same code path as `POST /v1/tasks/{name}`."""
     task_args = parse_task_args(args.arg)
     embedded.ensure_servers()
-    from api.submission import enqueue_task
+    from api.submission import enqueue_task, prepare_task
 
     caller = _cli_caller()
     answer = _api_call(
         lambda: enqueue_task(
-            args.name,
-            task_args,
-            caller=caller,
-            dispatch=_publish_now,
-            idempotency_key=args.idempotency_key,
-            countdown=args.countdown,
-            wait=args.wait,
+            prepare_task(
+                args.name,
+                task_args,
+                caller=caller,
+                idempotency_key=args.idempotency_key,
+                countdown=args.countdown,
+                wait=args.wait,
+            )
         )
     )
     if args.wait is not None:
         answer = _api_call(lambda: _await_outcome(answer["task_id"], caller, args.wait))
     print(json.dumps(answer, indent=2))
     return 1 if answer.get("state") == "FAILURE" else 0
-
-
-def _publish_now(dispatch: Any) -> None:
-    # The task is recorded already: a broker that refuses it now only delays it until
-    # a dispatcher (the API's, or beat's) publishes it again.
-    from core.dispatch import publish, release
-    from core.outages import BROKER_ERRORS
-    from workers.app import app
-    from workers.base import autocommit_engine
-
-    try:
-        publish(app, [dispatch])
-    except BROKER_ERRORS as error:
-        print(f"broker unreachable ({error}); the task waits in PostgreSQL", file=sys.stderr)
-        with autocommit_engine().connect() as connection:
-            release(connection, [dispatch])
 
 
 def _await_outcome(task_id: str, caller: str, seconds: float) -> dict[str, Any]:

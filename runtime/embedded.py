@@ -204,6 +204,7 @@ def _forget_cached_settings() -> None:
     get_settings.cache_clear()
     db.session_factory.cache_clear()
     db.get_engine.cache_clear()
+    db.get_bookkeeping_engine.cache_clear()
 
 
 # --- bookkeeping --------------------------------------------------------------------------

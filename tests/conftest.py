@@ -22,6 +22,9 @@ from runtime.migrate import recreate_schema, upgrade_head  # noqa: E402
 from tests.support import WorkerProcess  # noqa: E402
 from workers.app import app  # noqa: E402
 
+# The API fixtures (a served app, clients with tokens) for every test package.
+pytest_plugins = ("tests.api.fixtures",)
+
 
 @pytest.fixture(scope="session", autouse=True)
 def database() -> str:

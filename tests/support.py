@@ -20,6 +20,7 @@ from workers.app import app
 
 ROOT = Path(__file__).resolve().parent.parent
 ALL_QUEUES = "interactive,sweeps,cascades,maintenance,events"
+REDIS_BRPOP_TIMEOUT = 1.0
 
 
 class WorkerProcess:
@@ -32,6 +33,7 @@ class WorkerProcess:
         concurrency: int = 2,
         log_dir: Path | None = None,
         extra_env: dict[str, str] | None = None,
+        entry: tuple[str, ...] = ("-m", "celery", "-A", "workers.app"),
     ) -> None:
         self.name = f"{name}@matchops-tests"
         # Per test process, so two suites running side by side keep their own logs.
@@ -43,10 +45,7 @@ class WorkerProcess:
         self.process = subprocess.Popen(
             [
                 sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "workers.app",
+                *entry,
                 "worker",
                 "-P",
                 "prefork",
@@ -156,8 +155,20 @@ def lock_waiters(query_like: str | None = None) -> int:
 def queue_taken_from(worker: WorkerProcess, queue: str) -> Iterator[None]:
     """The session worker stops consuming `queue` for the block, so only the workers the
     test starts itself can take its messages."""
-    app.control.cancel_consumer(queue, destination=[worker.name], reply=True)
+    # A worker that has just started may still be setting up its consumers and take the
+    # queue up again: cancel until it reports the queue gone.
+    wait_for(lambda: _cancelled(worker, queue), timeout=20, what=f"{worker.name} to leave {queue}")
+    # On Redis, a BRPOP the worker issued before the cancel still covers the queue until
+    # it times out (kombu's brpop_timeout, 1 s) and may take one more message from it.
+    time.sleep(REDIS_BRPOP_TIMEOUT)
     try:
         yield
     finally:
         app.control.add_consumer(queue, destination=[worker.name], reply=True)
+
+
+def _cancelled(worker: WorkerProcess, queue: str) -> bool:
+    app.control.cancel_consumer(queue, destination=[worker.name], reply=True)
+    replies = app.control.inspect(destination=[worker.name], timeout=1).active_queues() or {}
+    consumed = replies.get(worker.name)
+    return consumed is not None and all(q["name"] != queue for q in consumed)

@@ -23,17 +23,15 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
 from typing import Any, TypeVar
 
 from celery import Task
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_core import to_jsonable_python
-from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from core.context import TaskContext
-from core.db import get_engine, session_factory
+from core.db import get_bookkeeping_engine, session_factory
 from core.errors import (
     DomainError,
     GaveUp,
@@ -114,12 +112,6 @@ def describe_validation_error(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-@cache
-def autocommit_engine() -> Engine:
-    """The process's engine in autocommit mode, for ledger writes that stand alone."""
-    return get_engine().execution_options(isolation_level="AUTOCOMMIT")
-
-
 class ProgressReporter:
     """Handed to batched tasks: reports progress where Flower and the API can see it."""
 
@@ -132,7 +124,7 @@ class ProgressReporter:
         if self.context is None:  # run eagerly, nobody to tell
             return
         progress = {"done": done, "total": total, **extra}
-        with autocommit_engine().connect() as connection:
+        with get_bookkeeping_engine().connect() as connection:
             ledger.record_progress(connection, self.context.task_id, progress)
         self._task.update_state(state="STARTED", meta={"progress": progress})
 
@@ -212,7 +204,7 @@ def _declare(
         if request.id is None or request.is_eager:  # called directly: no ledger
             return call(self, None, kwargs)
         context = TaskContext(task_id=request.id, task_name=name, caller=_caller_of(request))
-        with autocommit_engine().connect() as connection:
+        with get_bookkeeping_engine().connect() as connection:
             delivery = ledger.begin_delivery(connection, context, kwargs, context.caller)
         if delivery.outcome is not None:
             return _replay(delivery.outcome)
@@ -279,5 +271,5 @@ def _record_failure_quietly(context: TaskContext, error: BaseException) -> None:
 
 
 def _mark_quietly(context: TaskContext, state: str) -> None:
-    with contextlib.suppress(*TRANSIENT_ERRORS), autocommit_engine().connect() as connection:
+    with contextlib.suppress(*TRANSIENT_ERRORS), get_bookkeeping_engine().connect() as connection:
         ledger.mark_state(connection, context.task_id, state)

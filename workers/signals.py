@@ -6,7 +6,7 @@ from typing import Any
 
 from celery.signals import beat_init, worker_process_init, worker_ready
 
-from core.db import dispose_engine, get_engine
+from core.db import dispose_engine, get_bookkeeping_engine
 from core.dispatcher import Dispatcher
 from core.settings import get_settings
 
@@ -26,14 +26,24 @@ def _declare_dead_letters(sender: Any, **_: Any) -> None:
             queue.bind(connection.default_channel).declare()
 
 
+@worker_ready.connect
+def _dispatch_from_worker(sender: Any, **_: Any) -> None:
+    # Started once the pool processes are forked. A stack that has a worker can run
+    # tasks, so it dispatches them there too: no extra process to deploy, and as many
+    # dispatchers as workers (they share the work through SKIP LOCKED claims).
+    _start_dispatcher(sender.app)
+
+
 @beat_init.connect
 def _dispatch_from_beat(sender: Any, **_: Any) -> None:
-    # Beat runs wherever the stack runs, once: its dispatcher publishes due countdowns
-    # and dispatches lost tasks again even when no API process is up.
+    _start_dispatcher(sender.app)
+
+
+def _start_dispatcher(app: Any) -> None:
     settings = get_settings()
     Dispatcher(
-        sender.app,
-        get_engine(),
+        app,
+        get_bookkeeping_engine(),
         interval=settings.dispatch_interval_seconds,
         redispatch_after=settings.redispatch_after_seconds,
     ).start()

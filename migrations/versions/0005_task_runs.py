@@ -36,6 +36,7 @@ def upgrade() -> None:
         sa.Column("accepted_at", sa.DateTime(timezone=True), server_default=_now(), nullable=False),
         sa.Column("due_at", sa.DateTime(timezone=True), server_default=_now(), nullable=False),
         sa.Column("dispatched_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("redispatches", sa.Integer(), server_default=sa.text("0"), nullable=False),
         sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("deliveries", sa.Integer(), server_default=sa.text("0"), nullable=False),
         sa.Column("state", sa.Text(), nullable=True),
@@ -46,9 +47,15 @@ def upgrade() -> None:
         sa.UniqueConstraint("caller", "idempotency_key", name="uq_task_runs_key"),
     )
     op.create_index(
-        "ix_task_runs_unfinished",
+        "ix_task_runs_undispatched",
         "task_runs",
         ["due_at"],
+        postgresql_where=sa.text("dispatched_at IS NULL"),
+    )
+    op.create_index(
+        "ix_task_runs_unfinished",
+        "task_runs",
+        ["dispatched_at"],
         postgresql_where=sa.text("finished_at IS NULL"),
     )
     op.create_index("ix_task_runs_finished_at", "task_runs", ["finished_at"])

@@ -124,7 +124,7 @@ def wait_until_final(http: httpx.Client, task_id: str, timeout: float = 30) -> d
 
 
 class TaskEvents:
-    """Celery task events (`task-sent`, `task-received`, ...) seen on the broker."""
+    """Celery task events (`task-received`, `task-succeeded`, ...) seen on the broker."""
 
     def __init__(self) -> None:
         self.seen: list[dict[str, Any]] = []
@@ -139,9 +139,8 @@ class TaskEvents:
 def task_events() -> Iterator[TaskEvents]:
     """Capture task events in a background thread for the duration of the block.
 
-    The producer sends `task-sent` for every message it publishes and the worker
-    `task-received` for every message it takes, so counting them per task id tells
-    how many messages reached the broker and the worker.
+    The worker sends `task-received` for every message it takes, so counting them per
+    task id tells how many messages reached a worker.
     """
     events = TaskEvents()
     probe = uuid.uuid4().hex

@@ -83,9 +83,7 @@ def test_task_outside_scope_is_403_and_nothing_is_enqueued(api_url: str, db):
         "type": "forbidden",
         "message": "task 'events.publish' is outside this token's scope (scope: peer.*)",
     }
-    count = db.scalar(
-        select(func.count()).select_from(TaskRun).where(TaskRun.caller == sub)
-    )
+    count = db.scalar(select(func.count()).select_from(TaskRun).where(TaskRun.caller == sub))
     assert count == 0
 
 

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
+import uuid
 
 import httpx
 import pytest
 from sqlalchemy import select
 
 from api.errors import ApiError
-from api.submission import enqueue_task
+from api.submission import accepting_connection, prepare_task, record_tasks
 from core.settings import get_settings
 from models.platform import TaskRun
-from tests.api.support import client_for, task_events, wait_until_final
+from tests.api.support import client_for, task_events, token, wait_until_final
 from tests.factories import unique
 
 
@@ -116,7 +118,6 @@ def test_same_key_twice_runs_the_task_once(worker, api_url: str, db):
     assert first.status_code == second.status_code == third.status_code == 202
     assert second.json()["task_id"] == third.json()["task_id"] == task_id
     assert len(_rows(db, caller)) == 1
-    assert events.count("task-sent", task_id) == 1
     assert events.count("task-received", task_id) == 1
     assert events.count("task-succeeded", task_id) == 1
 
@@ -147,7 +148,6 @@ def test_concurrent_duplicate_posts_enqueue_one_task(worker, api_url: str, db):
 
     assert [a.status_code for a in answers] == [202] * 8
     assert [str(row.task_id) for row in _rows(db, caller)] == [task_id]
-    assert events.count("task-sent", task_id) == 1
     assert events.count("task-received", task_id) == 1
     assert events.count("task-succeeded", task_id) == 1
 
@@ -216,20 +216,95 @@ def test_countdown_delays_the_run(worker, client: httpx.Client):
     assert time.monotonic() - started >= 0.9
 
 
-def _never(dispatch) -> None:
-    raise AssertionError(f"a refused call dispatched {dispatch}")
-
-
-def test_enqueue_task_raises_the_errors_the_routes_answer(database):
+def test_prepare_task_raises_the_errors_the_routes_answer():
     with pytest.raises(ApiError) as unknown:
-        enqueue_task("peer.nonexistent", {}, caller=unique("cli"), dispatch=_never)
+        prepare_task("peer.nonexistent", {}, caller=unique("cli"))
     assert (unknown.value.status, unknown.value.type) == (404, "not_found")
     with pytest.raises(ApiError) as invalid:
-        enqueue_task("events.publish", {"bogus": 1}, caller=unique("cli"), dispatch=_never)
+        prepare_task("events.publish", {"bogus": 1}, caller=unique("cli"))
     assert (invalid.value.status, invalid.value.message) == (
         422,
         "args.bogus: Extra inputs are not permitted",
     )
     with pytest.raises(ApiError) as too_long:
-        enqueue_task("events.publish", {}, caller=unique("cli"), dispatch=_never, wait=31)
+        prepare_task("events.publish", {}, caller=unique("cli"), wait=31)
     assert too_long.value.status == 422
+
+
+def test_one_batch_records_new_tasks_and_answers_known_keys(database):
+    caller, key = unique("batch"), unique("key")
+    tasks = [
+        prepare_task("events.publish", {}, caller=caller, idempotency_key=key),
+        prepare_task("events.publish", {}, caller=caller, idempotency_key=key),
+        prepare_task("maintenance.reconcile", {}, caller=caller, idempotency_key=key),
+        prepare_task("events.publish", {}, caller=caller),
+    ]
+    with accepting_connection() as connection:
+        answers = record_tasks(connection, tasks)
+    first, repeat, conflict, other = answers
+    assert first == repeat == tasks[0].task_id
+    assert isinstance(conflict, ApiError) and conflict.status == 409
+    assert other == tasks[3].task_id
+
+
+def test_nul_characters_are_422_naming_the_field(client: httpx.Client):
+    in_args = client.post(
+        "/v1/tasks/peer.request",
+        json={"args": {"user_id": 1, "difficulty": "Easy", "topic": "gra\u0000phs"}},
+    )
+    in_key = client.post(
+        "/v1/tasks/events.publish", json={"args": {}, "idempotency_key": "k\u0000"}
+    )
+    assert in_args.status_code == in_key.status_code == 422
+    assert in_args.json()["error"]["message"] == (
+        "args.topic: must not contain NUL characters (\\u0000)"
+    )
+    assert in_key.json()["error"]["message"].startswith("idempotency_key: must not contain NUL")
+
+
+def test_integers_beyond_bigint_are_422_naming_the_field(client: httpx.Client):
+    response = client.post(
+        "/v1/tasks/peer.cancel",
+        json={"args": {"request_id": str(uuid.uuid4()), "user_id": 2**63}},
+    )
+    assert response.status_code == 422
+    assert response.json()["error"]["message"].startswith(f"args.user_id: {2**63} is out of range")
+
+
+def test_a_countdown_waits_in_postgresql_not_in_the_broker(client: httpx.Client, db):
+    response = client.post("/v1/tasks/events.publish", json={"args": {}, "countdown": 600})
+    row = db.get(TaskRun, uuid.UUID(response.json()["task_id"]))
+    assert row is not None
+    assert row.dispatched_at is None
+    assert (row.due_at - row.accepted_at).total_seconds() == pytest.approx(600, abs=1)
+
+
+def test_many_waiting_calls_do_not_slow_the_liveness_probe(api_url: str):
+    async def waiting_calls(ready: threading.Event) -> None:
+        limits = httpx.Limits(max_connections=300)
+        headers = {"Authorization": f"Bearer {token(['*'])}"}
+        async with httpx.AsyncClient(
+            base_url=api_url, headers=headers, timeout=40, limits=limits
+        ) as http:
+            # A countdown keeps every task pending, so every call waits its full 20 s.
+            body = {"args": {}, "countdown": 60, "wait": 20}
+            calls = [http.post("/v1/tasks/events.publish", json=body) for _ in range(250)]
+            pending = asyncio.gather(*calls)
+            await asyncio.sleep(3)
+            ready.set()
+            answers = await pending
+        assert {a.status_code for a in answers} == {202}
+
+    ready = threading.Event()
+    waiters = threading.Thread(target=lambda: asyncio.run(waiting_calls(ready)))
+    waiters.start()
+    assert ready.wait(30)
+    slowest = 0.0
+    with httpx.Client(base_url=api_url, timeout=10) as probe:
+        for _ in range(20):
+            started = time.monotonic()
+            assert probe.get("/healthz").status_code == 200
+            slowest = max(slowest, time.monotonic() - started)
+            time.sleep(0.1)
+    waiters.join(60)
+    assert slowest < 0.1

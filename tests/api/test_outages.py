@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 
 import pytest
-
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 

@@ -1,4 +1,8 @@
-"""The API served by a real uvicorn, with AUTH_SECRET set for the session."""
+"""The API served by a real uvicorn, with AUTH_SECRET set for the session.
+
+Loaded for every test package (tests/conftest.py), so tests of the workers can read
+what a task did through the API as a caller would.
+"""
 
 from __future__ import annotations
 

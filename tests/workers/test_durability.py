@@ -1,0 +1,242 @@
+"""Accepted tasks run, and run once, whatever happens to the worker or the broker.
+
+Each test breaks one thing a sibling service cannot see: the same task id delivered
+twice, a worker killed after its commit, a message that keeps killing its worker, a
+worker killed outright on Redis, a broker that lost its data. The ledger (task_runs)
+and the domain rows must show one effect and one outcome.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+from celery import Celery
+from sqlalchemy import func, select, text
+
+from core.db import get_engine
+from core.dispatcher import Dispatcher
+from core.settings import get_settings
+from models.peer import MatchRequest
+from models.platform import TaskRun
+from tests.api.support import client_for
+from tests.factories import make_user
+from tests.support import (
+    WorkerProcess,
+    lock_waiters,
+    queue_taken_from,
+    run_task,
+    running_worker,
+    wait_for,
+)
+from workers.app import app
+
+KILLING_WORKER = ("-m", "tests.killing_worker")
+
+
+def _run(task_id: str) -> Any:
+    with get_engine().connect() as connection:
+        return connection.execute(
+            select(TaskRun).where(TaskRun.task_id == uuid.UUID(task_id))
+        ).one_or_none()
+
+
+def _requests_of(user_id: int) -> int:
+    with get_engine().connect() as connection:
+        return int(
+            connection.scalar(
+                select(func.count())
+                .select_from(MatchRequest)
+                .where(MatchRequest.user_id == user_id)
+            )
+            or 0
+        )
+
+
+def _finished(task_id: str) -> bool:
+    run = _run(task_id)
+    return run is not None and run.finished_at is not None
+
+
+@contextmanager
+def redispatching(after_seconds: int = 2) -> Iterator[None]:
+    """A dispatcher that publishes unfinished tasks again after `after_seconds`."""
+    dispatcher = Dispatcher(app, get_engine(), interval=0.2, redispatch_after=after_seconds)
+    dispatcher.start()
+    try:
+        yield
+    finally:
+        dispatcher.stop()
+
+
+def _bare_app() -> Celery:
+    # What a sibling service has: the URLs and nothing of matchops.
+    settings = get_settings()
+    return Celery("sibling", broker=settings.broker, backend=settings.backend)
+
+
+def test_a_task_id_sent_twice_has_one_effect_and_one_outcome(worker, db):
+    user = make_user(db)
+    db.commit()
+    sibling = _bare_app()
+    task_id = str(uuid.uuid4())
+    kwargs = {"user_id": user.id, "difficulty": "Easy", "topic": "graphs"}
+    first = sibling.send_task("peer.request", kwargs=kwargs, task_id=task_id, queue="interactive")
+    answer = first.get(timeout=30)
+    # The request closes; a second request by the same id must not open another one.
+    run_task("peer.cancel", request_id=answer["request_id"], user_id=user.id)
+    sibling.send_task("peer.request", kwargs=kwargs, task_id=task_id, queue="interactive")
+    wait_for(lambda: _run(task_id).deliveries == 2, what="the second delivery")
+    run = _run(task_id)
+    assert (run.state, run.result, run.caller, run.origin) == (
+        "SUCCESS",
+        answer,
+        "send_task",
+        "send_task",
+    )
+    assert _requests_of(user.id) == 1
+
+
+def test_a_worker_killed_after_its_commit_replays_the_outcome(worker, db, tmp_path: Path):
+    user = make_user(db)
+    db.commit()
+    task_id = str(uuid.uuid4())
+    marker = tmp_path / "killed"
+    # Redis hands an unacknowledged message out again after the visibility timeout:
+    # seconds here, so the test sees the redelivery.
+    limits = {"TASK_SOFT_TIME_LIMIT": "2", "TASK_TIME_LIMIT": "3", "VISIBILITY_TIMEOUT": "4"}
+    kill = {"MATCHOPS_TEST_KILL": f"committed:{task_id}", "MATCHOPS_TEST_KILL_MARKER": str(marker)}
+    with queue_taken_from(worker, "interactive"):
+        victim = WorkerProcess(
+            "killed-after-commit",
+            queues="interactive",
+            extra_env={**limits, **kill},
+            entry=KILLING_WORKER,
+        )
+        try:
+            victim.wait_ready()
+            app.send_task(
+                "peer.request",
+                kwargs={"user_id": user.id, "difficulty": "Medium", "topic": "trees"},
+                task_id=task_id,
+            )
+            victim.process.wait(30)
+        finally:
+            victim.stop()
+        assert marker.exists()
+        assert _finished(task_id)
+        with running_worker("after-the-kill", queues="interactive", extra_env=limits):
+            wait_for(lambda: _run(task_id).deliveries == 2, timeout=60, what="the redelivery")
+    run = _run(task_id)
+    assert run.state == "SUCCESS"
+    assert run.result["user_id"] == user.id
+    assert _requests_of(user.id) == 1
+
+
+def test_a_message_that_keeps_killing_its_worker_ends_as_failure(worker, db, api_url: str):
+    task_id = str(uuid.uuid4())
+    env = {"MATCHOPS_TEST_KILL": f"claimed:{task_id}", "TASK_MAX_DELIVERIES": "3"}
+    with (
+        queue_taken_from(worker, "events"),
+        running_worker("poisoned", queues="events", extra_env=env, entry=KILLING_WORKER),
+    ):
+        app.send_task("events.publish", task_id=task_id)
+        wait_for(lambda: _finished(task_id), timeout=90, what="the task to be given up")
+    run = _run(task_id)
+    assert (run.state, run.deliveries) == ("FAILURE", 4)
+    assert run.error == {
+        "type": "GaveUp",
+        "message": "gave up after 3 deliveries",
+        "status": 500,
+    }
+    # The same answer through the API, for a caller that may read every task.
+    with client_for(api_url, ["tasks:read"]) as http:
+        body = http.get(f"/v1/tasks/{task_id}").json()
+    assert body["state"] == "FAILURE"
+    assert body["error"]["message"] == "gave up after 3 deliveries"
+
+
+def test_a_worker_killed_outright_on_redis_has_its_task_run_once(worker, db, client: httpx.Client):
+    user = make_user(db)
+    db.commit()
+    with queue_taken_from(worker, "interactive"):
+        victim = WorkerProcess("killed-outright", queues="interactive")
+        victim.wait_ready()
+        blocker = get_engine().connect()
+        try:
+            # An uncommitted request of the same user: the task's insert waits behind it.
+            blocker.execute(
+                text(
+                    "INSERT INTO match_requests (user_id, difficulty, topic) "
+                    "VALUES (:user, 'Hard', 'blocking')"
+                ),
+                {"user": user.id},
+            )
+            task_id = client.post(
+                "/v1/tasks/peer.request",
+                json={"args": {"user_id": user.id, "difficulty": "Hard", "topic": "graphs"}},
+            ).json()["task_id"]
+            wait_for(lambda: lock_waiters("%INSERT INTO match_requests%") == 1)
+            # Main process and pool together: Redis keeps the message unacknowledged
+            # until its visibility timeout, minutes away.
+            os.killpg(victim.process.pid, signal.SIGKILL)
+            victim.process.wait(10)
+        finally:
+            blocker.rollback()
+            blocker.close()
+            victim.stop()
+        with running_worker("rescuer", queues="interactive"), redispatching():
+            wait_for(lambda: _finished(task_id), timeout=60, what="the task to be dispatched again")
+    run = _run(task_id)
+    assert run.state == "SUCCESS"
+    assert run.deliveries == 2
+    assert _requests_of(user.id) == 1
+
+
+def _broker() -> redis.Redis:
+    return redis.Redis.from_url(get_settings().broker)
+
+
+def test_a_task_accepted_before_the_broker_lost_its_data_still_runs(
+    worker, db, client: httpx.Client
+):
+    user = make_user(db)
+    db.commit()
+    with queue_taken_from(worker, "interactive"):
+        task_id = client.post(
+            "/v1/tasks/peer.request",
+            json={"args": {"user_id": user.id, "difficulty": "Easy", "topic": "arrays"}},
+        ).json()["task_id"]
+        wait_for(lambda: _broker().llen("interactive") >= 1, what="the message in the broker")
+        _broker().flushdb()
+    with redispatching():
+        wait_for(lambda: _finished(task_id), timeout=60, what="the task to be dispatched again")
+    assert _run(task_id).state == "SUCCESS"
+    assert _requests_of(user.id) == 1
+
+
+def test_a_countdown_survives_a_worker_restart_and_a_broker_flush(worker, db, client: httpx.Client):
+    user = make_user(db)
+    db.commit()
+    with queue_taken_from(worker, "interactive"):
+        with running_worker("before-restart", queues="interactive"):
+            task_id = client.post(
+                "/v1/tasks/peer.request",
+                json={
+                    "args": {"user_id": user.id, "difficulty": "Easy", "topic": "heaps"},
+                    "countdown": 3,
+                },
+            ).json()["task_id"]
+        _broker().flushdb()
+        assert _run(task_id).dispatched_at is None  # it waits in PostgreSQL
+        with running_worker("after-restart", queues="interactive"):
+            wait_for(lambda: _finished(task_id), timeout=60, what="the countdown task to run")
+    assert _run(task_id).state == "SUCCESS"
+    assert _requests_of(user.id) == 1
