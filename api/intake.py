@@ -12,12 +12,13 @@ concurrency while each caller still gets its 202 only after its row is committed
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
 from dataclasses import dataclass
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from api.errors import ApiError, unavailable
 from api.submission import NewTask, record_tasks
@@ -43,6 +44,7 @@ class Intake:
         # Autocommit: the one insert statement is its own transaction.
         self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._parked: queue.SimpleQueue[_Parked | None] = queue.SimpleQueue()
+        self._connection: Connection | None = None
         self._thread = threading.Thread(target=self._run, name="intake", daemon=True)
 
     def start(self) -> None:
@@ -77,25 +79,42 @@ class Intake:
             if batch:
                 self._record(batch)
             if first is None:
+                self._forget_connection()
                 return
 
     def _record(self, batch: list[_Parked]) -> None:
         try:
-            with self._engine.connect() as connection:
-                answers: list[str | ApiError] = record_tasks(
-                    connection, [parked.task for parked in batch]
-                )
+            # The writer keeps its connection: no pool checkout and ping per batch.
+            if self._connection is None:
+                self._connection = self._engine.connect()
+            answers: list[str | ApiError] = record_tasks(
+                self._connection, [parked.task for parked in batch]
+            )
         except DATABASE_ERRORS as exc:
             logger.warning("database unreachable while recording %d task(s): %s", len(batch), exc)
             answers = [unavailable(DATABASE)] * len(batch)
+            self._forget_connection()
+        settled: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[str], str | ApiError]]]
+        settled = {}
         for parked, answer in zip(batch, answers, strict=True):
-            parked.loop.call_soon_threadsafe(_settle, parked.answer, answer)
+            settled.setdefault(parked.loop, []).append((parked.answer, answer))
+        # One wake-up of each event loop for the whole batch.
+        for loop, answered in settled.items():
+            loop.call_soon_threadsafe(_settle, answered)
+
+    def _forget_connection(self) -> None:
+        if self._connection is not None:
+            with contextlib.suppress(*DATABASE_ERRORS):
+                self._connection.invalidate()
+                self._connection.close()
+            self._connection = None
 
 
-def _settle(future: asyncio.Future[str], answer: str | ApiError) -> None:
-    if future.done():  # the caller went away
-        return
-    if isinstance(answer, ApiError):
-        future.set_exception(answer)
-    else:
-        future.set_result(answer)
+def _settle(answered: list[tuple[asyncio.Future[str], str | ApiError]]) -> None:
+    for future, answer in answered:
+        if future.done():  # the caller went away
+            continue
+        if isinstance(answer, ApiError):
+            future.set_exception(answer)
+        else:
+            future.set_result(answer)

@@ -11,7 +11,7 @@ import uuid
 from functools import partial
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -76,10 +76,14 @@ async def enqueue(
     name: str,
     caller: CurrentCaller,
     request: Request,
-    response: Response,
     body: EnqueueRequest | None = None,
-) -> dict[str, Any]:
-    """Enqueue task `name` for the calling token."""
+) -> JSONResponse:
+    """Enqueue task `name` for the calling token.
+
+    The answer is built here rather than through the response model: the shapes are
+    fixed by `accepted_body`/`describe_task`, and validating them again costs the front
+    door a tenth of its time.
+    """
     require_scope(caller, name)
     enqueue_request = body or EnqueueRequest()
     broker_watch: BrokerWatch = request.app.state.broker_watch
@@ -97,15 +101,13 @@ async def enqueue(
     intake: Intake = request.app.state.intake
     answer = submission.accepted_body(await intake.record(task), name)
     if enqueue_request.wait is None:
-        return answer
+        return JSONResponse(answer, status_code=202)
     waiters: OutcomeWaiters = request.app.state.waiters
     await waiters.wait(uuid.UUID(answer["task_id"]), enqueue_request.wait)
     answer = await run_in_threadpool(
         partial(submission.describe_task, answer["task_id"], reader=caller.sub, may_read_all=True)
     )
-    if answer["state"] in FINAL_STATES:
-        response.status_code = 200
-    return answer
+    return JSONResponse(answer, status_code=200 if answer["state"] in FINAL_STATES else 202)
 
 
 @router.get(

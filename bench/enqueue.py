@@ -2,8 +2,8 @@
 
 One run, three figures on the same machine in the same minute:
   1. `GET /healthz` of the API with `wrk` (the framework's floor: routing, JSON, HTTP);
-  2. `POST /v1/tasks/peer.request` with `wrk` (auth, validation, the durable insert, and
-     the dispatcher publishing after commit in the same process);
+  2. `POST /v1/tasks/peer.request` with `wrk` (auth, validation, the durable insert;
+     a dispatcher in this bench process publishes what commits, as a worker's would);
   3. `send_task` of the same task from one Python process, no HTTP, no database.
 Goal: enqueue at least half of /healthz's throughput, with p99 under 50 ms.
 
@@ -32,6 +32,8 @@ from sqlalchemy import func, select
 
 from api.auth import issue_token
 from bench.harness import autocommit_connection, report, use_bench_database
+from core.db import get_bookkeeping_engine
+from core.dispatcher import Dispatcher
 from core.settings import get_settings
 from models.platform import TaskRun
 from runtime.embedded import REPO_ROOT, free_port
@@ -148,6 +150,14 @@ def main() -> None:
     broker = redis.Redis.from_url(get_settings().broker)
     broker.delete(QUEUE)
     token = issue_token(SECRET, "bench", ["*"], 3600)
+    settings = get_settings()
+    dispatcher = Dispatcher(
+        app,
+        get_bookkeeping_engine(),
+        interval=settings.dispatch_interval_seconds,
+        redispatch_after=settings.redispatch_after_seconds,
+    )
+    dispatcher.start()
     with tempfile.TemporaryDirectory() as scratch, api_server(options.processes) as url:
         script = post_script(Path(scratch), token)
         wrk(f"{url}/healthz", 2, options.connections)  # warm-up
@@ -157,6 +167,7 @@ def main() -> None:
         time.sleep(1)  # what the dispatcher has not published a second later, it never did
         accepted = recorded_tasks() - before
         published = int(broker.llen(QUEUE))
+    dispatcher.stop()
     broker.delete(QUEUE)
     send_rate = raw_send_task(5000)
     broker.delete(QUEUE)
