@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_core import to_jsonable_python
 from sqlalchemy.orm import Session
 
+from core.context import CALLER_HEADER, TASK_INFO_KEY, TaskContext
 from core.db import session_factory
 from core.errors import DomainError, MatchingError
 from workers.app import app
@@ -95,11 +96,22 @@ def describe_validation_error(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def context_of(task: Task) -> TaskContext:
+    """The running task's id, name and caller, for the audit trail."""
+    caller = task.request.get(CALLER_HEADER) or "send_task"
+    return TaskContext(task.request.id or "", task.name, str(caller))
+
+
 class ProgressReporter:
     """Handed to batched tasks: reports progress where Flower and the API can see it."""
 
     def __init__(self, task: Task) -> None:
         self._task = task
+
+    @property
+    def context(self) -> TaskContext:
+        """The running task, for the transactions the batched body opens."""
+        return context_of(self._task)
 
     def progress(self, done: int, total: int, **extra: Any) -> None:
         """Publish `{"progress": {"done", "total", ...}}` as the task's STARTED meta."""
@@ -117,6 +129,7 @@ def task(
     def decorate(body: Callable[[Session, ArgsT], Any]) -> Task:
         def call(task: Task, parsed: ArgsT) -> Any:
             with session_factory().begin() as session:
+                session.info[TASK_INFO_KEY] = context_of(task)
                 return body(session, parsed)
 
         return _declare(name, args, body, call, options)
