@@ -49,6 +49,12 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
 
+    # Audit rows older than this are pruned by `maintenance.reconcile`.
+    audit_retention_days: int = Field(90, gt=0)
+    # A pending peer request waiting longer than this, with no partner in its own pool,
+    # may be paired with one of an adjacent difficulty in its topic. Unset: never.
+    peer_relax_after_seconds: int | None = Field(None, gt=0)
+
     @field_validator("database_url")
     @classmethod
     def _psycopg_driver(cls, value: str | None) -> str | None:
