@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pydantic_core import to_jsonable_python
-from sqlalchemy import delete, func, insert
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from core.context import task_context
@@ -46,3 +46,21 @@ def prune_audit_log(session: Session, retention_days: int) -> dict[str, int]:
     cutoff = func.now() - func.make_interval(0, 0, 0, retention_days)
     result = session.execute(delete(AuditLog).where(AuditLog.occurred_at < cutoff))
     return {"audit_rows_pruned": int(result.rowcount)}  # type: ignore[attr-defined]
+
+
+def audit_of_task(session: Session, task_id: str) -> list[dict[str, Any]]:
+    """What task `task_id` changed: its audit rows, oldest first."""
+    rows = session.execute(
+        select(AuditLog).where(AuditLog.task_id == task_id).order_by(AuditLog.id)
+    ).scalars()
+    return [
+        {
+            "occurred_at": row.occurred_at.isoformat(),
+            "task_name": row.task_name,
+            "caller": row.caller,
+            "action": row.action,
+            "subject": row.subject,
+            "counts": row.counts,
+        }
+        for row in rows
+    ]

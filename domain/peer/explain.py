@@ -19,6 +19,7 @@ from core.errors import NotFound
 from domain.peer.pairing import UserPair, pair_pool, user_pair
 from domain.peer.pool_lock import pool_lock_held
 from domain.peer.rules import DECLINE_COOLDOWN_SECONDS
+from domain.peer.stats import rounded_seconds
 from domain.peer.sweep import count_open_matches
 
 Reason = Literal[
@@ -138,12 +139,12 @@ def explain_request(
     return {
         "request_id": request.id,
         "status": request.status,
-        "waiting_seconds": _seconds(request.waiting_seconds),
+        "waiting_seconds": rounded_seconds(request.waiting_seconds),
         "pool": {
             **pool_key,
             "waiting": int(pool.waiting),
             "position": None if position is None else position + 1,
-            "oldest_waiting_seconds": _seconds(pool.oldest_waiting_seconds),
+            "oldest_waiting_seconds": rounded_seconds(pool.oldest_waiting_seconds),
         },
         "reasons": reasons,
         "estimated_wait_seconds": (
@@ -193,9 +194,4 @@ def estimate_wait(
             "samples": ESTIMATE_SAMPLES,
         },
     )
-    return _seconds(remaining)
-
-
-def _seconds(value: Any) -> float | None:
-    """Seconds to the millisecond, or None."""
-    return None if value is None else round(float(value), 3)
+    return rounded_seconds(remaining)
