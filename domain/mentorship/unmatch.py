@@ -46,7 +46,8 @@ def unmatch(session: Session, user_id: int, other_id: int) -> dict[str, Any]:
         insert(MentorBlacklist)
         .values(mentee_id=ended.mentee_id, mentor_id=ended.mentor_id)
         .on_conflict_do_nothing()
-    )
+        .returning(MentorBlacklist.mentor_id)
+    ).all()
     deleted = session.execute(
         delete(Message).where(
             or_(
@@ -69,7 +70,7 @@ def unmatch(session: Session, user_id: int, other_id: int) -> dict[str, Any]:
         subject,
         {
             "relationships_completed": 1,
-            "mentors_blacklisted": int(blacklisted.rowcount),  # type: ignore[attr-defined]
+            "mentors_blacklisted": len(blacklisted),
             "messages_deleted": messages_deleted,
         },
     )
