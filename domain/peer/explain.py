@@ -2,7 +2,7 @@
 
 A few indexed reads: the request (by primary key), its pool's pending requests (the
 partial pool index the sweep reads too), the recent declines among them, the open
-matches, `pg_locks`, and the pool's latest matches for the estimate. The pool is then
+matches, `pg_locks`, and the last hour's matches for the estimate. The pool is then
 paired in memory by the sweep's pairing function, so explain and sweep cannot disagree
 on whether the request has a partner.
 """
@@ -19,7 +19,7 @@ from core.errors import NotFound
 from domain.peer.pairing import UserPair, pair_pool, user_pair
 from domain.peer.pool_lock import pool_lock_held
 from domain.peer.rules import DECLINE_COOLDOWN_SECONDS
-from domain.peer.stats import rounded_seconds
+from domain.peer.stats import DEFAULT_WINDOW_SECONDS, rounded_seconds
 from domain.peer.sweep import count_open_matches
 
 Reason = Literal[
@@ -34,9 +34,9 @@ LASTING_REASONS: frozenset[Reason] = frozenset(
     {"no_partner_in_pool", "declined_partners_only", "open_match_cap_reached"}
 )
 
-# The estimate reads at most this many of the pool's latest matches, from this window.
+# The estimate reads at most this many of the pool's latest matches, from the window the
+# pool figures use.
 ESTIMATE_SAMPLES = 100
-ESTIMATE_WINDOW_SECONDS = 24 * 3600
 
 # How long the request has waited: until now while pending, until its match or its
 # expiry after that (unknown once cancelled).
@@ -83,6 +83,8 @@ DECLINES_AMONG = text(
 
 # Given the request has waited `waited` seconds: the median of what the pool's recent
 # requests that waited longer still had to wait. Unknown (NULL) without such requests.
+# The window's matches are found by time (BRIN on created_at) and filtered by pool: a
+# read bounded by the window, which keeps an index off the sweep's bulk insert.
 REMAINING_WAIT = text(
     """
     WITH latest AS (
@@ -190,7 +192,7 @@ def estimate_wait(
         {
             **pool_key,
             "waited": float(request.waiting_seconds),
-            "window": ESTIMATE_WINDOW_SECONDS,
+            "window": DEFAULT_WINDOW_SECONDS,
             "samples": ESTIMATE_SAMPLES,
         },
     )

@@ -47,19 +47,12 @@ def upgrade() -> None:
         postgresql_where=sa.text("status = 'expired'"),
     )
     op.create_index(
-        "ix_matches_pool_created",
-        "matches",
-        ["difficulty", "topic", "created_at"],
-        unique=False,
-    )
-    op.create_index(
         "ix_matches_created_brin", "matches", ["created_at"], unique=False, postgresql_using="brin"
     )
 
 
 def downgrade() -> None:
     op.drop_index("ix_matches_created_brin", table_name="matches")
-    op.drop_index("ix_matches_pool_created", table_name="matches")
     op.drop_index("ix_match_requests_expired_at", table_name="match_requests")
     op.drop_column("match_requests", "expired_at")
     op.drop_index("ix_audit_log_occurred_at", table_name="audit_log")
