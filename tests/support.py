@@ -161,3 +161,16 @@ def queue_taken_from(worker: WorkerProcess, queue: str) -> Iterator[None]:
         yield
     finally:
         app.control.add_consumer(queue, destination=[worker.name], reply=True)
+
+
+@contextmanager
+def worker_taking_over(
+    worker: WorkerProcess, queue: str, name: str, env: dict[str, str]
+) -> Iterator[WorkerProcess]:
+    """A worker of the test's own, with `env` on top of this session's environment (other
+    settings, say), consumes `queue` instead of the session worker for the block."""
+    with (
+        queue_taken_from(worker, queue),
+        running_worker(name, queues=queue, concurrency=2, extra_env=env) as taking_over,
+    ):
+        yield taking_over

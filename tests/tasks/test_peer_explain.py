@@ -15,7 +15,7 @@ from domain.peer.pool_lock import pool_lock_keys
 from domain.peer.sweep import count_open_matches
 from tests.factories import unique
 from tests.factories_peer import make_pool, make_request, matches_of_topic
-from tests.support import queue_taken_from, run_task, running_worker
+from tests.support import run_task, worker_taking_over
 
 
 def explain(request_id: uuid.UUID) -> dict[str, Any]:
@@ -89,15 +89,8 @@ def test_the_open_match_cap(worker, db):
     cap = count_open_matches(db)
 
     # A worker whose cap is what is open now takes over the interactive queue.
-    with (
-        queue_taken_from(worker, "interactive"),
-        running_worker(
-            "explain-cap",
-            queues="interactive",
-            concurrency=1,
-            extra_env={"MAX_CONCURRENT_MATCHES": str(cap)},
-        ),
-    ):
+    env = {"MAX_CONCURRENT_MATCHES": str(cap)}
+    with worker_taking_over(worker, "interactive", "explain-cap", env):
         answer = explain(first.id)
 
     assert answer["reasons"] == ["open_match_cap_reached"]
