@@ -1,4 +1,4 @@
-"""Who is running the current task: carried with a session so audit rows can name it."""
+"""Who a piece of work runs for: the task and its caller, carried with the session."""
 
 from __future__ import annotations
 
@@ -8,15 +8,16 @@ from sqlalchemy.orm import Session
 
 # The key of `Session.info` under which the task base puts the running task's context.
 TASK_INFO_KEY = "task"
-# The message header naming who asked for a task; a bare `send_task` sets none.
+# The message header naming who sent a task that did not come through the API (beat
+# sets it); a bare `send_task` sets none.
 CALLER_HEADER = "matchops_caller"
 
 
 @dataclass(frozen=True)
 class TaskContext:
-    """The running task: its id, its name, and who asked for it.
+    """The task a session works for: its id, its name, and who asked for it.
 
-    `caller` is the API token's `sub`, or "beat", "send_task" or "trigger".
+    `caller` is the API token's `sub`, or `beat`, `trigger` or `send_task`.
     """
 
     task_id: str
