@@ -38,36 +38,35 @@ LASTING_REASONS: frozenset[Reason] = frozenset(
 # pool figures use.
 ESTIMATE_SAMPLES = 100
 
-# How long the request has waited: until now while pending, until its match or its
-# expiry after that (unknown once cancelled).
-REQUEST = text(
-    """
+# The request and its pool in one statement, so both come from one snapshot: a request
+# read as pending is in the pool read with it. How long the request has waited: until
+# now while pending, until its match or its expiry after that (unknown once cancelled).
+# The pool as the sweep sees it: pending requests oldest first (created_at, then id).
+REQUEST_AND_POOL = text(
+    f"""
     SELECT
-        r.id, r.user_id, r.status, r.difficulty, r.topic, r.created_at,
+        r.id, r.status, r.difficulty, r.topic,
         extract(epoch FROM
             CASE r.status
                 WHEN 'pending' THEN now()
                 WHEN 'matched' THEN m.created_at
                 WHEN 'expired' THEN r.expired_at
             END - r.created_at
-        ) AS waiting_seconds
+        ) AS waiting_seconds,
+        pool.*
     FROM match_requests r
     LEFT JOIN matches m ON m.id = r.match_id
+    CROSS JOIN LATERAL (
+        SELECT
+            count(*) AS waiting,
+            extract(epoch FROM now() - min(q.created_at)) AS oldest_waiting_seconds,
+            coalesce(array_agg(q.id ORDER BY q.created_at, q.id), '{{}}') AS request_ids,
+            coalesce(array_agg(q.user_id ORDER BY q.created_at, q.id), '{{}}') AS user_ids,
+            {pool_lock_held("r.difficulty", "r.topic")} AS busy
+        FROM match_requests q
+        WHERE q.difficulty = r.difficulty AND q.topic = r.topic AND q.status = 'pending'
+    ) AS pool
     WHERE r.id = :request_id
-    """
-)
-
-# The pool as the sweep sees it: pending requests oldest first (created_at, then id).
-POOL = text(
-    f"""
-    SELECT
-        count(*) AS waiting,
-        extract(epoch FROM now() - min(created_at)) AS oldest_waiting_seconds,
-        coalesce(array_agg(id ORDER BY created_at, id), '{{}}') AS request_ids,
-        coalesce(array_agg(user_id ORDER BY created_at, id), '{{}}') AS user_ids,
-        {pool_lock_held("CAST(:difficulty AS text)", "CAST(:topic AS text)")} AS busy
-    FROM match_requests
-    WHERE difficulty = :difficulty AND topic = :topic AND status = 'pending'
     """
 )
 
@@ -120,23 +119,22 @@ def explain_request(
     request has already waited (null when the pool has no such recent match, and for a
     request no longer pending). NotFound for an unknown request.
     """
-    request = session.execute(REQUEST, {"request_id": request_id}).one_or_none()
+    request = session.execute(REQUEST_AND_POOL, {"request_id": request_id}).one_or_none()
     if request is None:
         raise NotFound(f"request {request_id} not found")
     pool_key = {"difficulty": request.difficulty, "topic": request.topic}
-    pool = session.execute(POOL, pool_key).one()
     pending = request.status == "pending"
-    position = list(pool.request_ids).index(request.id) if pending else None
+    position = list(request.request_ids).index(request.id) if pending else None
     reasons: list[Reason] = []
     if not pending:
         reasons.append("not_pending")
     else:
-        partner = partner_reason(session, list(pool.user_ids), position or 0)
+        partner = partner_reason(session, list(request.user_ids), position or 0)
         if partner is not None:
             reasons.append(partner)
         if count_open_matches(session) >= max_open_matches:
             reasons.append("open_match_cap_reached")
-        if pool.busy:
+        if request.busy:
             reasons.append("pool_busy")
     return {
         "request_id": request.id,
@@ -144,9 +142,9 @@ def explain_request(
         "waiting_seconds": rounded_seconds(request.waiting_seconds),
         "pool": {
             **pool_key,
-            "waiting": int(pool.waiting),
+            "waiting": int(request.waiting),
             "position": None if position is None else position + 1,
-            "oldest_waiting_seconds": rounded_seconds(pool.oldest_waiting_seconds),
+            "oldest_waiting_seconds": rounded_seconds(request.oldest_waiting_seconds),
         },
         "reasons": reasons,
         "estimated_wait_seconds": (
