@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from core.context import CALLER_HEADER
+
 BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     "relay-events": {
         "task": "events.publish",
@@ -37,3 +39,7 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "options": {"expires": 5},
     },
 }
+
+# Every beat entry names beat as its caller, for the audit trail.
+for _entry in BEAT_SCHEDULE.values():
+    _entry["options"]["headers"] = {CALLER_HEADER: "beat"}

@@ -27,14 +27,16 @@ result_accept_content = ["json"]
 _on_rabbitmq = urlsplit(broker_url).scheme in {"amqp", "amqps", "pyamqp"}
 
 # On RabbitMQ, queues are durable quorum queues that drop a message to the dead-letter
-# queue after a bounded number of deliveries: the task base ends such a task as
-# FAILURE one delivery earlier, so the broker's limit only catches what never reached
-# it (a worker that dies before it can count the delivery). Redis ignores the arguments.
+# queue after a bounded number of deliveries. The task base ends a task as FAILURE
+# after TASK_MAX_DELIVERIES (kept below this), so the broker's limit only catches
+# deliveries that died before they could be counted. It is fixed, not derived from the
+# setting: a queue's arguments cannot change once declared. Redis ignores them.
+RABBITMQ_DELIVERY_LIMIT = 20
 DEAD_LETTERS = Exchange("matchops.dead", type="fanout", durable=True)
 _queue_arguments: dict[str, Any] = (
     {
         "x-queue-type": "quorum",
-        "x-delivery-limit": _settings.task_max_deliveries + 1,
+        "x-delivery-limit": RABBITMQ_DELIVERY_LIMIT,
         "x-dead-letter-exchange": DEAD_LETTERS.name,
     }
     if _on_rabbitmq

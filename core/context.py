@@ -4,6 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sqlalchemy.orm import Session
+
+# The key of `Session.info` under which the task base puts the running task's context.
+TASK_INFO_KEY = "task"
+# The message header naming who sent a task that did not come through the API (beat
+# sets it); a bare `send_task` sets none.
+CALLER_HEADER = "matchops_caller"
+
 
 @dataclass(frozen=True)
 class TaskContext:
@@ -15,3 +23,17 @@ class TaskContext:
     task_id: str
     task_name: str
     caller: str
+
+
+def task_context(session: Session) -> TaskContext | None:
+    """The context of the task whose transaction `session` is, if any."""
+    context = session.info.get(TASK_INFO_KEY)
+    return context if isinstance(context, TaskContext) else None
+
+
+def attach_context(session: Session, context: TaskContext | None) -> Session:
+    """Mark `session` as a transaction of the task `context` (for work that opens its
+    own sessions, such as a batched task); returns the session."""
+    if context is not None:
+        session.info[TASK_INFO_KEY] = context
+    return session

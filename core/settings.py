@@ -59,12 +59,19 @@ class Settings(BaseSettings):
     dispatch_interval_seconds: float = Field(1.0, gt=0, le=60)
     # A task delivered this many times without an outcome (it keeps killing its worker,
     # or failing transiently) ends as FAILURE instead of running again.
-    task_max_deliveries: int = Field(8, ge=2, le=100)
+    # Below RabbitMQ's own delivery limit on matchops queues (20, celeryconfig.py).
+    task_max_deliveries: int = Field(8, ge=2, le=19)
 
     # Tokens: the HS256 secret must be at least this long, and no token may live longer.
     max_token_ttl_seconds: int = Field(30 * 24 * 3600, gt=0)
 
     log_level: str = "INFO"
+
+    # Audit rows older than this are pruned by `maintenance.reconcile`.
+    audit_retention_days: int = Field(90, gt=0)
+    # A pending peer request waiting longer than this, with no partner in its own pool,
+    # may be paired with one of an adjacent difficulty in its topic. Unset: never.
+    peer_relax_after_seconds: int | None = Field(None, gt=0)
 
     @model_validator(mode="after")
     def _limits_fit_together(self) -> Settings:

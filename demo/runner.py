@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import importlib
 import json
+import textwrap
 import time
 import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
 from demo.client import ApiClient
+from domain.peer.stats import PoolFigures
+from runtime.pool_table import pool_table
 
 SCENARIOS: tuple[str, ...] = ("demo.platform", "demo.carpool", "demo.peer", "demo.mentorship")
 
@@ -42,6 +45,7 @@ class DemoReport:
     outcomes: list[ScenarioOutcome] = field(default_factory=list)
     events: dict[str, int] = field(default_factory=dict)
     events_error: str | None = None
+    pools: list[PoolFigures] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -78,7 +82,17 @@ def run_demo_scenarios(client: ApiClient, scenarios: tuple[str, ...] = SCENARIOS
             report.events = relay_and_count(client, tap)
         except Exception as exc:
             report.events_error = "".join(traceback.format_exception_only(type(exc), exc))
+    report.pools = read_pool_figures()
     return report
+
+
+def read_pool_figures() -> list[PoolFigures]:
+    """The peer pools' fairness figures after the scenarios (the last hour's)."""
+    from core.db import session_factory
+    from domain.peer.stats import pool_figures
+
+    with session_factory().begin() as session:
+        return pool_figures(session)
 
 
 def print_report(report: DemoReport) -> None:
@@ -97,4 +111,9 @@ def print_report(report: DemoReport) -> None:
     for event_type, count in report.events.items():
         print(f"    {event_type}: {count}")
     if not report.events and not report.events_error:
+        print("    (none)")
+    print("\n[pools] peer pools: waiting now; matched and expired in the last hour:")
+    if report.pools:
+        print(textwrap.indent(pool_table(report.pools), "    "))
+    else:
         print("    (none)")

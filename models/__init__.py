@@ -1,5 +1,6 @@
 """SQLAlchemy 2 typed models of every matchops table."""
 
+from models.audit import AuditLog
 from models.base import Base
 from models.carpool import (
     CarpoolGroup,
@@ -23,6 +24,7 @@ from models.platform import OutboxEvent, TaskProgress, TaskRun
 from models.users import User
 
 __all__ = [
+    "AuditLog",
     "Base",
     "Booking",
     "CarpoolGroup",

@@ -59,6 +59,13 @@ class MatchRequest(Base):
             "created_at",
             postgresql_where=text("status = 'pending'"),
         ),
+        # Pool figures count recent expiries. Partial, so a sweep's updates (which
+        # leave requests pending or matched) never write to it.
+        Index(
+            "ix_match_requests_expired_at",
+            "expired_at",
+            postgresql_where=text("status = 'expired'"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, server_default=func.gen_random_uuid())
@@ -73,6 +80,8 @@ class MatchRequest(Base):
     # When an innocent side went back to pending. It keeps `created_at` (its place in
     # the pool) but gets a fresh matching timeout from here.
     requeued_at: Mapped[datetime | None]
+    # When the request expired (NULL otherwise), for the pools' expiry rates.
+    expired_at: Mapped[datetime | None]
 
 
 class Match(Base):
@@ -85,6 +94,11 @@ class Match(Base):
             "confirm_deadline",
             postgresql_where=text("status = 'pending_confirmation'"),
         ),
+        # Pool figures and `peer.explain` read the matches of a recent window. BRIN:
+        # matches arrive in created_at order, and a block range summary costs a sweep's
+        # bulk insert almost nothing, where a B-tree (by pool, say) adds a tenth or more
+        # to writing 50,000 matches.
+        Index("ix_matches_created_brin", "created_at", postgresql_using="brin"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, server_default=func.gen_random_uuid())

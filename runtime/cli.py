@@ -16,6 +16,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -23,6 +24,7 @@ import sqlalchemy.exc
 
 from core.outages import BROKER, DATABASE, RESULT_BACKEND, TRANSIENT_ERRORS, component_of
 from core.settings import MissingSetting, get_settings
+from domain.peer.stats import DEFAULT_WINDOW_SECONDS
 from runtime import credentials, embedded
 
 DEFAULT_API_PORT = 8000
@@ -156,6 +158,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser("status", help="print a task's JSON status")
     status.add_argument("task_id")
+
+    pools = commands.add_parser(
+        "pools", help="per-pool peer figures: waiting, oldest wait, time to match, expiry rate"
+    )
+    pools.add_argument(
+        "--window",
+        type=_positive_int,
+        default=DEFAULT_WINDOW_SECONDS,
+        help="seconds of matches and expiries to count (default 3600)",
+    )
+    pools.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    audit = commands.add_parser("audit", help="print what a task changed (its audit rows)")
+    audit.add_argument("task_id")
 
     for name, what in (
         ("run", "the whole local stack in the foreground, with a demo workload"),
@@ -347,6 +363,34 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pools(args: argparse.Namespace) -> int:
+    """Print every active pool's figures."""
+    embedded.ensure_servers()
+    from core.db import session_factory
+    from domain.peer.stats import pool_figures
+    from runtime.pool_table import pool_table
+
+    with session_factory().begin() as session:
+        figures = pool_figures(session, args.window)
+    if args.json:
+        rows = [{**asdict(pool), "expiry_rate": pool.expiry_rate} for pool in figures]
+        print(json.dumps(rows, indent=2))
+    else:
+        print(pool_table(figures) if figures else "no pool has waiting or recent requests")
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Print the audit rows of one task as JSON."""
+    embedded.ensure_servers()
+    from core.audit import audit_of_task
+    from core.db import session_factory
+
+    with session_factory().begin() as session:
+        print(json.dumps(audit_of_task(session, args.task_id), indent=2))
+    return 0
+
+
 class ApiRefusal(Exception):
     """The API refused a call; carries the JSON body to print."""
 
@@ -398,6 +442,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "token": cmd_token,
     "enqueue": cmd_enqueue,
     "status": cmd_status,
+    "pools": cmd_pools,
+    "audit": cmd_audit,
     "run": cmd_run,
     "demo": cmd_demo,
 }

@@ -56,7 +56,9 @@ def member_left_task(session: Session, args: MemberLeftArgs) -> dict[str, Any]:
 @batched_task("carpool.group_deleted", args=GroupDeletedArgs)
 def group_deleted_task(reporter: ProgressReporter, args: GroupDeletedArgs) -> dict[str, Any]:
     """Disable a group, end its memberships and clean up its former members in batches."""
-    return delete_group(session_factory(), args.group_id, args.batch_size, reporter.progress)
+    return delete_group(
+        session_factory(), args.group_id, args.batch_size, reporter.progress, reporter.context
+    )
 
 
 @task("carpool.cleanup_invitations", args=NoArgs)

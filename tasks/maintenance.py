@@ -8,8 +8,10 @@ from typing import Any
 from sqlalchemy import delete, func
 from sqlalchemy.orm import Session
 
+from core.audit import prune_audit_log
 from core.db import session_factory
 from core.relay import count_stuck
+from core.settings import get_settings
 from domain.peer.declines import prune_declines
 from domain.peer.repairs import requeue_orphaned_requests, restore_session_keys
 from models.platform import TaskRun
@@ -32,12 +34,18 @@ def prune_task_runs(session: Session) -> dict[str, int]:
     return {"task_runs_pruned": result.rowcount}  # type: ignore[attr-defined]
 
 
+def prune_audit(session: Session) -> dict[str, int]:
+    """Forget audit rows older than AUDIT_RETENTION_DAYS."""
+    return prune_audit_log(session, get_settings().audit_retention_days)
+
+
 # Each repair runs in its own transaction, so one failing repair does not undo the rest.
 REPAIRS: tuple[Callable[[Session], dict[str, int]], ...] = (
     prune_task_runs,
     requeue_orphaned_requests,
     restore_session_keys,
     prune_declines,
+    prune_audit,
 )
 
 

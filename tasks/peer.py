@@ -12,6 +12,7 @@ from core.db import session_factory
 from core.settings import get_settings
 from domain.peer.confirm import confirm_match
 from domain.peer.expiry import expire as expire_overdue
+from domain.peer.explain import explain_request
 from domain.peer.requests import cancel_request, create_request
 from domain.peer.rules import TOPIC_MAX_LENGTH, TOPIC_PATTERN, Difficulty
 from domain.peer.session_store import session_store
@@ -59,6 +60,12 @@ class PeerConfirmArgs(TaskArgs):
     confirmed: bool
 
 
+class PeerExplainArgs(TaskArgs):
+    """The request to explain."""
+
+    request_id: uuid.UUID
+
+
 class PeerLeaveArgs(TaskArgs):
     """Leave a collaboration session."""
 
@@ -103,6 +110,14 @@ def confirm(session: Session, args: PeerConfirmArgs) -> dict[str, Any]:
 def expire(session: Session, args: NoArgs) -> dict[str, int]:
     """Expire stale pending requests and matches not confirmed by their deadline."""
     return expire_overdue(session, matching_timeout=get_settings().matching_timeout_seconds)
+
+
+@task("peer.explain", args=PeerExplainArgs)
+def explain(session: Session, args: PeerExplainArgs) -> dict[str, Any]:
+    """Why a request is not matched yet: its pool place, what holds it back, a wait estimate."""
+    return explain_request(
+        session, args.request_id, max_open_matches=get_settings().max_concurrent_matches
+    )
 
 
 @task("peer.leave", args=PeerLeaveArgs)

@@ -7,19 +7,23 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from celery.result import AsyncResult
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from core.db import get_engine
+from models.platform import TaskRun
 from workers.app import app
 
 ROOT = Path(__file__).resolve().parent.parent
 ALL_QUEUES = "interactive,sweeps,cascades,maintenance,events"
+# A worker whose pool kills itself at a point a test chooses (tests/killing_worker.py).
+KILLING_WORKER = ("-m", "tests.killing_worker")
 REDIS_BRPOP_TIMEOUT = 1.0
 
 
@@ -41,6 +45,9 @@ class WorkerProcess:
         self.log_path = (log_dir or default_dir) / f"{name}.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **(extra_env or {})}
+        # Control messages of this process travel on its own broker: a worker on another
+        # one can only be watched through its log.
+        self.own_broker = env.get("BROKER_URL") != os.environ.get("BROKER_URL")
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
             [
@@ -69,13 +76,16 @@ class WorkerProcess:
         )
 
     def wait_ready(self, timeout: float = 60) -> None:
-        """Block until the worker answers a ping."""
+        """Block until the worker answers a ping (or, on a broker of its own, says ready)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"worker {self.name} exited:\n{self.log_tail()}")
-            replies = app.control.ping(destination=[self.name], timeout=0.5)
-            if replies:
+            if self.own_broker:
+                if f"{self.name} ready." in self.log_path.read_text(errors="replace"):
+                    return
+                time.sleep(0.2)
+            elif app.control.ping(destination=[self.name], timeout=0.5):
                 return
         raise RuntimeError(
             f"worker {self.name} did not answer within {timeout}s:\n{self.log_tail()}"
@@ -172,3 +182,30 @@ def _cancelled(worker: WorkerProcess, queue: str) -> bool:
     replies = app.control.inspect(destination=[worker.name], timeout=1).active_queues() or {}
     consumed = replies.get(worker.name)
     return consumed is not None and all(q["name"] != queue for q in consumed)
+
+
+@contextmanager
+def worker_taking_over(
+    worker: WorkerProcess, queue: str, name: str, env: dict[str, str]
+) -> Iterator[WorkerProcess]:
+    """A worker of the test's own, with `env` on top of this session's environment (other
+    settings, say), consumes `queue` instead of the session worker for the block."""
+    with (
+        queue_taken_from(worker, queue),
+        running_worker(name, queues=queue, concurrency=2, extra_env=env) as taking_over,
+    ):
+        yield taking_over
+
+
+def task_run(task_id: str) -> Any:
+    """The task's `task_runs` row as it is now (None when no one recorded the id)."""
+    with get_engine().connect() as connection:
+        return connection.execute(
+            select(TaskRun).where(TaskRun.task_id == uuid.UUID(task_id))
+        ).one_or_none()
+
+
+def task_finished(task_id: str) -> bool:
+    """Whether the task has an outcome."""
+    run = task_run(task_id)
+    return run is not None and run.finished_at is not None

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_core import to_jsonable_python
 from sqlalchemy.orm import Session
 
-from core.context import TaskContext
+from core.context import CALLER_HEADER, TASK_INFO_KEY, TaskContext
 from core.db import get_bookkeeping_engine, session_factory
 from core.errors import (
     DomainError,
@@ -50,8 +50,7 @@ from workers.app import app
 # traceback (Celery logs `throws` at INFO).
 FINAL_ERRORS: tuple[type[Exception], ...] = (DomainError, GaveUp, PreviousFailure)
 
-# The message header that says who sent a task that did not come through the API.
-CALLER_HEADER = "matchops_caller"
+# Who may name themselves in the caller header; anything else is a bare `send_task`.
 SENT_BY = frozenset({"beat", "trigger"})
 
 
@@ -140,7 +139,7 @@ def task(
                 if context is not None:
                     if (recorded := ledger.claim_run(session, context.task_id)) is not None:
                         return _replay(recorded)
-                    session.info["task"] = context
+                    session.info[TASK_INFO_KEY] = context
                 parsed = parse_args(name, args, kwargs)
                 result = to_jsonable_python(body(session, parsed))
                 if context is not None:
@@ -203,11 +202,13 @@ def _declare(
         request = self.request
         if request.id is None or request.is_eager:  # called directly: no ledger
             return call(self, None, kwargs)
-        context = TaskContext(task_id=request.id, task_name=name, caller=_caller_of(request))
+        sent_by = TaskContext(task_id=request.id, task_name=name, caller=_caller_of(request))
         with get_bookkeeping_engine().connect() as connection:
-            delivery = ledger.begin_delivery(connection, context, kwargs, context.caller)
+            delivery = ledger.begin_delivery(connection, sent_by, kwargs, sent_by.caller)
         if delivery.outcome is not None:
             return _replay(delivery.outcome)
+        # The recorded caller wins: the API's token subject for a task it accepted.
+        context = TaskContext(task_id=request.id, task_name=name, caller=delivery.caller)
         limit = get_settings().task_max_deliveries
         if delivery.count > limit:
             return _give_up(context, delivery.count - 1)

@@ -42,9 +42,11 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Delivery:
-    """What `begin_delivery` found: how many times the id has arrived, and its outcome."""
+    """What `begin_delivery` found: how many times the id has arrived, who asked for the
+    task (the API caller of a task the API accepted), and its outcome if it has one."""
 
     count: int
+    caller: str
     outcome: Outcome | None
 
 
@@ -79,13 +81,14 @@ def begin_delivery(
         )
         .returning(
             TaskRun.deliveries,
+            TaskRun.caller,
             TaskRun.state,
             TaskRun.result,
             TaskRun.error,
             TaskRun.finished_at,
         )
     ).one()
-    return Delivery(count=row.deliveries, outcome=_outcome(row))
+    return Delivery(count=row.deliveries, caller=row.caller, outcome=_outcome(row))
 
 
 def claim_run(session: Session, task_id: str) -> Outcome | None:

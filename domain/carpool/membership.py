@@ -9,6 +9,8 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.audit import record_audit
+from core.context import TaskContext, attach_context
 from core.errors import NotFound
 from domain.carpool.eligibility import ACTIVE, LEFT
 from domain.carpool.links import Cause, Removal, remove_ineligible_links, reservations_of
@@ -32,7 +34,8 @@ def member_left(session: Session, group_id: int, user_id: int) -> dict[str, Any]
     no longer eligible for them, keeping links another shared group or network still
     justifies; rebuilds the statistics of every touched reservation. The cleanup runs even
     when the membership had already ended, so a sibling service that ends memberships
-    itself can call this afterwards, and a rerun removes nothing more.
+    itself can call this afterwards, and a rerun removes nothing more. What changed is
+    audited.
     """
     lock_carpool_links(session)
     _require_group(session, group_id)
@@ -51,7 +54,14 @@ def member_left(session: Session, group_id: int, user_id: int) -> dict[str, Any]
     removal = remove_ineligible_links(
         session, reservations_of([user_id]), Cause("member_left", group_id)
     )
-    return {"membership_ended": ended is not None, **removal.as_dict()}
+    counts = removal.as_dict()
+    record_audit(
+        session,
+        "carpool.member_left",
+        {"group_id": group_id, "user_id": user_id},
+        {"memberships_ended": int(ended is not None), **counts},
+    )
+    return {"membership_ended": ended is not None, **counts}
 
 
 @dataclass(frozen=True)
@@ -67,7 +77,7 @@ def close_group(session: Session, group_id: int) -> GroupClosure:
     """Disable the group and end all its memberships: eligibility is final after this commits.
 
     Run in its own transaction before any cleanup batch, so every batch, and every other
-    cleanup, judges links by the group's final state.
+    cleanup, judges links by the group's final state. What changed is audited.
     """
     lock_carpool_links(session)
     _require_group(session, group_id, for_update=True)
@@ -85,18 +95,29 @@ def close_group(session: Session, group_id: int) -> GroupClosure:
     members = session.scalar(
         select(func.count()).select_from(GroupMember).where(GroupMember.group_id == group_id)
     )
-    return GroupClosure(
+    closure = GroupClosure(
         newly_disabled=disabled is not None,
         memberships_ended=int(ended.rowcount),  # type: ignore[attr-defined]
         members=int(members or 0),
     )
+    record_audit(
+        session,
+        "carpool.group_deleted",
+        {"group_id": group_id},
+        {
+            "groups_disabled": int(closure.newly_disabled),
+            "memberships_ended": closure.memberships_ended,
+        },
+    )
+    return closure
 
 
 def clean_up_next_members(
     session: Session, group_id: int, after_user_id: int | None, limit: int
 ) -> tuple[list[int], Removal]:
     """One batch of a group deletion: the next `limit` members by user id (any status) and
-    the removal of the links they lost. Keyset order makes a rerun walk the same batches."""
+    the removal of the links they lost, audited. Keyset order makes a rerun walk the same
+    batches."""
     lock_carpool_links(session)
     query = select(GroupMember.user_id).where(GroupMember.group_id == group_id)
     if after_user_id is not None:
@@ -107,6 +128,12 @@ def clean_up_next_members(
     removal = remove_ineligible_links(
         session, reservations_of(user_ids), Cause("group_deleted", group_id)
     )
+    record_audit(
+        session,
+        "carpool.group_deleted",
+        {"group_id": group_id, "user_ids": user_ids},
+        removal.as_dict(),
+    )
     return user_ids, removal
 
 
@@ -115,21 +142,25 @@ def delete_group(
     group_id: int,
     batch_size: int,
     progress: Callable[[int, int], None],
+    context: TaskContext | None = None,
 ) -> dict[str, Any]:
     """Disable the group, end its memberships, then clean up its former members in batches.
 
-    Each batch is its own transaction and reports `progress(done, total)`. Killed part-way,
+    Each batch is its own transaction and reports `progress(done, total)`; each
+    transaction's audit rows name the task `context`. Killed part-way,
     a rerun finds the group already closed and walks every batch again; links already
     removed are gone, so it removes and announces only what is left.
     """
     with sessions.begin() as session:
-        closure = close_group(session, group_id)
+        closure = close_group(attach_context(session, context), group_id)
     progress(0, closure.members)
     removal = Removal()
     done, batches, cursor = 0, 0, None
     while True:
         with sessions.begin() as session:
-            user_ids, batch = clean_up_next_members(session, group_id, cursor, batch_size)
+            user_ids, batch = clean_up_next_members(
+                attach_context(session, context), group_id, cursor, batch_size
+            )
         if not user_ids:
             break
         removal.add(batch)

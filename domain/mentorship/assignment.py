@@ -12,6 +12,7 @@ from sqlalchemy import any_, exists, func, literal, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from core.audit import record_audit
 from core.locks import hold_advisory_lock
 from core.outbox import emit_events
 from domain.mentorship.parties import (
@@ -59,7 +60,7 @@ def assign_mentors(session: Session, limit: int | None = None) -> dict[str, Any]
     relationship (a rejected or ended relationship is not resurrected by the system).
     The plan is made without locks; then the involved users are locked, capacity and
     "no active mentor" are checked again, and pairs that no longer fit are dropped
-    (lowest score first) before the relationships are written.
+    (lowest score first) before the relationships are written, and audited.
     """
     hold_advisory_lock(session, ASSIGN_LOCK)
     found = find_candidates(session, limit)
@@ -69,8 +70,17 @@ def assign_mentors(session: Session, limit: int | None = None) -> dict[str, Any]
         for i in chosen.tolist()
     ]
     written = _write_relationships(session, still_fitting(session, plan))
-    total = sum(pair.score for pair in written)
-    return {"assigned": len(written), "total_score": round(total, 9)}
+    counts = {
+        "assigned": len(written),
+        "total_score": round(sum(pair.score for pair in written), 9),
+    }
+    record_audit(
+        session,
+        "mentorship.assign",
+        {"pairs": [{"mentee_id": p.mentee_id, "mentor_id": p.mentor_id} for p in written]},
+        counts,
+    )
+    return counts
 
 
 def find_candidates(session: Session, limit: int | None = None) -> Candidates:

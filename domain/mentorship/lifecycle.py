@@ -7,6 +7,7 @@ from typing import Any, Literal
 from sqlalchemy import func, update
 from sqlalchemy.orm import Session
 
+from core.audit import record_audit
 from core.errors import Conflict
 from core.settings import get_settings
 from domain.mentorship.parties import active_relationship_of, ensure_room, lock_relationship
@@ -61,12 +62,18 @@ def set_status(
 
 
 def expire_requests(session: Session) -> dict[str, int]:
-    """Reject pending requests older than MENTORSHIP_REQUEST_TIMEOUT_SECONDS (one statement)."""
+    """Reject pending requests older than MENTORSHIP_REQUEST_TIMEOUT_SECONDS (one statement),
+    audited with the ids of the relationships rejected."""
     timeout = get_settings().mentorship_request_timeout_seconds
     cutoff = func.now() - func.make_interval(0, 0, 0, 0, 0, 0, timeout)
-    result = session.execute(
-        update(MentorMentee)
-        .where(MentorMentee.status == PENDING, MentorMentee.created_at < cutoff)
-        .values(status=REJECTED, updated_at=func.now())
+    expired = list(
+        session.scalars(
+            update(MentorMentee)
+            .where(MentorMentee.status == PENDING, MentorMentee.created_at < cutoff)
+            .values(status=REJECTED, updated_at=func.now())
+            .returning(MentorMentee.id)
+        )
     )
-    return {"expired": int(result.rowcount)}  # type: ignore[attr-defined]
+    counts = {"expired": len(expired)}
+    record_audit(session, "mentorship.expire", {"relationship_ids": expired}, counts)
+    return counts

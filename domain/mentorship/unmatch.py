@@ -8,6 +8,7 @@ from sqlalchemy import and_, delete, exists, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from core.audit import record_audit
 from core.errors import MatchingError, NotFound
 from core.outbox import emit_event
 from domain.mentorship.parties import lock_parties
@@ -19,7 +20,8 @@ def unmatch(session: Session, user_id: int, other_id: int) -> dict[str, Any]:
     """End the relationship between two users, whoever asks, in one transaction.
 
     The relationship becomes `completed`, the mentor is blacklisted for the mentee,
-    every message between the two is deleted and `mentorship.unmatched` is recorded.
+    every message between the two is deleted, `mentorship.unmatched` is recorded and an
+    audit row counts what went.
     The conditional UPDATE decides: a second run finds nothing active or paused to end,
     returns the first run's result and changes nothing more.
     """
@@ -40,11 +42,12 @@ def unmatch(session: Session, user_id: int, other_id: int) -> dict[str, Any]:
     ).first()
     if ended is None:
         return _already_unmatched(session, between)
-    session.execute(
+    blacklisted = session.execute(
         insert(MentorBlacklist)
         .values(mentee_id=ended.mentee_id, mentor_id=ended.mentor_id)
         .on_conflict_do_nothing()
-    )
+        .returning(MentorBlacklist.mentor_id)
+    ).all()
     deleted = session.execute(
         delete(Message).where(
             or_(
@@ -53,15 +56,22 @@ def unmatch(session: Session, user_id: int, other_id: int) -> dict[str, Any]:
             )
         )
     )
-    emit_event(
+    messages_deleted = int(deleted.rowcount)  # type: ignore[attr-defined]
+    subject = {
+        "relationship_id": ended.id,
+        "mentor_id": ended.mentor_id,
+        "mentee_id": ended.mentee_id,
+        "unmatched_by": user_id,
+    }
+    emit_event(session, "mentorship.unmatched", {**subject, "messages_deleted": messages_deleted})
+    record_audit(
         session,
-        "mentorship.unmatched",
+        "mentorship.unmatch",
+        subject,
         {
-            "relationship_id": ended.id,
-            "mentor_id": ended.mentor_id,
-            "mentee_id": ended.mentee_id,
-            "unmatched_by": user_id,
-            "messages_deleted": int(deleted.rowcount),  # type: ignore[attr-defined]
+            "relationships_completed": 1,
+            "mentors_blacklisted": len(blacklisted),
+            "messages_deleted": messages_deleted,
         },
     )
     return _result(ended.id, ended.mentor_id, ended.mentee_id)

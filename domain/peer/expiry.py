@@ -5,6 +5,8 @@ from __future__ import annotations
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from core.audit import record_audit
+
 # A pending request expires MATCHING_TIMEOUT_SECONDS after it was made, or after it was
 # last requeued (a requeued request keeps its created_at, its place in the pool, but
 # gets a full timeout to find its next partner). Rows another transaction holds (a
@@ -21,7 +23,7 @@ EXPIRE_REQUESTS = text(
     ),
     expired AS (
         UPDATE match_requests r
-        SET status = 'expired'
+        SET status = 'expired', expired_at = now()
         FROM due
         WHERE r.id = due.id AND r.status = 'pending'
         RETURNING r.id, r.user_id, r.difficulty, r.topic, r.created_at
@@ -40,7 +42,7 @@ EXPIRE_REQUESTS = text(
             )
         FROM expired
     )
-    SELECT count(*) FROM expired
+    SELECT count(*) AS expired, coalesce(array_agg(id), '{}') AS request_ids FROM expired
     """
 )
 
@@ -71,7 +73,8 @@ EXPIRE_MATCHES = text(
         UPDATE match_requests r
         SET status = CASE WHEN s.confirmed THEN 'pending' ELSE 'expired' END,
             match_id = CASE WHEN s.confirmed THEN NULL ELSE r.match_id END,
-            requeued_at = CASE WHEN s.confirmed THEN now() ELSE r.requeued_at END
+            requeued_at = CASE WHEN s.confirmed THEN now() ELSE r.requeued_at END,
+            expired_at = CASE WHEN s.confirmed THEN NULL ELSE now() END
         FROM sides s
         WHERE r.user_id = s.user_id AND r.match_id = s.match_id AND r.status = 'matched'
         RETURNING s.match_id, r.user_id, s.confirmed AS requeued
@@ -102,7 +105,8 @@ EXPIRE_MATCHES = text(
     )
     SELECT
         (SELECT count(*) FROM expired) AS matches_expired,
-        (SELECT count(*) FROM moved WHERE requeued) AS requeued
+        (SELECT count(*) FROM moved WHERE requeued) AS requeued,
+        (SELECT coalesce(array_agg(id), '{}') FROM expired) AS match_ids
     """
 )
 
@@ -110,12 +114,20 @@ EXPIRE_MATCHES = text(
 def expire(session: Session, *, matching_timeout: int) -> dict[str, int]:
     """Expire overdue matches (requeueing sides that said yes), then stale pending requests.
 
-    Returns `{"requests_expired", "matches_expired", "requeued"}`.
+    Returns `{"requests_expired", "matches_expired", "requeued"}`; a run that expired
+    something is audited with the ids of what it expired.
     """
     matches = session.execute(EXPIRE_MATCHES).one()
-    requests_expired = session.scalar(EXPIRE_REQUESTS, {"timeout": matching_timeout})
-    return {
-        "requests_expired": int(requests_expired or 0),
+    requests = session.execute(EXPIRE_REQUESTS, {"timeout": matching_timeout}).one()
+    counts = {
+        "requests_expired": int(requests.expired),
         "matches_expired": int(matches.matches_expired),
         "requeued": int(matches.requeued),
     }
+    record_audit(
+        session,
+        "peer.expire",
+        {"request_ids": list(requests.request_ids), "match_ids": list(matches.match_ids)},
+        counts,
+    )
+    return counts

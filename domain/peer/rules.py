@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 Difficulty = Literal["Easy", "Medium", "Hard"]
+# Easiest first: neighbours on this ladder are the adjacent difficulties relaxation joins.
+DIFFICULTY_LADDER: tuple[str, ...] = get_args(Difficulty)
 
 # Two users one of whom declined the other are not paired again for this long.
 DECLINE_COOLDOWN_SECONDS = 3600

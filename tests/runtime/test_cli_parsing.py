@@ -27,10 +27,12 @@ CONTRACT_SUBCOMMANDS = {
     "run",
     "demo",
 }
+# Operators' views of the data: pool fairness figures and a task's audit rows.
+OPERATOR_SUBCOMMANDS = {"pools", "audit"}
 
 
 def test_every_contract_subcommand_exists():
-    assert set(subcommand_names()) == CONTRACT_SUBCOMMANDS
+    assert set(subcommand_names()) == CONTRACT_SUBCOMMANDS | OPERATOR_SUBCOMMANDS
 
 
 def test_task_args_are_json_where_they_parse():

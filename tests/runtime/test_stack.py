@@ -24,6 +24,8 @@ def test_demo_runs_end_to_end_and_exits_0():
     assert "[ok] demo.platform" in done.stdout
     assert "all steps passed" in done.stdout
     assert "[events] relayed to matching.events" in done.stdout
+    pools = done.stdout.split("[pools]", 1)[1]
+    assert pools.splitlines()[1].split()[:3] == ["difficulty", "topic", "waiting"]
 
 
 def _descendants(pid: int) -> set[int]:

@@ -14,7 +14,6 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx
 import redis
@@ -25,27 +24,20 @@ from core.db import get_engine
 from core.dispatcher import Dispatcher
 from core.settings import get_settings
 from models.peer import MatchRequest
-from models.platform import TaskRun
 from tests.api.support import client_for
 from tests.factories import make_user
 from tests.support import (
+    KILLING_WORKER,
     WorkerProcess,
     lock_waiters,
     queue_taken_from,
     run_task,
     running_worker,
+    task_finished,
+    task_run,
     wait_for,
 )
 from workers.app import app
-
-KILLING_WORKER = ("-m", "tests.killing_worker")
-
-
-def _run(task_id: str) -> Any:
-    with get_engine().connect() as connection:
-        return connection.execute(
-            select(TaskRun).where(TaskRun.task_id == uuid.UUID(task_id))
-        ).one_or_none()
 
 
 def _requests_of(user_id: int) -> int:
@@ -58,11 +50,6 @@ def _requests_of(user_id: int) -> int:
             )
             or 0
         )
-
-
-def _finished(task_id: str) -> bool:
-    run = _run(task_id)
-    return run is not None and run.finished_at is not None
 
 
 @contextmanager
@@ -93,8 +80,8 @@ def test_a_task_id_sent_twice_has_one_effect_and_one_outcome(worker, db):
     # The request closes; a second request by the same id must not open another one.
     run_task("peer.cancel", request_id=answer["request_id"], user_id=user.id)
     sibling.send_task("peer.request", kwargs=kwargs, task_id=task_id, queue="interactive")
-    wait_for(lambda: _run(task_id).deliveries == 2, what="the second delivery")
-    run = _run(task_id)
+    wait_for(lambda: task_run(task_id).deliveries == 2, what="the second delivery")
+    run = task_run(task_id)
     assert (run.state, run.result, run.caller, run.origin) == (
         "SUCCESS",
         answer,
@@ -131,10 +118,10 @@ def test_a_worker_killed_after_its_commit_replays_the_outcome(worker, db, tmp_pa
         finally:
             victim.stop()
         assert marker.exists()
-        assert _finished(task_id)
+        assert task_finished(task_id)
         with running_worker("after-the-kill", queues="interactive", extra_env=limits):
-            wait_for(lambda: _run(task_id).deliveries == 2, timeout=60, what="the redelivery")
-    run = _run(task_id)
+            wait_for(lambda: task_run(task_id).deliveries == 2, timeout=60, what="the redelivery")
+    run = task_run(task_id)
     assert run.state == "SUCCESS"
     assert run.result["user_id"] == user.id
     assert _requests_of(user.id) == 1
@@ -148,8 +135,8 @@ def test_a_message_that_keeps_killing_its_worker_ends_as_failure(worker, db, api
         running_worker("poisoned", queues="events", extra_env=env, entry=KILLING_WORKER),
     ):
         app.send_task("events.publish", task_id=task_id)
-        wait_for(lambda: _finished(task_id), timeout=90, what="the task to be given up")
-    run = _run(task_id)
+        wait_for(lambda: task_finished(task_id), timeout=90, what="the task to be given up")
+    run = task_run(task_id)
     assert (run.state, run.deliveries) == ("FAILURE", 4)
     assert run.error == {
         "type": "GaveUp",
@@ -193,8 +180,10 @@ def test_a_worker_killed_outright_on_redis_has_its_task_run_once(worker, db, cli
             blocker.close()
             victim.stop()
         with running_worker("rescuer", queues="interactive"), redispatching():
-            wait_for(lambda: _finished(task_id), timeout=60, what="the task to be dispatched again")
-    run = _run(task_id)
+            wait_for(
+                lambda: task_finished(task_id), timeout=60, what="the task to be dispatched again"
+            )
+    run = task_run(task_id)
     assert run.state == "SUCCESS"
     assert run.deliveries == 2
     assert _requests_of(user.id) == 1
@@ -217,8 +206,8 @@ def test_a_task_accepted_before_the_broker_lost_its_data_still_runs(
         wait_for(lambda: _broker().llen("interactive") >= 1, what="the message in the broker")
         _broker().flushdb()
     with redispatching():
-        wait_for(lambda: _finished(task_id), timeout=60, what="the task to be dispatched again")
-    assert _run(task_id).state == "SUCCESS"
+        wait_for(lambda: task_finished(task_id), timeout=60, what="the redispatch")
+    assert task_run(task_id).state == "SUCCESS"
     assert _requests_of(user.id) == 1
 
 
@@ -235,8 +224,8 @@ def test_a_countdown_survives_a_worker_restart_and_a_broker_flush(worker, db, cl
                 },
             ).json()["task_id"]
         _broker().flushdb()
-        assert _run(task_id).dispatched_at is None  # it waits in PostgreSQL
+        assert task_run(task_id).dispatched_at is None  # it waits in PostgreSQL
         with running_worker("after-restart", queues="interactive"):
-            wait_for(lambda: _finished(task_id), timeout=60, what="the countdown task to run")
-    assert _run(task_id).state == "SUCCESS"
+            wait_for(lambda: task_finished(task_id), timeout=60, what="the countdown task to run")
+    assert task_run(task_id).state == "SUCCESS"
     assert _requests_of(user.id) == 1

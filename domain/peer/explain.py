@@ -1,0 +1,197 @@
+"""`peer.explain`: why a request is not matched yet, decided by the sweep's own rules.
+
+A few indexed reads: the request (by primary key), its pool's pending requests (the
+partial pool index the sweep reads too), the recent declines among them, the open
+matches, `pg_locks`, and the last hour's matches for the estimate. The pool is then
+paired in memory by the sweep's pairing function, so explain and sweep cannot disagree
+on whether the request has a partner.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Literal
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from core.errors import NotFound
+from domain.peer.pairing import UserPair, pair_pool, user_pair
+from domain.peer.pool_lock import pool_lock_held
+from domain.peer.rules import DECLINE_COOLDOWN_SECONDS
+from domain.peer.stats import DEFAULT_WINDOW_SECONDS, rounded_seconds
+from domain.peer.sweep import count_open_matches
+
+Reason = Literal[
+    "no_partner_in_pool",
+    "declined_partners_only",
+    "open_match_cap_reached",
+    "pool_busy",
+    "not_pending",
+]
+# What keeps a request waiting past the next sweep; a busy pool only delays it.
+LASTING_REASONS: frozenset[Reason] = frozenset(
+    {"no_partner_in_pool", "declined_partners_only", "open_match_cap_reached"}
+)
+
+# The estimate reads at most this many of the pool's latest matches, from the window the
+# pool figures use.
+ESTIMATE_SAMPLES = 100
+
+# The request and its pool in one statement, so both come from one snapshot: a request
+# read as pending is in the pool read with it. How long the request has waited: until
+# now while pending, until its match or its expiry after that (unknown once cancelled).
+# The pool as the sweep sees it: pending requests oldest first (created_at, then id).
+REQUEST_AND_POOL = text(
+    f"""
+    SELECT
+        r.id, r.status, r.difficulty, r.topic,
+        extract(epoch FROM
+            CASE r.status
+                WHEN 'pending' THEN now()
+                WHEN 'matched' THEN m.created_at
+                WHEN 'expired' THEN r.expired_at
+            END - r.created_at
+        ) AS waiting_seconds,
+        pool.*
+    FROM match_requests r
+    LEFT JOIN matches m ON m.id = r.match_id
+    CROSS JOIN LATERAL (
+        SELECT
+            count(*) AS waiting,
+            extract(epoch FROM now() - min(q.created_at)) AS oldest_waiting_seconds,
+            coalesce(array_agg(q.id ORDER BY q.created_at, q.id), '{{}}') AS request_ids,
+            coalesce(array_agg(q.user_id ORDER BY q.created_at, q.id), '{{}}') AS user_ids,
+            {pool_lock_held("r.difficulty", "r.topic")} AS busy
+        FROM match_requests q
+        WHERE q.difficulty = r.difficulty AND q.topic = r.topic AND q.status = 'pending'
+    ) AS pool
+    WHERE r.id = :request_id
+    """
+)
+
+# Declines within the cooldown among the pool's users: the ones the sweep would heed.
+DECLINES_AMONG = text(
+    """
+    SELECT user_low, user_high
+    FROM peer_declines
+    WHERE user_low = ANY(:users) AND user_high = ANY(:users)
+      AND declined_at > now() - make_interval(secs => :cooldown)
+    """
+)
+
+# Given the request has waited `waited` seconds: the median of what the pool's recent
+# requests that waited longer still had to wait. Unknown (NULL) without such requests.
+# The window's matches are found by time (BRIN on created_at) and filtered by pool: a
+# read bounded by the window, which keeps an index off the sweep's bulk insert.
+REMAINING_WAIT = text(
+    """
+    WITH latest AS (
+        SELECT created_at, request_a, request_b
+        FROM matches
+        WHERE difficulty = :difficulty AND topic = :topic
+          AND created_at > now() - make_interval(secs => :window)
+        ORDER BY created_at DESC
+        LIMIT :samples
+    ),
+    waits AS (
+        SELECT extract(epoch FROM l.created_at - r.created_at) AS seconds
+        FROM latest l
+        JOIN match_requests r ON r.id IN (l.request_a, l.request_b)
+        WHERE r.difficulty = :difficulty AND r.topic = :topic
+    )
+    SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds - :waited)
+    FROM waits
+    WHERE seconds > :waited
+    """
+)
+
+
+def explain_request(
+    session: Session, request_id: uuid.UUID, *, max_open_matches: int
+) -> dict[str, Any]:
+    """Why request `request_id` is (not yet) matched.
+
+    Returns `{"request_id", "status", "waiting_seconds", "pool": {"difficulty", "topic",
+    "waiting", "position", "oldest_waiting_seconds"}, "reasons", "estimated_wait_seconds"}`.
+    `reasons` lists what holds it back (empty: the next sweep pairs it); the estimate is 0
+    when only a busy pool delays it, else the pool's recent time-to-match beyond what the
+    request has already waited (null when the pool has no such recent match, and for a
+    request no longer pending). NotFound for an unknown request.
+    """
+    request = session.execute(REQUEST_AND_POOL, {"request_id": request_id}).one_or_none()
+    if request is None:
+        raise NotFound(f"request {request_id} not found")
+    pool_key = {"difficulty": request.difficulty, "topic": request.topic}
+    pending = request.status == "pending"
+    position = list(request.request_ids).index(request.id) if pending else None
+    reasons: list[Reason] = []
+    if not pending:
+        reasons.append("not_pending")
+    else:
+        partner = partner_reason(session, list(request.user_ids), position or 0)
+        if partner is not None:
+            reasons.append(partner)
+        if count_open_matches(session) >= max_open_matches:
+            reasons.append("open_match_cap_reached")
+        if request.busy:
+            reasons.append("pool_busy")
+    return {
+        "request_id": request.id,
+        "status": request.status,
+        "waiting_seconds": rounded_seconds(request.waiting_seconds),
+        "pool": {
+            **pool_key,
+            "waiting": int(request.waiting),
+            "position": None if position is None else position + 1,
+            "oldest_waiting_seconds": rounded_seconds(request.oldest_waiting_seconds),
+        },
+        "reasons": reasons,
+        "estimated_wait_seconds": (
+            None if not pending else estimate_wait(session, pool_key, request, reasons)
+        ),
+    }
+
+
+def partner_reason(session: Session, user_ids: list[int], position: int) -> Reason | None:
+    """Pair the pool as the sweep would; None when the request at `position` gets a partner.
+
+    Otherwise `declined_partners_only` when the others the pairing leaves waiting are all
+    users the request's user declined or was declined by within the cooldown, else
+    `no_partner_in_pool` (nobody else is left: alone, or the compatible requests go to
+    older ones).
+    """
+    declined: set[UserPair] = set()
+    if len(user_ids) >= 2:
+        rows = session.execute(
+            DECLINES_AMONG, {"users": user_ids, "cooldown": DECLINE_COOLDOWN_SECONDS}
+        )
+        declined = {(row.user_low, row.user_high) for row in rows}
+    paired = {each for pair in pair_pool(user_ids, declined) for each in pair}
+    if position in paired:
+        return None
+    user = user_ids[position]
+    left_waiting = [
+        other for index, other in enumerate(user_ids) if index not in paired and index != position
+    ]
+    if left_waiting and all(user_pair(user, other) in declined for other in left_waiting):
+        return "declined_partners_only"
+    return "no_partner_in_pool"
+
+
+def estimate_wait(
+    session: Session, pool_key: dict[str, str], request: Any, reasons: list[Reason]
+) -> float | None:
+    """Seconds the pending `request` can expect to wait still (see `explain_request`)."""
+    if not LASTING_REASONS.intersection(reasons):
+        return 0.0
+    remaining = session.scalar(
+        REMAINING_WAIT,
+        {
+            **pool_key,
+            "waited": float(request.waiting_seconds),
+            "window": DEFAULT_WINDOW_SECONDS,
+            "samples": ESTIMATE_SAMPLES,
+        },
+    )
+    return rounded_seconds(remaining)

@@ -1,0 +1,80 @@
+"""The RabbitMQ path: quorum queues with a delivery limit, tasks through a worker on
+RabbitMQ, and a message that keeps killing its worker ending as FAILURE there too."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+
+import amqp.exceptions
+import pytest
+from kombu.connection import Connection
+
+from core.settings import get_settings
+from tests.support import (
+    KILLING_WORKER,
+    ROOT,
+    running_worker,
+    task_finished,
+    task_run,
+    wait_for,
+)
+
+pytestmark = pytest.mark.rabbitmq
+
+QUEUE_ARGUMENTS = {
+    "x-queue-type": "quorum",
+    "x-delivery-limit": 20,
+    "x-dead-letter-exchange": "matchops.dead",
+}
+
+
+def _on_rabbitmq(rabbitmq_url: str) -> dict[str, str]:
+    # Results stay in Redis: only the broker moves.
+    return {"BROKER_URL": rabbitmq_url, "RESULT_BACKEND": get_settings().backend}
+
+
+def _send_from_matchops(env: dict[str, str], name: str, task_id: str) -> None:
+    """Send as a process of this app configured for RabbitMQ would."""
+    code = (
+        "import sys; from workers.app import app; "
+        f"app.send_task({name!r}, task_id={task_id!r}, kwargs={{}})"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env={**os.environ, **env}, check=True, timeout=60
+    )
+
+
+def test_tasks_run_through_quorum_queues_on_rabbitmq(database, rabbitmq_url: str):
+    env = _on_rabbitmq(rabbitmq_url)
+    task_id = str(uuid.uuid4())
+    with running_worker("on-rabbitmq", queues="events", extra_env=env):
+        _send_from_matchops(env, "events.publish", task_id)
+        wait_for(lambda: task_finished(task_id), timeout=60, what="the task on RabbitMQ")
+    assert task_run(task_id).state == "SUCCESS"
+    # The queue exists as a quorum queue with our delivery limit and dead letters:
+    # declaring it with the same arguments but as a classic queue is refused.
+    arguments = {**QUEUE_ARGUMENTS, "x-queue-type": "classic"}
+    with Connection(rabbitmq_url) as connection:
+        channel = connection.channel()
+        with pytest.raises(amqp.exceptions.PreconditionFailed, match="'x-queue-type'"):
+            channel.queue_declare("events", durable=True, auto_delete=False, arguments=arguments)
+
+
+def test_a_poison_message_ends_as_failure_on_rabbitmq(database, rabbitmq_url: str):
+    env = {
+        **_on_rabbitmq(rabbitmq_url),
+        "TASK_MAX_DELIVERIES": "2",
+    }
+    task_id = str(uuid.uuid4())
+    kill = {"MATCHOPS_TEST_KILL": f"claimed:{task_id}"}
+    with running_worker(
+        "poisoned-on-rabbitmq", queues="events", extra_env={**env, **kill}, entry=KILLING_WORKER
+    ):
+        _send_from_matchops(env, "events.publish", task_id)
+        wait_for(lambda: task_finished(task_id), timeout=90, what="the task to be given up")
+    run = task_run(task_id)
+    assert (run.state, run.deliveries) == ("FAILURE", 3)
+    assert run.error["message"] == "gave up after 2 deliveries"
