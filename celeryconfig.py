@@ -28,6 +28,8 @@ task_queues = (
     Queue("cascades"),  # unmatch and membership cascades touching many rows
     Queue("maintenance"),  # rebuilds, backfills and repairs
     Queue("events"),  # the outbox relay
+    # Where a sibling's own Celery app sends by default (`send_task` without routes).
+    Queue("celery"),
 )
 task_default_queue = "interactive"
 task_create_missing_queues = False

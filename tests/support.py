@@ -19,7 +19,7 @@ from core.db import get_engine
 from workers.app import app
 
 ROOT = Path(__file__).resolve().parent.parent
-ALL_QUEUES = "interactive,sweeps,cascades,maintenance,events"
+ALL_QUEUES = "interactive,sweeps,cascades,maintenance,events,celery"
 
 
 class WorkerProcess:
