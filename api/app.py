@@ -7,6 +7,8 @@ from contextlib import asynccontextmanager
 
 from anyio.to_thread import current_default_thread_limiter
 from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
+from fastapi_offline import FastAPIOffline
 
 from api.errors import install_error_handlers
 from api.middleware import MAX_BODY_BYTES, BodySizeLimit, CatchAll
@@ -38,6 +40,11 @@ async def _lifespan(_: FastAPI) -> AsyncIterator[None]:
     yield
 
 
+def _to_docs() -> RedirectResponse:
+    """`GET /` sends a browser to the interactive documentation."""
+    return RedirectResponse("/docs")
+
+
 def create_app() -> FastAPI:
     """Build the API; raises `MissingSetting` naming AUTH_SECRET when it is not set."""
     settings = get_settings()
@@ -46,7 +53,16 @@ def create_app() -> FastAPI:
     # broken task module stops start-up instead of a request.
     task_catalogue()
 
-    app = FastAPI(title="matchops", version="0.1.0", description=DESCRIPTION, lifespan=_lifespan)
+    # Swagger UI and ReDoc assets come from the installed package, not a CDN: the
+    # docs work on a machine without internet access.
+    app = FastAPIOffline(
+        title="matchops",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=_lifespan,
+        static_url="/docs-assets",
+    )
+    app.add_api_route("/", _to_docs, include_in_schema=False)
     app.state.auth_secret = auth_secret
     app.include_router(router)
     install_error_handlers(app)
