@@ -54,8 +54,21 @@ def decode_token(secret: str, token: str) -> Caller:
         raise ApiError(
             401, "unauthorized", "the token has expired; ask for a new one (matchops token)"
         ) from None
-    except jwt.InvalidTokenError as exc:
-        raise ApiError(401, "unauthorized", f"invalid token: {exc}") from None
+    except jwt.InvalidSignatureError:
+        raise ApiError(
+            401, "unauthorized", "invalid token: it is not signed with this API's secret"
+        ) from None
+    except jwt.MissingRequiredClaimError as missing:
+        raise ApiError(
+            401, "unauthorized", f"invalid token: the claim `{missing.claim}` is missing"
+        ) from None
+    except jwt.InvalidTokenError:
+        # The decoder's own message describes its internals, not what the caller can do.
+        raise ApiError(
+            401,
+            "unauthorized",
+            "invalid token: not a JWT signed HS256; ask for a new one (matchops token)",
+        ) from None
     scope = claims.get("scope", [])
     if not isinstance(scope, list) or not all(isinstance(p, str) for p in scope):
         raise ApiError(
