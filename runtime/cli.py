@@ -28,6 +28,14 @@ from runtime import credentials, embedded
 DEFAULT_API_PORT = 8000
 DEFAULT_FLOWER_PORT = 5555
 DEFAULT_TOKEN_TTL = 3600
+UNREACHABLE = 3
+
+
+EXIT_CODES = (
+    "Exit status: 0 answered (task accepted, running or succeeded); 1 the API refused "
+    "the call or the task failed; 2 a usage mistake; 3 the database, broker or result "
+    "backend is unreachable."
+)
 
 
 class UsageError(Exception):
@@ -81,13 +89,11 @@ def _port(text: str) -> int:
 
 
 def _seconds(text: str) -> float:
+    # Only the syntax is checked here: the bounds are the API's, with the API's message.
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -140,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     enqueue = commands.add_parser(
         "enqueue",
         help="enqueue a task and print the JSON answer",
-        description="Exits 1 when the API refuses the call or the waited-for task failed.",
+        description=EXIT_CODES,
     )
     enqueue.add_argument("name", help="task name, e.g. peer.request")
     enqueue.add_argument(
@@ -154,7 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     enqueue.add_argument("--idempotency-key", help="the same key enqueues at most once")
     enqueue.add_argument("--countdown", type=_seconds, help="run no sooner than this many seconds")
 
-    status = commands.add_parser("status", help="print a task's JSON status")
+    status = commands.add_parser(
+        "status", help="print a task's JSON status", description=EXIT_CODES
+    )
     status.add_argument("task_id")
 
     for name, what in (
@@ -312,8 +320,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
             wait=args.wait,
         )
     )
-    print(json.dumps(answer, indent=2))
-    return 1 if answer.get("state") == "FAILURE" else 0
+    return _print_answer(answer)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -321,16 +328,21 @@ def cmd_status(args: argparse.Namespace) -> int:
     embedded.ensure_servers()
     from api.submission import describe_task
 
-    print(json.dumps(_api_call(lambda: describe_task(args.task_id)), indent=2))
-    return 0
+    return _print_answer(_api_call(lambda: describe_task(args.task_id)))
+
+
+def _print_answer(answer: dict[str, Any]) -> int:
+    print(json.dumps(answer, indent=2))
+    return 1 if answer.get("state") == "FAILURE" else 0
 
 
 class ApiRefusal(Exception):
-    """The API refused a call; carries the JSON body to print."""
+    """The API refused a call; carries the JSON body to print and the exit status."""
 
-    def __init__(self, body: dict[str, Any]) -> None:
+    def __init__(self, body: dict[str, Any], exit_status: int = 1) -> None:
         super().__init__(body)
         self.body = body
+        self.exit_status = exit_status
 
 
 def _api_call(call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
@@ -342,13 +354,15 @@ def _api_call(call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     try:
         return call()
     except ApiError as error:
-        raise ApiRefusal(error.body()) from None
+        # The API answers an outage with 503; the command line exits as for any outage.
+        exit_status = UNREACHABLE if error.status == 503 else 1
+        raise ApiRefusal(error.body(), exit_status) from None
     except DATABASE_ERRORS:
-        raise ApiRefusal(_unavailable("database")) from None
+        raise ApiRefusal(_unavailable("database"), UNREACHABLE) from None
     except BROKER_ERRORS:
-        raise ApiRefusal(_unavailable("broker")) from None
+        raise ApiRefusal(_unavailable("broker"), UNREACHABLE) from None
     except RESULT_BACKEND_ERRORS:
-        raise ApiRefusal(_unavailable("result backend")) from None
+        raise ApiRefusal(_unavailable("result backend"), UNREACHABLE) from None
 
 
 def _unavailable(component: str) -> dict[str, Any]:
@@ -424,13 +438,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except ApiRefusal as refusal:
         print(json.dumps(refusal.body, indent=2))
-        return 1
+        return refusal.exit_status
     except (UsageError, MissingSetting, embedded.EmbeddedServerError) as exc:
         print(f"matchops {args.command}: {exc}", file=sys.stderr)
         return 2
     except OUTAGES as exc:
         print(f"matchops {args.command}: {describe_outage(exc)}", file=sys.stderr)
-        return 3
+        return UNREACHABLE
     except KeyboardInterrupt:
         return 130
 
