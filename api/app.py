@@ -11,6 +11,7 @@ from fastapi.responses import RedirectResponse
 from fastapi_offline import FastAPIOffline
 
 from api.errors import install_error_handlers
+from api.metrics import router as metrics_router
 from api.middleware import MAX_BODY_BYTES, BodySizeLimit, CatchAll
 from api.routes import router
 from api.submission import task_catalogue
@@ -65,6 +66,7 @@ def create_app() -> FastAPI:
     app.add_api_route("/", _to_docs, include_in_schema=False)
     app.state.auth_secret = auth_secret
     app.include_router(router)
+    app.include_router(metrics_router)
     install_error_handlers(app)
     # Added last is outermost: the size limit runs before anything reads the body.
     app.add_middleware(CatchAll)
