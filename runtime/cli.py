@@ -165,6 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.add_argument("task_id")
 
+    commands.add_parser(
+        "stop",
+        help="stop a running `matchops run` / `matchops demo` and the embedded servers",
+    )
+
     for name, what in (
         ("run", "the whole local stack in the foreground, with a demo workload"),
         ("demo", "the local stack, one finite demo end to end, then exit"),
@@ -204,9 +209,10 @@ def cmd_api(args: argparse.Namespace) -> int:
     """Serve the HTTP API with uvicorn."""
     import uvicorn
 
+    # Before any server starts: a missing secret is a one-line refusal, not a traceback
+    # after the embedded servers came up for nothing.
+    os.environ["AUTH_SECRET"] = _auth_secret()
     embedded.ensure_servers()
-    # Checked here too, so the refusal is one line and not an import-time traceback.
-    get_settings().require("auth_secret")
     uvicorn.run(
         "api.app:create_app",
         factory=True,
@@ -285,6 +291,12 @@ def cmd_token(args: argparse.Namespace) -> int:
     """Print a signed API token."""
     from api.auth import issue_token
 
+    print(issue_token(_auth_secret(), args.sub, args.scope or ["*"], args.ttl))
+    return 0
+
+
+def _auth_secret() -> str:
+    """AUTH_SECRET, else the local stack's secret (`.matchops/auth-secret`), else refuse."""
     secret = os.environ.get("AUTH_SECRET") or credentials.local_auth_secret()
     if not secret:
         raise MissingSetting(
@@ -292,9 +304,8 @@ def cmd_token(args: argparse.Namespace) -> int:
             "or start the local stack once with `make run`, which generates one."
         )
     if not os.environ.get("AUTH_SECRET"):
-        print("AUTH_SECRET is unset: signing with the local stack's secret.", file=sys.stderr)
-    print(issue_token(secret, args.sub, args.scope or ["*"], args.ttl))
-    return 0
+        print("AUTH_SECRET is unset: using the local stack's secret.", file=sys.stderr)
+    return secret
 
 
 def _cli_caller() -> str:
@@ -385,6 +396,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.api_port, args.flower_port)
 
 
+def cmd_stop(_: argparse.Namespace) -> int:
+    """Stop the local stack and the embedded servers nobody else uses."""
+    from runtime.stopping import stop_all
+
+    stop_all(print)
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "migrate": cmd_migrate,
     "api": cmd_api,
@@ -396,6 +415,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "status": cmd_status,
     "run": cmd_run,
     "demo": cmd_demo,
+    "stop": cmd_stop,
 }
 
 
@@ -416,9 +436,10 @@ def describe_outage(exc: Exception) -> str:
     return f"cannot reach the broker (BROKER_URL / RESULT_BACKEND): {reason}"
 
 
-def _exit_on_sigterm(signum: int, _frame: Any) -> NoReturn:
-    # Turn SIGTERM into a normal exit so atexit handlers release the embedded servers.
-    # The long-running commands (celery, uvicorn, flower) install their own handlers.
+def _exit_on_signal(signum: int, _frame: Any) -> NoReturn:
+    # Turn SIGTERM and SIGHUP (a closed terminal) into a normal exit, so atexit handlers
+    # release the embedded servers. The long-running commands (celery, uvicorn, flower,
+    # the local stack) install their own handlers.
     raise SystemExit(128 + signum)
 
 
@@ -433,7 +454,8 @@ def parse_command_line(argv: Sequence[str]) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `matchops` console script."""
     args = parse_command_line(sys.argv[1:] if argv is None else argv)
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    signal.signal(signal.SIGHUP, _exit_on_signal)
     try:
         return COMMANDS[args.command](args)
     except ApiRefusal as refusal:
