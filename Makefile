@@ -6,13 +6,17 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run demo test lint bench
+.PHONY: run demo stop test lint bench
 
 run: $(STAMP)
 	$(BIN)/matchops run
 
 demo: $(STAMP)
 	$(BIN)/matchops demo
+
+# A `make run` / `make demo` in another shell, then the embedded servers.
+stop: $(STAMP)
+	$(BIN)/matchops stop
 
 # Against DATABASE_URL / BROKER_URL / RESULT_BACKEND when set, else embedded servers.
 test: $(STAMP)

@@ -234,7 +234,8 @@ def _write_state(path: Path, state: dict[str, dict[str, Any]]) -> None:
     temporary.replace(path)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie does not count)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -250,7 +251,7 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _live_users(state: dict[str, dict[str, Any]], server: str) -> set[int]:
-    return {pid for pid in state[server].get("users", []) if _pid_alive(int(pid))}
+    return {pid for pid in state[server].get("users", []) if pid_alive(int(pid))}
 
 
 def _add_user(state: dict[str, dict[str, Any]], server: str) -> None:
@@ -369,7 +370,7 @@ def _redis_pid(paths: ServerPaths) -> int | None:
         pid = int(paths.redis_pidfile.read_text().strip())
     except (OSError, ValueError):
         return None
-    return pid if _pid_alive(pid) else None
+    return pid if pid_alive(pid) else None
 
 
 def _redis_answers(paths: ServerPaths, port: int) -> bool:
@@ -412,7 +413,32 @@ def _stop_redis(paths: ServerPaths, port: int | None) -> None:
     else:
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 10
-    while _pid_alive(pid) and time.monotonic() < deadline:
+    while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    if _pid_alive(pid):
+    if pid_alive(pid):
         os.kill(pid, signal.SIGKILL)
+
+
+def stop_unused_servers(home: Path = DEFAULT_HOME) -> set[int]:
+    """Stop the embedded servers under `home` unless a live process still uses them.
+
+    For `matchops stop`: servers left behind by a process that was killed are stopped.
+    Returns the pids still using a server (whose servers were left running).
+    """
+    paths = ServerPaths(home.resolve())
+    if not paths.state.exists():
+        return set()
+    with _locked(paths.lock):
+        state = _read_state(paths.state)
+        still_using: set[int] = set()
+        for server in (POSTGRES, REDIS):
+            users = _live_users(state, server)
+            state[server]["users"] = sorted(users)
+            if users:
+                still_using |= users
+            elif server == POSTGRES:
+                _stop_postgres(paths)
+            else:
+                _stop_redis(paths, state[server].get("port"))
+        _write_state(paths.state, state)
+    return still_using
