@@ -16,9 +16,17 @@ from sqlalchemy.orm import Session  # noqa: E402
 
 from core.db import session_factory  # noqa: E402
 from core.settings import get_settings  # noqa: E402
-from runtime.migrate import recreate_schema, upgrade_head  # noqa: E402
+from runtime.migrate import recreate_schema, refuse_unless_scratch, upgrade_head  # noqa: E402
 from tests.support import WorkerProcess  # noqa: E402
 from workers.app import app  # noqa: E402
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Stop the run once, before any test, when DATABASE_URL is not a scratch database."""
+    try:
+        refuse_unless_scratch(get_settings().db_url)
+    except RuntimeError as refusal:
+        raise pytest.UsageError(str(refusal)) from None
 
 
 @pytest.fixture(scope="session", autouse=True)
