@@ -223,12 +223,12 @@ class Stack:
                 f"waiting up to {STOP_TIMEOUT:g}s for the worker to finish {', '.join(busy)}; "
                 "Ctrl-C again stops it now (the task then runs again on the next start)"
             )
-        deadline = time.monotonic() + STOP_TIMEOUT
+        started = time.monotonic()
         reported = bool(busy)
         while (left := [c.name for c in self.children if c.running()]) and (
-            time.monotonic() < deadline
+            time.monotonic() - started < STOP_TIMEOUT
         ):
-            if not reported and time.monotonic() > deadline - STOP_TIMEOUT + SLOW_STOP:
+            if not reported and time.monotonic() - started > SLOW_STOP:
                 _say(f"still waiting for: {', '.join(left)} (Ctrl-C again stops them now)")
                 reported = True
             time.sleep(0.1)

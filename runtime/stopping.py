@@ -14,6 +14,9 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import kombu.exceptions
+import redis.exceptions
+
 from runtime import embedded
 
 STACK_MODES = ("run", "demo")
@@ -46,7 +49,10 @@ def running_tasks(worker_name: str) -> list[str]:
     """`name[id]` of every task the worker runs now ([] when it does not answer in 1 s)."""
     from workers.app import app
 
-    replies = app.control.inspect(destination=[worker_name], timeout=1.0, limit=1).active()
+    try:
+        replies = app.control.inspect(destination=[worker_name], timeout=1.0, limit=1).active()
+    except (kombu.exceptions.OperationalError, redis.exceptions.RedisError, OSError):
+        return []  # the broker is gone: nobody to ask, and stopping goes on regardless
     return [f"{task['name']}[{task['id']}]" for tasks in (replies or {}).values() for task in tasks]
 
 
