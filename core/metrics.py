@@ -9,6 +9,7 @@ one query; a new series is one more reader in `DATABASE_SERIES`.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import kombu.exceptions
 from kombu.connection import Connection
@@ -78,31 +79,48 @@ def peer_pools(session: Session) -> Iterator[Metric]:
     yield oldest
 
 
+class HistogramQuery:
+    """The SQL that counts a `wait` column into cumulative buckets, and the buckets back.
+
+    `select` goes in front of a query's FROM: the bucket counts, the count and the sum of
+    `wait`, in that order; `buckets` turns those values of one result row into what
+    `HistogramMetricFamily` takes.
+    """
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = tuple(bounds)
+        self.params = {f"bucket_{index}": bound for index, bound in enumerate(self.bounds)}
+        counts = [f"count(*) FILTER (WHERE wait <= :{name})" for name in self.params]
+        self.select = ", ".join([*counts, "count(*)", "coalesce(sum(wait), 0)"])
+
+    def buckets(self, values: Sequence[Any]) -> tuple[list[tuple[str, float]], float]:
+        """(buckets with +Inf, sum) from the values `select` produced."""
+        *cumulative, total, seconds = values
+        buckets = [(f"{b:g}", float(n)) for b, n in zip(self.bounds, cumulative, strict=True)]
+        return [*buckets, ("+Inf", float(total))], float(seconds)
+
+
 def peer_time_to_match(session: Session) -> Iterator[Metric]:
     """`matchops_peer_time_to_match_seconds`: request created → match proposed."""
-    bounds = {f"b{index}": bound for index, bound in enumerate(TIME_TO_MATCH_BUCKETS)}
-    counts = ", ".join(f"count(*) FILTER (WHERE wait <= :{name})" for name in bounds)
+    histogram = HistogramQuery(TIME_TO_MATCH_BUCKETS)
     row = session.execute(
         text(
             f"""
-            SELECT {counts}, count(*), coalesce(sum(wait), 0)
+            SELECT {histogram.select}
             FROM (
                 SELECT greatest(extract(epoch FROM m.created_at - r.created_at), 0) AS wait
                 FROM match_requests r JOIN matches m ON m.id = r.match_id
             ) AS matched
             """
         ),
-        bounds,
+        histogram.params,
     ).one()
-    *cumulative, total, seconds = row
-    buckets = [
-        (f"{bound:g}", float(n)) for bound, n in zip(TIME_TO_MATCH_BUCKETS, cumulative, strict=True)
-    ]
+    buckets, seconds = histogram.buckets(row)
     yield HistogramMetricFamily(
         "matchops_peer_time_to_match_seconds",
         "Seconds from a peer request to the match proposed for it.",
-        buckets=[*buckets, ("+Inf", float(total))],
-        sum_value=float(seconds),
+        buckets=buckets,
+        sum_value=seconds,
     )
 
 
