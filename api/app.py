@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from anyio.to_thread import current_default_thread_limiter
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 from fastapi_offline import FastAPIOffline
@@ -14,8 +13,12 @@ from api.errors import install_error_handlers
 from api.metrics import router as metrics_router
 from api.middleware import MAX_BODY_BYTES, BodySizeLimit, CatchAll
 from api.routes import router
-from api.submission import task_catalogue
+from api.submission import finished_among, task_catalogue
+from api.waiters import OutcomeWaiters
+from core.db import get_engine
+from core.dispatcher import Dispatcher
 from core.settings import get_settings
+from workers.app import app as celery_app
 
 DESCRIPTION = """\
 Enqueue matchops tasks and read their outcome.
@@ -30,15 +33,16 @@ Errors are `{"error": {"type", "message"}}`: 401, 403, 404, 409, 413 (body over
 nothing was enqueued).
 """
 
-# Endpoints run in the thread pool, and a `wait` holds its thread for up to 30 s; with
-# the default 40 threads a burst of waiters would stall every other request, probes included.
-THREAD_POOL_SIZE = 200
-
 
 @asynccontextmanager
-async def _lifespan(_: FastAPI) -> AsyncIterator[None]:
-    current_default_thread_limiter().total_tokens = THREAD_POOL_SIZE
-    yield
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    # The dispatcher publishes what the routes commit; it runs as long as the server.
+    dispatcher: Dispatcher = app.state.dispatcher
+    dispatcher.start()
+    try:
+        yield
+    finally:
+        dispatcher.stop()
 
 
 def _to_docs() -> RedirectResponse:
@@ -47,9 +51,9 @@ def _to_docs() -> RedirectResponse:
 
 
 def create_app() -> FastAPI:
-    """Build the API; raises `MissingSetting` naming AUTH_SECRET when it is not set."""
+    """Build the API; raises `MissingSetting` naming AUTH_SECRET when it is unset or short."""
     settings = get_settings()
-    auth_secret = settings.require("auth_secret")
+    auth_secret = settings.api_secret
     # Import every task module now, so the first request does not pay for it and a
     # broken task module stops start-up instead of a request.
     task_catalogue()
@@ -65,6 +69,14 @@ def create_app() -> FastAPI:
     )
     app.add_api_route("/", _to_docs, include_in_schema=False)
     app.state.auth_secret = auth_secret
+    app.state.max_token_ttl = settings.max_token_ttl_seconds
+    app.state.dispatcher = Dispatcher(
+        celery_app,
+        get_engine(),
+        interval=settings.dispatch_interval_seconds,
+        redispatch_after=settings.redispatch_after_seconds,
+    )
+    app.state.waiters = OutcomeWaiters(finished_among)
     app.include_router(router)
     app.include_router(metrics_router)
     install_error_handlers(app)

@@ -14,6 +14,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from api.errors import ApiError
 
 ALGORITHM = "HS256"
+# The scope that lets a caller read tasks it did not enqueue.
+READ_ALL_SCOPE = "tasks:read"
 
 bearer_scheme = HTTPBearer(
     auto_error=False,
@@ -44,8 +46,9 @@ def issue_token(secret: str, sub: str, scopes: list[str], ttl_seconds: int) -> s
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
-def decode_token(secret: str, token: str) -> Caller:
-    """The caller a token names; 401 when it is expired, forged or malformed."""
+def decode_token(secret: str, token: str, max_ttl_seconds: int) -> Caller:
+    """The caller a token names; 401 when it is expired, forged, malformed, or lives
+    longer than `max_ttl_seconds` from now (a leaked long-lived token is a standing key)."""
     try:
         claims = jwt.decode(
             token, secret, algorithms=[ALGORITHM], options={"require": ["sub", "exp"]}
@@ -69,6 +72,13 @@ def decode_token(secret: str, token: str) -> Caller:
             "unauthorized",
             "invalid token: not a JWT signed HS256; ask for a new one (matchops token)",
         ) from None
+    if int(claims["exp"]) - time.time() > max_ttl_seconds:
+        raise ApiError(
+            401,
+            "unauthorized",
+            f"the token is valid for longer than {max_ttl_seconds} seconds "
+            "(MAX_TOKEN_TTL_SECONDS); ask for a shorter-lived one (matchops token --ttl)",
+        )
     scope = claims.get("scope", [])
     if not isinstance(scope, list) or not all(isinstance(p, str) for p in scope):
         raise ApiError(
@@ -85,7 +95,13 @@ def authenticate(
     if credentials is None:
         raise ApiError(401, "unauthorized", "missing token: send `Authorization: Bearer <token>`")
     secret: str = request.app.state.auth_secret
-    return decode_token(secret, credentials.credentials)
+    max_ttl: int = request.app.state.max_token_ttl
+    return decode_token(secret, credentials.credentials, max_ttl)
+
+
+def may_read_every_task(caller: Caller) -> bool:
+    """Whether the token's scope covers `tasks:read`: every task, not only its own."""
+    return caller.may_use(READ_ALL_SCOPE)
 
 
 def require_scope(caller: Caller, task_name: str) -> None:

@@ -6,14 +6,13 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-import kombu.exceptions
-import redis.exceptions
-import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from core.outages import OUTAGES
 
 logger = logging.getLogger("api")
 
@@ -30,18 +29,6 @@ TYPE_BY_STATUS = {
     500: "internal_error",
     503: "unavailable",
 }
-
-# Outages of the parts the API talks to, and the name an operator knows them by.
-DATABASE_ERRORS: tuple[type[Exception], ...] = (
-    sqlalchemy.exc.OperationalError,
-    sqlalchemy.exc.InterfaceError,
-    sqlalchemy.exc.TimeoutError,
-)
-BROKER_ERRORS: tuple[type[Exception], ...] = (kombu.exceptions.OperationalError,)
-RESULT_BACKEND_ERRORS: tuple[type[Exception], ...] = (
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-)
 
 
 class ApiError(Exception):
@@ -152,10 +139,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    for errors, component in (
-        (DATABASE_ERRORS, "database"),
-        (BROKER_ERRORS, "broker"),
-        (RESULT_BACKEND_ERRORS, "result backend"),
-    ):
+    for component, errors in OUTAGES:
         for error_class in errors:
             app.add_exception_handler(error_class, _outage(component))

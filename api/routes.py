@@ -1,19 +1,23 @@
 """The routes: thin wrappers around `api.submission`, plus the health probes.
 
-Endpoints are plain `def`: FastAPI runs them in its thread pool, so database,
-broker and `wait` calls never block the event loop.
+Database calls run in FastAPI's thread pool, so they never block the event loop; a
+`wait` waits on the loop (api.waiters) and holds no thread, and the liveness probe
+runs on the loop itself.
 """
 
 from __future__ import annotations
 
+import uuid
+from functools import partial
 from typing import Any
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from api import submission
-from api.auth import CurrentCaller, authenticate, require_scope
-from api.errors import ErrorBody, error_body
+from api.auth import CurrentCaller, authenticate, may_read_every_task, require_scope
+from api.errors import ErrorBody, error_body, unavailable
 from api.health import readiness
 from api.schemas import (
     FINAL_STATES,
@@ -24,6 +28,9 @@ from api.schemas import (
     TaskInfo,
     TaskStatus,
 )
+from api.waiters import OutcomeWaiters
+from core.dispatcher import Dispatcher
+from core.outages import BROKER
 
 router = APIRouter()
 
@@ -57,8 +64,9 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     },
     summary="Enqueue a task",
     description=(
-        "Validates `args` against the task's schema (see `GET /v1/tasks`) and enqueues it: "
-        "202 with the task id and `status_url`.\n\n"
+        "Validates `args` against the task's schema (see `GET /v1/tasks`) and records the "
+        "task in PostgreSQL: 202 with the task id and `status_url` means it is committed "
+        "and will run, even if the broker loses its message or a worker dies.\n\n"
         "With `wait` (seconds, at most 30) the call blocks until the task finishes or the "
         "time runs out and answers as `GET /v1/tasks/{task_id}` would: **200** when the "
         "task is final (SUCCESS or FAILURE), **202** while it is still running.\n\n"
@@ -67,21 +75,40 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     ),
     tags=["tasks"],
 )
-def enqueue(
-    name: str, caller: CurrentCaller, response: Response, body: EnqueueRequest | None = None
+async def enqueue(
+    name: str,
+    caller: CurrentCaller,
+    request: Request,
+    response: Response,
+    body: EnqueueRequest | None = None,
 ) -> dict[str, Any]:
     """Enqueue task `name` for the calling token."""
     require_scope(caller, name)
-    request = body or EnqueueRequest()
-    answer = submission.enqueue_task(
-        name,
-        request.args,
-        caller=caller.sub,
-        idempotency_key=request.idempotency_key,
-        countdown=request.countdown,
-        wait=request.wait,
+    enqueue_request = body or EnqueueRequest()
+    dispatcher: Dispatcher = request.app.state.dispatcher
+    if dispatcher.broker_error is not None:
+        # The task would wait in PostgreSQL until the broker is back; say so instead.
+        raise unavailable(BROKER)
+    answer = await run_in_threadpool(
+        partial(
+            submission.enqueue_task,
+            name,
+            enqueue_request.args,
+            caller=caller.sub,
+            dispatch=dispatcher.submit,
+            idempotency_key=enqueue_request.idempotency_key,
+            countdown=enqueue_request.countdown,
+            wait=enqueue_request.wait,
+        )
     )
-    if answer["state"] in FINAL_STATES and request.wait is not None:
+    if enqueue_request.wait is None:
+        return answer
+    waiters: OutcomeWaiters = request.app.state.waiters
+    await waiters.wait(uuid.UUID(answer["task_id"]), enqueue_request.wait)
+    answer = await run_in_threadpool(
+        partial(submission.describe_task, answer["task_id"], reader=caller.sub, may_read_all=True)
+    )
+    if answer["state"] in FINAL_STATES:
         response.status_code = 200
     return answer
 
@@ -90,20 +117,22 @@ def enqueue(
     "/v1/tasks/{task_id}",
     response_model=TaskStatus,
     response_model_exclude_unset=True,
-    responses=_errors(401, 403, 404, 503),
+    responses=_errors(401, 404, 503),
     summary="A task's state, result or error",
     description=(
         "`error.status` is the HTTP status of the domain error that failed the task "
         "(MatchingError 400, Forbidden 403, NotFound 404, Conflict 409; 500 otherwise). "
-        "Ids nobody enqueued answer 404. The token's scope must cover the task's name."
+        "A caller reads the tasks it enqueued; any other task (another caller's, one sent "
+        "with `send_task` or by beat) only when its scope covers `tasks:read`, and is "
+        "answered 404, as if unknown, otherwise."
     ),
     tags=["tasks"],
 )
 def task_status(task_id: str, caller: CurrentCaller) -> dict[str, Any]:
     """The status of one task."""
-    answer = submission.describe_task(task_id)
-    require_scope(caller, answer["name"])
-    return answer
+    return submission.describe_task(
+        task_id, reader=caller.sub, may_read_all=may_read_every_task(caller)
+    )
 
 
 @router.get(
@@ -119,8 +148,9 @@ def task_catalogue() -> list[dict[str, Any]]:
     return submission.list_tasks()
 
 
+# Served on the event loop: no thread-pool slot to wait for, however busy the API is.
 @router.get("/healthz", response_model=Health, tags=["probes"], summary="Liveness")
-def healthz() -> dict[str, str]:
+async def healthz() -> dict[str, str]:
     """200 while the process runs."""
     return {"status": "ok"}
 

@@ -1,56 +1,43 @@
 """Enqueueing tasks and reading their status, shared by the HTTP routes and the CLI.
 
-Both functions answer with exactly the JSON body the API sends and raise `ApiError`
-for every refusal, so `matchops enqueue`/`status` and the HTTP API behave alike.
+Accepted means committed: `enqueue_task` records the task in `task_runs` with one
+insert, and only then hands it to a publisher (the API's dispatcher thread, or the
+CLI's own publish). A task whose publish never happens is published again by a
+dispatcher (core.dispatch), so nothing accepted is lost and nothing is half-enqueued.
+Status is read from the same table. Both functions raise `ApiError` for every refusal,
+so `matchops enqueue`/`status` and the HTTP API behave alike.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from functools import cache
 from typing import Any
 
-from celery.backends.redis import RedisBackend
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import Connection, func, select
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.orm import Session
 
-from api.errors import (
-    BROKER_ERRORS,
-    DATABASE_ERRORS,
-    RESULT_BACKEND_ERRORS,
-    ApiError,
-    describe_field_errors,
-    unavailable,
-)
-from api.schemas import FINAL_STATES, MAX_WAIT_SECONDS
-from core.db import session_factory
-from core.errors import DomainError, status_of
+from api.errors import ApiError, describe_field_errors, unavailable
+from api.schemas import MAX_WAIT_SECONDS
+from core.dispatch import Dispatch
+from core.errors import status_of
+from core.outages import DATABASE, DATABASE_ERRORS, RESULT_BACKEND, RESULT_BACKEND_ERRORS
 from core.settings import get_settings
-from models.platform import EnqueuedTask
+from core.values import unstorable_values
+from models.platform import TaskProgress, TaskRun
 from workers.app import app, load_tasks
-from workers.base import REGISTRY, TaskSpec
+from workers.base import REGISTRY, TaskSpec, autocommit_engine
 
 logger = logging.getLogger("api")
 
-# A refused broker connection should become a 503 within a second, not after
-# Celery's default publish retries.
-PUBLISH_RETRY_POLICY = {
-    "max_retries": 2,
-    "interval_start": 0,
-    "interval_step": 0.2,
-    "interval_max": 0.5,
-}
-
-# How a Celery state reads to a caller. RECEIVED is still waiting for a worker slot;
-# a revoked or rejected task will not run, which the caller needs to see as a failure.
-PUBLIC_STATES = {
+# How a Celery state of a record older than the ledger reads to a caller.
+LEGACY_STATES = {
     "PENDING": "PENDING",
     "RECEIVED": "PENDING",
     "STARTED": "STARTED",
@@ -60,8 +47,6 @@ PUBLIC_STATES = {
     "REVOKED": "FAILURE",
     "REJECTED": "FAILURE",
 }
-FAILED_STATES = frozenset({"FAILURE", "REVOKED", "REJECTED"})
-MAX_ERROR_MESSAGE = 500
 
 
 @cache
@@ -88,40 +73,109 @@ def enqueue_task(
     args: dict[str, Any],
     *,
     caller: str,
+    dispatch: Callable[[Dispatch], None],
     idempotency_key: str | None = None,
     countdown: float | None = None,
     wait: float | None = None,
 ) -> dict[str, Any]:
-    """Validate and enqueue task `name` for `caller`; the body of `POST /v1/tasks/{name}`.
+    """Validate task `name`, record it for `caller` and hand it to `dispatch`.
 
-    Without `wait`: `{"task_id", "name", "state": "PENDING", "status_url"}`. With `wait`
-    seconds: the status as `describe_task` gives it, once final or when `wait` ran out.
-    A known `idempotency_key` returns the task it first enqueued and enqueues nothing.
+    Answers `{"task_id", "name", "state": "PENDING", "status_url"}` (the 202 body);
+    `wait` is only checked here, the caller does the waiting. A known
+    `idempotency_key` returns the task it first recorded and dispatches nothing.
+    A countdown leaves the task waiting in PostgreSQL until a dispatcher finds it due.
     """
     spec = _task_spec(name)
-    _check_timing(countdown, wait)
-    task_id = _record_and_publish(spec, args, caller, idempotency_key, countdown)
-    if wait is None:
-        return accepted_body(task_id, name)
-    return _wait_for(task_id, name, wait)
+    check_timing(countdown, wait)
+    if idempotency_key is not None and "\x00" in idempotency_key:
+        raise ApiError(
+            422, "validation_error", "idempotency_key: must not contain NUL characters (\\u0000)"
+        )
+    with _reaching(DATABASE, DATABASE_ERRORS), autocommit_engine().connect() as connection:
+        problem = _args_problem(spec, args)
+        if problem is not None:
+            # A repeat of an accepted call is answered the same even if it would not
+            # validate today; anything else is the 422.
+            if idempotency_key is not None and (
+                known := _task_for_key(connection, caller, idempotency_key, name, args)
+            ):
+                return accepted_body(known, name)
+            raise ApiError(422, "validation_error", problem)
+        task_id = uuid.uuid4()
+        due = func.now() + timedelta(seconds=countdown or 0)
+        inserted = connection.scalar(
+            insert(TaskRun)
+            .values(
+                task_id=task_id,
+                name=name,
+                args=args,
+                caller=caller,
+                origin="api",
+                idempotency_key=idempotency_key,
+                state="PENDING",
+                due_at=due,
+                # A countdown waits undispatched until a dispatcher finds it due.
+                dispatched_at=None if countdown else func.now(),
+            )
+            .on_conflict_do_nothing(index_elements=[TaskRun.caller, TaskRun.idempotency_key])
+            .returning(TaskRun.task_id)
+        )
+        if inserted is None:
+            assert idempotency_key is not None  # only the key can conflict
+            known = _task_for_key(connection, caller, idempotency_key, name, args)
+            assert known is not None
+            return accepted_body(known, name)
+    if not countdown:
+        dispatch(Dispatch(str(task_id), name, args))
+    return accepted_body(str(task_id), name)
 
 
-def describe_task(task_id: str) -> dict[str, Any]:
-    """The body of `GET /v1/tasks/{task_id}`; 404 for an id no one enqueued.
+def describe_task(task_id: str, *, reader: str, may_read_all: bool) -> dict[str, Any]:
+    """The body of `GET /v1/tasks/{task_id}` for `reader`.
 
-    An id is known when the API recorded it, or when the result backend holds a
-    state for it (a task a sibling service sent directly and a worker has picked up).
+    A reader sees the tasks it enqueued through the API; every other task (another
+    caller's, one sent with `send_task` or by beat) only with `may_read_all`. Unknown
+    ids and tasks the reader may not see are the same 404.
     """
     canonical = _canonical_task_id(task_id)
-    with _reaching("database", DATABASE_ERRORS), session_factory().begin() as session:
-        recorded_name = session.scalar(
-            select(EnqueuedTask.name).where(EnqueuedTask.task_id == uuid.UUID(canonical))
-        )
-    meta = _task_meta(canonical)
-    if recorded_name is None and meta.get("status", "PENDING") == "PENDING":
+    with _reaching(DATABASE, DATABASE_ERRORS), autocommit_engine().connect() as connection:
+        row = connection.execute(
+            select(
+                TaskRun.name,
+                TaskRun.caller,
+                TaskRun.origin,
+                TaskRun.state,
+                TaskRun.result,
+                TaskRun.error,
+                TaskProgress.progress,
+            )
+            .outerjoin(TaskProgress, TaskProgress.task_id == TaskRun.task_id)
+            .where(TaskRun.task_id == canonical)
+        ).one_or_none()
+    own = row is not None and row.origin == "api" and row.caller == reader
+    if row is None or not (own or may_read_all):
         raise ApiError(404, "not_found", f"unknown task id {task_id!r}")
-    name = recorded_name or str(meta.get("name") or "")
-    return status_body(canonical, name, meta)
+    if row.state is None:
+        return _legacy_status(str(canonical), row.name)
+    body: dict[str, Any] = {"task_id": str(canonical), "name": row.name, "state": row.state}
+    if row.state == "SUCCESS":
+        body["result"] = row.result
+    elif row.state == "FAILURE":
+        body["error"] = row.error
+    elif row.progress is not None:
+        body["progress"] = row.progress
+    return body
+
+
+def finished_among(task_ids: Collection[uuid.UUID]) -> set[uuid.UUID]:
+    """Which of these tasks have an outcome (one indexed read for all of them)."""
+    with autocommit_engine().connect() as connection:
+        rows = connection.scalars(
+            select(TaskRun.task_id).where(
+                TaskRun.task_id.in_(list(task_ids)), TaskRun.finished_at.is_not(None)
+            )
+        )
+        return set(rows)
 
 
 def accepted_body(task_id: str, name: str) -> dict[str, Any]:
@@ -134,51 +188,8 @@ def accepted_body(task_id: str, name: str) -> dict[str, Any]:
     }
 
 
-def status_body(task_id: str, name: str, meta: dict[str, Any]) -> dict[str, Any]:
-    """A task's public status from its result-backend meta."""
-    raw_state = str(meta.get("status", "PENDING"))
-    # Custom states are only ever set by running tasks.
-    state = PUBLIC_STATES.get(raw_state, "STARTED")
-    body: dict[str, Any] = {"task_id": task_id, "name": name, "state": state}
-    outcome = meta.get("result")
-    if raw_state == "SUCCESS":
-        body["result"] = outcome
-    elif raw_state in FAILED_STATES:
-        body["error"] = task_error(outcome)
-    elif isinstance(outcome, dict) and isinstance(outcome.get("progress"), dict):
-        body["progress"] = outcome["progress"]
-    return body
-
-
-def task_error(raised: object) -> dict[str, Any]:
-    """`{"type", "message", "status"}` of a failed task, without any traceback.
-
-    Domain errors keep their HTTP status; anything else is a 500.
-    """
-    if isinstance(raised, BaseException):
-        type_name, message = type(raised).__name__, str(raised)
-    elif isinstance(raised, dict):  # an exception Celery could not rebuild
-        type_name = str(raised.get("exc_type") or "TaskFailed")
-        message = str(raised.get("exc_message") or "")
-    else:
-        type_name, message = "TaskFailed", str(raised or "")
-    status = raised.status if isinstance(raised, DomainError) else status_of(type_name) or 500
-    first_line = message.strip().splitlines()[0] if message.strip() else ""
-    return {
-        "type": type_name,
-        "message": first_line[:MAX_ERROR_MESSAGE] or f"{type_name} (details in the worker log)",
-        "status": status,
-    }
-
-
-def _task_spec(name: str) -> TaskSpec:
-    spec = task_catalogue().get(name)
-    if spec is None:
-        raise ApiError(404, "not_found", f"unknown task {name!r}; GET /v1/tasks lists the tasks")
-    return spec
-
-
-def _check_timing(countdown: float | None, wait: float | None) -> None:
+def check_timing(countdown: float | None, wait: float | None) -> None:
+    """422 for a countdown or wait outside the limits (the CLI checks the same way)."""
     max_countdown = get_settings().max_countdown_seconds
     if countdown is not None and not (math.isfinite(countdown) and 0 <= countdown <= max_countdown):
         raise ApiError(
@@ -194,26 +205,36 @@ def _check_timing(countdown: float | None, wait: float | None) -> None:
         )
 
 
-def _validate_args(spec: TaskSpec, args: dict[str, Any]) -> None:
-    # The same model the worker validates with, so a message that is accepted here runs.
+def _task_spec(name: str) -> TaskSpec:
+    spec = task_catalogue().get(name)
+    if spec is None:
+        raise ApiError(404, "not_found", f"unknown task {name!r}; GET /v1/tasks lists the tasks")
+    return spec
+
+
+def _args_problem(spec: TaskSpec, args: dict[str, Any]) -> str | None:
+    # The same checks the worker makes, so a task that is accepted here runs; values
+    # PostgreSQL cannot store are named before they could fail the insert.
+    if problems := unstorable_values(args, "args"):
+        return "; ".join(problems)
     try:
         spec.args_model.model_validate(args)
     except ValidationError as exc:
-        message = describe_field_errors(exc.errors(), prefix=("args",))
-        raise ApiError(422, "validation_error", message) from None
+        return describe_field_errors(exc.errors(), prefix=("args",))
+    return None
 
 
-def _task_id_for_key(
-    session: Session, caller: str, key: str, name: str, args: dict[str, Any]
+def _task_for_key(
+    connection: Connection, caller: str, key: str, name: str, args: dict[str, Any]
 ) -> str | None:
-    """The task an earlier call with this key enqueued; 409 if that call asked for another."""
-    row = session.execute(
+    """The task an earlier call with this key recorded; 409 if that call asked for another."""
+    row = connection.execute(
         select(
-            EnqueuedTask.task_id,
-            EnqueuedTask.name,
+            TaskRun.task_id,
+            TaskRun.name,
             # Compared as jsonb: key order does not matter, `true` and `1` differ.
-            (EnqueuedTask.args == args).label("same_args"),
-        ).where(EnqueuedTask.caller == caller, EnqueuedTask.idempotency_key == key)
+            (TaskRun.args == args).label("same_args"),
+        ).where(TaskRun.caller == caller, TaskRun.idempotency_key == key)
     ).one_or_none()
     if row is None:
         return None
@@ -227,99 +248,34 @@ def _task_id_for_key(
     return str(row.task_id)
 
 
-def _record_and_publish(
-    spec: TaskSpec, args: dict[str, Any], caller: str, key: str | None, countdown: float | None
-) -> str:
-    """Insert the record, publish, commit: a failed publish leaves no record behind.
-
-    A known key returns the task it first enqueued, before the args are validated
-    (a repeat of an accepted call is answered the same; a conflicting one is a 409).
-    A concurrent call with the same key blocks on the unique index until this
-    transaction ends, then finds the row and returns its task id instead.
-    """
-    name = spec.name
-    task_id = uuid.uuid4()
-    published = False
-    try:
-        with session_factory().begin() as session:
-            if key is not None and (known := _task_id_for_key(session, caller, key, name, args)):
-                return known
-            _validate_args(spec, args)
-            statement = insert(EnqueuedTask).values(
-                task_id=task_id, name=name, args=args, caller=caller, idempotency_key=key
-            )
-            if key is not None:
-                statement = statement.on_conflict_do_nothing(constraint="uq_enqueued_tasks_key")
-            inserted = session.scalar(statement.returning(EnqueuedTask.task_id))
-            if inserted is None:
-                assert key is not None
-                reused = _task_id_for_key(session, caller, key, name, args)
-                assert reused is not None
-                return reused
-            _publish(name, args, str(task_id), countdown)
-            published = True
-    except DATABASE_ERRORS as exc:
-        logger.warning("database unreachable while enqueueing %s: %s", name, exc)
-        if published:
-            _withdraw(str(task_id))
-        raise unavailable("database") from None
-    return str(task_id)
-
-
-def _publish(name: str, args: dict[str, Any], task_id: str, countdown: float | None) -> None:
-    # Celery subscribes to the task's result channel while sending; against a dead
-    # result backend that retries for many seconds, so ask it first.
-    with _reaching(_result_backend_name(), RESULT_BACKEND_ERRORS):
-        backend = app.backend
-        if isinstance(backend, RedisBackend):
-            backend.client.ping()
-    with _reaching("broker", BROKER_ERRORS):
-        app.send_task(
-            name,
-            kwargs=args,
-            task_id=task_id,
-            countdown=countdown,
-            retry_policy=PUBLISH_RETRY_POLICY,
-        )
-
-
-def _withdraw(task_id: str) -> None:
-    # The message went out but its record did not commit; the caller is told nothing
-    # was enqueued and will retry, so the first message must not run as well.
-    try:
-        app.control.revoke(task_id)
-    except BROKER_ERRORS as exc:
-        logger.error("could not revoke task %s after a failed commit: %s", task_id, exc)
-
-
-def _wait_for(task_id: str, name: str, seconds: float) -> dict[str, Any]:
-    deadline = time.monotonic() + seconds
-    pause = 0.02
-    while True:
-        body = status_body(task_id, name, _task_meta(task_id))
-        remaining = deadline - time.monotonic()
-        if body["state"] in FINAL_STATES or remaining <= 0:
-            return body
-        time.sleep(min(pause, remaining))
-        pause = min(pause * 2, 0.25)
-
-
-def _task_meta(task_id: str) -> dict[str, Any]:
-    with _reaching(_result_backend_name(), RESULT_BACKEND_ERRORS):
+def _legacy_status(task_id: str, name: str) -> dict[str, Any]:
+    # Recorded before the ledger: its outcome lives in the result backend only.
+    with _reaching(RESULT_BACKEND, RESULT_BACKEND_ERRORS):
         meta: dict[str, Any] = app.backend.get_task_meta(task_id, cache=False)
-    return meta
+    raw_state = str(meta.get("status", "PENDING"))
+    body: dict[str, Any] = {
+        "task_id": task_id,
+        "name": name,
+        "state": LEGACY_STATES.get(raw_state, "STARTED"),
+    }
+    outcome = meta.get("result")
+    if raw_state == "SUCCESS":
+        body["result"] = outcome
+    elif body["state"] == "FAILURE":
+        type_name = type(outcome).__name__ if isinstance(outcome, BaseException) else "TaskFailed"
+        body["error"] = {
+            "type": type_name,
+            "message": str(outcome or "")[:500] or f"{type_name} (details in the worker log)",
+            "status": status_of(type_name) or 500,
+        }
+    return body
 
 
-def _canonical_task_id(task_id: str) -> str:
+def _canonical_task_id(task_id: str) -> uuid.UUID:
     try:
-        return str(uuid.UUID(task_id))
+        return uuid.UUID(task_id)
     except ValueError:
         raise ApiError(404, "not_found", f"unknown task id {task_id!r}") from None
-
-
-def _result_backend_name() -> str:
-    settings = get_settings()
-    return "broker" if settings.backend == settings.broker else "result backend"
 
 
 @contextmanager

@@ -57,3 +57,43 @@ def status_of(type_name: str) -> int | None:
     """HTTP status for a stored error type name, or None when it is not a domain error."""
     cls = DOMAIN_ERRORS.get(type_name)
     return cls.status if cls else None
+
+
+class GaveUp(Exception):
+    """A task was delivered too often without an outcome (it keeps killing its worker,
+    or keeps failing transiently); it ends as FAILURE instead of running again."""
+
+
+class PreviousFailure(Exception):
+    """A later delivery of a task whose first run failed with an unexpected error."""
+
+
+MAX_ERROR_MESSAGE = 500
+
+
+def describe_failure(error: BaseException) -> dict[str, object]:
+    """`{"type", "message", "status"}` of a failed task, without any traceback.
+
+    Domain errors keep their HTTP status; anything else is a 500.
+    """
+    type_name = type(error).__name__
+    status = error.status if isinstance(error, DomainError) else 500
+    message = str(error).strip()
+    first_line = message.splitlines()[0] if message else ""
+    return {
+        "type": type_name,
+        "message": first_line[:MAX_ERROR_MESSAGE] or f"{type_name} (details in the worker log)",
+        "status": status,
+    }
+
+
+def rebuild_failure(error: dict[str, object]) -> Exception:
+    """The exception to raise again for a recorded failure: the same domain error class
+    and message, else a GaveUp or a PreviousFailure naming the original type."""
+    type_name, message = str(error.get("type", "")), str(error.get("message", ""))
+    domain = DOMAIN_ERRORS.get(type_name)
+    if domain is not None:
+        return domain(message)
+    if type_name == GaveUp.__name__:
+        return GaveUp(message)
+    return PreviousFailure(f"{type_name}: {message}")

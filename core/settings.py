@@ -5,8 +5,11 @@ from __future__ import annotations
 from functools import lru_cache
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# RFC 7518 (3.2): an HS256 key must be at least as long as the hash output.
+MIN_AUTH_SECRET_BYTES = 32
 
 
 class MissingSetting(RuntimeError):
@@ -42,12 +45,49 @@ class Settings(BaseSettings):
     # task roll back its transaction first.
     task_soft_time_limit: int = Field(120, gt=0)
     task_time_limit: int = Field(150, gt=0)
-    # Redis redelivers unacknowledged messages after this; every countdown the API
-    # accepts stays below it, or the message would run again and again.
-    visibility_timeout: int = Field(7200, gt=0)
-    max_countdown_seconds: int = Field(3600, gt=0)
+    # Redis hands an unacknowledged message to another worker after this. No countdown
+    # lives in the broker (they wait in PostgreSQL), so it only has to outlast the
+    # longest task: unset, it is TASK_TIME_LIMIT plus three minutes.
+    visibility_timeout: int | None = Field(None, gt=0)
+    # Countdowns wait in PostgreSQL, so they are bounded by what callers need, not by
+    # the broker.
+    max_countdown_seconds: int = Field(86400, gt=0)
+    # An accepted task with no outcome this long after it was last dispatched (and not
+    # running right now) is published again: a lost message, a dead worker on Redis.
+    redispatch_after_seconds: int = Field(300, gt=0)
+    # How often the dispatcher looks for due countdowns and tasks to dispatch again.
+    dispatch_interval_seconds: float = Field(1.0, gt=0, le=60)
+    # A task delivered this many times without an outcome (it keeps killing its worker,
+    # or failing transiently) ends as FAILURE instead of running again.
+    task_max_deliveries: int = Field(8, ge=2, le=100)
+
+    # Tokens: the HS256 secret must be at least this long, and no token may live longer.
+    max_token_ttl_seconds: int = Field(30 * 24 * 3600, gt=0)
 
     log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _limits_fit_together(self) -> Settings:
+        # Each limit must end before the next one takes over, or a slow task would be
+        # killed before it can roll back, or redelivered while it still runs.
+        if not self.task_soft_time_limit < self.task_time_limit:
+            raise ValueError(
+                f"TASK_SOFT_TIME_LIMIT ({self.task_soft_time_limit}) must be below "
+                f"TASK_TIME_LIMIT ({self.task_time_limit})"
+            )
+        if self.visibility_timeout is not None and not (
+            self.task_time_limit < self.visibility_timeout
+        ):
+            raise ValueError(
+                f"VISIBILITY_TIMEOUT ({self.visibility_timeout}) must be above "
+                f"TASK_TIME_LIMIT ({self.task_time_limit})"
+            )
+        return self
+
+    @property
+    def broker_visibility_timeout(self) -> int:
+        """Seconds Redis waits for an acknowledgement before redelivering a message."""
+        return self.visibility_timeout or self.task_time_limit + 180
 
     @field_validator("database_url")
     @classmethod
@@ -68,6 +108,17 @@ class Settings(BaseSettings):
                 "or use `make run` / `make demo`, which start embedded servers and set it."
             )
         return str(value)
+
+    @property
+    def api_secret(self) -> str:
+        """The API's token secret; fails fast when unset or too short to be safe."""
+        secret = self.require("auth_secret")
+        if len(secret.encode()) < MIN_AUTH_SECRET_BYTES:
+            raise MissingSetting(
+                f"AUTH_SECRET is {len(secret.encode())} bytes long; HS256 needs at least "
+                f"{MIN_AUTH_SECRET_BYTES}. Export AUTH_SECRET=$(openssl rand -hex 32)."
+            )
+        return secret
 
     @property
     def db_url(self) -> str:

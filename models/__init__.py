@@ -19,7 +19,7 @@ from models.mentorship import (
     Score,
 )
 from models.peer import CollabSession, Match, MatchRequest, Question
-from models.platform import EnqueuedTask, OutboxEvent
+from models.platform import OutboxEvent, TaskProgress, TaskRun
 from models.users import User
 
 __all__ = [
@@ -28,7 +28,6 @@ __all__ = [
     "CarpoolGroup",
     "CarpoolNetwork",
     "CollabSession",
-    "EnqueuedTask",
     "GroupMember",
     "Invitation",
     "Match",
@@ -43,5 +42,7 @@ __all__ = [
     "ReservationMatch",
     "ReservationStats",
     "Score",
+    "TaskProgress",
+    "TaskRun",
     "User",
 ]

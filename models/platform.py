@@ -1,4 +1,4 @@
-"""Tables of the platform itself: the event outbox and API-enqueued tasks."""
+"""Tables of the platform itself: the event outbox and the task ledger."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Identity, Index, Text, UniqueConstraint, func, text
+from sqlalchemy import BigInteger, ForeignKey, Identity, Index, Text, UniqueConstraint, func, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base
@@ -32,15 +33,54 @@ class OutboxEvent(Base):
     published_at: Mapped[datetime | None]
 
 
-class EnqueuedTask(Base):
-    """A task enqueued through the HTTP API; the idempotency key lives here."""
+class TaskRun(Base):
+    """One task id: who asked for it, when it is due, its deliveries and its outcome.
 
-    __tablename__ = "enqueued_tasks"
-    __table_args__ = (UniqueConstraint("caller", "idempotency_key", name="uq_enqueued_tasks_key"),)
+    The API records a task here before it answers 202 (PostgreSQL is the source of
+    truth for accepted tasks); a task that arrives through `send_task` or beat gets its
+    row on its first delivery. The task base writes the outcome in the same transaction
+    as the task's effects, so every later delivery of the id only replays it.
+    """
+
+    __tablename__ = "task_runs"
+    __table_args__ = (
+        UniqueConstraint("caller", "idempotency_key", name="uq_task_runs_key"),
+        # The dispatcher's scan: unfinished tasks by when they are due.
+        Index("ix_task_runs_unfinished", "due_at", postgresql_where=text("finished_at IS NULL")),
+        Index("ix_task_runs_finished_at", "finished_at"),
+    )
 
     task_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(Text)
     args: Mapped[dict[str, Any]]
+    # The API token's sub, or `beat`, `trigger`, `send_task`.
     caller: Mapped[str] = mapped_column(Text)
+    # `api` for tasks the API accepted; else how the first delivery arrived.
+    origin: Mapped[str] = mapped_column(Text)
     idempotency_key: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(server_default=func.now(), index=True)
+    accepted_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    due_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    # Last handed to the broker; NULL while a countdown waits or after a failed publish.
+    dispatched_at: Mapped[datetime | None]
+    started_at: Mapped[datetime | None]
+    deliveries: Mapped[int] = mapped_column(server_default=text("0"))
+    # PENDING, STARTED, RETRY, SUCCESS, FAILURE; NULL for records older than the
+    # ledger, whose outcome lives in the result backend only.
+    state: Mapped[str | None] = mapped_column(Text)
+    result: Mapped[Any | None] = mapped_column(JSONB)
+    # `{"type", "message", "status"}` of a failed task.
+    error: Mapped[dict[str, Any] | None]
+    finished_at: Mapped[datetime | None]
+
+
+class TaskProgress(Base):
+    """Progress a long task reports while it runs; kept apart from `task_runs`, whose
+    row the running task holds locked until it records its outcome."""
+
+    __tablename__ = "task_progress"
+
+    task_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("task_runs.task_id", ondelete="CASCADE"), primary_key=True
+    )
+    progress: Mapped[dict[str, Any]]
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())

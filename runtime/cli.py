@@ -14,14 +14,14 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-import kombu.exceptions
-import redis.exceptions
 import sqlalchemy.exc
 
+from core.outages import BROKER, DATABASE, RESULT_BACKEND, TRANSIENT_ERRORS, component_of
 from core.settings import MissingSetting, get_settings
 from runtime import credentials, embedded
 
@@ -291,7 +291,13 @@ def cmd_token(args: argparse.Namespace) -> int:
     """Print a signed API token."""
     from api.auth import issue_token
 
-    print(issue_token(_auth_secret(), args.sub, args.scope or ["*"], args.ttl))
+    secret = _auth_secret()
+    max_ttl = get_settings().max_token_ttl_seconds
+    if args.ttl > max_ttl:
+        raise UsageError(
+            f"--ttl: at most {max_ttl} seconds (MAX_TOKEN_TTL_SECONDS), got {args.ttl}"
+        )
+    print(issue_token(secret, args.sub, args.scope or ["*"], args.ttl))
     return 0
 
 
@@ -321,25 +327,58 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     embedded.ensure_servers()
     from api.submission import enqueue_task
 
+    caller = _cli_caller()
     answer = _api_call(
         lambda: enqueue_task(
             args.name,
             task_args,
-            caller=_cli_caller(),
+            caller=caller,
+            dispatch=_publish_now,
             idempotency_key=args.idempotency_key,
             countdown=args.countdown,
             wait=args.wait,
         )
     )
+    if args.wait is not None:
+        answer = _api_call(lambda: _await_outcome(answer["task_id"], caller, args.wait))
     return _print_answer(answer)
 
 
+def _publish_now(dispatch: Any) -> None:
+    # The task is recorded already: a broker that refuses it now only delays it until
+    # a dispatcher (the API's, or beat's) publishes it again.
+    from core.dispatch import publish, release
+    from core.outages import BROKER_ERRORS
+    from workers.app import app
+    from workers.base import autocommit_engine
+
+    try:
+        publish(app, [dispatch])
+    except BROKER_ERRORS as error:
+        print(f"broker unreachable ({error}); the task waits in PostgreSQL", file=sys.stderr)
+        with autocommit_engine().connect() as connection:
+            release(connection, [dispatch])
+
+
+def _await_outcome(task_id: str, caller: str, seconds: float) -> dict[str, Any]:
+    import uuid
+
+    from api.submission import describe_task, finished_among
+
+    deadline = time.monotonic() + seconds
+    while not finished_among([uuid.UUID(task_id)]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return describe_task(task_id, reader=caller, may_read_all=True)
+
+
 def cmd_status(args: argparse.Namespace) -> int:
-    """Print what `GET /v1/tasks/{task_id}` answers."""
+    """Print what `GET /v1/tasks/{task_id}` answers (for every task: an operator's view)."""
     embedded.ensure_servers()
     from api.submission import describe_task
 
-    return _print_answer(_api_call(lambda: describe_task(args.task_id)))
+    return _print_answer(
+        _api_call(lambda: describe_task(args.task_id, reader=_cli_caller(), may_read_all=True))
+    )
 
 
 def _print_answer(answer: dict[str, Any]) -> int:
@@ -357,7 +396,7 @@ class ApiRefusal(Exception):
 
 
 def _api_call(call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    from api.errors import BROKER_ERRORS, DATABASE_ERRORS, RESULT_BACKEND_ERRORS, ApiError
+    from api.errors import ApiError
 
     # The printed JSON answer says what went wrong; the API's warnings about it would
     # only repeat it with a driver traceback.
@@ -368,12 +407,9 @@ def _api_call(call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         # The API answers an outage with 503; the command line exits as for any outage.
         exit_status = UNREACHABLE if error.status == 503 else 1
         raise ApiRefusal(error.body(), exit_status) from None
-    except DATABASE_ERRORS:
-        raise ApiRefusal(_unavailable("database"), UNREACHABLE) from None
-    except BROKER_ERRORS:
-        raise ApiRefusal(_unavailable("broker"), UNREACHABLE) from None
-    except RESULT_BACKEND_ERRORS:
-        raise ApiRefusal(_unavailable("result backend"), UNREACHABLE) from None
+    except TRANSIENT_ERRORS as error:
+        component = component_of(error) or "broker"
+        raise ApiRefusal(_unavailable(component), UNREACHABLE) from None
 
 
 def _unavailable(component: str) -> dict[str, Any]:
@@ -419,21 +455,17 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
-OUTAGES: tuple[type[Exception], ...] = (
-    sqlalchemy.exc.OperationalError,
-    sqlalchemy.exc.InterfaceError,
-    kombu.exceptions.OperationalError,
-    redis.exceptions.ConnectionError,
-)
+SETTING_OF = {DATABASE: "DATABASE_URL", RESULT_BACKEND: "RESULT_BACKEND"}
 
 
 def describe_outage(exc: Exception) -> str:
     """One line naming what could not be reached and the driver's reason."""
     if isinstance(exc, sqlalchemy.exc.DBAPIError):
         reason = str(exc.orig).strip().splitlines()[-1] if exc.orig else str(exc)
-        return f"cannot reach the database (DATABASE_URL): {reason}"
-    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return f"cannot reach the broker (BROKER_URL / RESULT_BACKEND): {reason}"
+    else:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    component = component_of(exc) or BROKER
+    return f"cannot reach the {component} ({SETTING_OF.get(component, 'BROKER_URL')}): {reason}"
 
 
 def _exit_on_signal(signum: int, _frame: Any) -> NoReturn:
@@ -464,7 +496,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, MissingSetting, embedded.EmbeddedServerError) as exc:
         print(f"matchops {args.command}: {exc}", file=sys.stderr)
         return 2
-    except OUTAGES as exc:
+    except TRANSIENT_ERRORS as exc:
         print(f"matchops {args.command}: {describe_outage(exc)}", file=sys.stderr)
         return UNREACHABLE
     except KeyboardInterrupt:

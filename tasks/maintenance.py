@@ -12,26 +12,29 @@ from core.db import session_factory
 from core.relay import count_stuck
 from domain.peer.declines import prune_declines
 from domain.peer.repairs import requeue_orphaned_requests, restore_session_keys
-from models.platform import EnqueuedTask
+from models.platform import TaskRun
 from tasks.events import relay_pending
 from workers.base import NoArgs, ProgressReporter, batched_task
 
 # Unpublished this long means the relay stopped or fell behind.
 STUCK_OUTBOX_SECONDS = 60
 # Idempotency keys must hold for at least 24 hours; a week keeps status lookups working.
-ENQUEUED_TASK_RETENTION_DAYS = 7
+TASK_RUN_RETENTION_DAYS = 7
 
 
-def prune_enqueued_tasks(session: Session) -> dict[str, int]:
-    """Forget API enqueue records (and their idempotency keys) past retention."""
-    cutoff = func.now() - func.make_interval(0, 0, 0, ENQUEUED_TASK_RETENTION_DAYS)
-    result = session.execute(delete(EnqueuedTask).where(EnqueuedTask.created_at < cutoff))
-    return {"enqueued_tasks_pruned": result.rowcount}  # type: ignore[attr-defined]
+def prune_task_runs(session: Session) -> dict[str, int]:
+    """Forget finished tasks (outcomes and idempotency keys) past retention.
+
+    Unfinished ones stay whatever their age: they are still to run.
+    """
+    cutoff = func.now() - func.make_interval(0, 0, 0, TASK_RUN_RETENTION_DAYS)
+    result = session.execute(delete(TaskRun).where(TaskRun.finished_at < cutoff))
+    return {"task_runs_pruned": result.rowcount}  # type: ignore[attr-defined]
 
 
 # Each repair runs in its own transaction, so one failing repair does not undo the rest.
 REPAIRS: tuple[Callable[[Session], dict[str, int]], ...] = (
-    prune_enqueued_tasks,
+    prune_task_runs,
     requeue_orphaned_requests,
     restore_session_keys,
     prune_declines,

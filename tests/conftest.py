@@ -9,6 +9,8 @@ from runtime.embedded import ensure_servers
 # runs them). Database matchops_test and Redis db 1 keep it apart from that stack.
 ensure_servers(database="matchops_test", redis_db=1)
 
+import os  # noqa: E402
+import uuid  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 
 import pytest  # noqa: E402
@@ -19,14 +21,6 @@ from core.settings import get_settings  # noqa: E402
 from runtime.migrate import recreate_schema, refuse_unless_scratch, upgrade_head  # noqa: E402
 from tests.support import WorkerProcess  # noqa: E402
 from workers.app import app  # noqa: E402
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    """Stop the run once, before any test, when DATABASE_URL is not a scratch database."""
-    try:
-        refuse_unless_scratch(get_settings().db_url)
-    except RuntimeError as refusal:
-        raise pytest.UsageError(str(refusal)) from None
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -59,3 +53,47 @@ def db() -> Iterator[Session]:
     finally:
         session.rollback()
         session.close()
+
+
+# RabbitMQ has no embedded server: its tests run where RABBITMQ_URL names one (CI does),
+# and are deselected, with a line in the report header, where it is unset.
+RABBITMQ_URL = os.environ.get("RABBITMQ_URL")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The rabbitmq marker; and stop the run once, before any test, when DATABASE_URL is
+    not a scratch database."""
+    config.addinivalue_line("markers", "rabbitmq: needs the RabbitMQ named by RABBITMQ_URL")
+    try:
+        refuse_unless_scratch(get_settings().db_url)
+    except RuntimeError as refusal:
+        raise pytest.UsageError(str(refusal)) from None
+
+
+def pytest_report_header() -> str:
+    if RABBITMQ_URL:
+        return f"rabbitmq: {RABBITMQ_URL.rsplit('@', 1)[-1]}"
+    return "rabbitmq: RABBITMQ_URL unset, tests marked rabbitmq deselected"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if RABBITMQ_URL:
+        return
+    dropped = [item for item in items if item.get_closest_marker("rabbitmq")]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if not item.get_closest_marker("rabbitmq")]
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_url() -> str:
+    """`amqp://` URL of a RabbitMQ vhost of this test run."""
+    assert RABBITMQ_URL, "tests marked rabbitmq run only with RABBITMQ_URL set"
+    return RABBITMQ_URL
+
+
+@pytest.fixture
+def rabbitmq_vhost_refused(rabbitmq_url: str) -> str:
+    """The same RabbitMQ with a vhost that does not exist: the broker refuses it."""
+    base = rabbitmq_url.rsplit("/", 1)[0]
+    return f"{base}/matchops-missing-{uuid.uuid4().hex[:8]}"

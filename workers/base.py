@@ -1,43 +1,60 @@
-"""The one task base: retry policy and args validation for every task.
-
-Time limits and the task log format (`task_name[task_id]` on every line) are worker-wide,
-in celeryconfig.py.
+"""The one task base: retry policy, args validation, outcome recording, time limits.
 
 Tasks are declared with `@task(...)` (one transaction, the usual case) or
 `@batched_task(...)` (work that opens its own transactions: long work committed in
 bounded chunks, which reports progress, or a sweep spread over several connections).
 Both register the task's args model, which the API uses for validation and for the
 JSON schema of `GET /v1/tasks`.
+
+Exactly once per task id (workers.ledger): every delivery is counted first; the work
+then runs while the task's `task_runs` row is locked, and its outcome (result or
+domain error) is written before that lock is released: in the same transaction as
+the effects for `task`, after the last of its own transactions for `batched_task`.
+A later delivery of the id (a redelivery, a redispatch, a sibling sending the same id
+twice) replays the recorded outcome and changes nothing; a delivery past
+TASK_MAX_DELIVERIES ends the task as FAILURE ("gave up after N deliveries").
+
+Time limits and the task log format (`task_name[task_id]` on every line) are
+worker-wide, in celeryconfig.py.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from typing import Any, TypeVar
 
-import kombu.exceptions
-import redis.exceptions
-import sqlalchemy.exc
 from celery import Task
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_core import to_jsonable_python
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from core.db import session_factory
-from core.errors import DomainError, MatchingError
+from core.context import TaskContext
+from core.db import get_engine, session_factory
+from core.errors import (
+    DomainError,
+    GaveUp,
+    MatchingError,
+    PreviousFailure,
+    describe_failure,
+    rebuild_failure,
+)
+from core.outages import TRANSIENT_ERRORS
+from core.settings import get_settings
+from core.values import unstorable_values
+from workers import ledger
 from workers.app import app
 
-# Outages and lock contention: worth another try after a pause. Deadlocks and
-# serialization failures arrive as OperationalError too.
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    sqlalchemy.exc.OperationalError,
-    sqlalchemy.exc.InterfaceError,
-    kombu.exceptions.OperationalError,
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    ConnectionError,
-)
+# Errors that are outcomes, not accidents: recorded, never retried, logged without a
+# traceback (Celery logs `throws` at INFO).
+FINAL_ERRORS: tuple[type[Exception], ...] = (DomainError, GaveUp, PreviousFailure)
+
+# The message header that says who sent a task that did not come through the API.
+CALLER_HEADER = "matchops_caller"
+SENT_BY = frozenset({"beat", "trigger"})
 
 
 class TaskArgs(BaseModel):
@@ -66,20 +83,22 @@ REGISTRY: dict[str, TaskSpec] = {}
 
 
 class MatchopsTask(Task):  # type: ignore[misc]
-    """Base class: jittered exponential backoff for transient errors, none for domain errors."""
+    """Base class: jittered exponential backoff for outages, none for recorded outcomes."""
 
     autoretry_for = TRANSIENT_ERRORS
-    dont_autoretry_for = (DomainError,)
-    # Domain errors are expected outcomes: Celery logs them at INFO without a traceback.
-    throws = (DomainError,)
+    dont_autoretry_for = FINAL_ERRORS
+    throws = FINAL_ERRORS
     retry_backoff = 1
     retry_backoff_max = 60
     retry_jitter = True
-    max_retries = 8
+    # Below TASK_MAX_DELIVERIES (at least 8 by default): retries are deliveries too.
+    max_retries = 5
 
 
 def parse_args(name: str, model: type[ArgsT], kwargs: dict[str, Any]) -> ArgsT:
     """Validate task kwargs; a bad argument is a MatchingError naming the field."""
+    if problems := unstorable_values(kwargs):
+        raise MatchingError(f"{name}: {'; '.join(problems)}")
     try:
         return model.model_validate(kwargs)
     except ValidationError as exc:
@@ -95,18 +114,27 @@ def describe_validation_error(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
+@cache
+def autocommit_engine() -> Engine:
+    """The process's engine in autocommit mode, for ledger writes that stand alone."""
+    return get_engine().execution_options(isolation_level="AUTOCOMMIT")
+
+
 class ProgressReporter:
     """Handed to batched tasks: reports progress where Flower and the API can see it."""
 
-    def __init__(self, task: Task) -> None:
+    def __init__(self, task: Task, context: TaskContext | None) -> None:
         self._task = task
+        self.context = context
 
     def progress(self, done: int, total: int, **extra: Any) -> None:
-        """Publish `{"progress": {"done", "total", ...}}` as the task's STARTED meta."""
-        if self._task.request.id is None:  # run eagerly, nobody to tell
+        """Publish `{"progress": {"done", "total", ...}}` for the API and Flower."""
+        if self.context is None:  # run eagerly, nobody to tell
             return
-        meta = {"progress": {"done": done, "total": total, **extra}}
-        self._task.update_state(state="STARTED", meta=meta)
+        progress = {"done": done, "total": total, **extra}
+        with autocommit_engine().connect() as connection:
+            ledger.record_progress(connection, self.context.task_id, progress)
+        self._task.update_state(state="STARTED", meta={"progress": progress})
 
 
 def task(
@@ -115,9 +143,20 @@ def task(
     """Declare a task whose body runs in one transaction: `body(session, args) -> JSON`."""
 
     def decorate(body: Callable[[Session, ArgsT], Any]) -> Task:
-        def call(task: Task, parsed: ArgsT) -> Any:
+        def call(task: Task, context: TaskContext | None, kwargs: dict[str, Any]) -> Any:
             with session_factory().begin() as session:
-                return body(session, parsed)
+                if context is not None:
+                    if (recorded := ledger.claim_run(session, context.task_id)) is not None:
+                        return _replay(recorded)
+                    session.info["task"] = context
+                parsed = parse_args(name, args, kwargs)
+                result = to_jsonable_python(body(session, parsed))
+                if context is not None:
+                    stood = ledger.record_outcome(
+                        session, context.task_id, ledger.Outcome(ledger.SUCCESS, result)
+                    )
+                    result = stood.result
+            return result
 
         return _declare(name, args, body, call, options)
 
@@ -127,11 +166,28 @@ def task(
 def batched_task(
     name: str, *, args: type[ArgsT], **options: Any
 ) -> Callable[[Callable[[ProgressReporter, ArgsT], Any]], Task]:
-    """Declare a task that opens its own transactions: `body(reporter, args) -> JSON`."""
+    """Declare a task that opens its own transactions: `body(reporter, args) -> JSON`.
+
+    A guard transaction holds the task's row locked while the body runs, so a second
+    delivery of the id waits and then replays the outcome. Its effects commit in the
+    body's own transactions: a worker killed between the body's last commit and the
+    outcome's runs the body again on the next delivery, which every batched task
+    takes in its stride (each batch, sweep or relay only does what is still to do).
+    """
 
     def decorate(body: Callable[[ProgressReporter, ArgsT], Any]) -> Task:
-        def call(task: Task, parsed: ArgsT) -> Any:
-            return body(ProgressReporter(task), parsed)
+        def call(task: Task, context: TaskContext | None, kwargs: dict[str, Any]) -> Any:
+            parsed = parse_args(name, args, kwargs)
+            if context is None:
+                return to_jsonable_python(body(ProgressReporter(task, None), parsed))
+            with session_factory().begin() as guard:
+                if (recorded := ledger.claim_run(guard, context.task_id)) is not None:
+                    return _replay(recorded)
+                result = to_jsonable_python(body(ProgressReporter(task, context), parsed))
+                stood = ledger.record_outcome(
+                    guard, context.task_id, ledger.Outcome(ledger.SUCCESS, result)
+                )
+            return stood.result
 
         return _declare(name, args, body, call, options)
 
@@ -142,7 +198,7 @@ def _declare(
     name: str,
     args: type[ArgsT],
     body: Callable[..., Any],
-    call: Callable[[Task, ArgsT], Any],
+    call: Callable[[Task, TaskContext | None, dict[str, Any]], Any],
     options: dict[str, Any],
 ) -> Task:
     """Register the task's args model and create the Celery task around `call`."""
@@ -152,7 +208,32 @@ def _declare(
     REGISTRY[name] = TaskSpec(name=name, description=description, args_model=args)
 
     def run(self: Task, **kwargs: Any) -> Any:
-        return to_jsonable_python(call(self, parse_args(name, args, kwargs)))
+        request = self.request
+        if request.id is None or request.is_eager:  # called directly: no ledger
+            return call(self, None, kwargs)
+        context = TaskContext(task_id=request.id, task_name=name, caller=_caller_of(request))
+        with autocommit_engine().connect() as connection:
+            delivery = ledger.begin_delivery(connection, context, kwargs, context.caller)
+        if delivery.outcome is not None:
+            return _replay(delivery.outcome)
+        limit = get_settings().task_max_deliveries
+        if delivery.count > limit:
+            return _give_up(context, delivery.count - 1)
+        try:
+            return call(self, context, kwargs)
+        except DomainError as exc:
+            # The body's transaction rolled back: record the refusal on its own, unless a
+            # concurrent delivery recorded an outcome first (then that one stands).
+            return _replay(_record_failure(context, exc))
+        except TRANSIENT_ERRORS as exc:
+            if request.retries >= self.max_retries:  # Celery gives up on this one
+                _record_failure_quietly(context, exc)
+            else:
+                _mark_quietly(context, ledger.RETRY)
+            raise
+        except Exception as exc:
+            _record_failure_quietly(context, exc)
+            raise
 
     run.__doc__ = body.__doc__ or description
     run.__name__ = body.__name__
@@ -167,3 +248,36 @@ def _declare(
         **options,
     )(run)
     return created
+
+
+def _caller_of(request: Any) -> str:
+    sent_by = request.get(CALLER_HEADER)
+    return sent_by if sent_by in SENT_BY else "send_task"
+
+
+def _replay(outcome: ledger.Outcome) -> Any:
+    if outcome.state == ledger.SUCCESS:
+        return outcome.result
+    raise rebuild_failure(outcome.error or {})
+
+
+def _record_failure(context: TaskContext, error: BaseException) -> ledger.Outcome:
+    failure = ledger.Outcome(ledger.FAILURE, error=describe_failure(error))
+    with session_factory().begin() as session:
+        return ledger.record_outcome(session, context.task_id, failure)
+
+
+def _give_up(context: TaskContext, deliveries: int) -> Any:
+    return _replay(_record_failure(context, GaveUp(f"gave up after {deliveries} deliveries")))
+
+
+def _record_failure_quietly(context: TaskContext, error: BaseException) -> None:
+    # A bug or a time limit failed the task; the database may be what failed, so the
+    # original error is what propagates either way.
+    with contextlib.suppress(*TRANSIENT_ERRORS):
+        _record_failure(context, error)
+
+
+def _mark_quietly(context: TaskContext, state: str) -> None:
+    with contextlib.suppress(*TRANSIENT_ERRORS), autocommit_engine().connect() as connection:
+        ledger.mark_state(connection, context.task_id, state)

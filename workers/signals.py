@@ -1,14 +1,16 @@
-"""Worker process signals."""
+"""Worker and beat process signals."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from billiard.einfo import ExceptionInfo
-from celery.signals import task_failure, worker_process_init
+from celery.signals import beat_init, task_failure, worker_process_init, worker_ready
 
-from core.db import dispose_engine
+from core.db import dispose_engine, get_engine
+from core.dispatcher import Dispatcher
 from core.errors import DomainError
+from core.settings import get_settings
 
 
 @worker_process_init.connect
@@ -23,3 +25,25 @@ def _refusals_without_traceback(exception: BaseException, einfo: ExceptionInfo, 
     # sends this text as the failure event's traceback, which Flower shows on the task.
     if isinstance(exception, DomainError):
         einfo.traceback = f"{type(exception).__name__} (HTTP {exception.status}): {exception}"
+
+
+@worker_ready.connect
+def _declare_dead_letters(sender: Any, **_: Any) -> None:
+    # RabbitMQ drops messages past the delivery limit here; the queue must exist first.
+    queue = sender.app.conf.get("DEAD_LETTER_QUEUE")
+    if queue is not None:
+        with sender.app.connection_for_write() as connection:
+            queue.bind(connection.default_channel).declare()
+
+
+@beat_init.connect
+def _dispatch_from_beat(sender: Any, **_: Any) -> None:
+    # Beat runs wherever the stack runs, once: its dispatcher publishes due countdowns
+    # and dispatches lost tasks again even when no API process is up.
+    settings = get_settings()
+    Dispatcher(
+        sender.app,
+        get_engine(),
+        interval=settings.dispatch_interval_seconds,
+        redispatch_after=settings.redispatch_after_seconds,
+    ).start()

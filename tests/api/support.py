@@ -34,10 +34,10 @@ def token(scopes: list[str], sub: str | None = None, ttl: int = 600, secret: str
 
 @contextmanager
 def client_for(
-    url: str, scopes: list[str], sub: str | None = None, secret: str = SECRET
+    url: str, scopes: list[str], sub: str | None = None, secret: str = SECRET, ttl: int = 600
 ) -> Iterator[httpx.Client]:
     """An HTTP client sending a token for `sub` (a fresh caller when omitted)."""
-    headers = {"Authorization": f"Bearer {token(scopes, sub, secret=secret)}"}
+    headers = {"Authorization": f"Bearer {token(scopes, sub, ttl=ttl, secret=secret)}"}
     with httpx.Client(base_url=url, headers=headers, timeout=40) as http:
         yield http
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import jwt
 import pytest
@@ -10,14 +12,16 @@ from sqlalchemy import func, select
 from api.app import create_app
 from api.auth import Caller, decode_token, issue_token
 from api.errors import ApiError
-from core.settings import MissingSetting
-from models.platform import EnqueuedTask
+from core.settings import MissingSetting, get_settings
+from models.platform import TaskRun
 from tests.api.support import SECRET, client_for, token
 from tests.factories import unique
 
 
 def test_token_round_trip_keeps_sub_and_scope():
-    caller = decode_token(SECRET, issue_token(SECRET, "peer-app", ["peer.*", "events.publish"], 60))
+    caller = decode_token(
+        SECRET, issue_token(SECRET, "peer-app", ["peer.*", "events.publish"], 60), 3600
+    )
     assert caller == Caller(sub="peer-app", scopes=("peer.*", "events.publish"))
 
 
@@ -32,9 +36,9 @@ def test_scope_patterns_match_task_names_like_fnmatch():
 
 
 def test_a_token_whose_scope_is_not_a_list_is_invalid():
-    forged = jwt.encode({"sub": "x", "exp": 2_000_000_000, "scope": "*"}, SECRET, "HS256")
+    forged = jwt.encode({"sub": "x", "exp": int(time.time()) + 60, "scope": "*"}, SECRET, "HS256")
     with pytest.raises(ApiError) as raised:
-        decode_token(SECRET, forged)
+        decode_token(SECRET, forged, 3600)
     assert raised.value.status == 401
     assert "scope" in raised.value.message
 
@@ -85,17 +89,46 @@ def test_task_outside_scope_is_403_and_nothing_is_enqueued(api_url: str, db):
         "type": "forbidden",
         "message": "task 'events.publish' is outside this token's scope (scope: peer.*)",
     }
-    count = db.scalar(
-        select(func.count()).select_from(EnqueuedTask).where(EnqueuedTask.caller == sub)
-    )
+    count = db.scalar(select(func.count()).select_from(TaskRun).where(TaskRun.caller == sub))
     assert count == 0
 
 
-def test_status_of_a_task_outside_scope_is_403(api_url: str, client: httpx.Client):
+def test_another_callers_task_is_404_unless_the_scope_covers_tasks_read(
+    api_url: str, client: httpx.Client
+):
     task_id = client.post("/v1/tasks/events.publish", json={"args": {}}).json()["task_id"]
-    with client_for(api_url, ["peer.*"]) as http:
+    # Even a scope that covers the task's name does not make another caller's task readable.
+    with client_for(api_url, ["events.*", "peer.*"]) as http:
+        hidden = http.get(f"/v1/tasks/{task_id}")
+    with client_for(api_url, ["tasks:read"]) as http:
+        shown = http.get(f"/v1/tasks/{task_id}")
+    assert hidden.status_code == 404
+    assert hidden.json() == {
+        "error": {"type": "not_found", "message": f"unknown task id {task_id!r}"}
+    }
+    assert shown.status_code == 200
+    assert shown.json()["name"] == "events.publish"
+
+
+def test_a_caller_reads_its_own_task_without_tasks_read(api_url: str):
+    with client_for(api_url, ["events.*"]) as http:
+        task_id = http.post("/v1/tasks/events.publish", json={"args": {}}).json()["task_id"]
         response = http.get(f"/v1/tasks/{task_id}")
-    assert response.status_code == 403
+    assert response.status_code == 200
+
+
+def test_a_token_living_longer_than_the_limit_is_401(api_url: str):
+    too_long = get_settings().max_token_ttl_seconds + 3600
+    with client_for(api_url, ["*"], ttl=too_long) as http:
+        response = http.get("/v1/tasks")
+    assert response.status_code == 401
+    assert "MAX_TOKEN_TTL_SECONDS" in response.json()["error"]["message"]
+
+
+def test_create_app_refuses_a_short_auth_secret(fresh_settings, monkeypatch):
+    monkeypatch.setenv("AUTH_SECRET", "x" * 31)
+    with pytest.raises(MissingSetting, match="AUTH_SECRET is 31 bytes long"):
+        create_app()
 
 
 def test_create_app_refuses_to_start_without_auth_secret(fresh_settings, monkeypatch):

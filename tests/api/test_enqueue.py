@@ -12,14 +12,14 @@ from sqlalchemy import select
 from api.errors import ApiError
 from api.submission import enqueue_task
 from core.settings import get_settings
-from models.platform import EnqueuedTask
+from models.platform import TaskRun
 from tests.api.support import client_for, task_events, wait_until_final
 from tests.factories import unique
 
 
-def _rows(db, caller: str) -> list[EnqueuedTask]:
+def _rows(db, caller: str) -> list[TaskRun]:
     db.expire_all()
-    return list(db.scalars(select(EnqueuedTask).where(EnqueuedTask.caller == caller)))
+    return list(db.scalars(select(TaskRun).where(TaskRun.caller == caller)))
 
 
 def test_unknown_task_name_is_404(client: httpx.Client):
@@ -226,16 +226,20 @@ def test_countdown_delays_the_run(worker, client: httpx.Client):
     assert time.monotonic() - started >= 0.9
 
 
+def _never(dispatch) -> None:
+    raise AssertionError(f"a refused call dispatched {dispatch}")
+
+
 def test_enqueue_task_raises_the_errors_the_routes_answer(database):
     with pytest.raises(ApiError) as unknown:
-        enqueue_task("peer.nonexistent", {}, caller=unique("cli"))
+        enqueue_task("peer.nonexistent", {}, caller=unique("cli"), dispatch=_never)
     assert (unknown.value.status, unknown.value.type) == (404, "not_found")
     with pytest.raises(ApiError) as invalid:
-        enqueue_task("events.publish", {"bogus": 1}, caller=unique("cli"))
+        enqueue_task("events.publish", {"bogus": 1}, caller=unique("cli"), dispatch=_never)
     assert (invalid.value.status, invalid.value.message) == (
         422,
         "args.bogus: Extra inputs are not permitted",
     )
     with pytest.raises(ApiError) as too_long:
-        enqueue_task("events.publish", {}, caller=unique("cli"), wait=31)
+        enqueue_task("events.publish", {}, caller=unique("cli"), dispatch=_never, wait=31)
     assert too_long.value.status == 422

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from core.settings import get_settings
-from models.platform import EnqueuedTask
+from models.platform import TaskRun
 from tests.api.support import api_process, client_for
 from tests.factories import unique
 
@@ -21,6 +22,12 @@ def _closed_database_url() -> str:
     return url.render_as_string(hide_password=False)
 
 
+def _recorded(db, caller: str) -> int:
+    return int(
+        db.scalar(select(func.count()).select_from(TaskRun).where(TaskRun.caller == caller)) or 0
+    )
+
+
 def test_broker_down_is_503_and_leaves_no_record(db):
     caller = unique("no-broker")
     env = {"BROKER_URL": CLOSED_BROKER, "RESULT_BACKEND": get_settings().backend}
@@ -30,30 +37,41 @@ def test_broker_down_is_503_and_leaves_no_record(db):
     assert response.status_code == 503
     assert response.json()["error"]["type"] == "unavailable"
     assert "broker" in response.json()["error"]["message"]
-    count = db.scalar(
-        select(func.count()).select_from(EnqueuedTask).where(EnqueuedTask.caller == caller)
-    )
-    assert count == 0
+    assert _recorded(db, caller) == 0
     assert ready.status_code == 503
     assert ready.json()["checks"] == {"database": "ok", "broker": "unreachable"}
     assert "broker" in ready.json()["error"]["message"]
     assert "database" not in ready.json()["error"]["message"]
 
 
-def test_result_backend_down_is_503_at_once_and_leaves_no_record(db):
+@pytest.mark.rabbitmq
+def test_an_amqp_refusal_is_503_naming_the_broker(db, rabbitmq_vhost_refused: str):
+    caller = unique("amqp-refused")
+    env = {"BROKER_URL": rabbitmq_vhost_refused, "RESULT_BACKEND": get_settings().backend}
+    with api_process(**env) as url, client_for(url, ["*"], sub=caller) as http:
+        response = http.post("/v1/tasks/events.publish", json={"args": {}})
+    assert response.status_code == 503
+    assert response.json() == {
+        "error": {
+            "type": "unavailable",
+            "message": "the broker is unreachable; nothing was changed, try again later",
+        }
+    }
+    assert _recorded(db, caller) == 0
+
+
+def test_the_api_needs_no_result_backend(db):
+    # Outcomes are read from PostgreSQL: a dead result backend changes nothing here.
     caller = unique("no-backend")
     with (
         api_process(RESULT_BACKEND=CLOSED_BROKER) as url,
         client_for(url, ["*"], sub=caller) as http,
     ):
-        response = http.post("/v1/tasks/events.publish", json={"args": {}})
-        status = http.get(f"/v1/tasks/{uuid.uuid4()}")
-    assert response.status_code == status.status_code == 503
-    assert "result backend" in response.json()["error"]["message"]
-    count = db.scalar(
-        select(func.count()).select_from(EnqueuedTask).where(EnqueuedTask.caller == caller)
-    )
-    assert count == 0
+        response = http.post("/v1/tasks/events.publish", json={"args": {}, "countdown": 60})
+        status = http.get(response.json()["status_url"])
+    assert response.status_code == 202
+    assert status.json()["state"] == "PENDING"
+    assert _recorded(db, caller) == 1
 
 
 def test_database_down_is_503_naming_the_database():

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 
 import httpx
 from sqlalchemy.orm import Session
 
-from api.submission import status_body, task_error
-from core.errors import Conflict, MatchingError
-from models.platform import EnqueuedTask
+from core.errors import Conflict, describe_failure
+from models.platform import TaskProgress, TaskRun
 from tests.api.support import wait_until_final
 from tests.factories import unique
 from tests.support import send
@@ -63,14 +63,21 @@ def test_success_carries_the_result(worker, client: httpx.Client):
 
 def test_progress_of_a_running_task_is_shown(client: httpx.Client, db: Session):
     task_id = uuid.uuid4()
+    caller = unique("progress")
     db.add(
-        EnqueuedTask(
-            task_id=task_id, name="maintenance.reconcile", args={}, caller=unique("progress")
+        TaskRun(
+            task_id=task_id,
+            name="maintenance.reconcile",
+            args={},
+            caller=caller,
+            origin="api",
+            state="STARTED",
         )
     )
-    db.commit()
+    db.flush()
     # What ProgressReporter.progress stores while a batched task runs.
-    app.backend.store_result(str(task_id), {"progress": {"done": 2, "total": 5}}, "STARTED")
+    db.add(TaskProgress(task_id=task_id, progress={"done": 2, "total": 5}))
+    db.commit()
     response = client.get(f"/v1/tasks/{task_id}")
     assert response.json() == {
         "task_id": str(task_id),
@@ -80,37 +87,40 @@ def test_progress_of_a_running_task_is_shown(client: httpx.Client, db: Session):
     }
 
 
+def test_a_record_older_than_the_ledger_reads_its_outcome_from_the_result_backend(
+    client: httpx.Client, db: Session
+):
+    task_id = uuid.uuid4()
+    db.add(
+        TaskRun(
+            task_id=task_id,
+            name="mentorship.select",
+            args={},
+            caller=unique("legacy"),
+            origin="api",
+            state=None,
+            finished_at=datetime.now(UTC),
+        )
+    )
+    db.commit()
+    app.backend.store_result(str(task_id), Conflict("mentor is full"), "FAILURE")
+    assert client.get(f"/v1/tasks/{task_id}").json() == {
+        "task_id": str(task_id),
+        "name": "mentorship.select",
+        "state": "FAILURE",
+        "error": {"type": "Conflict", "message": "mentor is full", "status": 409},
+    }
+
+
 def test_domain_errors_keep_their_status_and_others_are_500():
-    assert task_error(Conflict("mentor is full")) == {
+    assert describe_failure(Conflict("mentor is full")) == {
         "type": "Conflict",
         "message": "mentor is full",
         "status": 409,
     }
-    assert task_error(ZeroDivisionError("division by zero\n  File x.py, line 3")) == {
+    assert describe_failure(ZeroDivisionError("division by zero\n  File x.py, line 3")) == {
         "type": "ZeroDivisionError",
         "message": "division by zero",
         "status": 500,
     }
-    assert task_error(RuntimeError())["message"] == "RuntimeError (details in the worker log)"
-
-
-def test_celery_states_fold_into_the_five_public_ones():
-    def state(raw: str, result: object = None) -> dict:
-        return status_body("t", "n", {"status": raw, "result": result})
-
-    assert state("RECEIVED")["state"] == "PENDING"
-    assert state("STARTED", {"pid": 1, "hostname": "w"}) == {
-        "task_id": "t",
-        "name": "n",
-        "state": "STARTED",
-    }
-    assert state("RETRY")["state"] == "RETRY"
-    assert state("SUCCESS", None) == {
-        "task_id": "t",
-        "name": "n",
-        "state": "SUCCESS",
-        "result": None,
-    }
-    revoked = state("REVOKED", MatchingError("no"))
-    assert revoked["state"] == "FAILURE"
-    assert revoked["error"]["status"] == 400
+    assert describe_failure(RuntimeError())["message"] == "RuntimeError (details in the worker log)"

@@ -109,7 +109,7 @@ def test_token_round_trip():
     )
     assert done.returncode == 0, done.stderr
     token = done.stdout.strip()
-    caller = decode_token("a-test-secret-of-32-bytes-or-more!!", token)
+    caller = decode_token("a-test-secret-of-32-bytes-or-more!!", token, 3600)
     assert caller.sub == "alice"
     assert caller.scopes == ("peer.*", "mentorship.rank")
     claims = jwt.decode(token, options={"verify_signature": False})

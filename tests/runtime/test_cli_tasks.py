@@ -20,7 +20,7 @@ def test_enqueue_waits_for_the_result_and_status_reads_it(worker):
     answer = json.loads(done.stdout)
     assert answer["name"] == "maintenance.reconcile"
     assert answer["state"] == "SUCCESS"
-    assert "enqueued_tasks_pruned" in answer["result"]
+    assert "task_runs_pruned" in answer["result"]
 
     status = matchops("status", answer["task_id"])
     assert status.returncode == 0, status.stderr
@@ -73,7 +73,7 @@ def test_migrate_brings_an_empty_database_to_head():
     try:
         with engine.connect() as conn:
             assert conn.scalar(text("SELECT version_num FROM alembic_version")) == head
-        assert {"users", "outbox", "enqueued_tasks", "match_requests"} <= set(
+        assert {"users", "outbox", "task_runs", "match_requests"} <= set(
             inspect(engine).get_table_names()
         )
     finally:

@@ -10,11 +10,12 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from core.errors import MatchingError, status_of
+from core.outages import TRANSIENT_ERRORS
 from core.settings import get_settings
 from tests.proxy import OutageProxy
 from tests.support import queue_taken_from, running_worker, send
 from workers.app import load_tasks
-from workers.base import REGISTRY, TRANSIENT_ERRORS, TaskArgs, describe_validation_error, parse_args
+from workers.base import REGISTRY, TaskArgs, describe_validation_error, parse_args
 
 
 class _Args(TaskArgs):

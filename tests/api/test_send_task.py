@@ -1,5 +1,5 @@
 """A sibling service's own Celery app, knowing only the broker and backend URLs, reaches
-matchops tasks by name (contract section 4)."""
+matchops tasks by name (contract section 4), and an operator's token reads the outcome."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from models import MatchRequest
+from tests.api.support import client_for
 from tests.factories import make_user, unique
 
 # Runs in a separate interpreter, from an empty folder, in isolated mode: nothing of
@@ -44,7 +45,9 @@ def _send_from_bare_app(folder: Path, name: str, kwargs: dict[str, object]) -> d
     return answer
 
 
-def test_send_task_from_a_bare_celery_app_runs_and_returns_its_result(worker, db, tmp_path):
+def test_send_task_from_a_bare_celery_app_runs_and_its_status_reads_through_the_api(
+    worker, db, tmp_path, api_url: str
+):
     user = make_user(db)
     topic = unique("send-task")
     db.commit()
@@ -58,3 +61,12 @@ def test_send_task_from_a_bare_celery_app_runs_and_returns_its_result(worker, db
     stored = db.scalars(select(MatchRequest).where(MatchRequest.topic == topic)).one()
     assert str(stored.id) == result["request_id"]
     assert stored.user_id == user.id
+
+    with client_for(api_url, ["tasks:read"]) as operator:
+        status = operator.get(f"/v1/tasks/{answer['task_id']}")
+    assert status.status_code == 200, status.text
+    assert status.json()["state"] == "SUCCESS"
+    assert status.json()["name"] == "peer.request"
+    assert status.json()["result"] == result
+    with client_for(api_url, ["peer.*"]) as stranger:
+        assert stranger.get(f"/v1/tasks/{answer['task_id']}").status_code == 404

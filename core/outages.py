@@ -1,0 +1,57 @@
+"""One classification of outages, shared by the API, the CLI and the task base.
+
+An outage is a part that did not answer or refused us: worth a 503 naming it (API,
+CLI) or another try after a pause (tasks). Anything else is a bug or a refusal of the
+request itself, and is neither.
+"""
+
+from __future__ import annotations
+
+import amqp.exceptions
+import kombu.exceptions
+import redis.exceptions
+import sqlalchemy.exc
+
+DATABASE = "database"
+BROKER = "broker"
+RESULT_BACKEND = "result backend"
+
+# Deadlocks and serialization failures arrive as OperationalError too: a retry is
+# the right answer to them as well. A full connection pool is TimeoutError.
+DATABASE_ERRORS: tuple[type[Exception], ...] = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.TimeoutError,
+)
+# AMQP refusals (NotAllowed for a vhost, AccessRefused) are connection errors of the
+# amqp library that kombu does not always wrap.
+BROKER_ERRORS: tuple[type[Exception], ...] = (
+    kombu.exceptions.OperationalError,
+    amqp.exceptions.ConnectionError,
+)
+RESULT_BACKEND_ERRORS: tuple[type[Exception], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
+
+OUTAGES: tuple[tuple[str, tuple[type[Exception], ...]], ...] = (
+    (DATABASE, DATABASE_ERRORS),
+    (BROKER, BROKER_ERRORS),
+    (RESULT_BACKEND, RESULT_BACKEND_ERRORS),
+)
+
+# What a task retries with backoff: every outage, and a socket that broke under us.
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
+    *DATABASE_ERRORS,
+    *BROKER_ERRORS,
+    *RESULT_BACKEND_ERRORS,
+    ConnectionError,
+)
+
+
+def component_of(error: BaseException) -> str | None:
+    """The part an outage error belongs to, or None when the error is no outage."""
+    for component, errors in OUTAGES:
+        if isinstance(error, errors):
+            return component
+    return None

@@ -1,0 +1,154 @@
+"""The task ledger: each task id's deliveries and outcome in `task_runs`.
+
+The task base uses it so that every delivery of one task id after the first replays
+the first one's outcome and changes nothing:
+
+1. `begin_delivery` counts the delivery in its own committed statement (a worker
+   killed mid-task must still have counted it, or a poison message would loop);
+2. `claim_run` locks the task's row in the transaction that does the work; a second
+   delivery running at the same time waits there, then finds the outcome;
+3. `record_outcome` writes the result or the domain error in that same transaction,
+   so the outcome commits exactly when the effects do.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, case, func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from core.context import TaskContext
+from models.platform import TaskProgress, TaskRun
+
+SUCCESS = "SUCCESS"
+FAILURE = "FAILURE"
+STARTED = "STARTED"
+RETRY = "RETRY"
+PENDING = "PENDING"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A recorded outcome: the JSON result, or the error `{"type", "message", "status"}`."""
+
+    state: str
+    result: Any = None
+    error: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What `begin_delivery` found: how many times the id has arrived, and its outcome."""
+
+    count: int
+    outcome: Outcome | None
+
+
+def begin_delivery(
+    connection: Connection, context: TaskContext, args: dict[str, Any], origin: str
+) -> Delivery:
+    """Count a delivery of the task (the row is created for tasks the API never saw).
+
+    Runs on an autocommit connection: the count must survive whatever happens next.
+    """
+    row = connection.execute(
+        insert(TaskRun)
+        .values(
+            task_id=uuid.UUID(context.task_id),
+            name=context.task_name,
+            args=args,
+            caller=context.caller,
+            origin=origin,
+            dispatched_at=func.now(),
+            started_at=func.now(),
+            deliveries=1,
+            state=STARTED,
+        )
+        .on_conflict_do_update(
+            index_elements=[TaskRun.task_id],
+            set_={
+                "deliveries": TaskRun.deliveries + 1,
+                "started_at": func.coalesce(TaskRun.started_at, func.now()),
+                # The existing row's values: a finished task keeps its outcome.
+                "state": case((_unfinished(), STARTED), else_=TaskRun.state),
+            },
+        )
+        .returning(
+            TaskRun.deliveries,
+            TaskRun.state,
+            TaskRun.result,
+            TaskRun.error,
+            TaskRun.finished_at,
+        )
+    ).one()
+    return Delivery(count=row.deliveries, outcome=_outcome(row))
+
+
+def claim_run(session: Session, task_id: str) -> Outcome | None:
+    """Lock the task's row until the transaction ends; its outcome if it has one."""
+    row = session.execute(
+        select(TaskRun.state, TaskRun.result, TaskRun.error, TaskRun.finished_at)
+        .where(TaskRun.task_id == uuid.UUID(task_id))
+        # NO KEY: progress rows reference this one, and their foreign-key check must
+        # not wait for the lock their own task holds.
+        .with_for_update(key_share=True)
+    ).one()
+    return _outcome(row)
+
+
+def record_outcome(session: Session, task_id: str, outcome: Outcome) -> Outcome:
+    """Write the outcome unless one is recorded already; returns the one that stands."""
+    written = session.execute(
+        update(TaskRun)
+        .where(TaskRun.task_id == uuid.UUID(task_id), _unfinished())
+        .values(
+            state=outcome.state,
+            result=outcome.result,
+            error=outcome.error,
+            finished_at=func.now(),
+        )
+        .returning(TaskRun.task_id)
+    ).one_or_none()
+    if written is not None:
+        return outcome
+    stored = session.execute(
+        select(TaskRun.state, TaskRun.result, TaskRun.error, TaskRun.finished_at).where(
+            TaskRun.task_id == uuid.UUID(task_id)
+        )
+    ).one()
+    return _outcome(stored) or outcome
+
+
+def mark_state(connection: Connection, task_id: str, state: str) -> None:
+    """Show a state (RETRY) of an unfinished task; a finished one keeps its outcome."""
+    connection.execute(
+        update(TaskRun)
+        .where(TaskRun.task_id == uuid.UUID(task_id), _unfinished())
+        .values(state=state)
+    )
+
+
+def record_progress(connection: Connection, task_id: str, progress: dict[str, Any]) -> None:
+    """Store the latest progress of a running task."""
+    statement = insert(TaskProgress).values(task_id=uuid.UUID(task_id), progress=progress)
+    connection.execute(
+        statement.on_conflict_do_update(
+            index_elements=[TaskProgress.task_id],
+            set_={"progress": statement.excluded.progress, "updated_at": func.now()},
+        )
+    )
+
+
+def _unfinished() -> Any:
+    return TaskRun.finished_at.is_(None)
+
+
+def _outcome(row: Any) -> Outcome | None:
+    if row.finished_at is None:
+        return None
+    # Records older than the ledger finished without a stored outcome.
+    return Outcome(row.state or SUCCESS, row.result, row.error)
