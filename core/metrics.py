@@ -13,7 +13,12 @@ from typing import Any
 
 import kombu.exceptions
 from kombu.connection import Connection
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector, CollectorRegistry
 from sqlalchemy import text
 from sqlalchemy.orm import Session
@@ -28,6 +33,8 @@ DIFFICULTIES = ("Easy", "Medium", "Hard")
 OTHER_TOPIC = "_other"
 # Seconds from a peer request to its proposed match; people wait minutes, not hours.
 TIME_TO_MATCH_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+# Seconds a task waits for a worker: well under a second when workers keep up.
+TASK_WAIT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0, 300.0)
 
 SeriesReader = Callable[[Session], Iterable[Metric]]
 
@@ -159,11 +166,57 @@ def outbox(session: Session) -> Iterator[Metric]:
     )
 
 
+def tasks_accepted(session: Session) -> Iterator[Metric]:
+    """`matchops_tasks_accepted_total{task}`: tasks the API (or `matchops enqueue`) accepted.
+
+    Counted from task_runs, so it drops when `maintenance.reconcile` prunes finished rows
+    (Prometheus reads that as a counter reset).
+    """
+    counter = CounterMetricFamily(
+        "matchops_tasks_accepted", "Tasks accepted by the API, by name.", labels=["task"]
+    )
+    rows = session.execute(
+        text("SELECT name, count(*) FROM task_runs WHERE origin = 'api' GROUP BY name")
+    )
+    for name, count in rows:
+        counter.add_metric([name], float(count))
+    yield counter
+
+
+def task_queue_wait(session: Session) -> Iterator[Metric]:
+    """`matchops_task_queue_wait_seconds{task}`: accepted, or due after a countdown → started."""
+    histogram = HistogramQuery(TASK_WAIT_BUCKETS)
+    rows = session.execute(
+        text(
+            f"""
+            SELECT name, {histogram.select}
+            FROM (
+                SELECT name, greatest(extract(epoch FROM started_at - due_at), 0) AS wait
+                FROM task_runs WHERE started_at IS NOT NULL
+            ) AS started
+            GROUP BY name
+            """
+        ),
+        histogram.params,
+    )
+    family = HistogramMetricFamily(
+        "matchops_task_queue_wait_seconds",
+        "Seconds from a task being accepted (or due, after a countdown) to its first start.",
+        labels=["task"],
+    )
+    for name, *values in rows:
+        buckets, seconds = histogram.buckets(values)
+        family.add_metric([name], buckets, seconds)
+    yield family
+
+
 DATABASE_SERIES: tuple[SeriesReader, ...] = (
     peer_pools,
     peer_time_to_match,
     peer_open_matches,
     outbox,
+    tasks_accepted,
+    task_queue_wait,
 )
 
 

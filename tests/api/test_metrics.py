@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from core.metrics import MAX_POOL_SERIES, OTHER_TOPIC
 from core.settings import get_settings
 from tests.api.support import client_for
-from tests.factories import unique
+from tests.factories import next_id, unique
 from tests.factories_peer import backdate_request, make_pool, make_request
 from tests.support import WorkerProcess, queue_taken_from, run_task, send, wait_for
 
@@ -44,7 +44,7 @@ def _count(db: Session, sql: str) -> int:
 
 @pytest.fixture
 def metrics_reader(api_url: str) -> Iterator[httpx.Client]:
-    with client_for(api_url, ["metrics:read"]) as http:
+    with client_for(api_url, ["metrics:read", "mentorship.rank"]) as http:
         yield http
 
 
@@ -85,6 +85,11 @@ def test_every_series_after_a_peer_workload(
     db.commit()
     backdate_request(db, oldest.id, 90)
     assert run_task("peer.sweep", difficulty="Medium", topic=swept) == {"matched": 2}
+    # A task through the API, for the accepted-tasks counter (it changes no pool).
+    enqueued = metrics_reader.post(
+        "/v1/tasks/mentorship.rank", json={"args": {"mentee_id": next_id()}}
+    )
+    assert enqueued.status_code == 202, enqueued.text
 
     # A message sits in a queue no worker reads for the moment.
     with queue_taken_from(worker, "maintenance"):
@@ -137,6 +142,23 @@ def test_every_series_after_a_peer_workload(
     assert _value(samples, "matchops_outbox_unpublished") == unpublished
     assert unpublished >= 2  # match.proposed twice; no relay runs in the tests
     assert _value(samples, "matchops_outbox_lag_seconds") > 0
+
+    accepted = _count(
+        db, "SELECT count(*) FROM task_runs WHERE origin = 'api' AND name = 'mentorship.rank'"
+    )
+    assert accepted >= 1
+    assert _value(samples, "matchops_tasks_accepted_total", task="mentorship.rank") == accepted
+    started = _count(
+        db,
+        "SELECT count(*) FROM task_runs WHERE name = 'peer.sweep' AND started_at IS NOT NULL",
+    )
+    assert started >= 1
+    wait_count = _value(samples, "matchops_task_queue_wait_seconds_count", task="peer.sweep")
+    assert wait_count == started
+    assert (
+        _value(samples, "matchops_task_queue_wait_seconds_bucket", task="peer.sweep", le="+Inf")
+        == started
+    )
 
     queues = {s.labels["queue"]: s.value for s in samples["matchops_queue_length"]}
     assert set(queues) == {"interactive", "sweeps", "cascades", "maintenance", "events", "celery"}
