@@ -11,6 +11,7 @@ import uuid
 
 import amqp.exceptions
 import pytest
+from celery import Celery
 from kombu.connection import Connection
 from kombu.entity import Queue
 from sqlalchemy import select
@@ -109,3 +110,13 @@ def test_the_relay_publishes_events_to_rabbitmq_with_confirms(database, db, rabb
         select(OutboxEvent.published_at).where(OutboxEvent.data["marker"].astext == marker)
     )
     assert published_at is not None
+
+
+def test_a_bare_celery_app_sends_to_matchops_on_rabbitmq(database, rabbitmq_url: str):
+    # A sibling with nothing but the URLs declares the default `celery` queue its own
+    # way; matchops declares it the same way, so both can use it.
+    env = _on_rabbitmq(rabbitmq_url)
+    with running_worker("celery-queue-on-rabbitmq", queues="celery", extra_env=env):
+        sibling = Celery("sibling", broker=rabbitmq_url, backend=get_settings().backend)
+        answer = sibling.send_task("maintenance.reconcile").get(timeout=60)
+    assert "outbox_stuck" in answer
