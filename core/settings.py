@@ -34,9 +34,6 @@ class Settings(BaseSettings):
     max_concurrent_matches: int = Field(5000, ge=0)
     max_mentees: int = Field(2, ge=0)
     mentorship_request_timeout_seconds: int = Field(604800, gt=0)
-    # Connections one big `peer.sweep` writes through at once (plus one coordinating
-    # it). At most 8, so a sweep fits the engine's pool of 10 connections.
-    peer_sweep_lanes: int = Field(2, ge=1, le=8)
 
     # Task execution limits. The hard limit kills a stuck child; the soft one lets the
     # task roll back its transaction first.
@@ -48,6 +45,11 @@ class Settings(BaseSettings):
     max_countdown_seconds: int = Field(3600, gt=0)
 
     log_level: str = "INFO"
+
+    # Send a sweep of the topic, or the outbox relay, right after a commit that makes
+    # one due. Off, pairing and events wait for beat's safety tick (a comparison the
+    # time-to-match bench makes).
+    commit_triggers: bool = True
 
     @field_validator("database_url")
     @classmethod

@@ -9,6 +9,13 @@ from runtime.embedded import ensure_servers
 # runs them). Database matchops_test and Redis db 1 keep it apart from that stack.
 ensure_servers(database="matchops_test", redis_db=1)
 
+import os  # noqa: E402
+
+# Most tests run tasks one at a time and send the sweeps they check themselves; a sweep
+# triggered by a commit would race those. The trigger tests switch them on for workers
+# of their own.
+os.environ.setdefault("COMMIT_TRIGGERS", "false")
+
 from collections.abc import Iterator  # noqa: E402
 
 import pytest  # noqa: E402

@@ -118,13 +118,14 @@ def run_task(name: str, timeout: float = 60, **kwargs: Any) -> Any:
 
     A domain error raised by the task is raised here again, with its type.
     """
-    result: AsyncResult[Any] = app.send_task(name, kwargs=kwargs)
+    # Periodic tasks store no result unless the message asks for one, as this one does.
+    result: AsyncResult[Any] = app.send_task(name, kwargs=kwargs, ignore_result=False)
     return result.get(timeout=timeout, propagate=True, disable_sync_subtasks=False)
 
 
 def send(name: str, **kwargs: Any) -> AsyncResult[Any]:
-    """Send without waiting."""
-    return app.send_task(name, kwargs=kwargs)
+    """Send without waiting; the result is stored even for tasks that usually store none."""
+    return app.send_task(name, kwargs=kwargs, ignore_result=False)
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 30, what: str = "condition") -> None:

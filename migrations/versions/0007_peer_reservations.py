@@ -1,0 +1,32 @@
+"""Peer: reservations of the open-match cap, held by sweeps running side by side.
+
+Revision ID: 0007_peer_reservations
+Revises: 0004_carpool
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0007_peer_reservations"
+down_revision: str | None = "0004_carpool"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "peer_match_reservations",
+        sa.Column("id", sa.Uuid(), server_default=sa.text("gen_random_uuid()"), nullable=False),
+        sa.Column("pairs", sa.Integer(), nullable=False),
+        sa.Column(
+            "reserved_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False
+        ),
+        sa.CheckConstraint("pairs > 0", name=op.f("ck_peer_match_reservations_positive_pairs")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_peer_match_reservations")),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("peer_match_reservations")
