@@ -5,6 +5,8 @@ from __future__ import annotations
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from core.followups import relay_due, sweep_due
+
 # A pending request expires MATCHING_TIMEOUT_SECONDS after it was made, or after it was
 # last requeued (a requeued request keeps its created_at, its place in the pool, but
 # gets a full timeout to find its next partner). Rows another transaction holds (a
@@ -74,7 +76,7 @@ EXPIRE_MATCHES = text(
             requeued_at = CASE WHEN s.confirmed THEN now() ELSE r.requeued_at END
         FROM sides s
         WHERE r.user_id = s.user_id AND r.match_id = s.match_id AND r.status = 'matched'
-        RETURNING s.match_id, r.user_id, s.confirmed AS requeued
+        RETURNING s.match_id, r.user_id, r.topic, s.confirmed AS requeued
     ),
     moved_by_match AS (
         SELECT
@@ -102,7 +104,8 @@ EXPIRE_MATCHES = text(
     )
     SELECT
         (SELECT count(*) FROM expired) AS matches_expired,
-        (SELECT count(*) FROM moved WHERE requeued) AS requeued
+        (SELECT count(*) FROM moved WHERE requeued) AS requeued,
+        (SELECT array_agg(DISTINCT topic) FROM moved WHERE requeued) AS requeued_topics
     """
 )
 
@@ -114,6 +117,10 @@ def expire(session: Session, *, matching_timeout: int) -> dict[str, int]:
     """
     matches = session.execute(EXPIRE_MATCHES).one()
     requests_expired = session.scalar(EXPIRE_REQUESTS, {"timeout": matching_timeout})
+    for topic in matches.requeued_topics or ():
+        sweep_due(session, topic)
+    if matches.matches_expired or requests_expired:
+        relay_due(session)
     return {
         "requests_expired": int(requests_expired or 0),
         "matches_expired": int(matches.matches_expired),
