@@ -45,11 +45,12 @@ class MatchRequest(Base):
             unique=True,
             postgresql_where=text("status IN ('pending', 'matched')"),
         ),
-        # The sweep reads each pool's pending requests oldest first.
+        # The sweep reads each pool's pending requests oldest first, and a topic's pools
+        # together.
         Index(
             "ix_match_requests_pending_pool",
-            "difficulty",
             "topic",
+            "difficulty",
             "created_at",
             postgresql_where=text("status = 'pending'"),
         ),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from pydantic import Field, StringConstraints
 from sqlalchemy.orm import Session
@@ -17,7 +17,9 @@ from domain.peer.requests import cancel_request, create_request
 from domain.peer.rules import TOPIC_MAX_LENGTH, TOPIC_PATTERN, Difficulty
 from domain.peer.session_store import session_store
 from domain.peer.sessions import leave_session
-from domain.peer.sweep import sweep_topic, waiting_topics
+from domain.peer.shares import split_topics
+from domain.peer.sweep import sweep_topics, waiting_topics
+from workers.app import app
 from workers.base import NoArgs, ProgressReporter, TaskArgs, batched_task, task
 from workers.triggers import mark_started, send_coalesced
 
@@ -51,6 +53,12 @@ class PeerSweepArgs(TaskArgs):
 
     difficulty: Difficulty | None = None
     topic: Topic | None = None
+    topics: list[Topic] | None = Field(
+        None,
+        min_length=1,
+        description="Several topics swept in one transaction (how a sweep of every pool "
+        "splits its work); leave out to sweep `topic`, or every pool.",
+    )
 
 
 class PeerConfirmArgs(TaskArgs):
@@ -80,30 +88,32 @@ def cancel(session: Session, args: PeerCancelArgs) -> dict[str, Any]:
     return cancel_request(session, args.request_id, args.user_id)
 
 
-# Batched: a topic's sweep reserves its share of the cap in a transaction of its own.
+# Batched: a sweep reserves its share of the cap in a transaction of its own.
 @batched_task("peer.sweep", args=PeerSweepArgs, ignore_result=True)
 def sweep(reporter: ProgressReporter, args: PeerSweepArgs) -> dict[str, int]:
     """Pair pending requests pool by pool, oldest first, into matches awaiting confirmation."""
-    if args.topic is None:
-        # Fan out: one small sweep per topic on the `sweeps` queue, for any worker to take.
+    if args.topics is None and args.topic is None:
+        # Fan out: a few tasks over shares of whole topics, for any workers to take.
         with session_factory().begin() as session:
-            topics = waiting_topics(session, args.difficulty)
-        send_coalesced(sweep_followup(topic, args.difficulty) for topic in topics)
-        return {"matched": 0, "topics": len(topics)}
-    followup = sweep_followup(args.topic, args.difficulty)
-    # From here on, a commit into the topic queues another sweep instead of counting on
-    # this one, which may already have claimed its requests.
-    mark_started(followup)
+            shares = split_topics(waiting_topics(session, args.difficulty))
+        for share in shares:
+            app.send_task("peer.sweep", kwargs={"difficulty": args.difficulty, "topics": share})
+        return {"matched": 0, "shares": len(shares)}
     settings = get_settings()
-    done = sweep_topic(
+    followup = None if args.topic is None else sweep_followup(args.topic, args.difficulty)
+    if followup is not None:
+        # From here on, a commit into the topic queues another sweep instead of counting
+        # on this one, which may already have claimed its requests.
+        mark_started(followup)
+    done = sweep_topics(
         session_factory(),
-        topic=args.topic,
+        topics=args.topics or [cast(str, args.topic)],
         difficulty=args.difficulty,
         max_open_matches=settings.max_concurrent_matches,
         confirm_seconds=settings.confirm_match_timeout_seconds,
         stale_after=settings.task_time_limit,
     )
-    if done.busy:
+    if done.busy and followup is not None:
         # Another sweep holds a pool and may have claimed before this one was queued:
         # come back after it rather than leave the newcomers to beat's safety tick.
         send_coalesced([followup])

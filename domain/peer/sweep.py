@@ -1,18 +1,20 @@
-"""`peer.sweep` of one topic: pair the pending requests of its pools in a few statements.
+"""`peer.sweep` of some topics: pair the pending requests of their pools in a few statements.
 
-A sweep of every pool is fanned out as one sweep per topic (`waiting_topics`), so
-workers on several machines sweep several topics at once and the database writes them
-on several cores. A topic is the unit rather than a pool so that a rule pairing
-adjacent difficulties of one topic sees all of them in one transaction.
+A commit that adds pending requests triggers a sweep of its topic; a sweep of every
+pool is fanned out as tasks over shares of whole topics (`domain.peer.shares`), so
+workers on several machines sweep at once and the database writes on several cores.
+A topic is the smallest unit rather than a pool so that a rule pairing adjacent
+difficulties of one topic sees all of them in one transaction.
 
-One topic's sweep:
+One sweep:
 
-  1. lock the topic's pools that no other sweep holds (a busy pool is skipped, not
+  1. lock the topics' pools that no other sweep holds (a busy pool is skipped, not
      waited on) and count their pending requests;
   2. reserve part of the open-match cap in a short transaction of its own, under the
      one global lock: the cap minus open matches minus other sweeps' live reservations;
   3. claim (row-lock) only the oldest requests of each pool that the reservation can
-     pair, pair them in memory (domain.peer.pairing), keep the oldest pairs that fit;
+     pair (`claim_limits`), pair them in memory (domain.peer.pairing), keep the oldest
+     pairs that fit;
   4. write matches, requests and `match.proposed` events in one statement, delete the
      reservation in the same transaction, and commit.
 
@@ -36,46 +38,52 @@ from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.followups import relay_due
-from core.locks import hold_advisory_lock
-from domain.peer.pairing import Paired, Queue, UserPair, oldest_pairs, pair_count, pair_queues
+from domain.peer.pairing import (
+    Paired,
+    Pool,
+    Queue,
+    UserPair,
+    oldest_pairs,
+    pair_count,
+    pair_queues,
+)
 from domain.peer.rules import DECLINE_COOLDOWN_SECONDS
+from domain.peer.shares import claim_limits
 from models.peer import Match, MatchReservation
 
-# Topics with a pool of two or more pending requests (one alone has nobody to pair with).
-WAITING_TOPICS = text(
+# Pools with two or more pending requests (one alone has nobody to pair with), and how
+# many each holds, so a sweep of every pool can be split into shares of similar size.
+WAITING_POOLS = text(
     """
-    SELECT DISTINCT topic
-    FROM (
-        SELECT topic
-        FROM match_requests
-        WHERE status = 'pending'
-          AND (CAST(:difficulty AS text) IS NULL OR difficulty = :difficulty)
-        GROUP BY difficulty, topic
-        HAVING count(*) >= 2
-    ) AS pools
-    ORDER BY topic
+    SELECT difficulty, topic, count(*) AS waiting
+    FROM match_requests
+    WHERE status = 'pending'
+      AND (CAST(:difficulty AS text) IS NULL OR difficulty = :difficulty)
+    GROUP BY difficulty, topic
+    HAVING count(*) >= 2
     """
 )
 
-# Each pool of the topic under a transaction-scoped advisory lock keyed by a hash of the
-# pool; `locked` is false for a pool another sweep holds.
+# Each pool of the topics under a transaction-scoped advisory lock keyed by a hash of
+# the pool; `locked` is false for a pool another sweep holds.
 LOCK_POOLS = text(
     """
     SELECT
         difficulty,
+        topic,
         waiting,
         pg_try_advisory_xact_lock(
-            hashtext('matchops.peer.pool'), hashtext(difficulty || E'\\x1f' || :topic)
+            hashtext('matchops.peer.pool'), hashtext(difficulty || E'\\x1f' || topic)
         ) AS locked
     FROM (
-        SELECT difficulty, count(*) AS waiting
+        SELECT difficulty, topic, count(*) AS waiting
         FROM match_requests
-        WHERE status = 'pending' AND topic = :topic
+        WHERE status = 'pending' AND topic = ANY(CAST(:topics AS text[]))
           AND (CAST(:difficulty AS text) IS NULL OR difficulty = :difficulty)
-        GROUP BY difficulty
+        GROUP BY difficulty, topic
         HAVING count(*) >= 2
     ) AS pools
-    ORDER BY difficulty
+    ORDER BY topic, difficulty
     """
 )
 
@@ -84,15 +92,17 @@ LOCK_POOLS = text(
 # not leave the sweep short of partners, or the pool stuck behind them under the cap.
 CLAIM_SLACK = 16
 
-# The oldest `:claimable` pending requests of each locked pool. The row locks keep
+# The oldest `limit` pending requests of each locked pool. The row locks keep
 # expiry and cancellation off them until the sweep commits; the rest of the pool stays
 # free. Each pool comes back as one row of three comma-separated lists (request ids,
 # user ids, created_at in microseconds), each oldest first: turning thousands of rows
 # into Python objects costs more than the whole claim.
 CLAIM_POOLS = text(
     """
-    SELECT p.difficulty, r.request_ids, r.user_ids, r.created_us
-    FROM unnest(CAST(:difficulties AS text[])) AS p(difficulty)
+    SELECT p.difficulty, p.topic, r.request_ids, r.user_ids, r.created_us
+    FROM unnest(
+        CAST(:difficulties AS text[]), CAST(:topics AS text[]), CAST(:limits AS int[])
+    ) AS p(difficulty, topic, claimable)
     CROSS JOIN LATERAL (
         SELECT
             string_agg(id::text, ',' ORDER BY created_at, id) AS request_ids,
@@ -105,9 +115,9 @@ CLAIM_POOLS = text(
         FROM (
             SELECT id, user_id, created_at
             FROM match_requests
-            WHERE difficulty = p.difficulty AND topic = :topic AND status = 'pending'
+            WHERE difficulty = p.difficulty AND topic = p.topic AND status = 'pending'
             ORDER BY created_at, id
-            LIMIT :claimable
+            LIMIT p.claimable
             FOR UPDATE SKIP LOCKED
         ) AS pending
     ) AS r
@@ -115,13 +125,20 @@ CLAIM_POOLS = text(
     """
 )
 
-# Declines of the last hour: few (people decline by hand), so reading them all is cheaper
-# than narrowing them down to the users being paired.
+# Declines of the last hour between two of the claimed users: a sweep of one topic reads
+# only what concerns it. The users travel as one comma-separated text (adapting a big
+# array client side costs more than the query), and are matched by semi-joins, not
+# `= ANY(array)`, which compares every decline with every element.
 RECENT_DECLINES = text(
     """
+    WITH claimed AS MATERIALIZED (
+        SELECT unnest(CAST(string_to_array(:users, ',') AS bigint[])) AS user_id
+    )
     SELECT user_low, user_high
     FROM peer_declines
-    WHERE declined_at > now() - make_interval(secs => :cooldown)
+    WHERE user_low IN (SELECT user_id FROM claimed)
+      AND user_high IN (SELECT user_id FROM claimed)
+      AND declined_at > now() - make_interval(secs => :cooldown)
     """
 )
 
@@ -129,15 +146,24 @@ RECENT_DECLINES = text(
 # this one lock, held only by the short reserving transaction.
 OPEN_MATCH_BUDGET_LOCK = "matchops.peer.open_matches"
 
+# A reservation lost in a crash is harmless (the matches it covers commit with a flush
+# of their own), so its commit need not wait for the disk.
+RESERVATION_LOCK = text(
+    "SELECT set_config('synchronous_commit', 'off', true), pg_advisory_xact_lock(hashtext(:name))"
+)
+
 # What is left of the cap, up to what the sweep can use. Reservations older than
-# `:stale_after` seconds belong to a sweep that died before deleting its row.
+# `:stale_after` seconds belong to a sweep that died before deleting its row. Open
+# matches are counted no further than the cap: beyond it nothing is free anyway.
 RESERVE = text(
     """
-    WITH free AS (
+    WITH free AS MATERIALIZED (
         SELECT least(
             :wanted,
             :cap
-            - (SELECT count(*) FROM matches WHERE status = 'pending_confirmation')
+            - (SELECT count(*) FROM (
+                SELECT FROM matches WHERE status = 'pending_confirmation' LIMIT :cap
+              ) AS open_matches)
             - (SELECT coalesce(sum(pairs), 0) FROM peer_match_reservations
                WHERE reserved_at > now() - make_interval(secs => :stale_after))
         ) AS pairs
@@ -216,8 +242,8 @@ WRITE_MATCHES = text(
 
 
 @dataclass(frozen=True)
-class TopicSweep:
-    """What one topic's sweep did: matches created, requests it row-locked to make them,
+class SweepOutcome:
+    """What one sweep did: matches created, requests it row-locked to make them,
     and whether a pool was busy."""
 
     matched: int
@@ -243,21 +269,25 @@ def count_open_matches(session: Session) -> int:
     )
 
 
-def waiting_topics(session: Session, difficulty: str | None) -> list[str]:
-    """Topics with a pool (of `difficulty`, when given) that has two or more pending requests."""
-    return list(session.scalars(WAITING_TOPICS, {"difficulty": difficulty}))
+def waiting_topics(session: Session, difficulty: str | None) -> dict[str, int]:
+    """Topics with a pool (of `difficulty`, when given) that has two or more pending
+    requests, and how many such requests each topic holds."""
+    topics: dict[str, int] = {}
+    for row in session.execute(WAITING_POOLS, {"difficulty": difficulty}):
+        topics[row.topic] = topics.get(row.topic, 0) + row.waiting
+    return topics
 
 
-def sweep_topic(
+def sweep_topics(
     sessions: sessionmaker[Session],
     *,
-    topic: str,
+    topics: Sequence[str],
     difficulty: str | None,
     max_open_matches: int,
     confirm_seconds: int,
     stale_after: int,
-) -> TopicSweep:
-    """Pair the pending requests of the topic's pools (or of its one pool of `difficulty`).
+) -> SweepOutcome:
+    """Pair the pending requests of the topics' pools (or only their pools of `difficulty`).
 
     Oldest first within a pool, never a user with themself, never two users one of whom
     declined the other within the cooldown, never beyond `max_open_matches` matches
@@ -265,25 +295,27 @@ def sweep_topic(
     of the cap older than `stale_after` seconds are ignored (see the module docstring).
     """
     with sessions.begin() as session:
-        pools = session.execute(LOCK_POOLS, {"topic": topic, "difficulty": difficulty}).all()
-        locked = [row for row in pools if row.locked]
-        busy = len(locked) < len(pools)
-        wanted = sum(row.waiting // 2 for row in locked)
+        pools = session.execute(
+            LOCK_POOLS, {"topics": list(topics), "difficulty": difficulty}
+        ).all()
+        waiting = {(row.difficulty, row.topic): row.waiting for row in pools if row.locked}
+        busy = len(waiting) < len(pools)
+        wanted = sum(size // 2 for size in waiting.values())
         if not wanted:
-            return TopicSweep(0, 0, busy)
+            return SweepOutcome(0, 0, busy)
         reservation = reserve(sessions, wanted, max_open_matches, stale_after)
         if reservation is None:
-            return TopicSweep(0, 0, busy)
+            return SweepOutcome(0, 0, busy)
         try:
-            paired = claim_and_pair(session, topic, [row.difficulty for row in locked], reservation)
+            paired = claim_and_pair(session, waiting, reservation)
             created = write_matches(session, paired, confirm_seconds)
-            session.execute(delete(MatchReservation).where(MatchReservation.id == reservation.id))
+            release_in(session, reservation)
         except BaseException:
             release(sessions, reservation)
             raise
         if created:
             relay_due(session)
-    return TopicSweep(created, sum(len(queue.request_ids) for queue, _ in paired), busy)
+    return SweepOutcome(created, sum(len(queue.request_ids) for queue, _ in paired), busy)
 
 
 def reserve(
@@ -291,7 +323,7 @@ def reserve(
 ) -> Reservation | None:
     """Reserve up to `wanted` pairs of the open-match cap in a transaction of its own."""
     with sessions.begin() as session:
-        hold_advisory_lock(session, OPEN_MATCH_BUDGET_LOCK)
+        session.execute(RESERVATION_LOCK, {"name": OPEN_MATCH_BUDGET_LOCK})
         row = session.execute(
             RESERVE, {"wanted": wanted, "cap": cap, "stale_after": stale_after}
         ).one_or_none()
@@ -301,33 +333,41 @@ def reserve(
 def release(sessions: sessionmaker[Session], reservation: Reservation) -> None:
     """Give a reservation back after the sweep failed before writing its matches."""
     with sessions.begin() as session:
-        session.execute(delete(MatchReservation).where(MatchReservation.id == reservation.id))
+        release_in(session, reservation)
+
+
+def release_in(session: Session, reservation: Reservation) -> None:
+    """Drop the reservation in `session`'s transaction: its matches now count instead."""
+    session.execute(delete(MatchReservation).where(MatchReservation.id == reservation.id))
 
 
 def claim_and_pair(
-    session: Session, topic: str, difficulties: Sequence[str], reservation: Reservation
+    session: Session, waiting: dict[Pool, int], reservation: Reservation
 ) -> list[Paired]:
     """Claim the oldest requests of each pool the reservation can pair, and pair them."""
-    claimed = session.execute(
+    rows = session.execute(
         CLAIM_POOLS,
         {
-            "topic": topic,
-            "difficulties": list(difficulties),
-            "claimable": 2 * reservation.pairs + CLAIM_SLACK,
+            "difficulties": [difficulty for difficulty, _ in waiting],
+            "topics": [topic for _, topic in waiting],
+            "limits": claim_limits(waiting, reservation.pairs, CLAIM_SLACK),
         },
-    )
+    ).all()
     queues = [
         Queue(
-            (row.difficulty, topic),
+            (row.difficulty, row.topic),
             row.request_ids.split(","),
             list(map(int, row.user_ids.split(","))),
             list(map(int, row.created_us.split(","))),
         )
-        for row in claimed
+        for row in rows
     ]
     if not queues:
         return []
-    declines = session.execute(RECENT_DECLINES, {"cooldown": DECLINE_COOLDOWN_SECONDS})
+    users = ",".join(row.user_ids for row in rows)
+    declines = session.execute(
+        RECENT_DECLINES, {"users": users, "cooldown": DECLINE_COOLDOWN_SECONDS}
+    )
     declined: set[UserPair] = {(row.user_low, row.user_high) for row in declines}
     return oldest_pairs(pair_queues(queues, declined), reservation.pairs)
 

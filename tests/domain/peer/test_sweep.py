@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from core.db import session_factory
 from domain.peer.pairing import pair_pool, user_pair
-from domain.peer.sweep import CLAIM_SLACK, TopicSweep, count_open_matches, sweep_topic
+from domain.peer.sweep import CLAIM_SLACK, SweepOutcome, count_open_matches, sweep_topics
 from models.peer import MatchRequest, PeerDecline
 from tests.factories import unique
 from tests.factories_peer import make_pool, make_request, matches_of_topic
@@ -18,11 +18,11 @@ from tests.factories_peer import make_pool, make_request, matches_of_topic
 DIFFICULTIES = ("Easy", "Medium", "Hard")
 
 
-def sweep(topic: str, *, max_open_matches: int = 10**6) -> TopicSweep:
+def sweep(topic: str, *, max_open_matches: int = 10**6) -> SweepOutcome:
     """One sweep of every pool of `topic`."""
-    return sweep_topic(
+    return sweep_topics(
         session_factory(),
-        topic=topic,
+        topics=[topic],
         difficulty=None,
         max_open_matches=max_open_matches,
         confirm_seconds=120,
@@ -76,12 +76,12 @@ def test_the_cap_is_reserved_before_the_claim_and_keeps_the_oldest_pairs(db):
     done = sweep(topic, max_open_matches=cap)
 
     assert done.matched == 3
-    # Room for three pairs: each pool's six oldest requests (and a few spare) are
-    # claimed, not all forty.
-    assert done.claimed == 3 * (6 + CLAIM_SLACK)
+    # Room for three pairs, shared by the three pools of forty: each claims its two
+    # oldest requests (and a few spare), not all forty.
+    assert done.claimed == 3 * (2 + CLAIM_SLACK)
     assert [m.difficulty for m in matches_of_topic(db, topic)] == ["Hard"] * 3
     assert counted(db, "match_requests WHERE topic = :t AND status = 'pending'", topic) == 114
-    assert sweep(topic, max_open_matches=cap) == TopicSweep(0, 0, False)
+    assert sweep(topic, max_open_matches=cap) == SweepOutcome(0, 0, False)
 
 
 def test_sweeps_racing_under_a_tight_cap_never_exceed_it_or_pair_twice(db):
@@ -92,7 +92,7 @@ def test_sweeps_racing_under_a_tight_cap_never_exceed_it_or_pair_twice(db):
     db.commit()
     cap = count_open_matches(db) + 25
 
-    results: list[TopicSweep] = []
+    results: list[SweepOutcome] = []
     racers = [
         threading.Thread(target=lambda t=topic: results.append(sweep(t, max_open_matches=cap)))
         for topic in topics * 2
