@@ -280,6 +280,9 @@ def _publish(name: str, args: dict[str, Any], task_id: str, countdown: float | N
             task_id=task_id,
             countdown=countdown,
             retry_policy=PUBLISH_RETRY_POLICY,
+            # The caller reads this task's status, even of one that stores no result
+            # when beat or a commit sends it.
+            ignore_result=False,
         )
 
 

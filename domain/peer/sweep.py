@@ -125,11 +125,23 @@ CLAIM_POOLS = text(
     """
 )
 
-# Declines of the last hour between two of the claimed users: a sweep of one topic reads
-# only what concerns it. The users travel as one comma-separated text (adapting a big
-# array client side costs more than the query), and are matched by semi-joins, not
-# `= ANY(array)`, which compares every decline with every element.
+# Declines of the last hour. People decline by hand, so there are few: a big claim reads
+# them all, which costs less than matching them against its users.
 RECENT_DECLINES = text(
+    """
+    SELECT user_low, user_high
+    FROM peer_declines
+    WHERE declined_at > now() - make_interval(secs => :cooldown)
+    """
+)
+
+# Claims of at most this many users read only the declines between two of them.
+FEW_USERS = 2_000
+
+# Declines of the last hour between two of the claimed users, for a small claim (a
+# triggered sweep of one topic), which runs far more often than a big one. The users
+# travel as one comma-separated text and are matched by semi-joins.
+RECENT_DECLINES_AMONG = text(
     """
     WITH claimed AS MATERIALIZED (
         SELECT unnest(CAST(string_to_array(:users, ',') AS bigint[])) AS user_id
@@ -364,10 +376,16 @@ def claim_and_pair(
     ]
     if not queues:
         return []
-    users = ",".join(row.user_ids for row in rows)
-    declines = session.execute(
-        RECENT_DECLINES, {"users": users, "cooldown": DECLINE_COOLDOWN_SECONDS}
-    )
+    if sum(len(queue.user_ids) for queue in queues) > FEW_USERS:
+        declines = session.execute(RECENT_DECLINES, {"cooldown": DECLINE_COOLDOWN_SECONDS})
+    else:
+        declines = session.execute(
+            RECENT_DECLINES_AMONG,
+            {
+                "users": ",".join(row.user_ids for row in rows),
+                "cooldown": DECLINE_COOLDOWN_SECONDS,
+            },
+        )
     declined: set[UserPair] = {(row.user_low, row.user_high) for row in declines}
     return oldest_pairs(pair_queues(queues, declined), reservation.pairs)
 
