@@ -24,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -79,6 +80,7 @@ class Timings:
     to_proposed: list[float] = field(default_factory=list)
     to_found: list[float] = field(default_factory=list)
     refused: int = 0
+    consumed: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -156,7 +158,7 @@ def drive(options: argparse.Namespace, first_user: int, triggers: bool) -> Phase
     with (
         processes(
             env=env,
-            worker=worker_argv(label, "-c", "2"),
+            worker=worker_argv("worker", "-c", "2"),
             beat=["beat", "--schedule", str(BENCH_LOGS / f"celerybeat-schedule-{label}")],
             api=["api", "--port", str(port)],
         ) as children,
@@ -192,6 +194,8 @@ def drive(options: argparse.Namespace, first_user: int, triggers: bool) -> Phase
                     timings.confirmed.setdefault(match_id, []).append(accepted)
 
         def on_event(event: dict[str, Any], consumed: float) -> None:
+            with timings.lock:
+                timings.consumed += 1
             data = event["data"]
             users = data.get("users", [])
             if not all(first_user <= user < first_user + total for user in users):
@@ -219,11 +223,13 @@ def drive(options: argparse.Namespace, first_user: int, triggers: bool) -> Phase
             while len(timings.accepted) + timings.refused < total:
                 time.sleep(0.05)
             accepted_rate = len(timings.accepted) / (time.perf_counter() - started)
+            # Every pool pairs all its accepted requests but an odd one out.
+            per_pool = Counter(
+                pool_of(user - first_user, options.pools) for user in timings.accepted
+            )
+            pairs = sum(count // 2 for count in per_pool.values())
             deadline = time.monotonic() + DRAIN_SECONDS
-            while (
-                time.monotonic() < deadline
-                and len(timings.to_found) < len(timings.accepted) // 2 - options.pools
-            ):
+            while time.monotonic() < deadline and len(timings.to_found) < pairs:
                 time.sleep(0.2)
         phase = Phase(timings, total, accepted_rate)
         if not triggers:
@@ -294,7 +300,7 @@ def make_users(first: int, count: int) -> None:
             text(
                 "INSERT INTO users (id, email, display_name, role) "
                 "SELECT g, 'ttm' || g || '@example.test', 'User ' || g, 'member' "
-                "FROM generate_series(:first, :last) AS g"
+                "FROM generate_series(CAST(:first AS bigint), CAST(:last AS bigint)) AS g"
             ),
             {"first": first, "last": first + count - 1},
         )
@@ -327,6 +333,7 @@ def main() -> None:
             [
                 ("accepted by the API", f"{phase.accepted_rate:,.0f} requests/s"),
                 ("refused (not 202)", f"{phase.timings.refused:,}"),
+                ("match.* events consumed", f"{phase.timings.consumed:,}"),
                 ("(a) request -> match.proposed", percentiles(phase.timings.to_proposed)),
                 ("(b) confirm -> match.found", percentiles(phase.timings.to_found)),
             ],
