@@ -58,7 +58,9 @@ class Sizes:
 # is in one carpool network, so links stay eligible except those of users in no group.
 CLEANUP_GROUP_SIZE = 100
 # One user in this many is in no group: their links are the ones the cleanup removes.
-CLEANUP_LONERS = 100
+# Prime, so loners hold searching reservations as often as anyone (a reservation's
+# status follows its id modulo 10).
+CLEANUP_LONERS = 97
 # How often a member leaves a group while the cleanup runs.
 LEAVE_EVERY_SECONDS = 0.25
 # The row-by-row rebuild recounts this many reservations; its cost per reservation is
