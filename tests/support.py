@@ -154,6 +154,24 @@ def lock_waiters(query_like: str | None = None) -> int:
 
 
 @contextmanager
+def capped_sweeper(
+    worker: WorkerProcess, name: str, cap: int, concurrency: int = 2
+) -> Iterator[WorkerProcess]:
+    """A worker of the test's own, with MAX_CONCURRENT_MATCHES=`cap`, takes over the
+    `sweeps` queue for the block."""
+    with (
+        queue_taken_from(worker, "sweeps"),
+        running_worker(
+            name,
+            queues="sweeps",
+            concurrency=concurrency,
+            extra_env={"MAX_CONCURRENT_MATCHES": str(cap)},
+        ) as sweeper,
+    ):
+        yield sweeper
+
+
+@contextmanager
 def queue_taken_from(worker: WorkerProcess, queue: str) -> Iterator[None]:
     """The session worker stops consuming `queue` for the block, so only the workers the
     test starts itself can take its messages."""

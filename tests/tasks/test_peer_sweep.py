@@ -15,7 +15,7 @@ from tests.factories_peer import (
     pairs_of_topic,
     request_row,
 )
-from tests.support import queue_taken_from, run_task, running_worker, send, wait_for
+from tests.support import capped_sweeper, run_task, send, wait_for
 
 
 def test_sweep_pairs_a_pool_oldest_first_and_the_odd_one_waits(worker, db):
@@ -152,15 +152,7 @@ def test_never_more_open_matches_than_the_cap(worker, db):
     cap = count_open_matches(db) + 3
 
     # A worker with a small cap takes over the sweeps queue for this test.
-    with (
-        queue_taken_from(worker, "sweeps"),
-        running_worker(
-            "peer-cap",
-            queues="sweeps",
-            concurrency=2,
-            extra_env={"MAX_CONCURRENT_MATCHES": str(cap)},
-        ),
-    ):
+    with capped_sweeper(worker, "peer-cap", cap):
         # Two pools swept at once compete for the last three places.
         racing = [send("peer.sweep", difficulty="Easy", topic=topic) for topic in topics]
         created = sum(result.get(timeout=60)["matched"] for result in racing)

@@ -30,6 +30,7 @@ from tests.factories_peer import make_pool, pairs_of_topic
 from tests.support import (
     ROOT,
     WorkerProcess,
+    capped_sweeper,
     queue_taken_from,
     running_worker,
     send,
@@ -183,16 +184,7 @@ def test_a_sweep_of_every_pool_fans_out_and_four_processes_keep_a_tight_cap(work
                 session.rollback()
 
     watcher = threading.Thread(target=watch_open_matches, daemon=True)
-    with (
-        queues_taken_from(worker, "sweeps"),
-        running_worker(
-            "fan-out",
-            queues="sweeps",
-            concurrency=4,
-            extra_env={"MAX_CONCURRENT_MATCHES": str(cap)},
-        ),
-        task_events() as seen,
-    ):
+    with capped_sweeper(worker, "fan-out", cap, concurrency=4), task_events() as seen:
         watcher.start()
         for _ in range(3):
             send("peer.sweep")
