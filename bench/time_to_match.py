@@ -167,6 +167,23 @@ def drive(options: argparse.Namespace, first_user: int, triggers: bool) -> Phase
     ):
         wait_for_workers(children, "worker")
         wait_for_api(http)
+        drain_rates: tuple[float, float] | tuple[()] = ()
+        if not triggers:
+            # Measured first, while the worker is idle and no triggered sweep shares its
+            # two processes.
+            drain_rates = (
+                drain_rate(
+                    lambda index: app.send_task(
+                        "peer.request",
+                        kwargs={
+                            "user_id": first_user + total + index,
+                            "difficulty": "Easy",
+                            "topic": "drain",
+                        },
+                    )
+                ),
+                noop_drain_rate(),
+            )
 
         def enqueue(name: str, args: dict[str, Any]) -> float | None:
             answer = http.post(f"/v1/tasks/{name}", json={"args": args})
@@ -231,21 +248,7 @@ def drive(options: argparse.Namespace, first_user: int, triggers: bool) -> Phase
             deadline = time.monotonic() + DRAIN_SECONDS
             while time.monotonic() < deadline and len(timings.to_found) < pairs:
                 time.sleep(0.2)
-        phase = Phase(timings, total, accepted_rate)
-        if not triggers:
-            # Measured here, where no triggered sweep shares the worker's two processes.
-            phase.request_rate = drain_rate(
-                lambda index: app.send_task(
-                    "peer.request",
-                    kwargs={
-                        "user_id": first_user + total + index,
-                        "difficulty": "Easy",
-                        "topic": "drain",
-                    },
-                )
-            )
-            phase.noop_rate = noop_drain_rate()
-    return phase
+    return Phase(timings, total, accepted_rate, *drain_rates)
 
 
 def wait_for_api(http: httpx.Client, timeout: float = 60) -> None:
@@ -324,20 +327,9 @@ def main() -> None:
     per_phase = options.rate * options.seconds + DRAIN_TASKS
     make_users(1, 2 * per_phase)
     triggered = drive(options, 1, triggers=True)
+    report_phase(options, "commit triggers", triggered)
     beat_only = drive(options, 1 + per_phase, triggers=False)
-
-    for title, phase in (("commit triggers", triggered), ("beat alone (triggers off)", beat_only)):
-        report(
-            f"time to match, {title}: {options.rate} requests/s offered for "
-            f"{options.seconds} s over {options.pools} pools",
-            [
-                ("accepted by the API", f"{phase.accepted_rate:,.0f} requests/s"),
-                ("refused (not 202)", f"{phase.timings.refused:,}"),
-                ("match.* events consumed", f"{phase.timings.consumed:,}"),
-                ("(a) request -> match.proposed", percentiles(phase.timings.to_proposed)),
-                ("(b) confirm -> match.found", percentiles(phase.timings.to_found)),
-            ],
-        )
+    report_phase(options, "beat alone (triggers off)", beat_only)
     report(
         "triggers against beat alone",
         [
@@ -354,6 +346,21 @@ def main() -> None:
                 ("ratio", f"{beat_only.request_rate / beat_only.noop_rate:.2f}x (goal >= 0.6x)"),
             ],
         )
+
+
+def report_phase(options: argparse.Namespace, title: str, phase: Phase) -> None:
+    """Print one phase's figures as soon as it is done."""
+    report(
+        f"time to match, {title}: {options.rate} requests/s offered for "
+        f"{options.seconds} s over {options.pools} pools",
+        [
+            ("accepted by the API", f"{phase.accepted_rate:,.0f} requests/s"),
+            ("refused (not 202)", f"{phase.timings.refused:,}"),
+            ("match.* events consumed", f"{phase.timings.consumed:,}"),
+            ("(a) request -> match.proposed", percentiles(phase.timings.to_proposed)),
+            ("(b) confirm -> match.found", percentiles(phase.timings.to_found)),
+        ],
+    )
 
 
 def ratio(slow: list[float], fast: list[float]) -> str:
