@@ -155,6 +155,8 @@ def drive(options: argparse.Namespace, first_user: int, triggers: bool) -> Phase
     label = "triggers" if triggers else "beat-only"
     total = options.rate * options.seconds
     timings = Timings()
+    # A backlog left by an interrupted run would be the first thing this stack works on.
+    app.control.purge()
     with (
         processes(
             env=env,
