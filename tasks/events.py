@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from core.db import session_factory
+from core.followups import RELAY
 from core.relay import RELAY_BATCH, relay_batch
 from workers.app import app
 from workers.base import NoArgs, ProgressReporter, batched_task
+from workers.triggers import mark_started
 
 # One run relays at most this many batches, then leaves the rest to the next tick,
 # so a large backlog never holds a worker past its time limit.
@@ -27,7 +29,9 @@ def relay_pending(max_batches: int = MAX_BATCHES_PER_RUN) -> int:
     return published
 
 
-@batched_task("events.publish", args=NoArgs)
+@batched_task("events.publish", args=NoArgs, ignore_result=True)
 def publish(reporter: ProgressReporter, args: NoArgs) -> dict[str, Any]:
     """Relay unpublished outbox events to the `matching.events` topic exchange."""
+    # Rows committed from here on queue another run; this one may have read past them.
+    mark_started(RELAY)
     return {"published": relay_pending()}

@@ -49,7 +49,7 @@ REPAIRS: tuple[Callable[[Session], dict[str, int]], ...] = (
 )
 
 
-@batched_task("maintenance.reconcile", args=NoArgs)
+@batched_task("maintenance.reconcile", args=NoArgs, ignore_result=True)
 def reconcile(reporter: ProgressReporter, args: NoArgs) -> dict[str, Any]:
     """Repair what a crash can leave: stuck outbox rows, orphaned state, missing keys."""
     report: dict[str, Any] = {}

@@ -114,7 +114,7 @@ def assign(session: Session, args: AssignArgs) -> dict[str, Any]:
     return assign_mentors(session, args.limit)
 
 
-@task("mentorship.expire", args=NoArgs)
+@task("mentorship.expire", args=NoArgs, ignore_result=True)
 def expire(session: Session, args: NoArgs) -> dict[str, int]:
     """Reject pending requests older than MENTORSHIP_REQUEST_TIMEOUT_SECONDS."""
     return expire_requests(session)
