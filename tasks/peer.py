@@ -119,6 +119,7 @@ def sweep(reporter: ProgressReporter, args: PeerSweepArgs) -> dict[str, int]:
         max_open_matches=settings.max_concurrent_matches,
         confirm_seconds=settings.confirm_match_timeout_seconds,
         stale_after=settings.task_time_limit,
+        relax_after=settings.peer_relax_after_seconds,
     )
     if done.busy and followup is not None:
         # Another sweep holds a pool and may have claimed before this one was queued:

@@ -48,6 +48,7 @@ from domain.peer.pairing import (
     pair_queues,
 )
 from domain.peer.pool_lock import pool_lock_keys
+from domain.peer.relaxation import relax_pairs
 from domain.peer.rules import DECLINE_COOLDOWN_SECONDS
 from domain.peer.shares import claim_limits
 from models.peer import Match, MatchReservation
@@ -80,7 +81,9 @@ LOCK_POOLS = text(
         WHERE status = 'pending' AND topic = ANY(CAST(:topics AS text[]))
           AND (CAST(:difficulty AS text) IS NULL OR difficulty = :difficulty)
         GROUP BY difficulty, topic
-        HAVING count(*) >= 2
+        -- One request alone has nobody in its pool, but may find someone next door
+        -- when relaxation is on.
+        HAVING count(*) >= :fewest
     ) AS pools
     ORDER BY topic, difficulty
     """
@@ -133,6 +136,9 @@ RECENT_DECLINES = text(
     WHERE declined_at > now() - make_interval(secs => :cooldown)
     """
 )
+
+# The database's clock, for how long requests have waited (their created_at is its too).
+NOW_US = text("SELECT CAST(extract(epoch FROM now()) * 1000000 AS bigint)")
 
 # Claims of at most this many users read only the declines between two of them.
 FEW_USERS = 2_000
@@ -191,27 +197,34 @@ RESERVE = text(
 # A pair becomes a match only when both of its requests were still pending (HAVING
 # count = 2); the claim above guarantees that. The grouping carries the pair's request
 # ids and pool (the same for both rows) rather than aggregating them: array and text
-# aggregates cost more than the rest of the grouping.
+# aggregates cost more than the rest of the grouping. Relaxed pairs (two adjacent
+# difficulties) come first and carry the match's difficulty in a third list, which is
+# shorter: unnest pads it with NULLs for the exact pairs after them.
 WRITE_MATCHES = text(
     """
     WITH pairs AS (
-        SELECT gen_random_uuid() AS match_id, p.request_a, p.request_b
+        SELECT
+            gen_random_uuid() AS match_id, p.request_a, p.request_b,
+            nullif(p.difficulty, '') AS difficulty
         FROM unnest(
             CAST(string_to_array(:requests_a, ',') AS uuid[]),
-            CAST(string_to_array(:requests_b, ',') AS uuid[])
-        ) AS p(request_a, request_b)
+            CAST(string_to_array(:requests_b, ',') AS uuid[]),
+            string_to_array(:difficulties, ',')
+        ) AS p(request_a, request_b, difficulty)
     ),
     claimed AS (
         UPDATE match_requests r
         SET status = 'matched', match_id = s.match_id
         FROM (
-            SELECT match_id, request_a, request_b, request_a AS request_id, true AS older
+            SELECT match_id, request_a, request_b, difficulty, request_a AS request_id,
+                   true AS older
             FROM pairs
             UNION ALL
-            SELECT match_id, request_a, request_b, request_b, false FROM pairs
+            SELECT match_id, request_a, request_b, difficulty, request_b, false FROM pairs
         ) AS s
         WHERE r.id = s.request_id AND r.status = 'pending'
-        RETURNING s.match_id, s.request_a, s.request_b, s.older, r.user_id, r.difficulty, r.topic
+        RETURNING s.match_id, s.request_a, s.request_b, s.older, r.user_id, r.topic,
+                  coalesce(s.difficulty, r.difficulty) AS difficulty, r.difficulty AS asked
     ),
     created AS (
         INSERT INTO matches (
@@ -239,17 +252,50 @@ WRITE_MATCHES = text(
         SELECT
             'match.proposed',
             jsonb_build_object(
-                'match_id', id,
-                'users', jsonb_build_array(user_a, user_b),
-                'difficulty', difficulty,
-                'topic', topic,
-                'confirm_deadline', confirm_deadline
+                'match_id', c.id,
+                'users', jsonb_build_array(c.user_a, c.user_b),
+                'difficulty', c.difficulty,
+                'topic', c.topic,
+                'confirm_deadline', c.confirm_deadline
             )
-        FROM created
+            || CASE
+                WHEN c.id IN (SELECT match_id FROM pairs WHERE difficulty IS NOT NULL)
+                THEN jsonb_build_object(
+                    'relaxed', true,
+                    'difficulties', (
+                        SELECT jsonb_agg(k.asked ORDER BY k.older DESC)
+                        FROM claimed k WHERE k.match_id = c.id
+                    )
+                )
+                ELSE CAST('{}' AS jsonb)
+            END
+        FROM created c
     )
     SELECT count(*) FROM created
     """
 )
+
+
+@dataclass(frozen=True)
+class RelaxedMatch:
+    """Two requests of adjacent difficulties to pair, oldest first, at `difficulty`."""
+
+    request_a: str
+    request_b: str
+    difficulty: str
+
+
+@dataclass(frozen=True)
+class Pairing:
+    """What one claim paired: within pools, and across adjacent ones of a topic."""
+
+    exact: list[Paired]
+    relaxed: list[RelaxedMatch]
+
+    @property
+    def claimed(self) -> int:
+        """Requests row-locked by the claim."""
+        return sum(len(queue.request_ids) for queue, _ in self.exact)
 
 
 @dataclass(frozen=True)
@@ -297,6 +343,7 @@ def sweep_topics(
     max_open_matches: int,
     confirm_seconds: int,
     stale_after: int,
+    relax_after: int | None = None,
 ) -> SweepOutcome:
     """Pair the pending requests of the topics' pools (or only their pools of `difficulty`).
 
@@ -304,29 +351,38 @@ def sweep_topics(
     declined the other within the cooldown, never beyond `max_open_matches` matches
     awaiting confirmation. A pool another sweep holds is skipped (`busy`). Reservations
     of the cap older than `stale_after` seconds are ignored (see the module docstring).
+    With `relax_after` seconds, requests that waited longer and found nobody in their
+    pool may be paired across adjacent difficulties of their topic
+    (domain.peer.relaxation); a sweep of one difficulty never relaxes.
     """
+    relaxing = relax_after is not None and difficulty is None
     with sessions.begin() as session:
         pools = session.execute(
-            LOCK_POOLS, {"topics": list(topics), "difficulty": difficulty}
+            LOCK_POOLS,
+            {"topics": list(topics), "difficulty": difficulty, "fewest": 1 if relaxing else 2},
         ).all()
         waiting = {(row.difficulty, row.topic): row.waiting for row in pools if row.locked}
         busy = len(waiting) < len(pools)
         wanted = sum(size // 2 for size in waiting.values())
+        if relaxing:
+            wanted = max(wanted, sum(waiting.values()) // 2)
         if not wanted:
             return SweepOutcome(0, 0, busy)
         reservation = reserve(sessions, wanted, max_open_matches, stale_after)
         if reservation is None:
             return SweepOutcome(0, 0, busy)
         try:
-            paired = claim_and_pair(session, waiting, reservation)
-            created = write_matches(session, paired, confirm_seconds)
+            pairing = claim_and_pair(
+                session, waiting, reservation, relax_after if relaxing else None
+            )
+            created = write_matches(session, pairing.exact, confirm_seconds, pairing.relaxed)
             release_in(session, reservation)
         except BaseException:
             release(sessions, reservation)
             raise
         if created:
             relay_due(session)
-    return SweepOutcome(created, sum(len(queue.request_ids) for queue, _ in paired), busy)
+    return SweepOutcome(created, pairing.claimed, busy)
 
 
 def reserve(
@@ -353,9 +409,13 @@ def release_in(session: Session, reservation: Reservation) -> None:
 
 
 def claim_and_pair(
-    session: Session, waiting: dict[Pool, int], reservation: Reservation
-) -> list[Paired]:
-    """Claim the oldest requests of each pool the reservation can pair, and pair them."""
+    session: Session,
+    waiting: dict[Pool, int],
+    reservation: Reservation,
+    relax_after: int | None = None,
+) -> Pairing:
+    """Claim the oldest requests of each pool the reservation can pair, and pair them:
+    within pools first, then (with `relax_after`) what is left across adjacent ones."""
     rows = session.execute(
         CLAIM_POOLS,
         {
@@ -374,7 +434,7 @@ def claim_and_pair(
         for row in rows
     ]
     if not queues:
-        return []
+        return Pairing([], [])
     if sum(len(queue.user_ids) for queue in queues) > FEW_USERS:
         declines = session.execute(RECENT_DECLINES, {"cooldown": DECLINE_COOLDOWN_SECONDS})
     else:
@@ -386,22 +446,60 @@ def claim_and_pair(
             },
         )
     declined: set[UserPair] = {(row.user_low, row.user_high) for row in declines}
-    return oldest_pairs(pair_queues(queues, declined), reservation.pairs)
+    exact = oldest_pairs(pair_queues(queues, declined), reservation.pairs)
+    room = reservation.pairs - pair_count(exact)
+    if relax_after is None or room <= 0:
+        return Pairing(exact, [])
+    now_us = int(session.scalar(NOW_US) or 0)
+    leftovers = [unpaired(each) for each in exact]
+    relaxed = relax_pairs(leftovers, declined, now_us, relax_after * 1_000_000)[:room]
+    return Pairing(
+        exact,
+        [
+            RelaxedMatch(
+                leftovers[pair.older.queue].request_ids[pair.older.position],
+                leftovers[pair.newer.queue].request_ids[pair.newer.position],
+                pair.difficulty,
+            )
+            for pair in relaxed
+        ],
+    )
 
 
-def write_matches(session: Session, paired: list[Paired], confirm_seconds: int) -> int:
-    """Create a match per pair, mark both requests matched, emit `match.proposed`."""
-    if not pair_count(paired):
+def unpaired(paired: Paired) -> Queue:
+    """The requests of a queue that its pairs left waiting, in their order."""
+    queue, pairs = paired
+    taken = {position for pair in pairs for position in pair}
+    kept = [position for position in range(len(queue.request_ids)) if position not in taken]
+    return Queue(
+        queue.pool,
+        [queue.request_ids[position] for position in kept],
+        [queue.user_ids[position] for position in kept],
+        [queue.created_us[position] for position in kept],
+    )
+
+
+def write_matches(
+    session: Session,
+    paired: list[Paired],
+    confirm_seconds: int,
+    relaxed: Sequence[RelaxedMatch] = (),
+) -> int:
+    """Create a match per pair, mark both requests matched, emit `match.proposed`
+    (with `relaxed` and both requests' difficulties for a relaxed pair)."""
+    if not pair_count(paired) and not relaxed:
         return 0
+    # Relaxed pairs first: only they carry a difficulty of their own.
+    requests_a = [match.request_a for match in relaxed]
+    requests_a.extend(queue.request_ids[older] for queue, pairs in paired for older, _ in pairs)
+    requests_b = [match.request_b for match in relaxed]
+    requests_b.extend(queue.request_ids[newer] for queue, pairs in paired for _, newer in pairs)
     created = session.scalar(
         WRITE_MATCHES,
         {
-            "requests_a": ",".join(
-                queue.request_ids[older] for queue, pairs in paired for older, _ in pairs
-            ),
-            "requests_b": ",".join(
-                queue.request_ids[newer] for queue, pairs in paired for _, newer in pairs
-            ),
+            "requests_a": ",".join(requests_a),
+            "requests_b": ",".join(requests_b),
+            "difficulties": ",".join(match.difficulty for match in relaxed),
             "confirm_seconds": confirm_seconds,
         },
     )
