@@ -126,7 +126,9 @@ class ProgressReporter:
         progress = {"done": done, "total": total, **extra}
         with get_bookkeeping_engine().connect() as connection:
             ledger.record_progress(connection, self.context.task_id, progress)
-        self._task.update_state(state="STARTED", meta={"progress": progress})
+        if not self._task.ignore_result:
+            # A task declared to store no result leaves no key in the backend either.
+            self._task.update_state(state="STARTED", meta={"progress": progress})
         announce_progress(self._task, progress)
 
 

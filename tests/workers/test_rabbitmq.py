@@ -20,6 +20,7 @@ from core.outbox import emit_events
 from core.relay import EVENTS_EXCHANGE
 from core.settings import get_settings
 from models import OutboxEvent
+from tests.factories import make_user
 from tests.support import (
     KILLING_WORKER,
     ROOT,
@@ -112,11 +113,14 @@ def test_the_relay_publishes_events_to_rabbitmq_with_confirms(database, db, rabb
     assert published_at is not None
 
 
-def test_a_bare_celery_app_sends_to_matchops_on_rabbitmq(database, rabbitmq_url: str):
+def test_a_bare_celery_app_sends_to_matchops_on_rabbitmq(database, db, rabbitmq_url: str):
     # A sibling with nothing but the URLs declares the default `celery` queue its own
     # way; matchops declares it the same way, so both can use it.
+    user = make_user(db)
+    db.commit()
     env = _on_rabbitmq(rabbitmq_url)
     with running_worker("celery-queue-on-rabbitmq", queues="celery", extra_env=env):
         sibling = Celery("sibling", broker=rabbitmq_url, backend=get_settings().backend)
-        answer = sibling.send_task("maintenance.reconcile").get(timeout=60)
-    assert "outbox_stuck" in answer
+        kwargs = {"user_id": user.id, "difficulty": "Easy", "topic": "graphs"}
+        answer = sibling.send_task("peer.request", kwargs=kwargs).get(timeout=60)
+    assert answer["user_id"] == user.id

@@ -20,8 +20,6 @@ from workers.app import app
 
 def test_relay_killed_mid_task_is_redelivered_and_publishes_each_event_once(worker, db):
     marker = uuid.uuid4().hex
-    emit_events(db, "match.found", [{"marker": marker, "n": n} for n in range(50)])
-    db.commit()
 
     # The session worker steps aside from the events queue so the message can only
     # reach the worker this test kills.
@@ -37,6 +35,9 @@ def test_relay_killed_mid_task_is_redelivered_and_publishes_each_event_once(work
             auto_delete=True,
         )
         queue(connection.default_channel).declare()
+        # Bound first: any relay running meanwhile publishes these to the queue too.
+        emit_events(db, "match.found", [{"marker": marker, "n": n} for n in range(50)])
+        db.commit()
 
         # Hold the outbox so the relay blocks mid-task, inside its transaction.
         blocker = get_engine().connect()
