@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from core.db import session_factory
 from core.relay import RELAY_BATCH, relay_batch
+from core.results import TaskResult
 from workers.app import app
 from workers.base import NoArgs, ProgressReporter, batched_task
 
@@ -27,7 +26,13 @@ def relay_pending(max_batches: int = MAX_BATCHES_PER_RUN) -> int:
     return published
 
 
-@batched_task("events.publish", args=NoArgs)
-def publish(reporter: ProgressReporter, args: NoArgs) -> dict[str, Any]:
+class PublishResult(TaskResult):
+    """Outbox events relayed by one run."""
+
+    published: int
+
+
+@batched_task("events.publish", args=NoArgs, result=PublishResult)
+def publish(reporter: ProgressReporter, args: NoArgs) -> PublishResult:
     """Relay unpublished outbox events to the `matching.events` topic exchange."""
     return {"published": relay_pending()}
