@@ -1,5 +1,7 @@
 # One image for every service of docker-compose.yml; the command picks the role
 # (`matchops migrate|api|worker|beat|flower`).
+# A tag, not a digest: pin it as python:3.11-slim@sha256:... where the registry can be
+# asked (`docker buildx imagetools inspect python:3.11-slim`).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -9,11 +11,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# Dependencies first (read from pyproject.toml), so a code change does not reinstall them.
-COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-        > /tmp/requirements.txt \
-    && pip install -r /tmp/requirements.txt
+# Dependencies first, exactly as locked (versions and hashes), so a code change does not
+# reinstall them. The production lock leaves out the embedded servers of `make run`.
+COPY requirements/prod.lock requirements/prod.lock
+RUN pip install --require-hashes -r requirements/prod.lock
 
 # Installed in place, so the migrations are found next to the code.
 COPY . .

@@ -55,6 +55,10 @@ task_queues = (
     _queue("cascades"),  # unmatch and membership cascades touching many rows
     _queue("maintenance"),  # rebuilds, backfills and repairs
     _queue("events"),  # the outbox relay
+    # Where a sibling's own Celery app sends by default (`send_task` without routes).
+    # Declared exactly as such an app declares it (durable, classic, on its own direct
+    # exchange), or RabbitMQ would refuse the sibling's declaration as inequivalent.
+    Queue("celery", Exchange("celery"), routing_key="celery", durable=True),
 )
 # Where messages past the delivery limit go, for an operator to inspect. Declared by
 # each worker at start-up (workers.signals), not among the task queues, so no worker

@@ -6,10 +6,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
+from fastapi_offline import FastAPIOffline
 
 from api.errors import install_error_handlers
 from api.health import BrokerWatch
 from api.intake import Intake
+from api.metrics import router as metrics_router
 from api.middleware import MAX_BODY_BYTES, BodySizeLimit, CatchAll
 from api.routes import router
 from api.submission import finished_among, task_catalogue
@@ -45,6 +48,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         broker_watch.stop()
 
 
+def _to_docs() -> RedirectResponse:
+    """`GET /` sends a browser to the interactive documentation."""
+    return RedirectResponse("/docs")
+
+
 def create_app() -> FastAPI:
     """Build the API; raises `MissingSetting` naming AUTH_SECRET when it is unset or short."""
     settings = get_settings()
@@ -53,13 +61,23 @@ def create_app() -> FastAPI:
     # broken task module stops start-up instead of a request.
     task_catalogue()
 
-    app = FastAPI(title="matchops", version="0.1.0", description=DESCRIPTION, lifespan=_lifespan)
+    # Swagger UI and ReDoc assets come from the installed package, not a CDN: the
+    # docs work on a machine without internet access.
+    app = FastAPIOffline(
+        title="matchops",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=_lifespan,
+        static_url="/docs-assets",
+    )
+    app.add_api_route("/", _to_docs, include_in_schema=False)
     app.state.auth_secret = auth_secret
     app.state.max_token_ttl = settings.max_token_ttl_seconds
     app.state.broker_watch = BrokerWatch()
     app.state.intake = Intake(get_engine())
     app.state.waiters = OutcomeWaiters(finished_among)
     app.include_router(router)
+    app.include_router(metrics_router)
     install_error_handlers(app)
     # Added last is outermost: the size limit runs before anything reads the body.
     app.add_middleware(CatchAll)

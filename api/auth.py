@@ -70,8 +70,21 @@ def _verified(secret: str, token: str, max_ttl_seconds: int) -> tuple[Caller, fl
         raise ApiError(
             401, "unauthorized", "the token has expired; ask for a new one (matchops token)"
         ) from None
-    except jwt.InvalidTokenError as exc:
-        raise ApiError(401, "unauthorized", f"invalid token: {exc}") from None
+    except jwt.InvalidSignatureError:
+        raise ApiError(
+            401, "unauthorized", "invalid token: it is not signed with this API's secret"
+        ) from None
+    except jwt.MissingRequiredClaimError as missing:
+        raise ApiError(
+            401, "unauthorized", f"invalid token: the claim `{missing.claim}` is missing"
+        ) from None
+    except jwt.InvalidTokenError:
+        # The decoder's own message describes its internals, not what the caller can do.
+        raise ApiError(
+            401,
+            "unauthorized",
+            "invalid token: not a JWT signed HS256; ask for a new one (matchops token)",
+        ) from None
     if int(claims["exp"]) - time.time() > max_ttl_seconds:
         raise ApiError(
             401,

@@ -58,7 +58,10 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     status_code=202,
     response_model=TaskAccepted | TaskStatus,
     response_model_exclude_unset=True,
-    responses=_errors(401, 403, 404, 409, 413, 422, 503),
+    responses={
+        200: {"model": TaskStatus, "description": "With `wait`: the task finished in time."},
+        **_errors(401, 403, 404, 409, 413, 422, 503),
+    },
     summary="Enqueue a task",
     description=(
         "Validates `args` against the task's schema (see `GET /v1/tasks`) and records the "

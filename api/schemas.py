@@ -31,18 +31,21 @@ class EnqueueRequest(BaseModel):
             "key with another task or other args is a 409."
         ),
     )
+    # Strict: `true` is not a number of seconds. The bounds are documented here but
+    # checked where the CLI's calls are checked too, so both give the same message.
     countdown: float | None = Field(
         None,
-        ge=0,
+        strict=True,
         allow_inf_nan=False,
+        json_schema_extra={"minimum": 0},
         description="Run no sooner than this many seconds from now (at most "
         "MAX_COUNTDOWN_SECONDS, which stays below the broker's visibility timeout).",
     )
     wait: float | None = Field(
         None,
-        gt=0,
-        le=MAX_WAIT_SECONDS,
+        strict=True,
         allow_inf_nan=False,
+        json_schema_extra={"exclusiveMinimum": 0, "maximum": MAX_WAIT_SECONDS},
         description="Block up to this many seconds for the task to finish and answer as GET would.",
     )
 

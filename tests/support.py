@@ -24,7 +24,7 @@ from models.platform import TaskRun
 from workers.app import app
 
 ROOT = Path(__file__).resolve().parent.parent
-ALL_QUEUES = "interactive,sweeps,cascades,maintenance,events"
+ALL_QUEUES = "interactive,sweeps,cascades,maintenance,events,celery"
 # A worker whose pool kills itself at a point a test chooses (tests/killing_worker.py).
 KILLING_WORKER = ("-m", "tests.killing_worker")
 REDIS_BRPOP_TIMEOUT = 1.0

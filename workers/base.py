@@ -55,6 +55,7 @@ from core.settings import get_settings
 from core.values import unstorable_values
 from workers import ledger
 from workers.app import app
+from workers.monitoring import announce_progress
 
 # Errors that are outcomes, not accidents: recorded, never retried, logged without a
 # traceback (Celery logs `throws` at INFO).
@@ -138,6 +139,7 @@ class ProgressReporter:
         with get_bookkeeping_engine().connect() as connection:
             ledger.record_progress(connection, self.context.task_id, progress)
         self._task.update_state(state="STARTED", meta={"progress": progress})
+        announce_progress(self._task, progress)
 
 
 def task(

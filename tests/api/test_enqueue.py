@@ -62,7 +62,17 @@ def test_countdown_beyond_the_limit_is_422(client: httpx.Client):
 def test_wait_over_thirty_seconds_is_422(client: httpx.Client):
     response = client.post("/v1/tasks/events.publish", json={"args": {}, "wait": 31})
     assert response.status_code == 422
-    assert response.json()["error"]["message"] == ("wait: Input should be less than or equal to 30")
+    assert response.json()["error"]["message"] == (
+        "wait: must be above 0 and at most 30 seconds, got 31"
+    )
+
+
+def test_booleans_are_not_seconds(client: httpx.Client):
+    for body in ({"countdown": False}, {"wait": True}):
+        response = client.post("/v1/tasks/events.publish", json={"args": {}, **body})
+        assert response.status_code == 422
+        field = next(iter(body))
+        assert response.json()["error"]["message"] == f"{field}: Input should be a valid number"
 
 
 def test_malformed_json_is_422(client: httpx.Client):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import httpx
 from fastapi import FastAPI
 
@@ -46,7 +48,10 @@ def test_openapi_documents_the_bearer_scheme(anonymous: httpx.Client):
     assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     post = document["paths"]["/v1/tasks/{name}"]["post"]
     assert post["security"] == [{"bearer": []}]
-    assert {"202", "401", "403", "404", "409", "413", "422", "503"} <= set(post["responses"])
+    assert {"200", "202", "401", "403", "404", "409", "413", "422", "503"} <= set(post["responses"])
+    assert post["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/TaskStatus"
+    }
     assert anonymous.get("/docs").status_code == 200
 
 
@@ -101,3 +106,31 @@ def test_unexpected_error_is_500_without_a_trace(auth_env: None):
     }
     assert "secret internal detail" not in response.text
     assert "Traceback" not in response.text
+
+
+# Every URL a docs page loads: scripts, stylesheets, icons and the OpenAPI document.
+ASSET_REFERENCE = re.compile(r"""(?:src|href|spec-url)="([^"]+)"|url: '([^']+)'""")
+
+
+def _referenced_assets(page: str) -> list[str]:
+    return [first or second for first, second in ASSET_REFERENCE.findall(page)]
+
+
+def test_docs_pages_load_every_asset_from_the_api_itself(anonymous: httpx.Client):
+    for page_path in ("/docs", "/redoc"):
+        page = anonymous.get(page_path)
+        assert page.status_code == 200
+        assets = _referenced_assets(page.text)
+        assert any(asset.endswith(".js") for asset in assets), page.text
+        assert "/openapi.json" in assets
+        for asset in assets:
+            assert asset.startswith("/"), f"{page_path} loads {asset} from elsewhere"
+            fetched = anonymous.get(asset)
+            assert fetched.status_code == 200, asset
+            assert fetched.content, asset
+
+
+def test_root_points_at_the_docs(anonymous: httpx.Client):
+    response = anonymous.get("/", follow_redirects=False)
+    assert response.status_code in (302, 307)
+    assert response.headers["location"] == "/docs"

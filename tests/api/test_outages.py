@@ -91,3 +91,16 @@ def test_database_down_is_503_naming_the_database():
     assert ready.status_code == 503
     assert ready.json()["checks"] == {"database": "unreachable", "broker": "ok"}
     assert ready.json()["error"]["message"] == "not ready: database unreachable"
+
+
+def test_metrics_name_the_part_that_is_down():
+    with api_process(BROKER_URL=CLOSED_BROKER) as url, client_for(url, ["metrics:read"]) as http:
+        no_broker = http.get("/metrics")
+    with (
+        api_process(DATABASE_URL=_closed_database_url()) as url,
+        client_for(url, ["metrics:read"]) as http,
+    ):
+        no_database = http.get("/metrics")
+    assert no_broker.status_code == no_database.status_code == 503
+    assert "the broker is unreachable" in no_broker.json()["error"]["message"]
+    assert "the database is unreachable" in no_database.json()["error"]["message"]

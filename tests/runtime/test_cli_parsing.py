@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import time
+
+import httpx
 import jwt
 import pytest
 
-from api.auth import decode_token
+from api.auth import decode_token, issue_token
 from runtime.cli import (
     UsageError,
     parse_command_line,
@@ -13,7 +18,10 @@ from runtime.cli import (
     subcommand_names,
     worker_argv,
 )
-from tests.runtime.commands import matchops
+from runtime.credentials import local_auth_secret
+from runtime.embedded import free_port
+from tests.runtime.commands import MATCHOPS, matchops
+from tests.support import ROOT
 
 CONTRACT_SUBCOMMANDS = {
     "migrate",
@@ -32,7 +40,8 @@ OPERATOR_SUBCOMMANDS = {"pools", "audit"}
 
 
 def test_every_contract_subcommand_exists():
-    assert set(subcommand_names()) == CONTRACT_SUBCOMMANDS | OPERATOR_SUBCOMMANDS
+    # `stop` is one more, for the local stack.
+    assert set(subcommand_names()) == CONTRACT_SUBCOMMANDS | OPERATOR_SUBCOMMANDS | {"stop"}
 
 
 def test_task_args_are_json_where_they_parse():
@@ -75,7 +84,7 @@ def test_worker_consumes_every_queue_unless_told():
     default = worker_argv(["-c", "2"])
     assert default[:3] == ["worker", "-c", "2"]
     queues = default[default.index("-Q") + 1].split(",")
-    assert set(queues) == {"interactive", "sweeps", "cascades", "maintenance", "events"}
+    assert set(queues) == {"interactive", "sweeps", "cascades", "maintenance", "events", "celery"}
     assert worker_argv(["-Q", "sweeps", "-l", "DEBUG"]) == ["worker", "-Q", "sweeps", "-l", "DEBUG"]
     assert "-Q" not in worker_argv(["--queues=events"])
 
@@ -124,11 +133,47 @@ def test_token_ttl_must_be_positive():
     assert "'0' must be greater than 0" in done.stderr
 
 
-def test_api_refuses_to_start_without_auth_secret():
-    done = matchops("api", unset=("AUTH_SECRET",))
+def test_api_refuses_to_start_without_auth_secret_before_starting_any_server(tmp_path):
+    done = matchops(
+        "api",
+        env={"MATCHOPS_HOME": str(tmp_path)},
+        unset=("AUTH_SECRET", "DATABASE_URL", "BROKER_URL", "RESULT_BACKEND"),
+    )
     assert done.returncode == 2
     assert "AUTH_SECRET is not set" in done.stderr
     assert "Traceback" not in done.stderr
+    assert not any(tmp_path.iterdir()), "embedded servers were started for nothing"
+
+
+def test_api_signs_with_the_local_stack_secret_when_auth_secret_is_unset(tmp_path):
+    secret = local_auth_secret(tmp_path, create=True)
+    assert secret is not None
+    port = free_port()
+    process = subprocess.Popen(
+        [MATCHOPS, "api", "--port", str(port)],
+        cwd=ROOT,
+        env={k: v for k, v in os.environ.items() if k != "AUTH_SECRET"}
+        | {"MATCHOPS_HOME": str(tmp_path)},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        headers = {"Authorization": f"Bearer {issue_token(secret, 'local', ['*'], 60)}"}
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                reply = httpx.get(f"http://127.0.0.1:{port}/v1/tasks", headers=headers)
+                break
+            except httpx.TransportError:
+                assert process.poll() is None and time.monotonic() < deadline, "api did not start"
+                time.sleep(0.2)
+        assert reply.status_code == 200
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=30)
+    assert "using the local stack's secret" in stderr
 
 
 def test_flower_refuses_to_start_without_basic_auth():

@@ -10,6 +10,7 @@ from sqlalchemy.engine import make_url
 
 from core.settings import get_settings
 from runtime.migrate import alembic_config, recreate_schema
+from tests.factories import next_id
 from tests.runtime.commands import matchops
 
 
@@ -86,3 +87,34 @@ def test_migrate_names_an_unreachable_database():
     assert done.returncode == 3
     assert "cannot reach the database (DATABASE_URL)" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_failed_task_exits_1_from_enqueue_and_from_status(worker):
+    done = matchops("enqueue", "mentorship.rank", "--arg", f"mentee_id={next_id()}", "--wait", "20")
+    assert done.returncode == 1, done.stdout + done.stderr
+    answer = json.loads(done.stdout)
+    assert answer["state"] == "FAILURE"
+    assert answer["error"]["status"] == 404
+    status = matchops("status", answer["task_id"])
+    assert status.returncode == 1
+    assert json.loads(status.stdout)["error"] == answer["error"]
+
+
+def test_a_bad_wait_gets_the_http_answer():
+    # tests/api/test_enqueue.py checks the same body over HTTP.
+    done = matchops("enqueue", "events.publish", "--wait", "31")
+    assert done.returncode == 1
+    assert json.loads(done.stdout) == {
+        "error": {
+            "type": "validation_error",
+            "message": "wait: must be above 0 and at most 30 seconds, got 31",
+        }
+    }
+
+
+def test_enqueue_and_status_exit_3_when_the_database_is_unreachable():
+    unreachable = {"DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1:1/nothing"}
+    for command in (("enqueue", "events.publish"), ("status", str(uuid.uuid4()))):
+        done = matchops(*command, env=unreachable)
+        assert done.returncode == 3, done.stdout + done.stderr
+        assert json.loads(done.stdout)["error"]["type"] == "unavailable"

@@ -8,18 +8,28 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from queue import Empty, Queue
 
 import httpx
+import pytest
 
 from runtime.stack import _masked
 from tests.runtime.commands import MATCHOPS, matchops
 from tests.support import ROOT
 
 
-def test_demo_runs_end_to_end_and_exits_0():
-    done = matchops("demo", "--api-port", "0", "--flower-port", "0", timeout=120)
+def test_demo_runs_end_to_end_and_exits_0(tmp_path):
+    done = matchops(
+        "demo",
+        "--api-port",
+        "0",
+        "--flower-port",
+        "0",
+        env={"MATCHOPS_HOME": str(tmp_path)},
+        timeout=120,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "[ok] demo.platform" in done.stdout
     assert "all steps passed" in done.stdout
@@ -74,39 +84,85 @@ def _wait_for_line(lines: Queue[str], pattern: str, seen: list[str], timeout: fl
     raise AssertionError(f"no line matching {pattern!r} in:\n{''.join(seen)}")
 
 
-def test_run_serves_until_sigint_then_stops_every_child():
-    process = subprocess.Popen(
-        [MATCHOPS, "run", "--api-port", "0", "--flower-port", "0"],
-        cwd=ROOT,
-        env=os.environ.copy(),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    seen: list[str] = []
+class RunningStack:
+    """`matchops run` in a subprocess, its home (logs, pid file) in a test folder."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.process = subprocess.Popen(
+            [MATCHOPS, "run", "--api-port", "0", "--flower-port", "0"],
+            cwd=ROOT,
+            env={**os.environ, "MATCHOPS_HOME": str(home)},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.seen: list[str] = []
+        self.lines = _lines(self.process)
+
+    def wait_for(self, pattern: str, timeout: float = 90) -> str:
+        return _wait_for_line(self.lines, pattern, self.seen, timeout)
+
+    def wait_until_serving(self) -> tuple[str, str]:
+        """The printed API URL and token, once the demo workload is done."""
+        api_url = self.wait_for(r"^\s+API\s+http://").split()[1]
+        token = self.wait_for(r"export TOKEN=", timeout=5).split("=", 1)[1].strip()
+        self.wait_for(r"^\[events\] relayed", timeout=90)
+        # The banner again after the demo report, so it is on screen while serving.
+        assert self.wait_for(r"^\s+API\s+http://").split()[1] == api_url
+        assert self.wait_for(r"export TOKEN=", timeout=5).split("=", 1)[1].strip() == token
+        self.wait_for(r"matchops is running", timeout=5)
+        return api_url, token
+
+    def output(self) -> str:
+        return "".join(self.seen)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[RunningStack]:
+    running = RunningStack(tmp_path)
     try:
-        lines = _lines(process)
-        api_line = _wait_for_line(lines, r"^\s+API\s+http://", seen, timeout=90)
-        api_url = api_line.split()[1]
-        token_line = _wait_for_line(lines, r"export TOKEN=", seen, timeout=5)
-        token = token_line.split("=", 1)[1].strip()
-        _wait_for_line(lines, r"matchops is running", seen, timeout=90)
-
-        # The printed token works against the printed API.
-        reply = httpx.get(f"{api_url}/v1/tasks", headers={"Authorization": f"Bearer {token}"})
-        assert reply.status_code == 200
-        children = _descendants(process.pid)
-        # worker (plus its 2 pool processes), beat, api, flower
-        assert len(children) >= 6, children
-
-        process.send_signal(signal.SIGINT)
-        assert process.wait(60) == 0, "".join(seen)
-        assert not [pid for pid in children if _alive(pid)]
+        yield running
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        running.close()
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGHUP], ids=["Ctrl-C", "SIGHUP"])
+def test_run_serves_until_a_stop_signal_then_stops_every_child(stack, stop_signal):
+    api_url, token = stack.wait_until_serving()
+
+    # The printed token works against the printed API.
+    reply = httpx.get(f"{api_url}/v1/tasks", headers={"Authorization": f"Bearer {token}"})
+    assert reply.status_code == 200
+    children = _descendants(stack.process.pid)
+    # worker (plus its 2 pool processes), beat, api, flower
+    assert len(children) >= 6, children
+
+    stack.process.send_signal(stop_signal)
+    assert stack.process.wait(60) == 0, stack.output()
+    assert not [pid for pid in children if _alive(pid)]
+    assert not (stack.home / "run.pid").exists()
+
+
+def test_matchops_stop_stops_a_running_stack(stack):
+    stack.wait_until_serving()
+    children = _descendants(stack.process.pid)
+
+    done = matchops("stop", env={"MATCHOPS_HOME": str(stack.home)}, timeout=90)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"stopping `matchops run` (pid {stack.process.pid})" in done.stdout
+    assert stack.process.wait(5) == 0
+    assert not [pid for pid in [stack.process.pid, *children] if _alive(pid)]
+    # Nothing was left for a second stop.
+    again = matchops("stop", env={"MATCHOPS_HOME": str(stack.home)})
+    assert "no `matchops run` or `matchops demo` is running" in again.stdout
 
 
 def test_printed_urls_hide_passwords():

@@ -1,0 +1,268 @@
+"""The Prometheus series of `GET /metrics`, read from PostgreSQL and the broker at scrape time.
+
+Nothing is counted in process memory: the API may run as several processes, and the
+workers that do the work are other processes again, so every figure is read from where
+the work leaves its trace. Each reader below is one series (or a closely tied pair) and
+one query; a new series is one more reader in `DATABASE_SERIES`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+import kombu.exceptions
+from kombu.connection import Connection
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector, CollectorRegistry
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from core.db import session_factory
+from core.settings import get_settings
+
+# Pools beyond this many label sets are summed under topic="_other" (one per difficulty),
+# so a service that invents topics cannot blow up the scraper's memory.
+MAX_POOL_SERIES = 100
+DIFFICULTIES = ("Easy", "Medium", "Hard")
+OTHER_TOPIC = "_other"
+# Seconds from a peer request to its proposed match; people wait minutes, not hours.
+TIME_TO_MATCH_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+# Seconds a task waits for a worker: well under a second when workers keep up.
+TASK_WAIT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0, 300.0)
+
+SeriesReader = Callable[[Session], Iterable[Metric]]
+
+
+def peer_pools(session: Session) -> Iterator[Metric]:
+    """`matchops_peer_waiting_requests` and `matchops_peer_oldest_wait_seconds` per pool."""
+    # The biggest pools keep their own labels; when there are more pools than fit, room is
+    # left for one "_other" set per difficulty, so the total never passes the limit.
+    rows = session.execute(
+        text(
+            """
+            WITH pools AS (
+                SELECT difficulty, topic, count(*) AS waiting, min(created_at) AS oldest
+                FROM match_requests WHERE status = 'pending'
+                GROUP BY difficulty, topic
+            ), ranked AS (
+                SELECT *, row_number() OVER (ORDER BY waiting DESC, difficulty, topic) AS rank,
+                       count(*) OVER () AS pools
+                FROM pools
+            )
+            SELECT difficulty,
+                   CASE WHEN pools <= :limit OR rank <= :kept THEN topic ELSE :other END AS label,
+                   sum(waiting) AS waiting,
+                   extract(epoch FROM now() - min(oldest)) AS oldest_wait
+            FROM ranked
+            GROUP BY 1, 2
+            ORDER BY 1, 2
+            """
+        ),
+        {
+            "limit": MAX_POOL_SERIES,
+            "kept": MAX_POOL_SERIES - len(DIFFICULTIES),
+            "other": OTHER_TOPIC,
+        },
+    ).all()
+    labels = ["difficulty", "topic"]
+    waiting = GaugeMetricFamily(
+        "matchops_peer_waiting_requests", "Pending peer requests per pool.", labels=labels
+    )
+    oldest = GaugeMetricFamily(
+        "matchops_peer_oldest_wait_seconds",
+        "Age of the oldest pending peer request per pool.",
+        labels=labels,
+    )
+    for difficulty, topic, count, age in rows:
+        waiting.add_metric([difficulty, topic], float(count))
+        oldest.add_metric([difficulty, topic], max(float(age), 0.0))
+    yield waiting
+    yield oldest
+
+
+class HistogramQuery:
+    """The SQL that counts a `wait` column into cumulative buckets, and the buckets back.
+
+    `select` goes in front of a query's FROM: the bucket counts, the count and the sum of
+    `wait`, in that order; `buckets` turns those values of one result row into what
+    `HistogramMetricFamily` takes.
+    """
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = tuple(bounds)
+        self.params = {f"bucket_{index}": bound for index, bound in enumerate(self.bounds)}
+        counts = [f"count(*) FILTER (WHERE wait <= :{name})" for name in self.params]
+        self.select = ", ".join([*counts, "count(*)", "coalesce(sum(wait), 0)"])
+
+    def buckets(self, values: Sequence[Any]) -> tuple[list[tuple[str, float]], float]:
+        """(buckets with +Inf, sum) from the values `select` produced."""
+        *cumulative, total, seconds = values
+        buckets = [(f"{b:g}", float(n)) for b, n in zip(self.bounds, cumulative, strict=True)]
+        return [*buckets, ("+Inf", float(total))], float(seconds)
+
+
+def peer_time_to_match(session: Session) -> Iterator[Metric]:
+    """`matchops_peer_time_to_match_seconds`: request created → match proposed."""
+    histogram = HistogramQuery(TIME_TO_MATCH_BUCKETS)
+    row = session.execute(
+        text(
+            f"""
+            SELECT {histogram.select}
+            FROM (
+                SELECT greatest(extract(epoch FROM m.created_at - r.created_at), 0) AS wait
+                FROM match_requests r JOIN matches m ON m.id = r.match_id
+            ) AS matched
+            """
+        ),
+        histogram.params,
+    ).one()
+    buckets, seconds = histogram.buckets(row)
+    yield HistogramMetricFamily(
+        "matchops_peer_time_to_match_seconds",
+        "Seconds from a peer request to the match proposed for it.",
+        buckets=buckets,
+        sum_value=seconds,
+    )
+
+
+def peer_open_matches(session: Session) -> Iterator[Metric]:
+    """`matchops_peer_open_matches` against `matchops_peer_open_matches_cap`."""
+    open_matches = session.scalar(
+        text("SELECT count(*) FROM matches WHERE status = 'pending_confirmation'")
+    )
+    yield GaugeMetricFamily(
+        "matchops_peer_open_matches",
+        "Peer matches awaiting confirmation.",
+        value=float(open_matches or 0),
+    )
+    yield GaugeMetricFamily(
+        "matchops_peer_open_matches_cap",
+        "MAX_CONCURRENT_MATCHES: no sweep proposes matches beyond it.",
+        value=float(get_settings().max_concurrent_matches),
+    )
+
+
+def outbox(session: Session) -> Iterator[Metric]:
+    """`matchops_outbox_unpublished` and `matchops_outbox_lag_seconds`."""
+    count, lag = session.execute(
+        text(
+            "SELECT count(*), coalesce(extract(epoch FROM now() - min(occurred_at)), 0) "
+            "FROM outbox WHERE published_at IS NULL"
+        )
+    ).one()
+    yield GaugeMetricFamily(
+        "matchops_outbox_unpublished", "Events not yet relayed.", value=float(count)
+    )
+    yield GaugeMetricFamily(
+        "matchops_outbox_lag_seconds",
+        "Age of the oldest event not yet relayed (0 when none).",
+        value=max(float(lag), 0.0),
+    )
+
+
+def tasks_accepted(session: Session) -> Iterator[Metric]:
+    """`matchops_tasks_accepted_total{task}`: tasks the API (or `matchops enqueue`) accepted.
+
+    Counted from task_runs, so it drops when `maintenance.reconcile` prunes finished rows
+    (Prometheus reads that as a counter reset).
+    """
+    counter = CounterMetricFamily(
+        "matchops_tasks_accepted", "Tasks accepted by the API, by name.", labels=["task"]
+    )
+    rows = session.execute(
+        text("SELECT name, count(*) FROM task_runs WHERE origin = 'api' GROUP BY name")
+    )
+    for name, count in rows:
+        counter.add_metric([name], float(count))
+    yield counter
+
+
+def task_queue_wait(session: Session) -> Iterator[Metric]:
+    """`matchops_task_queue_wait_seconds{task}`: accepted, or due after a countdown → started."""
+    histogram = HistogramQuery(TASK_WAIT_BUCKETS)
+    rows = session.execute(
+        text(
+            f"""
+            SELECT name, {histogram.select}
+            FROM (
+                SELECT name, greatest(extract(epoch FROM started_at - due_at), 0) AS wait
+                FROM task_runs WHERE started_at IS NOT NULL
+            ) AS started
+            GROUP BY name
+            """
+        ),
+        histogram.params,
+    )
+    family = HistogramMetricFamily(
+        "matchops_task_queue_wait_seconds",
+        "Seconds from a task being accepted (or due, after a countdown) to its first start.",
+        labels=["task"],
+    )
+    for name, *values in rows:
+        buckets, seconds = histogram.buckets(values)
+        family.add_metric([name], buckets, seconds)
+    yield family
+
+
+DATABASE_SERIES: tuple[SeriesReader, ...] = (
+    peer_pools,
+    peer_time_to_match,
+    peer_open_matches,
+    outbox,
+    tasks_accepted,
+    task_queue_wait,
+)
+
+
+def queue_lengths(queues: Sequence[str]) -> Iterator[Metric]:
+    """`matchops_queue_length{queue}`: messages waiting in each broker queue."""
+    from workers.app import app
+
+    gauge = GaugeMetricFamily(
+        "matchops_queue_length", "Messages waiting per broker queue.", labels=["queue"]
+    )
+    with app.connection_for_read() as connection:
+        try:
+            for queue in queues:
+                gauge.add_metric([queue], float(_waiting(connection, queue)))
+        except connection.connection_errors as exc:
+            raise kombu.exceptions.OperationalError(str(exc)) from exc
+    yield gauge
+
+
+def _waiting(connection: Connection, queue: str) -> int:
+    # A passive declare counts without creating; a queue nobody declared yet holds nothing.
+    # Each check gets its own channel: a refused passive declare closes AMQP channels.
+    with connection.channel() as channel:
+        try:
+            return int(channel.queue_declare(queue=queue, passive=True).message_count)
+        except connection.channel_errors:
+            return 0
+
+
+class MatchopsCollector(Collector):
+    """Reads every series afresh on each scrape."""
+
+    def collect(self) -> Iterable[Metric]:
+        """One read-only transaction for the database series, then the broker's queues."""
+        from celeryconfig import task_queues
+
+        metrics: list[Metric] = []
+        with session_factory().begin() as session:
+            for reader in DATABASE_SERIES:
+                metrics.extend(reader(session))
+        metrics.extend(queue_lengths([queue.name for queue in task_queues]))
+        return metrics
+
+
+def metrics_registry() -> CollectorRegistry:
+    """A registry holding only matchops' series (no process or GC series of the API)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(MatchopsCollector())
+    return registry
