@@ -1,5 +1,12 @@
-"""Periodic work. Each entry expires quickly so a stopped worker fleet does not come
-back to a pile of stale sweeps; the next tick does the same work anyway."""
+"""Periodic work: a slow safety tick behind the commit triggers, and the housekeeping.
+
+Commits trigger sweeps and the relay as they happen (`workers.triggers`); the ticks
+here only pick up what a lost trigger left behind, so they run every 10 s, not every
+second. Expiry has no trigger (time alone makes it due): every 5 s keeps a request at
+most that long past its timeout. Each entry expires before its next tick, so a stopped
+fleet does not come back to a pile of stale sweeps, and none of these tasks stores a
+result.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +17,8 @@ from core.context import CALLER_HEADER
 BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     "relay-events": {
         "task": "events.publish",
-        "schedule": 1.0,
-        "options": {"expires": 5},
+        "schedule": 10.0,
+        "options": {"expires": 9},
     },
     "reconcile": {
         "task": "maintenance.reconcile",
@@ -30,8 +37,8 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     },
     "peer-sweep": {
         "task": "peer.sweep",
-        "schedule": 1.0,
-        "options": {"expires": 2},
+        "schedule": 10.0,
+        "options": {"expires": 9},
     },
     "peer-expire": {
         "task": "peer.expire",

@@ -1,17 +1,27 @@
 """Carpool: the statistics rebuild and a member leaving a large group, each next to the
-row-by-row way the platform it replaces did it.
+row-by-row way the platform it replaces did it, and the periodic cleanup over the whole
+table with members leaving while it runs.
 
-`python -m bench.carpool` (scratch database `matchops_bench_carpool` on DATABASE_URL's
-server). Goals: `carpool.rebuild_stats` over 1,000,000 reservations and 3,000,000
-invitations under 15 s; `carpool.member_left` in a 5,000-member group holding 50,000
-invitations under 1 s.
+`python -m bench.carpool [--scale F] [--only rebuild|member_left|cleanup]` (scratch
+database `matchops_bench_carpool` on DATABASE_URL's server; `--scale 0.1` builds a
+tenth of the data). Goals: `carpool.rebuild_stats` over 1,000,000 reservations and
+3,000,000 invitations under 15 s; `carpool.member_left` in a 5,000-member group holding
+50,000 invitations under 1 s; `carpool.cleanup_invitations` over the same 1,000,000
+reservations in transactions short enough that a `member_left` waits for one of them
+at most.
 """
 
 from __future__ import annotations
 
+import argparse
+import itertools
 import os
+import statistics
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import astuple, dataclass
 from typing import Any
 
 from sqlalchemy import Connection, text
@@ -24,12 +34,35 @@ from bench.harness import (
     timed,
     use_bench_database,
 )
+from core.db import session_factory
+from domain.carpool.sweep import clean_up_searching_reservations
+from tasks.carpool import CleanupArgs
 from workers.app import app, load_tasks
 
-RESERVATIONS = 1_000_000
-INVITATIONS = 3_000_000
-MATCHES = 500_000
-USERS = 100_000
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much data the rebuild and the cleanup run over."""
+
+    reservations: int = 1_000_000
+    invitations: int = 3_000_000
+    matches: int = 500_000
+    users: int = 100_000
+
+    def scaled(self, factor: float) -> Sizes:
+        """The same shape, `factor` times as large."""
+        return Sizes(*(max(10, int(count * factor)) for count in astuple(self)))
+
+
+# Users of the cleanup's directory share a group of this many; every group's enterprise
+# is in one carpool network, so links stay eligible except those of users in no group.
+CLEANUP_GROUP_SIZE = 100
+# One user in this many is in no group: their links are the ones the cleanup removes.
+# Prime, so loners hold searching reservations as often as anyone (a reservation's
+# status follows its id modulo 10).
+CLEANUP_LONERS = 97
+# How often a member leaves a group while the cleanup runs.
+LEAVE_EVERY_SECONDS = 0.25
 # The row-by-row rebuild recounts this many reservations; its cost per reservation is
 # then scaled to the whole table.
 BASELINE_SAMPLE = 2_000
@@ -74,7 +107,7 @@ def bulk_loading(conn: Connection, *tables: str) -> Iterator[None]:
         conn.exec_driver_sql(statement)
 
 
-def build_stats_data(conn: Connection) -> None:
+def build_stats_data(conn: Connection, sizes: Sizes) -> None:
     """Users, reservations, invitations and matches for the full rebuild, set-based."""
     conn.execute(
         text(
@@ -82,7 +115,7 @@ def build_stats_data(conn: Connection) -> None:
             "SELECT g, 'bench' || g || '@example.test', 'Bench ' || g, 'member' "
             "FROM generate_series(1::bigint, :n) g"
         ),
-        {"n": USERS},
+        {"n": sizes.users},
     )
     conn.execute(
         text(
@@ -90,7 +123,7 @@ def build_stats_data(conn: Connection) -> None:
             "SELECT g, 1 + g % :users, CASE WHEN g % 10 < 7 THEN 'searching' ELSE 'matched' END "
             "FROM generate_series(1::bigint, :n) g"
         ),
-        {"n": RESERVATIONS, "users": USERS},
+        {"n": sizes.reservations, "users": sizes.users},
     )
     # Multiplying by a prime coprime with the table size spreads the receivers evenly.
     conn.execute(
@@ -98,7 +131,7 @@ def build_stats_data(conn: Connection) -> None:
             "INSERT INTO invitations (id, reservation_id, offer_id) "
             "SELECT g, 1 + g % :r, 1 + (g * 48271) % :r FROM generate_series(1::bigint, :n) g"
         ),
-        {"n": INVITATIONS, "r": RESERVATIONS},
+        {"n": sizes.invitations, "r": sizes.reservations},
     )
     conn.execute(
         text(
@@ -106,7 +139,7 @@ def build_stats_data(conn: Connection) -> None:
             "SELECT g, 1 + (2 * g) % :r, 1 + (2 * g * 7919 + 1) % :r "
             "FROM generate_series(1::bigint, :n) g"
         ),
-        {"n": MATCHES, "r": RESERVATIONS},
+        {"n": sizes.matches, "r": sizes.reservations},
     )
 
 
@@ -273,11 +306,17 @@ def old_member_left(conn: Connection, group_id: int, user_id: int) -> dict[str, 
     return removed
 
 
-def bench_rebuild(conn: Connection) -> None:
+def build_bulk_data(conn: Connection, sizes: Sizes) -> float:
+    """The rebuild's and the cleanup's data, once; returns the seconds it took."""
     with timed() as build:
         with bulk_loading(conn, "reservations", "invitations", "reservation_matches"):
-            build_stats_data(conn)
+            build_stats_data(conn, sizes)
+        build_directory(conn, sizes)
         conn.exec_driver_sql("VACUUM ANALYZE")
+    return build.seconds
+
+
+def bench_rebuild(conn: Connection, sizes: Sizes, built_seconds: float) -> None:
     rebuild = app.tasks["carpool.rebuild_stats"]
     # Cold: reservation_stats is empty, every row is inserted.
     with timed() as cold, count_statements() as cold_statements:
@@ -299,18 +338,19 @@ def bench_rebuild(conn: Connection) -> None:
             "  OR matched_reservation_id = s.reservation_id))"
         )
     )
-    sample = list(range(1, RESERVATIONS + 1, RESERVATIONS // BASELINE_SAMPLE))
+    sample = list(range(1, sizes.reservations + 1, max(1, sizes.reservations // BASELINE_SAMPLE)))
     with timed() as old:
         old_rebuild_stats(conn, sample)
     per_reservation = old.seconds / len(sample)
-    projected = per_reservation * RESERVATIONS
+    projected = per_reservation * sizes.reservations
     report(
-        "carpool.rebuild_stats: 1,000,000 reservations, 3,000,000 invitations",
+        f"carpool.rebuild_stats: {sizes.reservations:,} reservations, "
+        f"{sizes.invitations:,} invitations",
         [
             (
                 "data",
-                f"{RESERVATIONS:,} reservations, {INVITATIONS:,} invitations, "
-                f"{MATCHES:,} matches (built in {build.seconds:.1f} s)",
+                f"{sizes.reservations:,} reservations, {sizes.invitations:,} invitations, "
+                f"{sizes.matches:,} matches (built in {built_seconds:.1f} s)",
             ),
             (
                 "cold rebuild (empty stats)",
@@ -332,7 +372,7 @@ def bench_rebuild(conn: Connection) -> None:
                 f"{per_reservation * 1000:.3f} ms per reservation, measured on "
                 f"a sample of {len(sample):,} reservations (4 statements each, autocommit)",
             ),
-            ("baseline projected", f"{projected:.0f} s for {RESERVATIONS:,} reservations"),
+            ("baseline projected", f"{projected:.0f} s for {sizes.reservations:,} reservations"),
             ("speed-up (vs cold rebuild)", f"{projected / cold.seconds:.0f}x"),
         ],
     )
@@ -374,13 +414,128 @@ def bench_member_left(conn: Connection) -> None:
     )
 
 
+def build_directory(conn: Connection, sizes: Sizes) -> None:
+    """Groups of the bulk data's users, all in one carpool network, and some loners."""
+    groups = sizes.users // CLEANUP_GROUP_SIZE + 1
+    conn.execute(
+        text(
+            "INSERT INTO carpool_groups (id, name, enterprise_id) "
+            "SELECT g, 'bulk group ' || g, g FROM generate_series(1, :groups) g"
+        ),
+        {"groups": groups},
+    )
+    conn.execute(
+        text(
+            "INSERT INTO carpool_networks (network_id, enterprise_id) "
+            "SELECT 1, g FROM generate_series(1, :groups) g"
+        ),
+        {"groups": groups},
+    )
+    conn.execute(
+        text(
+            "INSERT INTO group_members (group_id, user_id) "
+            "SELECT 1 + u / :size, u FROM generate_series(1, :users) u WHERE u % :loners <> 0"
+        ),
+        {"size": CLEANUP_GROUP_SIZE, "users": sizes.users, "loners": CLEANUP_LONERS},
+    )
+
+
+@dataclass
+class Leaving:
+    """`member_left` calls made while the cleanup runs, and their latencies."""
+
+    seconds: list[float]
+    stop: threading.Event
+
+
+def leave_repeatedly(leaving: Leaving, sizes: Sizes) -> None:
+    """Members leave their group one by one, each `member_left` timed, until told to stop."""
+    task = app.tasks["carpool.member_left"]
+    user = 1
+    while not leaving.stop.wait(LEAVE_EVERY_SECONDS):
+        user = user % (sizes.users - 1) + 1
+        if user % CLEANUP_LONERS == 0:
+            user += 1
+        with timed() as call:
+            task.apply(kwargs={"group_id": 1 + user // CLEANUP_GROUP_SIZE, "user_id": user}).get()
+        leaving.seconds.append(call.seconds)
+        user += 7919  # another part of the table each time
+
+
+def bench_cleanup(conn: Connection, sizes: Sizes) -> None:
+    """The whole-table cleanup in batches, with members leaving their groups meanwhile."""
+    batch = CleanupArgs().batch_size
+    searching = conn.scalar(text("SELECT count(*) FROM reservations WHERE status = 'searching'"))
+    commits: list[float] = []
+    leaving = Leaving([], threading.Event())
+    leaver = threading.Thread(target=leave_repeatedly, args=(leaving, sizes))
+    leaver.start()
+    try:
+        with timed() as whole, count_statements() as statements:
+            commits.append(time.perf_counter())
+            result = clean_up_searching_reservations(
+                session_factory(), batch, lambda _done, _total: commits.append(time.perf_counter())
+            )
+    finally:
+        leaving.stop.set()
+        leaver.join()
+    # Progress is reported after each batch's commit, so the gaps are the transactions
+    # (with the few statements that start the next one).
+    transactions = [later - earlier for earlier, later in itertools.pairwise(commits)]
+    report(
+        f"carpool.cleanup_invitations: {searching:,} searching reservations of "
+        f"{sizes.reservations:,}, with members leaving meanwhile",
+        [
+            (
+                "cleanup",
+                f"{whole.seconds:.1f} s, {result['batches']:,} transactions of {batch:,} "
+                f"reservations, {statements.value:,} statements",
+            ),
+            (
+                "removed",
+                f"{result['invitations_removed']:,} invitations, "
+                f"{result['matches_removed']:,} matches",
+            ),
+            ("longest transaction", milliseconds(transactions)),
+            (
+                "member_left while it ran",
+                f"{len(leaving.seconds)} calls; {milliseconds(leaving.seconds)}",
+            ),
+        ],
+    )
+
+
+def milliseconds(seconds: list[float]) -> str:
+    """`longest N ms (median M ms)`."""
+    if not seconds:
+        return "none"
+    return (
+        f"longest {max(seconds) * 1000:.0f} ms (median {statistics.median(seconds) * 1000:.0f} ms)"
+    )
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=float, default=1.0, help="data size, 1.0 = full")
+    parser.add_argument("--only", choices=("rebuild", "member_left", "cleanup"))
+    return parser.parse_args()
+
+
 def main() -> None:
-    """Build the data, run both measurements, print the figures."""
+    """Build the data, run the measurements, print the figures."""
+    options = parse_args()
+    sizes = Sizes().scaled(options.scale)
     use_bench_database("matchops_bench_carpool")
     load_tasks()
     with autocommit_connection() as conn:
-        bench_rebuild(conn)
-        bench_member_left(conn)
+        if options.only in (None, "rebuild", "cleanup"):
+            built = build_bulk_data(conn, sizes)
+        if options.only in (None, "rebuild"):
+            bench_rebuild(conn, sizes, built)
+        if options.only in (None, "cleanup"):
+            bench_cleanup(conn, sizes)
+        if options.only in (None, "member_left"):
+            bench_member_left(conn)
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"\npeak memory of this process: {peak_memory_mb():.0f} MiB")
     print(f"machine: {os.cpu_count()} CPUs, load average {load} (1, 5, 15 min) at the end")

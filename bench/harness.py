@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import resource
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +17,12 @@ from sqlalchemy.engine import make_url
 
 from core.db import get_bookkeeping_engine, get_engine, session_factory
 from core.settings import get_settings
+from runtime.embedded import DEFAULT_HOME
 from runtime.migrate import recreate_schema, upgrade_head
+from runtime.stack import Child, StackError
+from workers.app import app
+
+BENCH_LOGS = DEFAULT_HOME / "logs" / "bench"
 
 
 def use_bench_database(name: str) -> str:
@@ -96,3 +102,46 @@ def report(title: str, rows: list[tuple[str, str]]) -> None:
     width = max(len(label) for label, _ in rows)
     for label, value in rows:
         print(f"  {label.ljust(width)}  {value}")
+
+
+def worker_argv(name: str, *celery_args: str) -> list[str]:
+    """`matchops worker` arguments for a bench worker that `wait_for_workers` can ping."""
+    return ["worker", "-n", node_name(name), "--without-gossip", "--without-mingle", *celery_args]
+
+
+def node_name(name: str) -> str:
+    """The Celery node name of the bench worker `name`."""
+    return f"bench-{name}-{os.getpid()}@{socket.gethostname()}"
+
+
+@contextmanager
+def processes(env: dict[str, str] | None = None, **parts: list[str]) -> Iterator[dict[str, Child]]:
+    """`matchops` subcommands (name=argv) as child processes for the block, with `env`
+    added to this process's environment; logs under .matchops/logs/bench/."""
+    children = {name: Child(name, argv, BENCH_LOGS / f"{name}.log") for name, argv in parts.items()}
+    saved = dict(os.environ)
+    os.environ.update(env or {})
+    try:
+        for child in children.values():
+            child.start()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    try:
+        yield children
+    finally:
+        for child in children.values():
+            child.terminate()
+        for child in children.values():
+            child.wait(30)
+
+
+def wait_for_workers(children: dict[str, Child], *names: str, timeout: float = 90) -> None:
+    """Block until each named bench worker answers a ping."""
+    deadline = time.monotonic() + timeout
+    for name in names:
+        while not app.control.ping(destination=[node_name(name)], timeout=0.5):
+            if not children[name].running():
+                raise StackError(f"bench worker {name} exited:\n{children[name].log_tail()}")
+            if time.monotonic() > deadline:
+                raise StackError(f"bench worker {name} did not answer within {timeout:g}s")

@@ -1,11 +1,13 @@
-"""Peer sweep: 100,000 pending requests over 200 pools paired by one `peer.sweep`, next
-to the same sweep on one connection and to the one-request-at-a-time way (look up a
-partner, pair, commit, next request).
+"""Peer sweep: 100,000 pending requests over 200 pools, swept by one `peer.sweep` fanned
+out over two worker processes, measured until every topic's sweep has committed; the
+same backlog under the default cap of 5,000 open matches (how many requests a sweep
+row-locks for the pairs it may make); and the one-request-at-a-time way (look up a
+partner, pair, commit, next request) as the baseline.
 
-`python -m bench.peer_sweep` (scratch database `matchops_bench_peer` on DATABASE_URL's
-server). Goal: the whole 100,000 in under 2 s, with a statement count that does not
-grow with the number of requests. Sweep times are the median of a few runs, each on
-freshly built data, because one run on a small shared machine varies by a quarter.
+`python -m bench.peer_sweep [--requests N] [--runs N]` (scratch database
+`matchops_bench_peer` on DATABASE_URL's server). Goal: the whole 100,000 in under 2 s.
+Sweep times are the median of a few runs, each on freshly built data, because one run
+on a small shared machine varies by a quarter.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ from __future__ import annotations
 import os
 import statistics
 
-# The cap on open matches would stop the sweep at 5,000; the bench measures the pairing.
-# Set before anything reads the settings.
+# The cap on open matches would stop the sweep at 5,000; the timed runs measure the
+# pairing, the capped run sets it back. Set before anything reads the settings.
 os.environ["MAX_CONCURRENT_MATCHES"] = "10000000"
 
+import argparse
+import time
 from typing import Any
 
 from sqlalchemy import Connection, text
@@ -24,24 +28,36 @@ from sqlalchemy import Connection, text
 from bench.harness import (
     autocommit_connection,
     count_statements,
-    peak_memory_mb,
+    processes,
     report,
     timed,
     use_bench_database,
+    wait_for_workers,
+    worker_argv,
 )
 from core.db import session_factory
 from core.outbox import emit_event
 from core.settings import get_settings
-from domain.peer.sweep import sweep
-from workers.app import app, load_tasks
+from domain.peer.pairing import pair_pool
+from domain.peer.rules import DECLINE_COOLDOWN_SECONDS
+from domain.peer.shares import MAX_SHARES, split_topics
+from domain.peer.sweep import sweep_topics, waiting_topics
+from workers.app import app
 
 REQUESTS = 100_000
 POOLS = 200
 # Pairs of users, next to each other in their pool, one of whom declined the other:
 # the sweep has to step around them.
 DECLINES = 2_000
-# The small run that shows the statement count does not depend on the data size.
-SMALL_REQUESTS = 1_000
+DEFAULT_CAP = 5_000
+UNCAPPED = int(os.environ["MAX_CONCURRENT_MATCHES"])
+# How often the bench looks whether the sweep is done.
+POLL_SECONDS = 0.01
+# Declines the sweep steps around, as it reads them.
+RECENT_DECLINES_SQL = (
+    "SELECT user_low, user_high FROM peer_declines "
+    f"WHERE declined_at > now() - interval '{DECLINE_COOLDOWN_SECONDS} seconds'"
+)
 # Sweeps timed per variant; each gets freshly built data.
 RUNS = 3
 # The one-at-a-time baseline walks the requests of this many pools; its rate is what
@@ -116,26 +132,46 @@ def audit(conn: Connection) -> dict[str, int]:
     )
 
 
-def sweep_once() -> tuple[dict[str, Any], int, float]:
-    """One `peer.sweep` over every pool, through the task's own code path."""
-    with count_statements() as statements, timed() as timing:
-        result: dict[str, Any] = app.tasks["peer.sweep"].apply(kwargs={}).get()
-    return result, statements.value, timing.seconds
-
-
-def sweep_on_one_connection() -> float:
-    """The same sweep with one lane (PEER_SWEEP_LANES=1): its seconds."""
-    settings = get_settings()
-    with timed() as timing:
-        sweep(
-            session_factory(),
-            difficulty=None,
-            topic=None,
-            max_open_matches=settings.max_concurrent_matches,
-            confirm_seconds=settings.confirm_match_timeout_seconds,
-            lanes=1,
+def expected_matches(conn: Connection) -> int:
+    """What the pairing rule makes of the pending requests: the sweep is done at this count."""
+    rows = conn.execute(
+        text(
+            "SELECT difficulty, topic, array_agg(user_id ORDER BY created_at, id) AS users "
+            "FROM match_requests WHERE status = 'pending' GROUP BY difficulty, topic"
         )
+    ).all()
+    declined = {tuple(row) for row in conn.execute(text(RECENT_DECLINES_SQL))}
+    return sum(len(pair_pool(row.users, declined)) for row in rows)
+
+
+def fanned_out_sweep(conn: Connection, expected: int) -> float:
+    """Send one `peer.sweep` of every pool; seconds until all its topic sweeps committed."""
+    with timed() as timing:
+        app.send_task("peer.sweep")
+        while conn.scalar(text("SELECT count(*) FROM matches")) < expected:
+            time.sleep(POLL_SECONDS)
     return timing.seconds
+
+
+def sweep_in_process(cap: int, shares: int) -> tuple[int, int, int, float]:
+    """Every pool swept in this process, in `shares` transactions one after the other:
+    (matches, requests row-locked, statements, seconds)."""
+    settings = get_settings()
+    matched = claimed = 0
+    with count_statements() as statements, timed() as timing:
+        with session_factory().begin() as session:
+            waiting = waiting_topics(session, None)
+        for share in split_topics(waiting, max_shares=shares):
+            done = sweep_topics(
+                session_factory(),
+                topics=share,
+                difficulty=None,
+                max_open_matches=cap,
+                confirm_seconds=settings.confirm_match_timeout_seconds,
+                stale_after=settings.task_time_limit,
+            )
+            matched, claimed = matched + done.matched, claimed + done.claimed
+    return matched, claimed, statements.value, timing.seconds
 
 
 def spread(seconds: list[float]) -> str:
@@ -247,62 +283,82 @@ def bare_update_seconds(conn: Connection) -> float:
     return timing.seconds
 
 
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=REQUESTS)
+    parser.add_argument("--runs", type=int, default=RUNS)
+    return parser.parse_args()
+
+
 def main() -> None:
-    """Build the data, sweep it, rebuild it, walk a sample of it one request at a time."""
+    """Build the data, sweep it through workers, sweep it under the cap, walk a sample."""
+    options = parse_args()
     use_bench_database("matchops_bench_peer")
-    load_tasks()
-    lanes = get_settings().peer_sweep_lanes
-    with autocommit_connection() as conn:
-        build_data(conn, SMALL_REQUESTS)
-        small_result, small_statements, small_seconds = sweep_once()
-
-        memory_before = peak_memory_mb()
-        seconds: list[float] = []
-        for _ in range(RUNS):
-            build_data(conn, REQUESTS)
-            result, statements, run_seconds = sweep_once()
-            seconds.append(run_seconds)
-        memory_after = peak_memory_mb()
+    seconds: list[float] = []
+    with (
+        autocommit_connection() as conn,
+        processes(
+            env={"COMMIT_TRIGGERS": "false"},
+            sweeper=worker_argv("sweeper", "-Q", "sweeps", "-c", "2"),
+        ) as children,
+    ):
+        wait_for_workers(children, "sweeper")
+        for _ in range(options.runs):
+            build_data(conn, options.requests)
+            expected = expected_matches(conn)
+            seconds.append(fanned_out_sweep(conn, expected))
         checked = audit(conn)
-        one_lane: list[float] = []
-        for _ in range(RUNS):
-            build_data(conn, REQUESTS)
-            one_lane.append(sweep_on_one_connection())
 
+    with autocommit_connection() as conn:
+        build_data(conn, options.requests)
+        _, _, one_statements, one_seconds = sweep_in_process(UNCAPPED, shares=1)
+        build_data(conn, options.requests)
+        capped, locked, capped_statements, capped_seconds = sweep_in_process(
+            DEFAULT_CAP, shares=MAX_SHARES
+        )
         reset_to_pending(conn)
         floor = bare_update_seconds(conn)
         sampled, baseline_paired, baseline_statements, baseline_seconds = baseline(conn)
 
-    paired = 2 * result["matched"]
+    paired = 2 * checked["matches"]
     rate = paired / statistics.median(seconds)
     baseline_rate = baseline_paired / baseline_seconds
     report(
-        f"peer.sweep: {REQUESTS:,} pending requests over {POOLS} pools, one call",
+        f"peer.sweep: {options.requests:,} pending requests over {POOLS} pools, one call",
         [
-            ("matches created", f"{result['matched']:,} ({paired:,} requests paired)"),
-            ("time", f"{spread(seconds)} (goal < 2 s)"),
-            ("lanes (PEER_SWEEP_LANES)", f"{lanes}"),
-            ("the same sweep on one connection", spread(one_lane)),
+            ("matches created", f"{checked['matches']:,} ({paired:,} requests paired)"),
+            (
+                "time until every topic's sweep committed",
+                f"{spread(seconds)} (goal < 2 s; fanned out, two worker processes)",
+            ),
+            (
+                "the same, every pool in one transaction",
+                f"{one_seconds:.2f} s, {one_statements} statements",
+            ),
             (
                 "reference: one bare UPDATE of the requests",
                 f"{floor:.2f} s (what one connection must write at least, on this server now)",
             ),
             ("requests paired per second", f"{rate:,.0f}"),
-            ("statements", f"{statements} (5, and 2 per lane)"),
-            (
-                f"statements at {SMALL_REQUESTS:,} requests",
-                f"{small_statements} ({small_result['matched']} matches in {small_seconds:.2f} s, "
-                "one lane)",
-            ),
-            (
-                "peak memory (process)",
-                f"{memory_after:.0f} MiB (+{memory_after - memory_before:.0f})",
-            ),
             (
                 "paired twice / declined pairs matched",
                 f"{checked['paired_twice']} / {checked['declined_pairs']}",
             ),
             ("match.proposed events", f"{checked['events']:,}"),
+        ],
+    )
+    report(
+        f"the same backlog under the default cap of {DEFAULT_CAP:,} open matches",
+        [
+            ("matches created", f"{capped:,} ({2 * capped:,} requests paired)"),
+            (
+                "requests row-locked by the claims",
+                f"{locked:,} ({locked / max(2 * capped, 1):.2f}x the requests paired)",
+            ),
+            (
+                "time, shares one after the other",
+                f"{capped_seconds:.2f} s, {capped_statements} statements",
+            ),
         ],
     )
     report(

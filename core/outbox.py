@@ -9,6 +9,8 @@ from pydantic_core import to_jsonable_python
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from core.followups import relay_due
+
 EVENT_TYPES = frozenset(
     {
         "match.proposed",
@@ -45,6 +47,7 @@ def emit_events(session: Session, event_type: str, payloads: list[dict[str, Any]
     if event_type not in EVENT_TYPES:
         raise ValueError(f"unknown event type {event_type!r}; add it to the contract first")
     if payloads:
+        relay_due(session)
         session.execute(
             INSERT_EVENTS,
             {"type": event_type, "payloads": json.dumps(to_jsonable_python(payloads))},

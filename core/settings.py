@@ -37,9 +37,6 @@ class Settings(BaseSettings):
     max_concurrent_matches: int = Field(5000, ge=0)
     max_mentees: int = Field(2, ge=0)
     mentorship_request_timeout_seconds: int = Field(604800, gt=0)
-    # Connections one big `peer.sweep` writes through at once (plus one coordinating
-    # it). At most 8, so a sweep fits the engine's pool of 10 connections.
-    peer_sweep_lanes: int = Field(2, ge=1, le=8)
 
     # Task execution limits. The hard limit kills a stuck child; the soft one lets the
     # task roll back its transaction first.
@@ -72,6 +69,11 @@ class Settings(BaseSettings):
     # A pending peer request waiting longer than this, with no partner in its own pool,
     # may be paired with one of an adjacent difficulty in its topic. Unset: never.
     peer_relax_after_seconds: int | None = Field(None, gt=0)
+
+    # Send a sweep of the topic, or the outbox relay, right after a commit that makes
+    # one due. Off, pairing and events wait for beat's safety tick (a comparison the
+    # time-to-match bench makes).
+    commit_triggers: bool = True
 
     @model_validator(mode="after")
     def _limits_fit_together(self) -> Settings:

@@ -75,8 +75,8 @@ def unpublished_events() -> int:
 def relay_and_count(client: ApiClient, tap: EventTap, timeout: float = 15) -> dict[str, int]:
     """Relay the outbox through the API until it is empty, then count events by type.
 
-    Beat relays every second anyway; asking for `events.publish` makes the demo's
-    last events arrive now rather than on the next tick.
+    Commits trigger the relay anyway; asking for `events.publish` as well makes sure
+    the demo's last events have arrived before it counts them.
     """
     deadline = time.monotonic() + timeout
     while True:

@@ -10,6 +10,7 @@ cancel, and people leave their sessions. The summary counts each outcome.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -102,11 +103,13 @@ def sweep_until_paired(client: ApiClient, users: set[int]) -> None:
     """Sweep until no two of the run's pending requests could still be paired.
 
     Two people left alone in a pool after one declined the other stay apart: that is
-    the rule, not a failure. Beat sweeps too, and a pool it holds is skipped, so the
-    loop tries a few times.
+    the rule, not a failure. A sweep of every pool fans out into tasks that pair after
+    it answers, and commits trigger sweeps too (a pool one holds is skipped), so the
+    loop looks a few times.
     """
-    for _ in range(5):
+    for _ in range(20):
         succeeded(client.call("peer.sweep"), "peer.sweep")
+        time.sleep(0.5)
         with session_factory().begin() as session:
             pairable = session.execute(
                 PAIRABLE_LEFT, {"users": list(users), "cooldown": DECLINE_COOLDOWN_SECONDS}

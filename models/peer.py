@@ -45,11 +45,12 @@ class MatchRequest(Base):
             unique=True,
             postgresql_where=text("status IN ('pending', 'matched')"),
         ),
-        # The sweep reads each pool's pending requests oldest first.
+        # The sweep reads each pool's pending requests oldest first, and a topic's pools
+        # together.
         Index(
             "ix_match_requests_pending_pool",
-            "difficulty",
             "topic",
+            "difficulty",
             "created_at",
             postgresql_where=text("status = 'pending'"),
         ),
@@ -155,3 +156,16 @@ class PeerDecline(Base):
     user_low: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id"), primary_key=True)
     user_high: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id"), primary_key=True)
     declined_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class MatchReservation(Base):
+    """Part of the open-match cap held by one sweep between counting it and writing its
+    matches. A sweep deletes its row in the transaction that writes the matches, so open
+    matches plus live reservations never exceed the cap; a row older than the task time
+    limit belongs to a sweep that died and no longer counts."""
+
+    __tablename__ = "peer_match_reservations"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, server_default=func.gen_random_uuid())
+    pairs: Mapped[int] = mapped_column(CheckConstraint("pairs > 0", name="positive_pairs"))
+    reserved_at: Mapped[datetime] = mapped_column(server_default=func.now())

@@ -12,11 +12,16 @@ from core.results import TaskResult
 from domain.carpool.membership import delete_group, member_left
 from domain.carpool.stats import rebuild_stats
 from domain.carpool.sweep import clean_up_searching_reservations
-from workers.base import NoArgs, ProgressReporter, TaskArgs, batched_task, task
+from workers.base import ProgressReporter, TaskArgs, batched_task, task
 
 # Members cleaned up per transaction when a group is deleted: small enough that one
 # batch holds the carpool lock for milliseconds, large enough to stay set-based.
 GROUP_DELETION_BATCH = 500
+
+
+# Searching reservations checked per transaction by the periodic cleanup: one batch holds
+# the carpool lock, which every membership cleanup waits for, for tens of milliseconds.
+CLEANUP_BATCH = 1_000
 
 
 class MemberLeftArgs(TaskArgs):
@@ -35,6 +40,17 @@ class GroupDeletedArgs(TaskArgs):
         ge=1,
         le=10_000,
         description="Former members cleaned up per transaction.",
+    )
+
+
+class CleanupArgs(TaskArgs):
+    """How the periodic cleanup walks the searching reservations."""
+
+    batch_size: int = Field(
+        CLEANUP_BATCH,
+        ge=1,
+        le=50_000,
+        description="Searching reservations checked per transaction.",
     )
 
 
@@ -72,7 +88,14 @@ class GroupDeletedResult(RemovalResult):
     batches: int
 
 
-class RebuildStatsResult(TaskResult):
+class CleanupResult(RemovalResult):
+    """The periodic cleanup: searching reservations checked, in how many batches."""
+
+    reservations: int
+    batches: int
+
+
+class ReservationStatsResult(TaskResult):
     """Rows of `reservation_stats` written."""
 
     reservations_written: int
@@ -92,13 +115,17 @@ def group_deleted_task(reporter: ProgressReporter, args: GroupDeletedArgs) -> di
     )
 
 
-@task("carpool.cleanup_invitations", args=NoArgs, result=RemovalResult)
-def cleanup_invitations_task(session: Session, args: NoArgs) -> dict[str, Any]:
+@batched_task(
+    "carpool.cleanup_invitations", args=CleanupArgs, result=CleanupResult, ignore_result=True
+)
+def cleanup_invitations_task(reporter: ProgressReporter, args: CleanupArgs) -> dict[str, Any]:
     """Remove invitations and matches of searching reservations between ineligible users."""
-    return clean_up_searching_reservations(session)
+    return clean_up_searching_reservations(
+        session_factory(), args.batch_size, reporter.progress, reporter.context
+    )
 
 
-@task("carpool.rebuild_stats", args=RebuildStatsArgs, result=RebuildStatsResult)
+@task("carpool.rebuild_stats", args=RebuildStatsArgs, result=ReservationStatsResult)
 def rebuild_stats_task(session: Session, args: RebuildStatsArgs) -> dict[str, Any]:
     """Rewrite reservation_stats for the given reservations, or all of them."""
     return {"reservations_written": rebuild_stats(session, args.reservation_ids)}

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from core.db import session_factory
+from core.followups import RELAY
 from core.relay import RELAY_BATCH, relay_batch
 from core.results import TaskResult
 from workers.app import app
 from workers.base import NoArgs, ProgressReporter, batched_task
+from workers.triggers import mark_started
 
 # One run relays at most this many batches, then leaves the rest to the next tick,
 # so a large backlog never holds a worker past its time limit.
@@ -32,7 +34,9 @@ class PublishResult(TaskResult):
     published: int
 
 
-@batched_task("events.publish", args=NoArgs, result=PublishResult)
+@batched_task("events.publish", args=NoArgs, result=PublishResult, ignore_result=True)
 def publish(reporter: ProgressReporter, args: NoArgs) -> PublishResult:
     """Relay unpublished outbox events to the `matching.events` topic exchange."""
+    # Rows committed from here on queue another run; this one may have read past them.
+    mark_started(RELAY)
     return {"published": relay_pending()}

@@ -62,7 +62,7 @@ class ReconcileResult(TaskResult):
     audit_rows_pruned: int
 
 
-@batched_task("maintenance.reconcile", args=NoArgs, result=ReconcileResult)
+@batched_task("maintenance.reconcile", args=NoArgs, result=ReconcileResult, ignore_result=True)
 def reconcile(reporter: ProgressReporter, args: NoArgs) -> dict[str, Any]:
     """Repair what a crash can leave: stuck outbox rows, orphaned state, missing keys."""
     report: dict[str, Any] = {}

@@ -115,7 +115,7 @@ def assign(session: Session, args: AssignArgs) -> AssignResult:
     return assign_mentors(session, args.limit)
 
 
-@task("mentorship.expire", args=NoArgs, result=ExpireResult)
+@task("mentorship.expire", args=NoArgs, result=ExpireResult, ignore_result=True)
 def expire(session: Session, args: NoArgs) -> ExpireResult:
     """Reject pending requests older than MENTORSHIP_REQUEST_TIMEOUT_SECONDS."""
     return expire_requests(session)

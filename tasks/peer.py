@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NotRequired, cast
 
 from pydantic import Field, StringConstraints
 from sqlalchemy.orm import Session
 
 from core.db import session_factory
+from core.followups import sweep_followup
 from core.results import TaskResult
 from core.settings import get_settings
 from domain.peer.confirm import confirm_match
@@ -19,8 +20,11 @@ from domain.peer.requests import cancel_request, create_request
 from domain.peer.rules import TOPIC_MAX_LENGTH, TOPIC_PATTERN, Difficulty
 from domain.peer.session_store import session_store
 from domain.peer.sessions import leave_session
-from domain.peer.sweep import sweep as sweep_pools
+from domain.peer.shares import split_topics
+from domain.peer.sweep import sweep_topics, waiting_topics
+from workers.app import app
 from workers.base import NoArgs, ProgressReporter, TaskArgs, batched_task, task
+from workers.triggers import mark_started, send_coalesced
 
 Topic = Annotated[
     str,
@@ -52,6 +56,12 @@ class PeerSweepArgs(TaskArgs):
 
     difficulty: Difficulty | None = None
     topic: Topic | None = None
+    topics: list[Topic] | None = Field(
+        None,
+        min_length=1,
+        description="Several topics swept in one transaction (how a sweep of every pool "
+        "splits its work); leave out to sweep `topic`, or every pool.",
+    )
 
 
 class PeerConfirmArgs(TaskArgs):
@@ -94,9 +104,11 @@ class PeerCancelResult(TaskResult):
 
 
 class PeerSweepResult(TaskResult):
-    """Matches proposed by the sweep."""
+    """Matches proposed by the sweep; a sweep of every pool proposes none itself and says
+    into how many `shares` of topics it fanned out."""
 
     matched: int
+    shares: NotRequired[int]
 
 
 class PeerWaitingResult(TaskResult):
@@ -175,19 +187,36 @@ def cancel(session: Session, args: PeerCancelArgs) -> dict[str, Any]:
     return cancel_request(session, args.request_id, args.user_id)
 
 
-# Batched: a big sweep writes through several connections at once (domain.peer.sweep).
-@batched_task("peer.sweep", args=PeerSweepArgs, result=PeerSweepResult)
+# Batched: a sweep reserves its share of the cap in a transaction of its own.
+@batched_task("peer.sweep", args=PeerSweepArgs, result=PeerSweepResult, ignore_result=True)
 def sweep(reporter: ProgressReporter, args: PeerSweepArgs) -> dict[str, int]:
     """Pair pending requests pool by pool, oldest first, into matches awaiting confirmation."""
+    if args.topics is None and args.topic is None:
+        # Fan out: a few tasks over shares of whole topics, for any workers to take.
+        with session_factory().begin() as session:
+            shares = split_topics(waiting_topics(session, args.difficulty))
+        for share in shares:
+            app.send_task("peer.sweep", kwargs={"difficulty": args.difficulty, "topics": share})
+        return {"matched": 0, "shares": len(shares)}
     settings = get_settings()
-    return sweep_pools(
+    followup = None if args.topic is None else sweep_followup(args.topic, args.difficulty)
+    if followup is not None:
+        # From here on, a commit into the topic queues another sweep instead of counting
+        # on this one, which may already have claimed its requests.
+        mark_started(followup)
+    done = sweep_topics(
         session_factory(),
+        topics=args.topics or [cast(str, args.topic)],
         difficulty=args.difficulty,
-        topic=args.topic,
         max_open_matches=settings.max_concurrent_matches,
         confirm_seconds=settings.confirm_match_timeout_seconds,
-        lanes=settings.peer_sweep_lanes,
+        stale_after=settings.task_time_limit,
     )
+    if done.busy and followup is not None:
+        # Another sweep holds a pool and may have claimed before this one was queued:
+        # come back after it rather than leave the newcomers to beat's safety tick.
+        send_coalesced([followup])
+    return {"matched": done.matched}
 
 
 @task("peer.confirm", args=PeerConfirmArgs, result=PeerConfirmResult)
@@ -196,7 +225,7 @@ def confirm(session: Session, args: PeerConfirmArgs) -> dict[str, Any]:
     return confirm_match(session, args.match_id, args.user_id, args.confirmed, session_store())
 
 
-@task("peer.expire", args=NoArgs, result=PeerExpireResult)
+@task("peer.expire", args=NoArgs, result=PeerExpireResult, ignore_result=True)
 def expire(session: Session, args: NoArgs) -> dict[str, int]:
     """Expire stale pending requests and matches not confirmed by their deadline."""
     return expire_overdue(session, matching_timeout=get_settings().matching_timeout_seconds)

@@ -11,6 +11,12 @@ ensure_servers(database="matchops_test", redis_db=1)
 
 import os  # noqa: E402
 import uuid  # noqa: E402
+
+# Most tests run tasks one at a time and send the sweeps they check themselves; a sweep
+# triggered by a commit would race those. The trigger tests switch them on for workers
+# of their own.
+os.environ.setdefault("COMMIT_TRIGGERS", "false")
+
 from collections.abc import Iterator  # noqa: E402
 
 import pytest  # noqa: E402

@@ -10,7 +10,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -131,7 +131,8 @@ def run_task(name: str, timeout: float = 60, **kwargs: Any) -> Any:
     A domain error raised by the task is raised here again, with its type. Every
     result is checked against the task's published result shape on the way.
     """
-    result: AsyncResult[Any] = app.send_task(name, kwargs=kwargs)
+    # Periodic tasks store no result unless the message asks for one, as this one does.
+    result: AsyncResult[Any] = app.send_task(name, kwargs=kwargs, ignore_result=False)
     value = result.get(timeout=timeout, propagate=True, disable_sync_subtasks=False)
     assert_fits_result_shape(name, value)
     return value
@@ -152,8 +153,8 @@ def assert_fits_result_shape(name: str, result: Any) -> None:
 
 
 def send(name: str, **kwargs: Any) -> AsyncResult[Any]:
-    """Send without waiting."""
-    return app.send_task(name, kwargs=kwargs)
+    """Send without waiting; the result is stored even for tasks that usually store none."""
+    return app.send_task(name, kwargs=kwargs, ignore_result=False)
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 30, what: str = "condition") -> None:
@@ -206,15 +207,25 @@ def _cancelled(worker: WorkerProcess, queue: str) -> bool:
 
 @contextmanager
 def worker_taking_over(
-    worker: WorkerProcess, queue: str, name: str, env: dict[str, str]
+    worker: WorkerProcess, queue: str, name: str, env: dict[str, str], concurrency: int = 2
 ) -> Iterator[WorkerProcess]:
     """A worker of the test's own, with `env` on top of this session's environment (other
     settings, say), consumes `queue` instead of the session worker for the block."""
     with (
         queue_taken_from(worker, queue),
-        running_worker(name, queues=queue, concurrency=2, extra_env=env) as taking_over,
+        running_worker(name, queues=queue, concurrency=concurrency, extra_env=env) as taking_over,
     ):
         yield taking_over
+
+
+def capped_sweeper(
+    worker: WorkerProcess, name: str, cap: int, concurrency: int = 2
+) -> AbstractContextManager[WorkerProcess]:
+    """A worker of the test's own, with MAX_CONCURRENT_MATCHES=`cap`, takes over the
+    `sweeps` queue for the block."""
+    return worker_taking_over(
+        worker, "sweeps", name, {"MAX_CONCURRENT_MATCHES": str(cap)}, concurrency
+    )
 
 
 def task_run(task_id: str) -> Any:

@@ -16,7 +16,8 @@ TASK_MODULES = (
 app = Celery("matchops", include=list(TASK_MODULES))
 app.config_from_object("celeryconfig")
 
-import workers.signals  # noqa: E402,F401  (connects the worker signal handlers)
+import workers.signals  # noqa: E402  (connects the worker signal handlers)
+import workers.triggers  # noqa: E402,F401  (sends follow-ups after commits)
 
 
 def load_tasks() -> None:

@@ -71,7 +71,12 @@ def reservations_of(user_ids: Collection[int]) -> Scope:
     )
 
 
-SEARCHING_RESERVATIONS = Scope("SELECT id FROM reservations WHERE status = 'searching'")
+def reservations_by_id(reservation_ids: Collection[int]) -> Scope:
+    """Exactly these reservations (one batch of a cleanup over the whole table)."""
+    return Scope(
+        "SELECT unnest(CAST(:scope_reservations AS bigint[])) AS id",
+        {"scope_reservations": sorted(set(reservation_ids))},
+    )
 
 
 @dataclass(frozen=True)

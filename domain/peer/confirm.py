@@ -9,6 +9,7 @@ from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session
 
 from core.errors import Conflict, Forbidden, NotFound
+from core.followups import sweep_due
 from core.outbox import emit_event
 from domain.peer.declines import record_decline
 from domain.peer.session_store import SessionStore
@@ -100,6 +101,8 @@ def _decline(session: Session, match: Match, user_id: int, partner_id: int) -> d
         .returning(MatchRequest.user_id, MatchRequest.status)
     ).all()
     requeued = [row.user_id for row in moved if row.status == "pending"]
+    if requeued:
+        sweep_due(session, match.topic)
     record_decline(session, declined_by=user_id, other=partner_id)
     emit_event(
         session,

@@ -6,6 +6,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from core.audit import record_audit
+from core.followups import relay_due, sweep_due
 
 # A pending request expires MATCHING_TIMEOUT_SECONDS after it was made, or after it was
 # last requeued (a requeued request keeps its created_at, its place in the pool, but
@@ -77,7 +78,7 @@ EXPIRE_MATCHES = text(
             expired_at = CASE WHEN s.confirmed THEN NULL ELSE now() END
         FROM sides s
         WHERE r.user_id = s.user_id AND r.match_id = s.match_id AND r.status = 'matched'
-        RETURNING s.match_id, r.user_id, s.confirmed AS requeued
+        RETURNING s.match_id, r.user_id, r.topic, s.confirmed AS requeued
     ),
     moved_by_match AS (
         SELECT
@@ -106,7 +107,8 @@ EXPIRE_MATCHES = text(
     SELECT
         (SELECT count(*) FROM expired) AS matches_expired,
         (SELECT count(*) FROM moved WHERE requeued) AS requeued,
-        (SELECT coalesce(array_agg(id), '{}') FROM expired) AS match_ids
+        (SELECT coalesce(array_agg(id), '{}') FROM expired) AS match_ids,
+        (SELECT array_agg(DISTINCT topic) FROM moved WHERE requeued) AS requeued_topics
     """
 )
 
@@ -119,6 +121,10 @@ def expire(session: Session, *, matching_timeout: int) -> dict[str, int]:
     """
     matches = session.execute(EXPIRE_MATCHES).one()
     requests = session.execute(EXPIRE_REQUESTS, {"timeout": matching_timeout}).one()
+    for topic in matches.requeued_topics or ():
+        sweep_due(session, topic)
+    if matches.matches_expired or requests.expired:
+        relay_due(session)
     counts = {
         "requests_expired": int(requests.expired),
         "matches_expired": int(matches.matches_expired),

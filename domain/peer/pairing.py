@@ -71,3 +71,21 @@ def pair_queues(queues: Iterable[Queue], declined: Container[UserPair]) -> list[
 def pair_count(paired: Iterable[Paired]) -> int:
     """How many pairs there are over all the queues."""
     return sum(len(each.pairs) for each in paired)
+
+
+def oldest_pairs(paired: Sequence[Paired], budget: int) -> list[Paired]:
+    """Keep at most `budget` pairs over all the queues: those whose older request waited
+    longest. Each queue keeps the order of its own pairs."""
+    if budget >= pair_count(paired):
+        return list(paired)
+    # Oldest first, as in a pool: by the older request's created_at, then its id.
+    ranked = sorted(
+        (queue.created_us[older], queue.request_ids[older], index, older)
+        for index, (queue, pairs) in enumerate(paired)
+        for older, _newer in pairs
+    )
+    kept = {(index, older) for _, _, index, older in ranked[: max(budget, 0)]}
+    return [
+        Paired(queue, [pair for pair in pairs if (index, pair[0]) in kept])
+        for index, (queue, pairs) in enumerate(paired)
+    ]

@@ -10,6 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core.errors import Conflict, Forbidden, MatchingError, NotFound
+from core.followups import sweep_due
 from models.peer import MatchRequest
 from models.users import User
 
@@ -38,6 +39,7 @@ def create_request(session: Session, user_id: int, difficulty: str, topic: str) 
         if _violated_constraint(exc) == OPEN_REQUEST_INDEX:
             raise MatchingError("duplicate request") from None
         raise
+    sweep_due(session, topic)
     return {
         "request_id": row.id,
         "status": row.status,

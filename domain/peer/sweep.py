@@ -1,79 +1,107 @@
-"""`peer.sweep`: pair the pending requests of every unlocked pool in a few statements.
+"""`peer.sweep` of some topics: pair the pending requests of their pools in a few statements.
 
-The database writes one transaction on one core, so a big sweep spreads its pools over a
-few lanes (`PEER_SWEEP_LANES` connections, each with its own transaction) that claim,
-pair and write side by side. A coordinating transaction holds what is global:
+A commit that adds pending requests triggers a sweep of its topic; a sweep of every
+pool is fanned out as tasks over shares of whole topics (`domain.peer.shares`), so
+workers on several machines sweep at once and the database writes on several cores.
+A topic is the smallest unit rather than a pool so that a rule pairing adjacent
+difficulties of one topic sees all of them in one transaction.
 
-  1. coordinator: count open matches (nothing to do at the cap), list the pools with
-     pending requests and their sizes, read the recent declines;
-  2. each lane, in parallel: lock its pools that nobody else is sweeping, claim their
-     pending requests, pair them in memory (domain.peer.pairing);
-  3. coordinator, under the cap lock: count open matches again and share what is left
-     of the cap between the lanes, oldest pairs first (domain.peer.lanes);
-  4. each lane, in parallel: write its matches, requests and `match.proposed` events in
-     one statement, and commit;
-  5. coordinator: commit, releasing the cap lock only once every lane's matches are
-     visible to the next sweep's count.
+One sweep:
 
-Statements per sweep: five for the coordinator and two per lane, whatever the number of
-requests. Each lane's pools are paired and written atomically; a lane that fails leaves
-its pools pending for the next sweep, and the lanes that committed stay valid.
+  1. lock the topics' pools that no other sweep holds (a busy pool is skipped, not
+     waited on) and count their pending requests;
+  2. reserve part of the open-match cap in a short transaction of its own, under the
+     one global lock: the cap minus open matches minus other sweeps' live reservations;
+  3. claim (row-lock) only the oldest requests of each pool that the reservation can
+     pair (`claim_limits`), pair them in memory (domain.peer.pairing), keep the oldest
+     pairs that fit;
+  4. write matches, requests and `match.proposed` events in one statement, delete the
+     reservation in the same transaction, and commit.
 
-The `match.proposed` events are written by the lane's write statement rather than
-through `core.outbox.emit_events`: their payloads (the new match ids, the deadlines) only
-exist inside it, and a round trip to read them back would cost more than the insert.
+Open matches plus live reservations never exceed the cap, whatever the number of sweeps
+racing: each reservation is counted and taken under the lock, and turns into matches
+in the commit that drops it. Reserving in its own transaction keeps that lock for
+milliseconds, so the claims and writes of different topics run side by side.
+
+The `match.proposed` events are written by the write statement rather than through
+`core.outbox.emit_events`: their payloads (the new match ids, the deadlines) only exist
+inside it, and a round trip to read them back would cost more than the insert.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
-from typing import TypeVar
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 
-from sqlalchemy import func, select, text
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.locks import hold_advisory_lock
-from domain.peer.lanes import MIN_REQUESTS_PER_LANE, share_budget, split_pools
-from domain.peer.pairing import Paired, Pool, Queue, UserPair, pair_count, pair_queues
+from core.followups import relay_due
+from domain.peer.pairing import (
+    Paired,
+    Pool,
+    Queue,
+    UserPair,
+    oldest_pairs,
+    pair_count,
+    pair_queues,
+)
+from domain.peer.pool_lock import pool_lock_keys
 from domain.peer.rules import DECLINE_COOLDOWN_SECONDS
-from models.peer import Match
-
-T = TypeVar("T")
+from domain.peer.shares import claim_limits
+from models.peer import Match, MatchReservation
 
 # Pools with two or more pending requests (one alone has nobody to pair with), and how
-# many each holds, so the lanes can be given similar shares.
+# many each holds, so a sweep of every pool can be split into shares of similar size.
 WAITING_POOLS = text(
     """
     SELECT difficulty, topic, count(*) AS waiting
     FROM match_requests
     WHERE status = 'pending'
       AND (CAST(:difficulty AS text) IS NULL OR difficulty = :difficulty)
-      AND (CAST(:topic AS text) IS NULL OR topic = :topic)
     GROUP BY difficulty, topic
     HAVING count(*) >= 2
     """
 )
 
-# A lane sweeps each of its pools under a transaction-scoped advisory lock keyed by a
-# hash of the pool; a pool another sweep holds is skipped, not waited on. The row locks
-# keep expiry and cancellation off the claimed requests until the lane commits.
-# Each pool comes back as one row of three comma-separated lists (request ids, user ids,
-# created_at in microseconds), each oldest first: turning 100,000 rows into Python
-# objects costs more than the whole claim.
+# Each pool of the topics under a transaction-scoped advisory lock keyed by a hash of
+# the pool; `locked` is false for a pool another sweep holds.
+LOCK_POOLS = text(
+    f"""
+    SELECT
+        difficulty,
+        topic,
+        waiting,
+        pg_try_advisory_xact_lock({pool_lock_keys("difficulty", "topic")}) AS locked
+    FROM (
+        SELECT difficulty, topic, count(*) AS waiting
+        FROM match_requests
+        WHERE status = 'pending' AND topic = ANY(CAST(:topics AS text[]))
+          AND (CAST(:difficulty AS text) IS NULL OR difficulty = :difficulty)
+        GROUP BY difficulty, topic
+        HAVING count(*) >= 2
+    ) AS pools
+    ORDER BY topic, difficulty
+    """
+)
+
+# A claim takes this many requests per pool beyond what the reservation can pair, so a
+# few incompatible requests among the oldest (a user and the partner they declined) do
+# not leave the sweep short of partners, or the pool stuck behind them under the cap.
+CLAIM_SLACK = 16
+
+# The oldest `limit` pending requests of each locked pool. The row locks keep
+# expiry and cancellation off them until the sweep commits; the rest of the pool stays
+# free. Each pool comes back as one row of three comma-separated lists (request ids,
+# user ids, created_at in microseconds), each oldest first: turning thousands of rows
+# into Python objects costs more than the whole claim.
 CLAIM_POOLS = text(
     """
-    WITH unlocked AS MATERIALIZED (
-        SELECT difficulty, topic
-        FROM unnest(CAST(:difficulties AS text[]), CAST(:topics AS text[]))
-            AS p(difficulty, topic)
-        WHERE pg_try_advisory_xact_lock(
-            hashtext('matchops.peer.pool'), hashtext(difficulty || E'\\x1f' || topic)
-        )
-    )
-    SELECT u.difficulty, u.topic, r.request_ids, r.user_ids, r.created_us
-    FROM unlocked u
+    SELECT p.difficulty, p.topic, r.request_ids, r.user_ids, r.created_us
+    FROM unnest(
+        CAST(:difficulties AS text[]), CAST(:topics AS text[]), CAST(:limits AS int[])
+    ) AS p(difficulty, topic, claimable)
     CROSS JOIN LATERAL (
         SELECT
             string_agg(id::text, ',' ORDER BY created_at, id) AS request_ids,
@@ -86,7 +114,9 @@ CLAIM_POOLS = text(
         FROM (
             SELECT id, user_id, created_at
             FROM match_requests
-            WHERE difficulty = u.difficulty AND topic = u.topic AND status = 'pending'
+            WHERE difficulty = p.difficulty AND topic = p.topic AND status = 'pending'
+            ORDER BY created_at, id
+            LIMIT p.claimable
             FOR UPDATE SKIP LOCKED
         ) AS pending
     ) AS r
@@ -94,8 +124,8 @@ CLAIM_POOLS = text(
     """
 )
 
-# Declines of the last hour: few (people decline by hand), so reading them all is cheaper
-# than narrowing them down to the users being paired.
+# Declines of the last hour. People decline by hand, so there are few: a big claim reads
+# them all, which costs less than matching them against its users.
 RECENT_DECLINES = text(
     """
     SELECT user_low, user_high
@@ -104,9 +134,56 @@ RECENT_DECLINES = text(
     """
 )
 
-# The cap on open matches is global, so sweeps of different pools serialise their
-# count-and-write step on this one lock; claiming and pairing still run side by side.
+# Claims of at most this many users read only the declines between two of them.
+FEW_USERS = 2_000
+
+# Declines of the last hour between two of the claimed users, for a small claim (a
+# triggered sweep of one topic), which runs far more often than a big one. The users
+# travel as one comma-separated text and are matched by semi-joins.
+RECENT_DECLINES_AMONG = text(
+    """
+    WITH claimed AS MATERIALIZED (
+        SELECT unnest(CAST(string_to_array(:users, ',') AS bigint[])) AS user_id
+    )
+    SELECT user_low, user_high
+    FROM peer_declines
+    WHERE user_low IN (SELECT user_id FROM claimed)
+      AND user_high IN (SELECT user_id FROM claimed)
+      AND declined_at > now() - make_interval(secs => :cooldown)
+    """
+)
+
+# The cap on open matches is global: every reservation of it is counted and taken under
+# this one lock, held only by the short reserving transaction.
 OPEN_MATCH_BUDGET_LOCK = "matchops.peer.open_matches"
+
+# A reservation lost in a crash is harmless (the matches it covers commit with a flush
+# of their own), so its commit need not wait for the disk.
+RESERVATION_LOCK = text(
+    "SELECT set_config('synchronous_commit', 'off', true), pg_advisory_xact_lock(hashtext(:name))"
+)
+
+# What is left of the cap, up to what the sweep can use. Reservations older than
+# `:stale_after` seconds belong to a sweep that died before deleting its row. Open
+# matches are counted no further than the cap: beyond it nothing is free anyway.
+RESERVE = text(
+    """
+    WITH free AS MATERIALIZED (
+        SELECT least(
+            :wanted,
+            :cap
+            - (SELECT count(*) FROM (
+                SELECT FROM matches WHERE status = 'pending_confirmation' LIMIT :cap
+              ) AS open_matches)
+            - (SELECT coalesce(sum(pairs), 0) FROM peer_match_reservations
+               WHERE reserved_at > now() - make_interval(secs => :stale_after))
+        ) AS pairs
+    )
+    INSERT INTO peer_match_reservations (pairs)
+    SELECT pairs FROM free WHERE pairs > 0
+    RETURNING id, pairs
+    """
+)
 
 # One statement writes every match, both requests of each and its `match.proposed`
 # event. The pairs arrive as two comma-separated id lists: one text parameter each,
@@ -175,6 +252,24 @@ WRITE_MATCHES = text(
 )
 
 
+@dataclass(frozen=True)
+class SweepOutcome:
+    """What one sweep did: matches created, requests it row-locked to make them,
+    and whether a pool was busy."""
+
+    matched: int
+    claimed: int
+    busy: bool
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """Part of the open-match cap held until the sweep's matches are written."""
+
+    id: uuid.UUID
+    pairs: int
+
+
 def count_open_matches(session: Session) -> int:
     """Matches awaiting confirmation right now."""
     return int(
@@ -185,86 +280,113 @@ def count_open_matches(session: Session) -> int:
     )
 
 
-def sweep(
+def waiting_topics(session: Session, difficulty: str | None) -> dict[str, int]:
+    """Topics with a pool (of `difficulty`, when given) that has two or more pending
+    requests, and how many such requests each topic holds."""
+    topics: dict[str, int] = {}
+    for row in session.execute(WAITING_POOLS, {"difficulty": difficulty}):
+        topics[row.topic] = topics.get(row.topic, 0) + row.waiting
+    return topics
+
+
+def sweep_topics(
     sessions: sessionmaker[Session],
     *,
+    topics: Sequence[str],
     difficulty: str | None,
-    topic: str | None,
     max_open_matches: int,
     confirm_seconds: int,
-    lanes: int,
-    min_per_lane: int = MIN_REQUESTS_PER_LANE,
-) -> dict[str, int]:
-    """Pair pending requests of every pool (or the pools named) that no other sweep holds.
+    stale_after: int,
+) -> SweepOutcome:
+    """Pair the pending requests of the topics' pools (or only their pools of `difficulty`).
 
     Oldest first within a pool, never a user with themself, never two users one of whom
     declined the other within the cooldown, never beyond `max_open_matches` matches
-    awaiting confirmation. Big sweeps use up to `lanes` connections at once (see the
-    module docstring). Returns `{"matched": number of matches created}`.
+    awaiting confirmation. A pool another sweep holds is skipped (`busy`). Reservations
+    of the cap older than `stale_after` seconds are ignored (see the module docstring).
     """
-    with sessions.begin() as coordinator:
-        if count_open_matches(coordinator) >= max_open_matches:
-            return {"matched": 0}
-        pools = coordinator.execute(WAITING_POOLS, {"difficulty": difficulty, "topic": topic})
-        waiting: dict[Pool, int] = {(row.difficulty, row.topic): row.waiting for row in pools}
-        shares = split_pools(waiting, lanes, min_per_lane)
-        if not shares:
-            return {"matched": 0}
-        declines = coordinator.execute(RECENT_DECLINES, {"cooldown": DECLINE_COOLDOWN_SECONDS})
-        declined: set[UserPair] = {(row.user_low, row.user_high) for row in declines}
-        with ExitStack() as stack:
-            # A lane's session rolls back when closed uncommitted (on any error).
-            lane_sessions = [stack.enter_context(sessions()) for _ in shares]
-            # Entered after the sessions, so left before them: every lane's thread is
-            # done with its session before any session is closed.
-            executor = stack.enter_context(ThreadPoolExecutor(max_workers=len(shares)))
+    with sessions.begin() as session:
+        pools = session.execute(
+            LOCK_POOLS, {"topics": list(topics), "difficulty": difficulty}
+        ).all()
+        waiting = {(row.difficulty, row.topic): row.waiting for row in pools if row.locked}
+        busy = len(waiting) < len(pools)
+        wanted = sum(size // 2 for size in waiting.values())
+        if not wanted:
+            return SweepOutcome(0, 0, busy)
+        reservation = reserve(sessions, wanted, max_open_matches, stale_after)
+        if reservation is None:
+            return SweepOutcome(0, 0, busy)
+        try:
+            paired = claim_and_pair(session, waiting, reservation)
+            created = write_matches(session, paired, confirm_seconds)
+            release_in(session, reservation)
+        except BaseException:
+            release(sessions, reservation)
+            raise
+        if created:
+            relay_due(session)
+    return SweepOutcome(created, sum(len(queue.request_ids) for queue, _ in paired), busy)
 
-            def in_lanes(work: Callable[[int], T]) -> list[T]:
-                if len(shares) == 1:  # a small sweep stays on this thread
-                    return [work(0)]
-                return list(executor.map(work, range(len(shares))))
 
-            paired = in_lanes(
-                lambda lane: claim_and_pair(lane_sessions[lane], shares[lane], declined)
-            )
-            if not sum(pair_count(lane) for lane in paired):
-                return {"matched": 0}
-            hold_advisory_lock(coordinator, OPEN_MATCH_BUDGET_LOCK)
-            kept = share_budget(paired, max_open_matches - count_open_matches(coordinator))
-            created = in_lanes(
-                lambda lane: write_and_commit(lane_sessions[lane], kept[lane], confirm_seconds)
-            )
-        return {"matched": sum(created)}
+def reserve(
+    sessions: sessionmaker[Session], wanted: int, cap: int, stale_after: int
+) -> Reservation | None:
+    """Reserve up to `wanted` pairs of the open-match cap in a transaction of its own."""
+    with sessions.begin() as session:
+        session.execute(RESERVATION_LOCK, {"name": OPEN_MATCH_BUDGET_LOCK})
+        row = session.execute(
+            RESERVE, {"wanted": wanted, "cap": cap, "stale_after": stale_after}
+        ).one_or_none()
+    return None if row is None else Reservation(row.id, row.pairs)
+
+
+def release(sessions: sessionmaker[Session], reservation: Reservation) -> None:
+    """Give a reservation back after the sweep failed before writing its matches."""
+    with sessions.begin() as session:
+        release_in(session, reservation)
+
+
+def release_in(session: Session, reservation: Reservation) -> None:
+    """Drop the reservation in `session`'s transaction: its matches now count instead."""
+    session.execute(delete(MatchReservation).where(MatchReservation.id == reservation.id))
 
 
 def claim_and_pair(
-    session: Session, pools: Sequence[Pool], declined: set[UserPair]
+    session: Session, waiting: dict[Pool, int], reservation: Reservation
 ) -> list[Paired]:
-    """Lock the pools nobody else is sweeping, claim their pending requests and pair them."""
-    claimed = session.execute(
+    """Claim the oldest requests of each pool the reservation can pair, and pair them."""
+    rows = session.execute(
         CLAIM_POOLS,
         {
-            "difficulties": [difficulty for difficulty, _ in pools],
-            "topics": [topic for _, topic in pools],
+            "difficulties": [difficulty for difficulty, _ in waiting],
+            "topics": [topic for _, topic in waiting],
+            "limits": claim_limits(waiting, reservation.pairs, CLAIM_SLACK),
         },
-    )
-    queues = (
+    ).all()
+    queues = [
         Queue(
             (row.difficulty, row.topic),
             row.request_ids.split(","),
             list(map(int, row.user_ids.split(","))),
             list(map(int, row.created_us.split(","))),
         )
-        for row in claimed
-    )
-    return pair_queues(queues, declined)
-
-
-def write_and_commit(session: Session, paired: list[Paired], confirm_seconds: int) -> int:
-    """Write the lane's matches and commit its transaction; returns matches created."""
-    created = write_matches(session, paired, confirm_seconds)
-    session.commit()
-    return created
+        for row in rows
+    ]
+    if not queues:
+        return []
+    if sum(len(queue.user_ids) for queue in queues) > FEW_USERS:
+        declines = session.execute(RECENT_DECLINES, {"cooldown": DECLINE_COOLDOWN_SECONDS})
+    else:
+        declines = session.execute(
+            RECENT_DECLINES_AMONG,
+            {
+                "users": ",".join(row.user_ids for row in rows),
+                "cooldown": DECLINE_COOLDOWN_SECONDS,
+            },
+        )
+    declined: set[UserPair] = {(row.user_low, row.user_high) for row in declines}
+    return oldest_pairs(pair_queues(queues, declined), reservation.pairs)
 
 
 def write_matches(session: Session, paired: list[Paired], confirm_seconds: int) -> int:

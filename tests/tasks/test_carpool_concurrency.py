@@ -81,10 +81,14 @@ def test_overlapping_cleanups_at_once_leave_exactly_the_eligible_links(worker, d
         results = [send("carpool.member_left", group_id=g, user_id=u) for g, u in leaving]
         results.insert(6, send("carpool.group_deleted", group_id=groups[3].id, batch_size=4))
         results.insert(12, send("carpool.group_deleted", group_id=groups[0].id, batch_size=5))
-        results.insert(3, send("carpool.cleanup_invitations"))
+        # Two whole-table cleanups in batches of a few reservations, interleaved with
+        # everything else between their batches.
+        results.insert(3, send("carpool.cleanup_invitations", batch_size=5))
+        results.insert(10, send("carpool.cleanup_invitations", batch_size=7))
         answers = [r.get(timeout=120) for r in results]
 
     assert all(isinstance(a, dict) for a in answers)
+    assert all(answers[i]["batches"] > 1 for i in (3, 10))
     user_ids = [u.id for u in users]
     final = _directory(
         db, [g.id for g in groups], user_ids, [(network_id, north), (network_id, south)]

@@ -103,5 +103,6 @@ def test_many_workers_sweeping_while_requests_arrive_never_double_match(worker, 
     ).one()
     assert requests == len(users)
     assert matches == (len(users) - waiting) // 2
-    # Global sweeps may also have paired other tests' leftovers, never fewer than ours.
-    assert matched >= matches
+    # Global sweeps fan out into sweeps per topic, whose results nobody collects here:
+    # they made the matches the pool sweeps above did not.
+    assert 0 < matched <= matches

@@ -51,15 +51,15 @@ def test_sweep_killed_while_holding_its_claim_is_redone_cleanly(worker, db):
             wait_for(lambda: _sweeps_at_the_budget_lock(blocker_pid) == 1, what="sweep to block")
             (child,) = victim.child_pids()
             os.kill(child, signal.SIGKILL)
-            # The lane that claimed the pool dies with its connection, so the pool is free
-            # at once: the message comes back, runs again in the replacement process and
-            # waits for the budget beside the dead sweep's orphaned coordinator.
+            # The transaction holding the pool dies with its connection, so the pool is
+            # free at once: the message comes back, runs again in the replacement process
+            # and waits for the budget beside the dead sweep's orphaned reservation.
             wait_for(lambda: _sweeps_at_the_budget_lock(blocker_pid) == 2, what="rerun to block")
         finally:
             blocker.exec_driver_sql("COMMIT")
             blocker.close()
         assert result.get(timeout=60) == {"matched": 3}
-        # Given the lock, the orphaned coordinator finds its client gone and rolls back.
+        # Given the lock, the orphaned reservation finds its client gone and rolls back.
         wait_for(lambda: _sweeps_at_the_budget_lock(blocker_pid) == 0, what="orphan to go")
         assert "WorkerLostError" in victim.log_path.read_text() or (
             "Process 'ForkPoolWorker" in victim.log_path.read_text()

@@ -15,7 +15,7 @@ from tests.factories_peer import (
     pairs_of_topic,
     request_row,
 )
-from tests.support import run_task, send, worker_taking_over
+from tests.support import capped_sweeper, run_task, send, wait_for
 
 
 def test_sweep_pairs_a_pool_oldest_first_and_the_odd_one_waits(worker, db):
@@ -70,8 +70,11 @@ def test_pools_never_mix_and_a_global_sweep_covers_every_pool(worker, db):
     easy_partner = make_request(db, topic=topic, difficulty="Easy")
     db.commit()
 
-    run_task("peer.sweep")
+    fanned_out = run_task("peer.sweep")
 
+    # A handful of requests makes one share of every topic.
+    assert fanned_out == {"matched": 0, "shares": 1}
+    wait_for(lambda: pairs_of_topic(db, topic), what="the fanned-out sweep of the topic")
     assert pairs_of_topic(db, topic) == {frozenset((easy.user_id, easy_partner.user_id))}
     assert pairs_of_topic(db, other_topic) == set()
     assert request_row(db, hard.id).status == "pending"
@@ -149,11 +152,11 @@ def test_never_more_open_matches_than_the_cap(worker, db):
     cap = count_open_matches(db) + 3
 
     # A worker with a small cap takes over the sweeps queue for this test.
-    with worker_taking_over(worker, "sweeps", "peer-cap", {"MAX_CONCURRENT_MATCHES": str(cap)}):
+    with capped_sweeper(worker, "peer-cap", cap):
         # Two pools swept at once compete for the last three places.
         racing = [send("peer.sweep", difficulty="Easy", topic=topic) for topic in topics]
         created = sum(result.get(timeout=60)["matched"] for result in racing)
-        after_cap = run_task("peer.sweep")
+        after_cap = run_task("peer.sweep", difficulty="Easy", topic=topics[0])
 
     assert created == 3
     assert after_cap == {"matched": 0}

@@ -1,16 +1,17 @@
 """Every task's result, as the real worker returns it, fits the result shape it publishes.
 
-One case per task, and one per answer of `peer.confirm`, whose result has three
-shapes. Each case seeds what its call needs and returns the call's args; the call then
-goes through the session worker and its result is checked against the task's
-registered shape (`tests.support.assert_fits_result_shape`, which `run_task` also
-applies to every result of the rest of the suite).
+One case per task, one per answer of `peer.confirm`, whose result has three shapes,
+and one for a `peer.sweep` of every pool, which fans out instead of pairing. Each
+case seeds what its call needs and returns the call's args; the call then goes
+through the session worker and its result is checked against the task's registered
+shape (`tests.support.assert_fits_result_shape`, which `run_task` also applies to
+every result of the rest of the suite).
 
 | task | case |
 |---|---|
 | peer.request | `peer_request`: a new request in a fresh pool |
 | peer.cancel | `peer_cancel`: the owner withdraws a pending request |
-| peer.sweep | `peer_sweep`: a fresh pool of two is paired |
+| peer.sweep | `peer_sweep`: a fresh pool of two is paired; `peer_sweep_every_pool`: fan-out |
 | peer.confirm | `peer_confirm_waiting`: a first yes; `peer_confirm_session`: the second |
 | | yes, with a question; `peer_confirm_cancelled`: a no |
 | peer.expire | `peer_expire`: one expiry run |
@@ -178,6 +179,7 @@ CASES = {
     "peer_request": Case("peer.request", peer_request),
     "peer_cancel": Case("peer.cancel", peer_cancel),
     "peer_sweep": Case("peer.sweep", peer_sweep),
+    "peer_sweep_every_pool": Case("peer.sweep", no_args),
     "peer_confirm_waiting": Case("peer.confirm", peer_confirm_waiting),
     "peer_confirm_session": Case("peer.confirm", peer_confirm_session),
     "peer_confirm_cancelled": Case("peer.confirm", peer_confirm_cancelled),

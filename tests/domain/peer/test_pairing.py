@@ -12,6 +12,7 @@ from domain.peer.pairing import (
     Positions,
     Queue,
     UserPair,
+    oldest_pairs,
     pair_count,
     pair_pool,
     pair_queues,
@@ -101,3 +102,24 @@ def test_matches_the_written_rule_on_random_pools_with_declines():
 
 def test_user_pair_is_unordered():
     assert user_pair(9, 2) == user_pair(2, 9) == (2, 9)
+
+
+def test_a_budget_keeps_the_oldest_pairs_over_all_pools_in_each_pools_order():
+    # Users 1-2 waited from second 10, users 3-4 from 40 (and 9 waits alone); users 5-6
+    # waited longest (second 0), users 7-8 from second 30.
+    paired = pair_queues(
+        [
+            queue(1, 2, pool=("Easy", "a"), start=10),
+            queue(3, 4, 9, pool=("Medium", "a"), start=40),
+            queue(5, 6, 7, 8, pool=("Hard", "a"), start=0),
+        ],
+        set(),
+    )
+    paired[2].queue.created_us[2:] = [START_US + 30_000_000, START_US + 31_000_000]
+
+    kept = oldest_pairs(paired, 3)
+
+    assert [paired_users(each) for each in kept] == [[(1, 2)], [], [(5, 6), (7, 8)]]
+    assert oldest_pairs(paired, 10) == paired
+    assert pair_count(oldest_pairs(paired, 0)) == 0
+    assert pair_count(oldest_pairs(paired, -2)) == 0

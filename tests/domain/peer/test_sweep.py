@@ -1,19 +1,16 @@
-"""The sweep spread over lanes, against the real database: the same pairs as the rule,
-one budget for all lanes, and no request in two matches when lanes of two sweeps race."""
+"""One topic's sweep against the real database: the same pairs as the rule, the cap
+reserved before the claim, and no request in two matches when sweeps race."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from core.db import get_engine, session_factory
+from core.db import session_factory
 from domain.peer.pairing import pair_pool, user_pair
-from domain.peer.sweep import count_open_matches, sweep
+from domain.peer.sweep import CLAIM_SLACK, SweepOutcome, count_open_matches, sweep_topics
 from models.peer import MatchRequest, PeerDecline
 from tests.factories import unique
 from tests.factories_peer import make_pool, make_request, matches_of_topic
@@ -21,40 +18,20 @@ from tests.factories_peer import make_pool, make_request, matches_of_topic
 DIFFICULTIES = ("Easy", "Medium", "Hard")
 
 
-@contextmanager
-def claims_counted() -> Iterator[list[int]]:
-    """Backend pids of every claim statement sent while the block runs."""
-    pids: list[int] = []
-    lock = threading.Lock()
-
-    def _seen(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
-        if "string_agg(id::text" in statement:
-            with lock:
-                pids.append(conn.connection.driver_connection.info.backend_pid)
-
-    event.listen(get_engine(), "before_cursor_execute", _seen)
-    try:
-        yield pids
-    finally:
-        event.remove(get_engine(), "before_cursor_execute", _seen)
-
-
-def sweep_topic(topic: str, *, lanes: int, max_open_matches: int = 10**6) -> int:
-    """One sweep of the three pools of `topic`, spread over up to `lanes` lanes."""
-    result = sweep(
+def sweep(topic: str, *, max_open_matches: int = 10**6) -> SweepOutcome:
+    """One sweep of every pool of `topic`."""
+    return sweep_topics(
         session_factory(),
+        topics=[topic],
         difficulty=None,
-        topic=topic,
         max_open_matches=max_open_matches,
         confirm_seconds=120,
-        lanes=lanes,
-        min_per_lane=1,
+        stale_after=150,
     )
-    return result["matched"]
 
 
-def counted(db: Session, rows: str, topic: str) -> int:
-    """`SELECT count(*) FROM <rows>`, with the topic as `:t`."""
+def counted(db: Session, rows: str, topic: str | list[str]) -> int:
+    """`SELECT count(*) FROM <rows>`, with the topic (or topics) as `:t`."""
     return int(db.scalar(text(f"SELECT count(*) FROM {rows}"), {"t": topic}) or 0)
 
 
@@ -67,7 +44,7 @@ def expected_pairs(requests: list[MatchRequest], declined: set[tuple[int, int]])
     }
 
 
-def test_lanes_pair_every_pool_by_the_rule_each_pool_in_one_lane(db):
+def test_a_topic_sweep_pairs_every_pool_of_it_by_the_rule(db):
     topic = unique("topic")
     pools = {level: make_pool(db, 9, topic=topic, difficulty=level) for level in DIFFICULTIES}
     # In each pool the oldest declined the second oldest: the rule steps around them.
@@ -78,57 +55,62 @@ def test_lanes_pair_every_pool_by_the_rule_each_pool_in_one_lane(db):
         db.add(PeerDecline(user_low=declines[0], user_high=declines[1]))
     db.commit()
 
-    with claims_counted() as claims:
-        matched = sweep_topic(topic, lanes=3)
+    done = sweep(topic)
 
-    assert len(set(claims)) == 3  # three lanes, three connections
-    assert matched == 3 * 4
+    assert (done.matched, done.claimed, done.busy) == (3 * 4, 3 * 9, False)
     expected = set().union(*(expected_pairs(pool, declined) for pool in pools.values()))
     assert {frozenset((m.user_a, m.user_b)) for m in matches_of_topic(db, topic)} == expected
     assert counted(db, "outbox WHERE type = 'match.proposed' AND data->>'topic' = :t", topic) == 12
+    assert db.scalar(text("SELECT count(*) FROM peer_match_reservations")) == 0
 
 
-def test_the_budget_is_shared_by_all_lanes_oldest_pairs_first(db):
+def test_the_cap_is_reserved_before_the_claim_and_keeps_the_oldest_pairs(db):
     topic = unique("topic")
-    # Hard waited longest, then Medium, then Easy: two pairs each.
+    # Hard waited longest, then Medium, then Easy: forty requests each.
     for age, difficulty in ((300, "Hard"), (200, "Medium"), (100, "Easy")):
-        for step in range(4):
+        for step in range(40):
             make_request(db, topic=topic, difficulty=difficulty, age_seconds=age - step)
     db.commit()
     cap = count_open_matches(db) + 3
 
-    with claims_counted() as claims:
-        assert sweep_topic(topic, lanes=3, max_open_matches=cap) == 3
+    done = sweep(topic, max_open_matches=cap)
 
-    assert len(set(claims)) == 3
-    assert sorted(m.difficulty for m in matches_of_topic(db, topic)) == ["Hard", "Hard", "Medium"]
-    assert counted(db, "match_requests WHERE topic = :t AND status = 'pending'", topic) == 6
+    assert done.matched == 3
+    # Room for three pairs, shared by the three pools of forty: each claims its two
+    # oldest requests (and a few spare), not all forty.
+    assert done.claimed == 3 * (2 + CLAIM_SLACK)
+    assert [m.difficulty for m in matches_of_topic(db, topic)] == ["Hard"] * 3
+    assert counted(db, "match_requests WHERE topic = :t AND status = 'pending'", topic) == 114
+    assert sweep(topic, max_open_matches=cap) == SweepOutcome(0, 0, False)
 
 
-def test_multi_lane_sweeps_racing_never_put_a_request_in_two_matches(db):
-    topic = unique("topic")
-    for difficulty in DIFFICULTIES:
-        make_pool(db, 40, topic=topic, difficulty=difficulty)
+def test_sweeps_racing_under_a_tight_cap_never_exceed_it_or_pair_twice(db):
+    topics = [unique("topic") for _ in range(4)]
+    for topic in topics:
+        for difficulty in DIFFICULTIES:
+            make_pool(db, 20, topic=topic, difficulty=difficulty)
     db.commit()
+    cap = count_open_matches(db) + 25
 
-    results: list[int] = []
+    results: list[SweepOutcome] = []
     racers = [
-        threading.Thread(target=lambda: results.append(sweep_topic(topic, lanes=3)))
-        for _ in range(4)
+        threading.Thread(target=lambda t=topic: results.append(sweep(t, max_open_matches=cap)))
+        for topic in topics * 2
     ]
     for racer in racers:
         racer.start()
     for racer in racers:
         racer.join()
 
-    assert sum(results) == 3 * 20
+    assert sum(done.matched for done in results) == 25
+    assert count_open_matches(db) == cap
     paired = db.execute(
         text(
-            "SELECT r, count(*) FROM (SELECT request_a AS r FROM matches WHERE topic = :t "
-            "UNION ALL SELECT request_b FROM matches WHERE topic = :t) AS s GROUP BY r"
+            "SELECT r, count(*) FROM (SELECT request_a AS r FROM matches WHERE topic = ANY(:t) "
+            "UNION ALL SELECT request_b FROM matches WHERE topic = ANY(:t)) AS s GROUP BY r"
         ),
-        {"t": topic},
+        {"t": topics},
     ).all()
-    assert len(paired) == 3 * 40
+    assert len(paired) == 2 * 25
     assert {count for _, count in paired} == {1}
-    assert counted(db, "matches WHERE topic = :t AND user_a = user_b", topic) == 0
+    assert counted(db, "matches WHERE topic = ANY(:t) AND user_a = user_b", topics) == 0

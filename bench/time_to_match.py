@@ -1,0 +1,377 @@
+"""Time to match through the HTTP API: a stack (API, one worker with two processes,
+beat) driven at a steady rate by fresh users spread over the pools, with a consumer
+bound to `matching.events`.
+
+Prints p50/p95/p99 of (a) the second request of a pair accepted (202) -> its
+`match.proposed` consumed and (b) the second `peer.confirm` accepted -> `match.found`
+consumed, the rate the API accepted, then the same run with commit triggers off (beat's
+safety tick alone) and the ratio; last, the drain rate of `peer.request` against a bare
+Celery no-op task on the same two-process pool.
+
+`python -m bench.time_to_match [--rate 200] [--seconds 60] [--pools 50]` (scratch
+database `matchops_bench_ttm` on DATABASE_URL's server). Goals: p99 (a) < 300 ms and
+p99 (b) < 200 ms at 200 requests/s; at least 5x better than beat alone; `peer.request`
+at least 0.6x the no-op's rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from celery.result import AsyncResult
+from kombu.connection import Connection
+from kombu.entity import Queue
+from kombu.message import Message
+from sqlalchemy import text
+
+from api.auth import issue_token
+from bench import _noop
+from bench.harness import (
+    BENCH_LOGS,
+    autocommit_connection,
+    node_name,
+    processes,
+    report,
+    use_bench_database,
+    wait_for_workers,
+    worker_argv,
+)
+from core.relay import EVENTS_EXCHANGE
+from core.settings import get_settings
+from runtime.embedded import REPO_ROOT, free_port
+from runtime.stack import StackError
+from workers.app import app
+
+DIFFICULTIES = ("Easy", "Medium", "Hard")
+# Concurrent HTTP calls: enough for the offered rate at a few hundred ms per call.
+HTTP_THREADS = 32
+# After the last request, how long events may still arrive (beat alone needs a tick).
+DRAIN_SECONDS = 25.0
+# Tasks per drain-rate measurement.
+DRAIN_TASKS = 2_000
+
+
+def pool_of(user_index: int, pools: int) -> tuple[str, str]:
+    """Users are dealt round-robin over the pools; a topic holds three pools."""
+    pool = user_index % pools
+    return DIFFICULTIES[pool % 3], f"topic-{pool // 3:02d}"
+
+
+@dataclass
+class Timings:
+    """Clock readings (time.perf_counter) of one phase, shared by the threads."""
+
+    accepted: dict[int, float] = field(default_factory=dict)  # user -> request accepted
+    confirmed: dict[str, list[float]] = field(default_factory=dict)  # match -> confirms
+    to_proposed: list[float] = field(default_factory=list)
+    to_found: list[float] = field(default_factory=list)
+    refused: int = 0
+    consumed: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@contextmanager
+def consuming(on_event: Callable[[dict[str, Any], float], None]) -> Iterator[None]:
+    """A queue bound to `matching.events` for `match.*`, consumed in a thread."""
+    stop = threading.Event()
+    bound = threading.Event()
+
+    def consume() -> None:
+        queue = Queue(
+            f"bench-ttm-{os.getpid()}",
+            exchange=EVENTS_EXCHANGE,
+            routing_key="match.*",
+            auto_delete=True,
+        )
+        with Connection(get_settings().broker) as connection:
+
+            def received(body: dict[str, Any], message: Message) -> None:
+                on_event(body, time.perf_counter())
+                message.ack()
+
+            with connection.Consumer(queue, callbacks=[received], accept=["json"]):
+                bound.set()
+                while not stop.is_set():
+                    try:
+                        connection.drain_events(timeout=0.2)
+                    except TimeoutError:
+                        continue
+
+    consumer = threading.Thread(target=consume, daemon=True)
+    consumer.start()
+    if not bound.wait(30):
+        raise StackError("the event consumer did not bind to matching.events")
+    try:
+        yield
+    finally:
+        stop.set()
+        consumer.join(10)
+
+
+def percentiles(seconds: list[float]) -> str:
+    """`p50 / p95 / p99` in milliseconds, and the count."""
+    if len(seconds) < 2:
+        return f"too few samples ({len(seconds)})"
+    cuts = statistics.quantiles(seconds, n=100, method="inclusive")
+    return (
+        f"p50 {cuts[49] * 1000:,.0f} ms / p95 {cuts[94] * 1000:,.0f} ms / "
+        f"p99 {cuts[98] * 1000:,.0f} ms ({len(seconds):,} pairs)"
+    )
+
+
+@dataclass
+class Phase:
+    """What one driven run measured."""
+
+    timings: Timings
+    offered: int
+    accepted_rate: float
+    request_rate: float | None = None
+    noop_rate: float | None = None
+
+
+def drive(options: argparse.Namespace, first_user: int, triggers: bool) -> Phase:
+    """Start the stack, drive it at the offered rate, collect both latencies."""
+    secret = secrets.token_hex(32)
+    port = free_port()
+    api_url = f"http://127.0.0.1:{port}"
+    token = issue_token(secret, "bench", ["*"], 3600)
+    headers = {"Authorization": f"Bearer {token}"}
+    env = {"AUTH_SECRET": secret, "COMMIT_TRIGGERS": "true" if triggers else "false"}
+    label = "triggers" if triggers else "beat-only"
+    total = options.rate * options.seconds
+    timings = Timings()
+    # A backlog left by an interrupted run would be the first thing this stack works on.
+    app.control.purge()
+    with (
+        processes(
+            env=env,
+            worker=worker_argv("worker", "-c", "2"),
+            beat=["beat", "--schedule", str(BENCH_LOGS / f"celerybeat-schedule-{label}")],
+            api=["api", "--port", str(port)],
+        ) as children,
+        httpx.Client(base_url=api_url, headers=headers, timeout=30) as http,
+        ThreadPoolExecutor(max_workers=HTTP_THREADS) as calls,
+    ):
+        wait_for_workers(children, "worker")
+        wait_for_api(http)
+        drain_rates: tuple[float, float] | tuple[()] = ()
+        if not triggers:
+            # Measured first, while the worker is idle and no triggered sweep shares its
+            # two processes.
+            drain_rates = (
+                drain_rate(
+                    lambda index: app.send_task(
+                        "peer.request",
+                        kwargs={
+                            "user_id": first_user + total + index,
+                            "difficulty": "Easy",
+                            "topic": "drain",
+                        },
+                    )
+                ),
+                noop_drain_rate(),
+            )
+
+        def enqueue(name: str, args: dict[str, Any]) -> float | None:
+            answer = http.post(f"/v1/tasks/{name}", json={"args": args})
+            if answer.status_code != 202:
+                with timings.lock:
+                    timings.refused += 1
+                return None
+            return time.perf_counter()
+
+        def request(user: int) -> None:
+            difficulty, topic = pool_of(user - first_user, options.pools)
+            accepted = enqueue(
+                "peer.request", {"user_id": user, "difficulty": difficulty, "topic": topic}
+            )
+            if accepted is not None:
+                with timings.lock:
+                    timings.accepted[user] = accepted
+
+        def confirm(match_id: str, user: int) -> None:
+            accepted = enqueue(
+                "peer.confirm", {"match_id": match_id, "user_id": user, "confirmed": True}
+            )
+            if accepted is not None:
+                with timings.lock:
+                    timings.confirmed.setdefault(match_id, []).append(accepted)
+
+        def on_event(event: dict[str, Any], consumed: float) -> None:
+            with timings.lock:
+                timings.consumed += 1
+            data = event["data"]
+            users = data.get("users", [])
+            if not all(first_user <= user < first_user + total for user in users):
+                return  # left over from an earlier run
+            with timings.lock:
+                if event["type"] == "match.proposed":
+                    seen = [timings.accepted.get(user) for user in users]
+                    if None not in seen:
+                        timings.to_proposed.append(consumed - max(t for t in seen if t))
+                elif event["type"] == "match.found":
+                    confirms = timings.confirmed.get(data["match_id"], [])
+                    if len(confirms) == 2:
+                        timings.to_found.append(consumed - max(confirms))
+            if event["type"] == "match.proposed":
+                for user in users:
+                    calls.submit(confirm, data["match_id"], user)
+
+        with consuming(on_event):
+            started = time.perf_counter()
+            for index in range(total):
+                delay = started + index / options.rate - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                calls.submit(request, first_user + index)
+            while len(timings.accepted) + timings.refused < total:
+                time.sleep(0.05)
+            accepted_rate = len(timings.accepted) / (time.perf_counter() - started)
+            # Every pool pairs all its accepted requests but an odd one out.
+            per_pool = Counter(
+                pool_of(user - first_user, options.pools) for user in timings.accepted
+            )
+            pairs = sum(count // 2 for count in per_pool.values())
+            deadline = time.monotonic() + DRAIN_SECONDS
+            while time.monotonic() < deadline and len(timings.to_found) < pairs:
+                time.sleep(0.2)
+    return Phase(timings, total, accepted_rate, *drain_rates)
+
+
+def wait_for_api(http: httpx.Client, timeout: float = 60) -> None:
+    """Block until the API answers /readyz."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if http.get("/readyz").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise StackError(f"the API did not get ready within {timeout:g}s")
+
+
+def drain_rate(send: Callable[[int], AsyncResult[Any]]) -> float:
+    """Tasks per second from the first send to the last result."""
+    started = time.perf_counter()
+    results = [send(index) for index in range(DRAIN_TASKS)]
+    for result in results:
+        result.get(timeout=300, propagate=False)
+    return DRAIN_TASKS / (time.perf_counter() - started)
+
+
+def noop_drain_rate() -> float:
+    """The drain rate of the bare no-op task on a two-process prefork worker of its own."""
+    name = node_name("noop")
+    log = (BENCH_LOGS / "noop.log").open("wb")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "bench._noop", "worker", "-c", "2", "-n", name],
+        cwd=REPO_ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not _noop.app.control.ping(destination=[name], timeout=0.5):
+            if time.monotonic() > deadline or worker.poll() is not None:
+                raise StackError("the no-op worker did not start; see noop.log")
+        return drain_rate(lambda _index: _noop.noop.delay())
+    finally:
+        worker.terminate()
+        worker.wait(30)
+        log.close()
+
+
+def make_users(first: int, count: int) -> None:
+    """`count` fresh users from id `first` on."""
+    with autocommit_connection() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO users (id, email, display_name, role) "
+                "SELECT g, 'ttm' || g || '@example.test', 'User ' || g, 'member' "
+                "FROM generate_series(CAST(:first AS bigint), CAST(:last AS bigint)) AS g"
+            ),
+            {"first": first, "last": first + count - 1},
+        )
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=int, default=200, help="requests offered per second")
+    parser.add_argument("--seconds", type=int, default=60, help="how long to offer them")
+    parser.add_argument("--pools", type=int, default=50, help="pools the users are dealt over")
+    return parser.parse_args()
+
+
+def main() -> None:
+    """Drive the stack with triggers, then with beat alone, and compare."""
+    options = parse_args()
+    use_bench_database("matchops_bench_ttm")
+    # The cap on open matches is another bench's subject; here nothing may wait on it.
+    os.environ["MAX_CONCURRENT_MATCHES"] = "10000000"
+    get_settings.cache_clear()
+    per_phase = options.rate * options.seconds + DRAIN_TASKS
+    make_users(1, 2 * per_phase)
+    triggered = drive(options, 1, triggers=True)
+    report_phase(options, "commit triggers", triggered)
+    beat_only = drive(options, 1 + per_phase, triggers=False)
+    report_phase(options, "beat alone (triggers off)", beat_only)
+    report(
+        "triggers against beat alone",
+        [
+            ("(a) p99 ratio", ratio(beat_only.timings.to_proposed, triggered.timings.to_proposed)),
+            ("(b) p99 ratio", ratio(beat_only.timings.to_found, triggered.timings.to_found)),
+        ],
+    )
+    if beat_only.request_rate and beat_only.noop_rate:
+        report(
+            f"per-task overhead: {DRAIN_TASKS:,} tasks drained by two prefork processes",
+            [
+                ("peer.request", f"{beat_only.request_rate:,.0f} tasks/s"),
+                ("bare Celery no-op", f"{beat_only.noop_rate:,.0f} tasks/s"),
+                ("ratio", f"{beat_only.request_rate / beat_only.noop_rate:.2f}x (goal >= 0.6x)"),
+            ],
+        )
+
+
+def report_phase(options: argparse.Namespace, title: str, phase: Phase) -> None:
+    """Print one phase's figures as soon as it is done."""
+    report(
+        f"time to match, {title}: {options.rate} requests/s offered for "
+        f"{options.seconds} s over {options.pools} pools",
+        [
+            ("accepted by the API", f"{phase.accepted_rate:,.0f} requests/s"),
+            ("refused (not 202)", f"{phase.timings.refused:,}"),
+            ("match.* events consumed", f"{phase.timings.consumed:,}"),
+            ("(a) request -> match.proposed", percentiles(phase.timings.to_proposed)),
+            ("(b) confirm -> match.found", percentiles(phase.timings.to_found)),
+        ],
+    )
+
+
+def ratio(slow: list[float], fast: list[float]) -> str:
+    """How many times lower the p99 of `fast` is."""
+    if len(slow) < 2 or len(fast) < 2:
+        return "too few samples"
+    p99 = [statistics.quantiles(seconds, n=100, method="inclusive")[98] for seconds in (slow, fast)]
+    return f"{p99[0] / p99[1]:.1f}x"
+
+
+if __name__ == "__main__":
+    main()

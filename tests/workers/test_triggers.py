@@ -1,0 +1,264 @@
+"""Follow-ups sent after commit, coalesced, through real workers: a rolled-back request
+sends nothing, a burst into one pool costs a bounded number of sweeps, a sweep of every
+pool fans out under a tight cap, and beat's ticks store no results."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from core.db import session_factory
+from core.followups import sweep_followup
+from core.settings import get_settings
+from domain.peer.requests import create_request
+from domain.peer.session_store import session_store
+from domain.peer.sweep import count_open_matches
+from tests.factories import make_user, unique
+from tests.factories_peer import make_pool, pairs_of_topic
+from tests.support import (
+    ROOT,
+    WorkerProcess,
+    capped_sweeper,
+    queue_taken_from,
+    running_worker,
+    send,
+    wait_for,
+)
+from workers.app import app
+from workers.triggers import queued_key
+
+TRIGGERS_ON = {"COMMIT_TRIGGERS": "true"}
+PROBE = "matchops-test-probe"
+
+
+@contextmanager
+def queues_taken_from(worker: WorkerProcess, *queues: str) -> Iterator[None]:
+    """The session worker leaves these queues to the workers the test starts."""
+    with ExitStack() as stack:
+        for queue in queues:
+            stack.enter_context(queue_taken_from(worker, queue))
+        yield
+
+
+@dataclass
+class TaskEvents:
+    """Celery task events seen while a `task_events` block runs."""
+
+    received: list[dict[str, Any]] = field(default_factory=list)
+    succeeded: set[str] = field(default_factory=set)
+
+    def of(self, name: str, topic: str | None = None) -> list[dict[str, Any]]:
+        """Received tasks called `name` (whose arguments name `topic`, when given)."""
+        return [
+            event
+            for event in self.received
+            if event.get("name") == name and (topic is None or topic in str(event.get("kwargs")))
+        ]
+
+    def done(self, name: str) -> int:
+        """How many tasks called `name` have succeeded."""
+        return sum(1 for event in self.of(name) if event["uuid"] in self.succeeded)
+
+
+@contextmanager
+def task_events() -> Iterator[TaskEvents]:
+    """Every task received and succeeded while the block runs, from Celery events."""
+    seen = TaskEvents()
+    ready = threading.Event()
+    with app.connection_for_read() as connection:
+        receiver = app.events.Receiver(
+            connection,
+            handlers={
+                "task-received": seen.received.append,
+                "task-succeeded": lambda event: seen.succeeded.add(event["uuid"]),
+                PROBE: lambda _event: ready.set(),
+            },
+        )
+        listener = threading.Thread(target=receiver.capture, kwargs={"limit": None}, daemon=True)
+        listener.start()
+        # Events sent before the receiver listens are lost: wait until it hears a probe.
+        with app.events.default_dispatcher() as dispatcher:
+            wait_for(lambda: dispatcher.send(PROBE) or ready.wait(0.2), what="event receiver")
+        try:
+            yield seen
+        finally:
+            receiver.should_stop = True
+            listener.join(10)
+
+
+@pytest.fixture
+def triggers_here(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Commits made by this test process send their follow-ups too."""
+    monkeypatch.setenv("COMMIT_TRIGGERS", "true")
+    get_settings.cache_clear()
+    yield
+    monkeypatch.undo()
+    get_settings.cache_clear()
+
+
+def test_a_commit_sends_the_sweep_of_its_topic_and_a_rollback_sends_nothing(
+    worker, triggers_here, db
+):
+    rolled_back, committed = unique("topic"), unique("topic")
+    users = [make_user(db).id for _ in range(4)]
+    db.commit()
+    store = session_store()
+
+    with (
+        queues_taken_from(worker, "sweeps", "events"),
+        running_worker("triggered", queues="sweeps,events", extra_env=TRIGGERS_ON),
+        task_events() as seen,
+    ):
+        with session_factory()() as session:
+            create_request(session, users[0], "Easy", rolled_back)
+            create_request(session, users[1], "Easy", rolled_back)
+            session.rollback()
+        with session_factory().begin() as session:
+            create_request(session, users[2], "Easy", committed)
+            create_request(session, users[3], "Easy", committed)
+            # Nothing is sent while the transaction is open: no worker can look for the
+            # requests before they exist for it.
+            assert not store.exists(queued_key(sweep_followup(committed)))
+        # Nobody sends a sweep: the commit did.
+        wait_for(lambda: pairs_of_topic(db, committed), what="the triggered sweep")
+
+    assert pairs_of_topic(db, committed) == {frozenset(users[2:])}
+    assert len(seen.of("peer.sweep", committed)) == 1
+    # The rolled-back requests never existed, and no sweep was sent for them.
+    assert seen.of("peer.sweep", rolled_back) == []
+    assert not store.exists(queued_key(sweep_followup(rolled_back)))
+
+
+def test_a_burst_into_one_pool_is_swept_a_handful_of_times(worker, triggers_here, db):
+    topic = unique("topic")
+    users = [make_user(db).id for _ in range(1_000)]
+    db.commit()
+
+    def request(user_id: int) -> None:
+        with session_factory().begin() as session:
+            create_request(session, user_id, "Easy", topic)
+
+    with (
+        queues_taken_from(worker, "sweeps", "events"),
+        running_worker("burst", queues="sweeps,events", extra_env=TRIGGERS_ON),
+        task_events() as seen,
+    ):
+        # 1,000 requests committed one by one, as fast as eight connections go.
+        with ThreadPoolExecutor(max_workers=8) as committers:
+            list(committers.map(request, users))
+        wait_for(lambda: len(pairs_of_topic(db, topic)) == 500, timeout=120, what="every pair")
+
+    swept = len(seen.of("peer.sweep", topic))
+    # Each queued sweep takes along every request committed before it starts.
+    assert 1 <= swept <= 50, swept
+    paired = {user for pair in pairs_of_topic(db, topic) for user in pair}
+    assert paired == set(users)
+
+
+def test_a_sweep_of_every_pool_fans_out_and_four_processes_keep_a_tight_cap(worker, db):
+    topics = [unique("topic") for _ in range(12)]
+    for topic in topics:
+        for difficulty in ("Easy", "Medium", "Hard"):
+            make_pool(db, 10, topic=topic, difficulty=difficulty)
+    db.commit()
+    cap = count_open_matches(db) + 50
+    highest = [0]
+    watching = threading.Event()
+
+    def watch_open_matches() -> None:
+        with session_factory()() as session:
+            while not watching.is_set():
+                highest[0] = max(highest[0], count_open_matches(session))
+                session.rollback()
+
+    watcher = threading.Thread(target=watch_open_matches, daemon=True)
+    with capped_sweeper(worker, "fan-out", cap, concurrency=4), task_events() as seen:
+        watcher.start()
+        for _ in range(3):
+            send("peer.sweep")
+        wait_for(
+            lambda: (
+                all(seen.of("peer.sweep", topic) for topic in topics)
+                and count_open_matches(db) == cap
+            ),
+            timeout=60,
+            what="a sweep of every topic, and the cap filled",
+        )
+        watching.set()
+        watcher.join(10)
+
+    assert highest[0] <= cap
+    pairs = db.execute(
+        text(
+            "SELECT r, count(*) FROM (SELECT request_a AS r FROM matches WHERE topic = ANY(:t) "
+            "UNION ALL SELECT request_b FROM matches WHERE topic = ANY(:t)) AS s GROUP BY r"
+        ),
+        {"t": topics},
+    ).all()
+    assert {count for _, count in pairs} <= {1}
+    assert _self_pairs(db, topics) == 0
+
+
+def _self_pairs(db: Session, topics: list[str]) -> int:
+    return int(
+        db.scalar(
+            text("SELECT count(*) FROM matches WHERE topic = ANY(:t) AND user_a = user_b"),
+            {"t": topics},
+        )
+        or 0
+    )
+
+
+def _result_keys(backend: redis.Redis) -> set[bytes]:
+    return set(backend.scan_iter(match="celery-task-meta-*", count=1000))
+
+
+def test_a_short_beat_run_stores_no_result_per_tick(worker, tmp_path: Path):
+    backend = redis.Redis.from_url(get_settings().backend)
+    before = _result_keys(backend)
+    with task_events() as seen:
+        beat = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "workers.app",
+                "beat",
+                "--schedule",
+                str(tmp_path / "celerybeat-schedule"),
+                "-l",
+                "INFO",
+            ],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            # peer.expire ticks every 5 s; the sweep and relay ticks every 10 s.
+            wait_for(
+                lambda: (
+                    seen.done("peer.expire") >= 2
+                    and seen.done("peer.sweep") >= 1
+                    and seen.done("events.publish") >= 1
+                ),
+                timeout=40,
+                what="the ticks of the first 10 s",
+            )
+        finally:
+            beat.terminate()
+            beat.wait(10)
+
+    assert _result_keys(backend) - before == set()
