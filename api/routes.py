@@ -144,7 +144,7 @@ def task_status(task_id: str, caller: CurrentCaller) -> dict[str, Any]:
     tags=["tasks"],
 )
 def task_catalogue() -> list[dict[str, Any]]:
-    """Every task: name, one-line description and the JSON schema of its args."""
+    """Every task: name, one-line description and the JSON schemas of its args and result."""
     return submission.list_tasks()
 
 

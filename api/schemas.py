@@ -86,6 +86,9 @@ class TaskInfo(BaseModel):
     name: str
     description: str
     args_schema: dict[str, Any] = Field(description="JSON schema of the task's `args`.")
+    result_schema: dict[str, Any] = Field(
+        description="JSON schema of the task's `result` (state SUCCESS)."
+    )
 
 
 class Readiness(BaseModel):

@@ -59,12 +59,14 @@ def task_catalogue() -> dict[str, TaskSpec]:
 
 
 def list_tasks() -> list[dict[str, Any]]:
-    """`GET /v1/tasks`: name, one-line description and args JSON schema of every task."""
+    """`GET /v1/tasks`: name, one-line description, args and result JSON schemas of every task."""
     return [
         {
             "name": spec.name,
             "description": spec.description,
             "args_schema": spec.args_model.model_json_schema(),
+            # Serialization mode: the schema of the JSON a caller reads back.
+            "result_schema": spec.result_adapter.json_schema(mode="serialization"),
         }
         for spec in sorted(task_catalogue().values(), key=lambda spec: spec.name)
     ]

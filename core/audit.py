@@ -17,9 +17,11 @@ def record_audit(
     session: Session,
     action: str,
     subject: Mapping[str, Any],
-    counts: Mapping[str, int | float],
+    counts: Mapping[str, object],
 ) -> None:
     """Record `action` on `subject` (the ids it concerns) with what it changed (`counts`).
+
+    `counts` are numbers by name, often the task's result shape itself.
 
     Written in the caller's transaction, so the row commits or rolls back with the
     change; the running task (`core.context`) names who made it. An action whose counts

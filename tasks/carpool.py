@@ -8,6 +8,7 @@ from pydantic import Field
 from sqlalchemy.orm import Session
 
 from core.db import session_factory
+from core.results import TaskResult
 from domain.carpool.membership import delete_group, member_left
 from domain.carpool.stats import rebuild_stats
 from domain.carpool.sweep import clean_up_searching_reservations
@@ -63,13 +64,50 @@ class RebuildStatsArgs(TaskArgs):
     )
 
 
-@task("carpool.member_left", args=MemberLeftArgs)
+class RemovalResult(TaskResult):
+    """What a cleanup removed, and how many reservations' statistics it rebuilt."""
+
+    invitations_removed: int
+    matches_removed: int
+    reservations_touched: int
+
+
+class MemberLeftResult(RemovalResult):
+    """The cleanup of one member leaving; `membership_ended` is false if it had already ended."""
+
+    membership_ended: bool
+
+
+class GroupDeletedResult(RemovalResult):
+    """A group's deletion: its closing, then the cleanup of its former members in batches."""
+
+    group_id: int
+    group_disabled: bool
+    memberships_ended: int
+    members: int
+    batches: int
+
+
+class CleanupResult(RemovalResult):
+    """The periodic cleanup: searching reservations checked, in how many batches."""
+
+    reservations: int
+    batches: int
+
+
+class ReservationStatsResult(TaskResult):
+    """Rows of `reservation_stats` written."""
+
+    reservations_written: int
+
+
+@task("carpool.member_left", args=MemberLeftArgs, result=MemberLeftResult)
 def member_left_task(session: Session, args: MemberLeftArgs) -> dict[str, Any]:
     """End a membership and remove the invitations and matches it alone justified."""
     return member_left(session, args.group_id, args.user_id)
 
 
-@batched_task("carpool.group_deleted", args=GroupDeletedArgs)
+@batched_task("carpool.group_deleted", args=GroupDeletedArgs, result=GroupDeletedResult)
 def group_deleted_task(reporter: ProgressReporter, args: GroupDeletedArgs) -> dict[str, Any]:
     """Disable a group, end its memberships and clean up its former members in batches."""
     return delete_group(
@@ -77,7 +115,9 @@ def group_deleted_task(reporter: ProgressReporter, args: GroupDeletedArgs) -> di
     )
 
 
-@batched_task("carpool.cleanup_invitations", args=CleanupArgs, ignore_result=True)
+@batched_task(
+    "carpool.cleanup_invitations", args=CleanupArgs, result=CleanupResult, ignore_result=True
+)
 def cleanup_invitations_task(reporter: ProgressReporter, args: CleanupArgs) -> dict[str, Any]:
     """Remove invitations and matches of searching reservations between ineligible users."""
     return clean_up_searching_reservations(
@@ -85,7 +125,7 @@ def cleanup_invitations_task(reporter: ProgressReporter, args: CleanupArgs) -> d
     )
 
 
-@task("carpool.rebuild_stats", args=RebuildStatsArgs)
+@task("carpool.rebuild_stats", args=RebuildStatsArgs, result=ReservationStatsResult)
 def rebuild_stats_task(session: Session, args: RebuildStatsArgs) -> dict[str, Any]:
     """Rewrite reservation_stats for the given reservations, or all of them."""
     return {"reservations_written": rebuild_stats(session, args.reservation_ids)}

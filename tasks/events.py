@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from core.db import session_factory
 from core.followups import RELAY
 from core.relay import RELAY_BATCH, relay_batch
+from core.results import TaskResult
 from workers.app import app
 from workers.base import NoArgs, ProgressReporter, batched_task
 from workers.triggers import mark_started
@@ -29,8 +28,14 @@ def relay_pending(max_batches: int = MAX_BATCHES_PER_RUN) -> int:
     return published
 
 
-@batched_task("events.publish", args=NoArgs, ignore_result=True)
-def publish(reporter: ProgressReporter, args: NoArgs) -> dict[str, Any]:
+class PublishResult(TaskResult):
+    """Outbox events relayed by one run."""
+
+    published: int
+
+
+@batched_task("events.publish", args=NoArgs, result=PublishResult, ignore_result=True)
+def publish(reporter: ProgressReporter, args: NoArgs) -> PublishResult:
     """Relay unpublished outbox events to the `matching.events` topic exchange."""
     # Rows committed from here on queue another run; this one may have read past them.
     mark_started(RELAY)

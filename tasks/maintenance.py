@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from core.audit import prune_audit_log
 from core.db import session_factory
 from core.relay import count_stuck
+from core.results import TaskResult
 from core.settings import get_settings
 from domain.peer.declines import prune_declines
 from domain.peer.repairs import requeue_orphaned_requests, restore_session_keys
@@ -49,7 +50,19 @@ REPAIRS: tuple[Callable[[Session], dict[str, int]], ...] = (
 )
 
 
-@batched_task("maintenance.reconcile", args=NoArgs, ignore_result=True)
+class ReconcileResult(TaskResult):
+    """What one reconcile run found and repaired: the outbox first, then each repair's count."""
+
+    outbox_stuck: int
+    outbox_relayed: int
+    task_runs_pruned: int
+    peer_requests_requeued: int
+    peer_session_keys_restored: int
+    peer_declines_pruned: int
+    audit_rows_pruned: int
+
+
+@batched_task("maintenance.reconcile", args=NoArgs, result=ReconcileResult, ignore_result=True)
 def reconcile(reporter: ProgressReporter, args: NoArgs) -> dict[str, Any]:
     """Repair what a crash can leave: stuck outbox rows, orphaned state, missing keys."""
     report: dict[str, Any] = {}

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field
 from sqlalchemy.orm import Session
 
-from domain.mentorship.assignment import assign_mentors
-from domain.mentorship.backfill import backfill_relationships
-from domain.mentorship.lifecycle import SettableStatus, expire_requests, set_status
-from domain.mentorship.ranking import rank_mentors
+from domain.mentorship.assignment import AssignResult, assign_mentors
+from domain.mentorship.backfill import BackfillResult, backfill_relationships
+from domain.mentorship.lifecycle import ExpireResult, SettableStatus, expire_requests, set_status
+from domain.mentorship.ranking import RankedMentor, rank_mentors
+from domain.mentorship.relationships import RelationshipResult
 from domain.mentorship.selection import request_relationship, respond_to_request, select_mentor
-from domain.mentorship.stats import rebuild_stats
-from domain.mentorship.unmatch import unmatch
+from domain.mentorship.stats import RebuildStatsResult, rebuild_stats
+from domain.mentorship.unmatch import UnmatchResult, unmatch
 from workers.base import NoArgs, TaskArgs, task
 
 
@@ -72,61 +73,61 @@ class AssignArgs(TaskArgs):
     )
 
 
-@task("mentorship.rank", args=RankArgs)
-def rank(session: Session, args: RankArgs) -> list[dict[str, Any]]:
+@task("mentorship.rank", args=RankArgs, result=list[RankedMentor])
+def rank(session: Session, args: RankArgs) -> list[RankedMentor]:
     """Mentors open to a mentee, by compatibility score desc, then date joined."""
     return rank_mentors(session, args.mentee_id)
 
 
-@task("mentorship.select", args=SelectArgs)
-def select(session: Session, args: SelectArgs) -> dict[str, Any]:
+@task("mentorship.select", args=SelectArgs, result=RelationshipResult)
+def select(session: Session, args: SelectArgs) -> RelationshipResult:
     """A mentee picks a mentor with room: the relationship is active at once."""
     return select_mentor(session, args.mentee_id, args.mentor_id)
 
 
-@task("mentorship.request", args=RequestArgs)
-def request(session: Session, args: RequestArgs) -> dict[str, Any]:
+@task("mentorship.request", args=RequestArgs, result=RelationshipResult)
+def request(session: Session, args: RequestArgs) -> RelationshipResult:
     """Ask for a mentoring relationship; pending until the other side responds."""
     return request_relationship(session, args.mentor_id, args.mentee_id, args.initiated_by)
 
 
-@task("mentorship.respond", args=RespondArgs)
-def respond(session: Session, args: RespondArgs) -> dict[str, Any]:
+@task("mentorship.respond", args=RespondArgs, result=RelationshipResult)
+def respond(session: Session, args: RespondArgs) -> RelationshipResult:
     """Accept (active) or reject a pending request; only the side that did not ask."""
     return respond_to_request(session, args.relationship_id, args.user_id, args.accept)
 
 
-@task("mentorship.set_status", args=SetStatusArgs)
-def change_status(session: Session, args: SetStatusArgs) -> dict[str, Any]:
+@task("mentorship.set_status", args=SetStatusArgs, result=RelationshipResult)
+def change_status(session: Session, args: SetStatusArgs) -> RelationshipResult:
     """Pause, resume or complete a relationship (legal moves only)."""
     return set_status(session, args.relationship_id, args.user_id, args.status)
 
 
-@task("mentorship.unmatch", args=UnmatchArgs)
-def unmatch_task(session: Session, args: UnmatchArgs) -> dict[str, Any]:
+@task("mentorship.unmatch", args=UnmatchArgs, result=UnmatchResult)
+def unmatch_task(session: Session, args: UnmatchArgs) -> UnmatchResult:
     """End a relationship: completed, mentor blacklisted, chat deleted, event recorded."""
     return unmatch(session, args.user_id, args.other_id)
 
 
-@task("mentorship.assign", args=AssignArgs)
-def assign(session: Session, args: AssignArgs) -> dict[str, Any]:
+@task("mentorship.assign", args=AssignArgs, result=AssignResult)
+def assign(session: Session, args: AssignArgs) -> AssignResult:
     """Match seeking mentees to mentors with room, maximising the total score."""
     return assign_mentors(session, args.limit)
 
 
-@task("mentorship.expire", args=NoArgs, ignore_result=True)
-def expire(session: Session, args: NoArgs) -> dict[str, int]:
+@task("mentorship.expire", args=NoArgs, result=ExpireResult, ignore_result=True)
+def expire(session: Session, args: NoArgs) -> ExpireResult:
     """Reject pending requests older than MENTORSHIP_REQUEST_TIMEOUT_SECONDS."""
     return expire_requests(session)
 
 
-@task("mentorship.backfill", args=NoArgs)
-def backfill(session: Session, args: NoArgs) -> dict[str, int]:
+@task("mentorship.backfill", args=NoArgs, result=BackfillResult)
+def backfill(session: Session, args: NoArgs) -> BackfillResult:
     """Create active relationships for booked pairs that have none yet."""
     return backfill_relationships(session)
 
 
-@task("mentorship.rebuild_stats", args=NoArgs)
-def rebuild(session: Session, args: NoArgs) -> dict[str, int]:
+@task("mentorship.rebuild_stats", args=NoArgs, result=RebuildStatsResult)
+def rebuild(session: Session, args: NoArgs) -> RebuildStatsResult:
     """Rewrite mentor_mentee_stats from bookings in one set-based statement."""
     return rebuild_stats(session)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -14,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from celery.result import AsyncResult
+from pydantic import ValidationError
 from sqlalchemy import select, text
 
+from api.submission import task_catalogue
 from core.db import get_engine
 from models.platform import TaskRun
 from workers.app import app
@@ -125,11 +128,28 @@ def running_worker(name: str, **kwargs: Any) -> Iterator[WorkerProcess]:
 def run_task(name: str, timeout: float = 60, **kwargs: Any) -> Any:
     """Send `name` with JSON kwargs through the broker and wait for its result.
 
-    A domain error raised by the task is raised here again, with its type.
+    A domain error raised by the task is raised here again, with its type. Every
+    result is checked against the task's published result shape on the way.
     """
     # Periodic tasks store no result unless the message asks for one, as this one does.
     result: AsyncResult[Any] = app.send_task(name, kwargs=kwargs, ignore_result=False)
-    return result.get(timeout=timeout, propagate=True, disable_sync_subtasks=False)
+    value = result.get(timeout=timeout, propagate=True, disable_sync_subtasks=False)
+    assert_fits_result_shape(name, value)
+    return value
+
+
+def assert_fits_result_shape(name: str, result: Any) -> None:
+    """Fail unless `result` is, as JSON, exactly what task `name`'s result shape describes.
+
+    Strict JSON validation refuses a missing or unknown key and a value of another JSON
+    type; reading the value back must give the very same JSON, so nothing was coerced.
+    """
+    adapter = task_catalogue()[name].result_adapter
+    try:
+        parsed = adapter.validate_json(json.dumps(result), strict=True)
+    except ValidationError as exc:
+        raise AssertionError(f"{name} returned {result!r}, off its result shape:\n{exc}") from None
+    assert adapter.dump_python(parsed, mode="json") == result, f"{name} returned {result!r}"
 
 
 def send(name: str, **kwargs: Any) -> AsyncResult[Any]:

@@ -4,7 +4,17 @@ Tasks are declared with `@task(...)` (one transaction, the usual case) or
 `@batched_task(...)` (work that opens its own transactions: long work committed in
 bounded chunks, which reports progress, or a sweep spread over several connections).
 Both register the task's args model, which the API uses for validation and for the
-JSON schema of `GET /v1/tasks`.
+JSON schema of `GET /v1/tasks`, and its result shape, whose JSON schema the API
+publishes beside it.
+
+Args are pydantic models (`TaskArgs`): they arrive as untrusted JSON and are parsed
+into values. Results are TypedDicts (`core.results.TaskResult`), checked and
+published through pydantic's `TypeAdapter`: the domain returns plain dicts, which are
+exactly what the ledger and the result backend store as JSON, so a TypedDict gives
+mypy the shape while every task returns the very value it returned before, with no
+model to build and dump on the way out. Results are not validated at run time, which
+would cost every task a pass over its result; the tests check every task's actual
+result against its shape.
 
 Exactly once per task id (workers.ledger): every delivery is counted first; the work
 then runs while the task's `task_runs` row is locked, and its outcome (result or
@@ -26,7 +36,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from celery import Task
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 from pydantic_core import to_jsonable_python
 from sqlalchemy.orm import Session
 
@@ -75,6 +85,8 @@ class TaskSpec:
     name: str
     description: str
     args_model: type[TaskArgs]
+    # Built once at import, so a shape pydantic cannot read fails the import loudly.
+    result_adapter: TypeAdapter[Any]
 
 
 REGISTRY: dict[str, TaskSpec] = {}
@@ -133,9 +145,13 @@ class ProgressReporter:
 
 
 def task(
-    name: str, *, args: type[ArgsT], **options: Any
+    name: str, *, args: type[ArgsT], result: Any, **options: Any
 ) -> Callable[[Callable[[Session, ArgsT], Any]], Task]:
-    """Declare a task whose body runs in one transaction: `body(session, args) -> JSON`."""
+    """Declare a task whose body runs in one transaction: `body(session, args) -> JSON`.
+
+    `result` is the shape of what the body returns: a `TaskResult`, a list of one, or
+    a union of them (any type pydantic's `TypeAdapter` reads).
+    """
 
     def decorate(body: Callable[[Session, ArgsT], Any]) -> Task:
         def call(task: Task, context: TaskContext | None, kwargs: dict[str, Any]) -> Any:
@@ -153,15 +169,17 @@ def task(
                     result = stood.result
             return result
 
-        return _declare(name, args, body, call, options)
+        return _declare(name, args, result, body, call, options)
 
     return decorate
 
 
 def batched_task(
-    name: str, *, args: type[ArgsT], **options: Any
+    name: str, *, args: type[ArgsT], result: Any, **options: Any
 ) -> Callable[[Callable[[ProgressReporter, ArgsT], Any]], Task]:
     """Declare a task that opens its own transactions: `body(reporter, args) -> JSON`.
+
+    `result` is the shape of what the body returns, as for `task`.
 
     A guard transaction holds the task's row locked while the body runs, so a second
     delivery of the id waits and then replays the outcome. Its effects commit in the
@@ -184,7 +202,7 @@ def batched_task(
                 )
             return stood.result
 
-        return _declare(name, args, body, call, options)
+        return _declare(name, args, result, body, call, options)
 
     return decorate
 
@@ -192,15 +210,18 @@ def batched_task(
 def _declare(
     name: str,
     args: type[ArgsT],
+    result: Any,
     body: Callable[..., Any],
     call: Callable[[Task, TaskContext | None, dict[str, Any]], Any],
     options: dict[str, Any],
 ) -> Task:
-    """Register the task's args model and create the Celery task around `call`."""
+    """Register the task's args model and result shape; create the Celery task around `call`."""
     if name in REGISTRY:
         raise RuntimeError(f"task {name!r} is declared twice")
     description = (body.__doc__ or name).strip().splitlines()[0]
-    REGISTRY[name] = TaskSpec(name=name, description=description, args_model=args)
+    REGISTRY[name] = TaskSpec(
+        name=name, description=description, args_model=args, result_adapter=TypeAdapter(result)
+    )
 
     def run(self: Task, **kwargs: Any) -> Any:
         request = self.request

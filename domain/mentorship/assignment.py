@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -15,6 +14,7 @@ from sqlalchemy.orm import Session
 from core.audit import record_audit
 from core.locks import hold_advisory_lock
 from core.outbox import emit_events
+from core.results import TaskResult
 from domain.mentorship.parties import (
     active_mentee_counts,
     id_array,
@@ -50,7 +50,14 @@ class Candidates:
     room: dict[int, int]
 
 
-def assign_mentors(session: Session, limit: int | None = None) -> dict[str, Any]:
+class AssignResult(TaskResult):
+    """The result of `mentorship.assign`."""
+
+    assigned: int
+    total_score: float
+
+
+def assign_mentors(session: Session, limit: int | None = None) -> AssignResult:
     """Match seeking mentees to mentors with an assignment of maximum total score.
 
     Seeking mentees: `seeking_mentor`, active, no active mentor; with `limit`, only the
@@ -70,7 +77,7 @@ def assign_mentors(session: Session, limit: int | None = None) -> dict[str, Any]
         for i in chosen.tolist()
     ]
     written = _write_relationships(session, still_fitting(session, plan))
-    counts = {
+    counts: AssignResult = {
         "assigned": len(written),
         "total_score": round(sum(pair.score for pair in written), 9),
     }

@@ -7,11 +7,18 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from core.outbox import emit_events
+from core.results import TaskResult
 from domain.mentorship.relationships import ACTIVE, matched_payload
 from models import Booking, MentorMentee
 
 
-def backfill_relationships(session: Session) -> dict[str, int]:
+class BackfillResult(TaskResult):
+    """The result of `mentorship.backfill`: relationships created."""
+
+    created: int
+
+
+def backfill_relationships(session: Session) -> BackfillResult:
     """One active, system-initiated relationship per booked pair that has none, in one INSERT.
 
     Pairs come from bookings that are not cancelled. A mentee has at most one active

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from sqlalchemy import func, update
 from sqlalchemy.orm import Session
 
 from core.audit import record_audit
 from core.errors import Conflict
+from core.results import TaskResult
 from core.settings import get_settings
 from domain.mentorship.parties import active_relationship_of, ensure_room, lock_relationship
 from domain.mentorship.relationships import (
@@ -17,6 +18,7 @@ from domain.mentorship.relationships import (
     PAUSED,
     PENDING,
     REJECTED,
+    RelationshipResult,
     relationship_result,
     transaction_time,
 )
@@ -31,7 +33,7 @@ LEGAL_MOVES = frozenset(
 
 def set_status(
     session: Session, relationship_id: int, user_id: int, status: SettableStatus
-) -> dict[str, Any]:
+) -> RelationshipResult:
     """Either party pauses, resumes or completes a relationship; only the legal moves.
 
     Asking for the status the relationship already has changes nothing and returns the
@@ -61,7 +63,13 @@ def set_status(
     return relationship_result(relationship)
 
 
-def expire_requests(session: Session) -> dict[str, int]:
+class ExpireResult(TaskResult):
+    """The result of `mentorship.expire`."""
+
+    expired: int
+
+
+def expire_requests(session: Session) -> ExpireResult:
     """Reject pending requests older than MENTORSHIP_REQUEST_TIMEOUT_SECONDS (one statement),
     audited with the ids of the relationships rejected."""
     timeout = get_settings().mentorship_request_timeout_seconds
@@ -74,6 +82,6 @@ def expire_requests(session: Session) -> dict[str, int]:
             .returning(MentorMentee.id)
         )
     )
-    counts = {"expired": len(expired)}
+    counts: ExpireResult = {"expired": len(expired)}
     record_audit(session, "mentorship.expire", {"relationship_ids": expired}, counts)
     return counts

@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
 
 from sqlalchemy import and_, exists, func, select
 from sqlalchemy.orm import Session
 
 from core.errors import NotFound
+from core.results import TaskResult
 from domain.mentorship.parties import mentor_places, open_to_mentees
 from models import MentorBlacklist, Score, User
 
 
-def rank_mentors(session: Session, mentee_id: int) -> list[dict[str, Any]]:
+class RankedMentor(TaskResult):
+    """One mentor of `mentorship.rank`'s result."""
+
+    mentor_id: int
+    email: str
+    display_name: str
+    score: float
+    date_joined: datetime
+    current_mentees: int
+    capacity: int
+
+
+def rank_mentors(session: Session, mentee_id: int) -> list[RankedMentor]:
     """Mentors open to this mentee, best score first, then longest-standing first.
 
     Left out: mentors this mentee blacklisted, mentors at capacity, unavailable or

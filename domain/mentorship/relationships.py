@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from core.outbox import emit_event
+from core.results import TaskResult
 from models import MentorMentee
 
 PENDING = "pending"
@@ -25,7 +26,14 @@ ALREADY_MATCHED = "You are already matched with a mentor"
 MENTEE_ALREADY_MATCHED = "This mentee is already matched with a mentor"
 
 
-def relationship_result(relationship: MentorMentee) -> dict[str, Any]:
+class RelationshipResult(TaskResult):
+    """The result of select, request, respond and set_status."""
+
+    relationship_id: int
+    status: str
+
+
+def relationship_result(relationship: MentorMentee) -> RelationshipResult:
     """`{"relationship_id", "status"}`, the result of select, request, respond and set_status."""
     return {"relationship_id": relationship.id, "status": relationship.status}
 

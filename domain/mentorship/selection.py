@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from sqlalchemy.orm import Session
 
@@ -23,6 +23,7 @@ from domain.mentorship.relationships import (
     PAUSED,
     PENDING,
     REJECTED,
+    RelationshipResult,
     activate,
     relationship_result,
     transaction_time,
@@ -35,7 +36,7 @@ NOT_ACCEPTING = "This mentor is not accepting new mentees right now"
 PAUSED_PAIR = "Your relationship with this mentor is paused; resume it with mentorship.set_status"
 
 
-def select_mentor(session: Session, mentee_id: int, mentor_id: int) -> dict[str, Any]:
+def select_mentor(session: Session, mentee_id: int, mentor_id: int) -> RelationshipResult:
     """A mentee picks a mentor: the relationship is active at once, if the mentor has room.
 
     Running it again for a pair that is already active returns the same result and
@@ -72,7 +73,7 @@ def request_relationship(
     mentor_id: int,
     mentee_id: int,
     initiated_by: Literal["mentor", "mentee"],
-) -> dict[str, Any]:
+) -> RelationshipResult:
     """Either side asks for a relationship; it stays `pending` until the other side answers.
 
     Repeating a request that is still pending returns it unchanged.
@@ -111,7 +112,7 @@ def request_relationship(
 
 def respond_to_request(
     session: Session, relationship_id: int, user_id: int, accept: bool
-) -> dict[str, Any]:
+) -> RelationshipResult:
     """The party who did not initiate a pending request accepts (active) or rejects it.
 
     Repeating the same answer returns the same result.

@@ -7,6 +7,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from core.locks import hold_advisory_lock
+from core.results import TaskResult
 from models import Booking, MentorMentee, MentorMenteeStats
 
 # Rebuilds take turns: a rebuild that read an older snapshot must not overwrite the
@@ -15,7 +16,14 @@ REBUILD_LOCK = "matchops.mentorship.rebuild_stats"
 REBUILD_WORK_MEM = "64MB"
 
 
-def rebuild_stats(session: Session) -> dict[str, int]:
+class RebuildStatsResult(TaskResult):
+    """The result of `mentorship.rebuild_stats`: relationships covered, rows changed."""
+
+    relationships: int
+    changed: int
+
+
+def rebuild_stats(session: Session) -> RebuildStatsResult:
     """Rewrite `mentor_mentee_stats` from `bookings` with one INSERT … ON CONFLICT DO UPDATE.
 
     Every relationship gets a row; one whose pair has no bookings gets zeros and no

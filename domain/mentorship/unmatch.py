@@ -12,11 +12,24 @@ from core.audit import record_audit
 from core.errors import MatchingError, NotFound
 from core.outbox import emit_event
 from domain.mentorship.parties import lock_parties
-from domain.mentorship.relationships import ACTIVE, COMPLETED, PAUSED, transaction_time
+from domain.mentorship.relationships import (
+    ACTIVE,
+    COMPLETED,
+    PAUSED,
+    RelationshipResult,
+    transaction_time,
+)
 from models import MentorBlacklist, MentorMentee, Message
 
 
-def unmatch(session: Session, user_id: int, other_id: int) -> dict[str, Any]:
+class UnmatchResult(RelationshipResult):
+    """The result of `mentorship.unmatch`: the completed relationship and its two sides."""
+
+    mentor_id: int
+    mentee_id: int
+
+
+def unmatch(session: Session, user_id: int, other_id: int) -> UnmatchResult:
     """End the relationship between two users, whoever asks, in one transaction.
 
     The relationship becomes `completed`, the mentor is blacklisted for the mentee,
@@ -77,7 +90,7 @@ def unmatch(session: Session, user_id: int, other_id: int) -> dict[str, Any]:
     return _result(ended.id, ended.mentor_id, ended.mentee_id)
 
 
-def _already_unmatched(session: Session, between: Any) -> dict[str, Any]:
+def _already_unmatched(session: Session, between: Any) -> UnmatchResult:
     """The first run's result when the pair was unmatched before; MatchingError otherwise."""
     previous = session.execute(
         select(MentorMentee.id, MentorMentee.mentor_id, MentorMentee.mentee_id).where(
@@ -94,7 +107,7 @@ def _already_unmatched(session: Session, between: Any) -> dict[str, Any]:
     return _result(previous.id, previous.mentor_id, previous.mentee_id)
 
 
-def _result(relationship_id: int, mentor_id: int, mentee_id: int) -> dict[str, Any]:
+def _result(relationship_id: int, mentor_id: int, mentee_id: int) -> UnmatchResult:
     return {
         "relationship_id": relationship_id,
         "status": COMPLETED,

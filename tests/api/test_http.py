@@ -11,7 +11,7 @@ from api.app import create_app
 from tests.api.support import serving
 
 
-def test_catalogue_lists_every_task_with_its_args_schema(client: httpx.Client):
+def test_catalogue_lists_every_task_with_its_args_and_result_schemas(client: httpx.Client):
     response = client.get("/v1/tasks")
     assert response.status_code == 200
     tasks = {task["name"]: task for task in response.json()}
@@ -22,7 +22,14 @@ def test_catalogue_lists_every_task_with_its_args_schema(client: httpx.Client):
     )
     assert publish["args_schema"]["type"] == "object"
     assert publish["args_schema"]["additionalProperties"] is False
-    assert all(set(task) == {"name", "description", "args_schema"} for task in tasks.values())
+    assert publish["result_schema"]["properties"] == {
+        "published": {"title": "Published", "type": "integer"}
+    }
+    assert publish["result_schema"]["additionalProperties"] is False
+    assert all(
+        set(task) == {"name", "description", "args_schema", "result_schema"}
+        for task in tasks.values()
+    )
 
 
 def test_healthz_needs_no_token(anonymous: httpx.Client):
