@@ -235,8 +235,12 @@ def expire(session: Session, args: NoArgs) -> dict[str, int]:
 @task("peer.explain", args=PeerExplainArgs, result=PeerExplainResult)
 def explain(session: Session, args: PeerExplainArgs) -> dict[str, Any]:
     """Why a request is not matched yet: its pool place, what holds it back, a wait estimate."""
+    settings = get_settings()
     return explain_request(
-        session, args.request_id, max_open_matches=get_settings().max_concurrent_matches
+        session,
+        args.request_id,
+        max_open_matches=settings.max_concurrent_matches,
+        relax_after=settings.peer_relax_after_seconds,
     )
 
 

@@ -16,11 +16,12 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from core.errors import NotFound
-from domain.peer.pairing import UserPair, pair_pool, user_pair
+from domain.peer.pairing import Queue, UserPair, pair_pool, pair_queues, user_pair
 from domain.peer.pool_lock import pool_lock_held
+from domain.peer.relaxation import relax_pairs
 from domain.peer.rules import DECLINE_COOLDOWN_SECONDS
 from domain.peer.stats import DEFAULT_WINDOW_SECONDS, rounded_seconds
-from domain.peer.sweep import count_open_matches
+from domain.peer.sweep import NOW_US, count_open_matches, unpaired
 
 Reason = Literal[
     "no_partner_in_pool",
@@ -70,6 +71,23 @@ REQUEST_AND_POOL = text(
     """
 )
 
+# Every pool of a topic as the sweep claims it, for relaxation: pending requests of each
+# difficulty, oldest first.
+TOPIC_POOLS = text(
+    """
+    SELECT
+        difficulty,
+        array_agg(CAST(id AS text) ORDER BY created_at, id) AS request_ids,
+        array_agg(user_id ORDER BY created_at, id) AS user_ids,
+        array_agg(
+            CAST(extract(epoch FROM created_at) * 1000000 AS bigint) ORDER BY created_at, id
+        ) AS created_us
+    FROM match_requests
+    WHERE topic = :topic AND status = 'pending'
+    GROUP BY difficulty
+    """
+)
+
 # Declines within the cooldown among the pool's users: the ones the sweep would heed.
 DECLINES_AMONG = text(
     """
@@ -108,7 +126,11 @@ REMAINING_WAIT = text(
 
 
 def explain_request(
-    session: Session, request_id: uuid.UUID, *, max_open_matches: int
+    session: Session,
+    request_id: uuid.UUID,
+    *,
+    max_open_matches: int,
+    relax_after: int | None = None,
 ) -> dict[str, Any]:
     """Why request `request_id` is (not yet) matched.
 
@@ -117,7 +139,9 @@ def explain_request(
     `reasons` lists what holds it back (empty: the next sweep pairs it); the estimate is 0
     when only a busy pool delays it, else the pool's recent time-to-match beyond what the
     request has already waited (null when the pool has no such recent match, and for a
-    request no longer pending). NotFound for an unknown request.
+    request no longer pending). NotFound for an unknown request. With `relax_after`
+    (PEER_RELAX_AFTER_SECONDS), a request past it that the sweep would pair across
+    adjacent difficulties has no partner reason.
     """
     request = session.execute(REQUEST_AND_POOL, {"request_id": request_id}).one_or_none()
     if request is None:
@@ -130,6 +154,13 @@ def explain_request(
         reasons.append("not_pending")
     else:
         partner = partner_reason(session, list(request.user_ids), position or 0)
+        if (
+            partner is not None
+            and relax_after is not None
+            and request.waiting_seconds > relax_after
+            and relaxed_partner_waits(session, request.topic, str(request.id), relax_after)
+        ):
+            partner = None
         if partner is not None:
             reasons.append(partner)
         if count_open_matches(session) >= max_open_matches:
@@ -177,6 +208,27 @@ def partner_reason(session: Session, user_ids: list[int], position: int) -> Reas
     if left_waiting and all(user_pair(user, other) in declined for other in left_waiting):
         return "declined_partners_only"
     return "no_partner_in_pool"
+
+
+def relaxed_partner_waits(session: Session, topic: str, request_id: str, relax_after: int) -> bool:
+    """Whether the sweep, pairing every pool of the topic and then relaxing what is
+    left (domain.peer.relaxation), would pair this request across difficulties."""
+    queues = [
+        Queue((row.difficulty, topic), row.request_ids, row.user_ids, row.created_us)
+        for row in session.execute(TOPIC_POOLS, {"topic": topic})
+    ]
+    users = [user for queue in queues for user in queue.user_ids]
+    declines = session.execute(
+        DECLINES_AMONG, {"users": users, "cooldown": DECLINE_COOLDOWN_SECONDS}
+    )
+    declined: set[UserPair] = {(row.user_low, row.user_high) for row in declines}
+    leftovers = [unpaired(each) for each in pair_queues(queues, declined)]
+    now_us = int(session.scalar(NOW_US) or 0)
+    return any(
+        leftovers[seat.queue].request_ids[seat.position] == request_id
+        for pair in relax_pairs(leftovers, declined, now_us, relax_after * 1_000_000)
+        for seat in (pair.older, pair.newer)
+    )
 
 
 def estimate_wait(

@@ -90,3 +90,22 @@ def test_never_past_the_open_match_cap(worker, db):
     }
     with worker_taking_over(worker, "sweeps", "peer-relaxing-capped", env):
         assert _sweep(topic) == 0
+
+
+def test_explain_agrees_with_the_sweep_on_a_relaxed_pairing(worker, db):
+    topic = unique("topic")
+    waited = make_request(db, topic=topic, difficulty="Easy", age_seconds=RELAX_AFTER + 5)
+    fresh = make_request(db, topic=topic, difficulty="Easy", age_seconds=RELAX_AFTER - 10)
+    make_request(db, topic=topic, difficulty="Medium", age_seconds=1)
+    lonely = make_request(db, topic=unique("topic"), difficulty="Easy", age_seconds=60)
+    db.commit()
+    env = {"PEER_RELAX_AFTER_SECONDS": str(RELAX_AFTER)}
+    with worker_taking_over(worker, "interactive", "peer-explaining-relaxed", env):
+        # The two Easy requests pair in their own pool: nothing to relax.
+        assert run_task("peer.explain", request_id=str(waited.id))["reasons"] == []
+        run_task("peer.cancel", request_id=str(fresh.id), user_id=fresh.user_id)
+        # Alone in its pool now, but overdue with a Medium request next door.
+        assert run_task("peer.explain", request_id=str(waited.id))["reasons"] == []
+        # Overdue with nobody next door either.
+        lonely_reasons = run_task("peer.explain", request_id=str(lonely.id))["reasons"]
+    assert lonely_reasons == ["no_partner_in_pool"]
