@@ -8,22 +8,24 @@ import os
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 import amqp.exceptions
 import pytest
 from celery import Celery
 from kombu.connection import Connection
 from kombu.entity import Queue
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from core.outbox import emit_events
 from core.relay import EVENTS_EXCHANGE
 from core.settings import get_settings
-from models import OutboxEvent
+from models import MatchRequest, OutboxEvent
 from tests.factories import make_user
 from tests.support import (
     KILLING_WORKER,
     ROOT,
+    WorkerProcess,
     running_worker,
     task_finished,
     task_run,
@@ -44,11 +46,13 @@ def _on_rabbitmq(rabbitmq_url: str) -> dict[str, str]:
     return {"BROKER_URL": rabbitmq_url, "RESULT_BACKEND": get_settings().backend}
 
 
-def _send_from_matchops(env: dict[str, str], name: str, task_id: str) -> None:
+def _send_from_matchops(
+    env: dict[str, str], name: str, task_id: str, kwargs: dict[str, object] | None = None
+) -> None:
     """Send as a process of this app configured for RabbitMQ would."""
     code = (
         "import sys; from workers.app import app; "
-        f"app.send_task({name!r}, task_id={task_id!r}, kwargs={{}})"
+        f"app.send_task({name!r}, task_id={task_id!r}, kwargs={kwargs or {}!r})"
     )
     subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, env={**os.environ, **env}, check=True, timeout=60
@@ -124,3 +128,34 @@ def test_a_bare_celery_app_sends_to_matchops_on_rabbitmq(database, db, rabbitmq_
         kwargs = {"user_id": user.id, "difficulty": "Easy", "topic": "graphs"}
         answer = sibling.send_task("peer.request", kwargs=kwargs).get(timeout=60)
     assert answer["user_id"] == user.id
+
+
+def test_a_worker_killed_after_its_commit_replays_the_outcome(
+    database, db, rabbitmq_url: str, tmp_path: Path
+):
+    # RabbitMQ requeues what a dead connection left unacknowledged at once, so the
+    # message comes back as soon as the whole worker, main process and pool, is gone.
+    user = make_user(db)
+    db.commit()
+    env = _on_rabbitmq(rabbitmq_url)
+    task_id = str(uuid.uuid4())
+    marker = tmp_path / "killed"
+    kill = {"MATCHOPS_TEST_KILL": f"committed:{task_id}", "MATCHOPS_TEST_KILL_MARKER": str(marker)}
+    victim = WorkerProcess(
+        "killed-after-commit", queues="interactive", extra_env={**env, **kill}, entry=KILLING_WORKER
+    )
+    try:
+        victim.wait_ready()
+        kwargs = {"user_id": user.id, "difficulty": "Medium", "topic": "trees"}
+        _send_from_matchops(env, "peer.request", task_id, kwargs)
+        victim.process.wait(60)
+    finally:
+        victim.stop()
+    assert marker.exists()
+    assert task_finished(task_id)
+    with running_worker("after-the-kill", queues="interactive", extra_env=env):
+        wait_for(lambda: task_run(task_id).deliveries == 2, timeout=60, what="the redelivery")
+    run = task_run(task_id)
+    assert run.state == "SUCCESS"
+    assert run.result["user_id"] == user.id
+    assert db.scalar(select(func.count()).where(MatchRequest.user_id == user.id)) == 1
