@@ -10,6 +10,8 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from sqlalchemy import text
 
 from core.db import get_engine
+from core.dispatch import BROKER_PROBE_ERRORS
+from core.dispatch import check_broker as check_broker_of
 from workers.app import app
 
 logger = logging.getLogger("api")
@@ -28,10 +30,7 @@ def check_database() -> None:
 
 def check_broker() -> None:
     """Raise unless the broker accepts a connection."""
-    with app.connection_for_write() as connection:
-        connection.ensure_connection(
-            max_retries=1, interval_start=0, interval_step=0, timeout=CHECK_TIMEOUT_SECONDS
-        )
+    check_broker_of(app, CHECK_TIMEOUT_SECONDS)
 
 
 CHECKS: dict[str, Callable[[], None]] = {"database": check_database, "broker": check_broker}
@@ -83,7 +82,7 @@ class BrokerWatch:
     def _probe(self) -> None:
         try:
             check_broker()
-        except Exception as exc:  # whatever the transport raises, the broker did not answer
+        except BROKER_PROBE_ERRORS as exc:
             if not self.down:
                 logger.warning("broker unreachable: %s", exc)
             self.down = True

@@ -28,7 +28,7 @@ from api.errors import ApiError, describe_field_errors, unavailable
 from api.schemas import MAX_WAIT_SECONDS
 from core.db import get_bookkeeping_engine, get_engine
 from core.dispatch import DISPATCH_CHANNEL
-from core.errors import status_of
+from core.errors import describe_failure
 from core.outages import DATABASE, DATABASE_ERRORS, RESULT_BACKEND, RESULT_BACKEND_ERRORS
 from core.settings import get_settings
 from core.values import unstorable_values
@@ -315,13 +315,14 @@ def _legacy_status(task_id: str, name: str) -> dict[str, Any]:
     if raw_state == "SUCCESS":
         body["result"] = outcome
     elif body["state"] == "FAILURE":
-        type_name = type(outcome).__name__ if isinstance(outcome, BaseException) else "TaskFailed"
-        body["error"] = {
-            "type": type_name,
-            "message": str(outcome or "")[:500] or f"{type_name} (details in the worker log)",
-            "status": status_of(type_name) or 500,
-        }
+        # The backend rebuilds the stored exception (domain errors with their class).
+        failed = outcome if isinstance(outcome, BaseException) else TaskFailed(str(outcome or ""))
+        body["error"] = describe_failure(failed)
     return body
+
+
+class TaskFailed(Exception):
+    """A failure the result backend holds without an exception it could rebuild."""
 
 
 def _canonical_task_id(task_id: str) -> uuid.UUID:

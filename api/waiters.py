@@ -9,6 +9,7 @@ never starve the probes or other requests.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Callable, Collection
 
@@ -34,9 +35,8 @@ class OutcomeWaiters:
         if self._poller is None or self._poller.done():
             self._poller = asyncio.create_task(self._poll())
         try:
-            await asyncio.wait_for(asyncio.shield(future), seconds)
-        except TimeoutError:
-            pass
+            with contextlib.suppress(TimeoutError):  # out of time: answer as GET would
+                await asyncio.wait_for(asyncio.shield(future), seconds)
         finally:
             futures = self._waiting.get(task_id, [])
             if future in futures:

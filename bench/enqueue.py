@@ -31,7 +31,7 @@ import redis
 from sqlalchemy import func, select
 
 from api.auth import issue_token
-from bench.harness import autocommit_connection, report, use_bench_database
+from bench.harness import autocommit_connection, report, use_bench_database, wait_for_api
 from core.db import get_bookkeeping_engine
 from core.dispatcher import Dispatcher
 from core.settings import get_settings
@@ -107,16 +107,8 @@ def api_server(processes: int) -> Iterator[str]:
     server = subprocess.Popen(command, cwd=REPO_ROOT, env={**os.environ, "AUTH_SECRET": SECRET})
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise RuntimeError("the API did not start")
-            time.sleep(0.2)
+        with httpx.Client(base_url=url, timeout=1) as http:
+            wait_for_api(http)
         yield url
     finally:
         server.terminate()

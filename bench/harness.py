@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import socket
@@ -12,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 from sqlalchemy import Connection, Engine, event
 from sqlalchemy.engine import make_url
 
@@ -145,3 +147,14 @@ def wait_for_workers(children: dict[str, Child], *names: str, timeout: float = 9
                 raise StackError(f"bench worker {name} exited:\n{children[name].log_tail()}")
             if time.monotonic() > deadline:
                 raise StackError(f"bench worker {name} did not answer within {timeout:g}s")
+
+
+def wait_for_api(http: httpx.Client, timeout: float = 60) -> None:
+    """Block until the API at `http`'s base URL answers /readyz."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.TransportError):
+            if http.get("/readyz").status_code == 200:
+                return
+        time.sleep(0.1)
+    raise StackError(f"the API did not get ready within {timeout:g}s")

@@ -47,6 +47,7 @@ from bench.harness import (
     processes,
     report,
     use_bench_database,
+    wait_for_api,
     wait_for_workers,
     worker_argv,
 )
@@ -251,19 +252,6 @@ def drive(options: argparse.Namespace, first_user: int, triggers: bool) -> Phase
             while time.monotonic() < deadline and len(timings.to_found) < pairs:
                 time.sleep(0.2)
     return Phase(timings, total, accepted_rate, *drain_rates)
-
-
-def wait_for_api(http: httpx.Client, timeout: float = 60) -> None:
-    """Block until the API answers /readyz."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if http.get("/readyz").status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise StackError(f"the API did not get ready within {timeout:g}s")
 
 
 def drain_rate(send: Callable[[int], AsyncResult[Any]]) -> float:

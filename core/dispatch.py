@@ -19,6 +19,7 @@ from typing import Any
 from celery import Celery
 from sqlalchemy import Connection, func, select, update
 
+from core.outages import BROKER_ERRORS
 from models.platform import TaskRun
 
 logger = logging.getLogger("matchops.dispatch")
@@ -32,6 +33,8 @@ PUBLISH_RETRY_POLICY = {
     "interval_max": 0.5,
 }
 CLAIM_BATCH = 500
+# A probe can also meet a refused or reset socket before kombu wraps it.
+BROKER_PROBE_ERRORS: tuple[type[Exception], ...] = (*BROKER_ERRORS, OSError)
 MAX_BACKOFF_DOUBLINGS = 6
 # Committing new tasks notifies this channel; dispatchers LISTEN on it.
 DISPATCH_CHANNEL = "matchops_dispatch"
@@ -64,6 +67,14 @@ def publish(app: Celery, dispatches: Sequence[Dispatch]) -> None:
                 ignore_result=True,
                 retry_policy=PUBLISH_RETRY_POLICY,
             )
+
+
+def check_broker(app: Celery, timeout: float) -> None:
+    """Raise unless the broker accepts a connection within `timeout` seconds."""
+    with app.connection_for_write() as connection:
+        connection.ensure_connection(
+            max_retries=1, interval_start=0, interval_step=0, timeout=timeout
+        )
 
 
 def claim_fresh(connection: Connection, limit: int = CLAIM_BATCH) -> list[Dispatch]:

@@ -15,13 +15,16 @@ import threading
 import time
 from collections.abc import Callable
 
+import psycopg
 from celery import Celery
 from sqlalchemy import Connection, Engine, text
 
 from core.dispatch import (
+    BROKER_PROBE_ERRORS,
     CLAIM_BATCH,
     DISPATCH_CHANNEL,
     Dispatch,
+    check_broker,
     claim_fresh,
     claim_lost,
     publish,
@@ -32,8 +35,6 @@ from core.outages import BROKER_ERRORS, DATABASE_ERRORS
 logger = logging.getLogger("matchops.dispatch")
 
 PROBE_TIMEOUT_SECONDS = 2.0
-# A probe can also meet a refused or reset socket before kombu wraps it.
-BROKER_PROBE_ERRORS: tuple[type[Exception], ...] = (*BROKER_ERRORS, OSError)
 
 
 class Dispatcher:
@@ -69,51 +70,47 @@ class Dispatcher:
                 self._stopping.wait(self._interval)
 
     def _listen(self) -> None:
-        # One connection of its own, in autocommit, for the notifications.
-        with self._engine.connect() as listening:
-            listening = listening.execution_options(isolation_level="AUTOCOMMIT")
-            listening.execute(text(f"LISTEN {DISPATCH_CHANNEL}"))
-            notices = listening.connection.driver_connection
+        # One connection of its own, in autocommit: it listens, claims and releases.
+        with self._engine.connect() as connection:
+            connection = connection.execution_options(isolation_level="AUTOCOMMIT")
+            connection.execute(text(f"LISTEN {DISPATCH_CHANNEL}"))
+            notices = connection.connection.driver_connection
+            assert isinstance(notices, psycopg.Connection)
             next_lost = 0.0
             while not self._stopping.is_set():
                 # Claimed in batches until none is left, so a burst is published at once.
-                while self._dispatch(claim_fresh) == CLAIM_BATCH:
-                    pass
+                claimed = CLAIM_BATCH
+                while claimed == CLAIM_BATCH:
+                    claimed = self._dispatch(connection, claim_fresh)
                 if time.monotonic() >= next_lost:
-                    self._dispatch(
-                        lambda connection: claim_lost(connection, self._redispatch_after)
-                    )
+                    self._dispatch(connection, self._claim_lost)
                     next_lost = time.monotonic() + self._interval
                 wait = min(self._interval, max(0.0, next_lost - time.monotonic()))
-                # Any notification means "look again"; one wake serves all that came.
-                for _ in notices.notifies(timeout=wait, stop_after=1):  # type: ignore[union-attr]
-                    pass
+                # Any notification means "look again": wait for one, take it and go.
+                list(notices.notifies(timeout=wait, stop_after=1))
 
-    def _dispatch(self, claim: Callable[[Connection], list[Dispatch]]) -> int:
+    def _claim_lost(self, connection: Connection) -> list[Dispatch]:
+        return claim_lost(connection, self._redispatch_after)
+
+    def _dispatch(
+        self, connection: Connection, claim: Callable[[Connection], list[Dispatch]]
+    ) -> int:
         if self.broker_error is not None and not self._probe_broker():
             return 0
-        with self._engine.connect() as connection:
-            claimed = claim(connection.execution_options(isolation_level="AUTOCOMMIT"))
+        claimed = claim(connection)
         if claimed:
-            self._publish(claimed)
+            try:
+                publish(self._app, claimed)
+            except BROKER_ERRORS as exc:
+                self._broker_down(exc)
+                release(connection, claimed)
+                return 0
+            self.broker_error = None
         return len(claimed)
-
-    def _publish(self, batch: list[Dispatch]) -> None:
-        try:
-            publish(self._app, batch)
-        except BROKER_ERRORS as exc:
-            self._broker_down(exc)
-            with self._engine.connect() as connection:
-                release(connection.execution_options(isolation_level="AUTOCOMMIT"), batch)
-            return
-        self.broker_error = None
 
     def _probe_broker(self) -> bool:
         try:
-            with self._app.connection_for_write() as connection:
-                connection.ensure_connection(
-                    max_retries=1, interval_start=0, interval_step=0, timeout=PROBE_TIMEOUT_SECONDS
-                )
+            check_broker(self._app, PROBE_TIMEOUT_SECONDS)
         except BROKER_PROBE_ERRORS as exc:
             self._broker_down(exc)
             return False

@@ -27,7 +27,6 @@ ROOT = Path(__file__).resolve().parent.parent
 ALL_QUEUES = "interactive,sweeps,cascades,maintenance,events,celery"
 # A worker whose pool kills itself at a point a test chooses (tests/killing_worker.py).
 KILLING_WORKER = ("-m", "tests.killing_worker")
-REDIS_BRPOP_TIMEOUT = 1.0
 
 
 class WorkerProcess:
@@ -189,9 +188,6 @@ def queue_taken_from(worker: WorkerProcess, queue: str) -> Iterator[None]:
     # A worker that has just started may still be setting up its consumers and take the
     # queue up again: cancel until it reports the queue gone.
     wait_for(lambda: _cancelled(worker, queue), timeout=20, what=f"{worker.name} to leave {queue}")
-    # On Redis, a BRPOP the worker issued before the cancel still covers the queue until
-    # it times out (kombu's brpop_timeout, 1 s) and may take one more message from it.
-    time.sleep(REDIS_BRPOP_TIMEOUT)
     try:
         yield
     finally:

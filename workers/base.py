@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 from pydantic_core import to_jsonable_python
 from sqlalchemy.orm import Session
 
-from core.context import CALLER_HEADER, TASK_INFO_KEY, TaskContext
+from core.context import CALLER_HEADER, TaskContext, attach_context
 from core.db import get_bookkeeping_engine, session_factory
 from core.errors import (
     DomainError,
@@ -159,7 +159,7 @@ def task(
                 if context is not None:
                     if (recorded := ledger.claim_run(session, context.task_id)) is not None:
                         return _replay(recorded)
-                    session.info[TASK_INFO_KEY] = context
+                    attach_context(session, context)
                 parsed = parse_args(name, args, kwargs)
                 result = to_jsonable_python(body(session, parsed))
                 if context is not None:

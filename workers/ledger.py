@@ -28,7 +28,6 @@ SUCCESS = "SUCCESS"
 FAILURE = "FAILURE"
 STARTED = "STARTED"
 RETRY = "RETRY"
-PENDING = "PENDING"
 
 
 @dataclass(frozen=True)

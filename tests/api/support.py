@@ -134,6 +134,21 @@ class TaskEvents:
         kinds = Counter(e["type"] for e in self.seen if e.get("uuid") == task_id)
         return kinds[event_type]
 
+    def of(self, name: str, topic: str | None = None) -> list[dict[str, Any]]:
+        """Received tasks called `name` (whose arguments name `topic`, when given)."""
+        return [
+            event
+            for event in list(self.seen)
+            if event["type"] == "task-received"
+            and event.get("name") == name
+            and (topic is None or topic in str(event.get("kwargs")))
+        ]
+
+    def done(self, name: str) -> int:
+        """How many tasks called `name` have succeeded."""
+        succeeded = {e.get("uuid") for e in list(self.seen) if e["type"] == "task-succeeded"}
+        return sum(1 for event in self.of(name) if event["uuid"] in succeeded)
+
 
 @contextmanager
 def task_events() -> Iterator[TaskEvents]:

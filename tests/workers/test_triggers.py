@@ -10,9 +10,7 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
@@ -25,6 +23,7 @@ from core.settings import get_settings
 from domain.peer.requests import create_request
 from domain.peer.session_store import session_store
 from domain.peer.sweep import count_open_matches
+from tests.api.support import task_events
 from tests.factories import make_user, unique
 from tests.factories_peer import make_pool, pairs_of_topic
 from tests.support import (
@@ -34,13 +33,12 @@ from tests.support import (
     queue_taken_from,
     running_worker,
     send,
+    task_run,
     wait_for,
 )
-from workers.app import app
 from workers.triggers import queued_key
 
 TRIGGERS_ON = {"COMMIT_TRIGGERS": "true"}
-PROBE = "matchops-test-probe"
 
 
 @contextmanager
@@ -50,52 +48,6 @@ def queues_taken_from(worker: WorkerProcess, *queues: str) -> Iterator[None]:
         for queue in queues:
             stack.enter_context(queue_taken_from(worker, queue))
         yield
-
-
-@dataclass
-class TaskEvents:
-    """Celery task events seen while a `task_events` block runs."""
-
-    received: list[dict[str, Any]] = field(default_factory=list)
-    succeeded: set[str] = field(default_factory=set)
-
-    def of(self, name: str, topic: str | None = None) -> list[dict[str, Any]]:
-        """Received tasks called `name` (whose arguments name `topic`, when given)."""
-        return [
-            event
-            for event in self.received
-            if event.get("name") == name and (topic is None or topic in str(event.get("kwargs")))
-        ]
-
-    def done(self, name: str) -> int:
-        """How many tasks called `name` have succeeded."""
-        return sum(1 for event in self.of(name) if event["uuid"] in self.succeeded)
-
-
-@contextmanager
-def task_events() -> Iterator[TaskEvents]:
-    """Every task received and succeeded while the block runs, from Celery events."""
-    seen = TaskEvents()
-    ready = threading.Event()
-    with app.connection_for_read() as connection:
-        receiver = app.events.Receiver(
-            connection,
-            handlers={
-                "task-received": seen.received.append,
-                "task-succeeded": lambda event: seen.succeeded.add(event["uuid"]),
-                PROBE: lambda _event: ready.set(),
-            },
-        )
-        listener = threading.Thread(target=receiver.capture, kwargs={"limit": None}, daemon=True)
-        listener.start()
-        # Events sent before the receiver listens are lost: wait until it hears a probe.
-        with app.events.default_dispatcher() as dispatcher:
-            wait_for(lambda: dispatcher.send(PROBE) or ready.wait(0.2), what="event receiver")
-        try:
-            yield seen
-        finally:
-            receiver.should_stop = True
-            listener.join(10)
 
 
 @pytest.fixture
@@ -261,11 +213,17 @@ def test_a_short_beat_run_stores_no_result_per_tick(worker, tmp_path: Path):
             beat.terminate()
             beat.wait(10)
 
-    # Only the ticks' own tasks count: other tests' tasks may still be finishing.
-    ticked = {
-        f"celery-task-meta-{event['uuid']}".encode()
+    # Only beat's own tasks count (the ledger names their caller): other tests' tasks of
+    # the same names, sent asking for a result, may still be finishing.
+    received = [
+        event["uuid"]
         for name in ("peer.expire", "peer.sweep", "events.publish")
         for event in seen.of(name)
+    ]
+    ticked = {
+        f"celery-task-meta-{task_id}".encode()
+        for task_id in received
+        if (run := task_run(task_id)) is not None and run.caller == "beat"
     }
     assert ticked
     assert (_result_keys(backend) - before) & ticked == set()
