@@ -23,6 +23,7 @@ from bench.harness import (
     use_bench_database,
 )
 from core.db import session_factory
+from core.settings import get_settings
 from domain.mentorship.assignment import Candidates, find_candidates
 from workers.app import app, load_tasks
 
@@ -96,7 +97,7 @@ def bench_assign(conn: Connection) -> None:
         build_assignment_data(conn)
         conn.exec_driver_sql("VACUUM ANALYZE")
     with session_factory().begin() as session:
-        candidates = find_candidates(session)
+        candidates = find_candidates(session, default_capacity=get_settings().max_mentees)
     slots = conn.scalar(text("SELECT sum(max_mentees) FROM users WHERE role = 'mentor'"))
     with timed() as greedy:
         greedy_assigned, greedy_score = greedy_total(candidates)

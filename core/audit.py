@@ -10,6 +10,7 @@ from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from core.context import task_context
+from core.db import rowcount
 from models.audit import AuditLog
 
 
@@ -47,7 +48,7 @@ def prune_audit_log(session: Session, retention_days: int) -> dict[str, int]:
     """Delete audit rows older than `retention_days`."""
     cutoff = func.now() - func.make_interval(0, 0, 0, retention_days)
     result = session.execute(delete(AuditLog).where(AuditLog.occurred_at < cutoff))
-    return {"audit_rows_pruned": int(result.rowcount)}  # type: ignore[attr-defined]
+    return {"audit_rows_pruned": rowcount(result)}
 
 
 def audit_of_task(session: Session, task_id: str) -> list[dict[str, Any]]:

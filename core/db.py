@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any, cast
 
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import CursorResult, Engine, Result, create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.settings import get_settings
@@ -55,3 +56,12 @@ def dispose_engine() -> None:
     for engine in (get_engine, get_bookkeeping_engine):
         if engine.cache_info().currsize:
             engine().dispose(close=False)
+
+
+def rowcount(result: Result[Any]) -> int:
+    """How many rows an UPDATE or DELETE matched.
+
+    `Session.execute` is typed to return a `Result`; for a DML statement it returns the
+    `CursorResult` that carries the count.
+    """
+    return cast(CursorResult[Any], result).rowcount

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from sqlalchemy import delete, func
 from sqlalchemy.orm import Session
 
 from core.audit import prune_audit_log
-from core.db import session_factory
+from core.db import rowcount, session_factory
 from core.relay import count_stuck
 from core.results import TaskResult
-from core.settings import get_settings
+from core.settings import Settings, get_settings
 from domain.peer.declines import prune_declines
 from domain.peer.repairs import requeue_orphaned_requests, restore_session_keys
+from domain.peer.session_store import session_store
 from models.platform import TaskRun
 from tasks.events import relay_pending
 from workers.base import NoArgs, ProgressReporter, batched_task
@@ -32,22 +34,21 @@ def prune_task_runs(session: Session) -> dict[str, int]:
     """
     cutoff = func.now() - func.make_interval(0, 0, 0, TASK_RUN_RETENTION_DAYS)
     result = session.execute(delete(TaskRun).where(TaskRun.finished_at < cutoff))
-    return {"task_runs_pruned": result.rowcount}  # type: ignore[attr-defined]
+    return {"task_runs_pruned": rowcount(result)}
 
 
-def prune_audit(session: Session) -> dict[str, int]:
-    """Forget audit rows older than AUDIT_RETENTION_DAYS."""
-    return prune_audit_log(session, get_settings().audit_retention_days)
+Repair = Callable[[Session], dict[str, int]]
 
 
-# Each repair runs in its own transaction, so one failing repair does not undo the rest.
-REPAIRS: tuple[Callable[[Session], dict[str, int]], ...] = (
-    prune_task_runs,
-    requeue_orphaned_requests,
-    restore_session_keys,
-    prune_declines,
-    prune_audit,
-)
+def repairs(settings: Settings) -> tuple[Repair, ...]:
+    """The repairs of one reconcile run, in order, with what each needs of `settings`."""
+    return (
+        prune_task_runs,
+        requeue_orphaned_requests,
+        partial(restore_session_keys, store=session_store()),
+        prune_declines,
+        partial(prune_audit_log, retention_days=settings.audit_retention_days),
+    )
 
 
 class ReconcileResult(TaskResult):
@@ -70,8 +71,10 @@ def reconcile(reporter: ProgressReporter, args: NoArgs) -> dict[str, Any]:
         stuck = count_stuck(session, STUCK_OUTBOX_SECONDS)
     report["outbox_stuck"] = stuck
     report["outbox_relayed"] = relay_pending() if stuck else 0
-    for index, repair in enumerate(REPAIRS, start=1):
+    # Each repair runs in its own transaction, so one failing repair does not undo the rest.
+    steps = repairs(get_settings())
+    for index, repair in enumerate(steps, start=1):
         with session_factory().begin() as session:
             report.update(repair(session))
-        reporter.progress(index, len(REPAIRS))
+        reporter.progress(index, len(steps))
     return report

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field
 from sqlalchemy.orm import Session
 
+from core.settings import get_settings
 from domain.mentorship.assignment import AssignResult, assign_mentors
 from domain.mentorship.backfill import BackfillResult, backfill_relationships
 from domain.mentorship.lifecycle import ExpireResult, SettableStatus, expire_requests, set_status
@@ -76,31 +77,51 @@ class AssignArgs(TaskArgs):
 @task("mentorship.rank", args=RankArgs, result=list[RankedMentor])
 def rank(session: Session, args: RankArgs) -> list[RankedMentor]:
     """Mentors open to a mentee, by compatibility score desc, then date joined."""
-    return rank_mentors(session, args.mentee_id)
+    return rank_mentors(session, args.mentee_id, get_settings().max_mentees)
 
 
 @task("mentorship.select", args=SelectArgs, result=RelationshipResult)
 def select(session: Session, args: SelectArgs) -> RelationshipResult:
     """A mentee picks a mentor with room: the relationship is active at once."""
-    return select_mentor(session, args.mentee_id, args.mentor_id)
+    return select_mentor(
+        session, args.mentee_id, args.mentor_id, default_capacity=get_settings().max_mentees
+    )
 
 
 @task("mentorship.request", args=RequestArgs, result=RelationshipResult)
 def request(session: Session, args: RequestArgs) -> RelationshipResult:
     """Ask for a mentoring relationship; pending until the other side responds."""
-    return request_relationship(session, args.mentor_id, args.mentee_id, args.initiated_by)
+    return request_relationship(
+        session,
+        args.mentor_id,
+        args.mentee_id,
+        args.initiated_by,
+        default_capacity=get_settings().max_mentees,
+    )
 
 
 @task("mentorship.respond", args=RespondArgs, result=RelationshipResult)
 def respond(session: Session, args: RespondArgs) -> RelationshipResult:
     """Accept (active) or reject a pending request; only the side that did not ask."""
-    return respond_to_request(session, args.relationship_id, args.user_id, args.accept)
+    return respond_to_request(
+        session,
+        args.relationship_id,
+        args.user_id,
+        args.accept,
+        default_capacity=get_settings().max_mentees,
+    )
 
 
 @task("mentorship.set_status", args=SetStatusArgs, result=RelationshipResult)
 def change_status(session: Session, args: SetStatusArgs) -> RelationshipResult:
     """Pause, resume or complete a relationship (legal moves only)."""
-    return set_status(session, args.relationship_id, args.user_id, args.status)
+    return set_status(
+        session,
+        args.relationship_id,
+        args.user_id,
+        args.status,
+        default_capacity=get_settings().max_mentees,
+    )
 
 
 @task("mentorship.unmatch", args=UnmatchArgs, result=UnmatchResult)
@@ -112,13 +133,13 @@ def unmatch_task(session: Session, args: UnmatchArgs) -> UnmatchResult:
 @task("mentorship.assign", args=AssignArgs, result=AssignResult)
 def assign(session: Session, args: AssignArgs) -> AssignResult:
     """Match seeking mentees to mentors with room, maximising the total score."""
-    return assign_mentors(session, args.limit)
+    return assign_mentors(session, default_capacity=get_settings().max_mentees, limit=args.limit)
 
 
 @task("mentorship.expire", args=NoArgs, result=ExpireResult, ignore_result=True)
 def expire(session: Session, args: NoArgs) -> ExpireResult:
     """Reject pending requests older than MENTORSHIP_REQUEST_TIMEOUT_SECONDS."""
-    return expire_requests(session)
+    return expire_requests(session, get_settings().mentorship_request_timeout_seconds)
 
 
 @task("mentorship.backfill", args=NoArgs, result=BackfillResult)

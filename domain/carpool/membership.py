@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.audit import record_audit
 from core.context import TaskContext, attach_context
+from core.db import rowcount
 from core.errors import NotFound
 from domain.carpool.eligibility import ACTIVE, LEFT
 from domain.carpool.links import Cause, Removal, remove_ineligible_links, reservations_of
@@ -97,7 +98,7 @@ def close_group(session: Session, group_id: int) -> GroupClosure:
     )
     closure = GroupClosure(
         newly_disabled=disabled is not None,
-        memberships_ended=int(ended.rowcount),  # type: ignore[attr-defined]
+        memberships_ended=rowcount(ended),
         members=int(members or 0),
     )
     record_audit(

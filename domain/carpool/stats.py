@@ -7,6 +7,7 @@ from collections.abc import Collection
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from core.db import rowcount
 from domain.carpool.locking import lock_carpool_links
 
 # How a full rebuild counts, from measurements on 1M reservations and 3M invitations:
@@ -94,4 +95,4 @@ def rebuild_stats(session: Session, reservation_ids: Collection[int] | None = No
         result = session.execute(
             text(_rebuild_statement(only_given=True)), {"ids": sorted(set(reservation_ids))}
         )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    return rowcount(result)

@@ -57,7 +57,9 @@ class AssignResult(TaskResult):
     total_score: float
 
 
-def assign_mentors(session: Session, limit: int | None = None) -> AssignResult:
+def assign_mentors(
+    session: Session, *, default_capacity: int, limit: int | None = None
+) -> AssignResult:
     """Match seeking mentees to mentors with an assignment of maximum total score.
 
     Seeking mentees: `seeking_mentor`, active, no active mentor; with `limit`, only the
@@ -70,13 +72,13 @@ def assign_mentors(session: Session, limit: int | None = None) -> AssignResult:
     (lowest score first) before the relationships are written, and audited.
     """
     hold_advisory_lock(session, ASSIGN_LOCK)
-    found = find_candidates(session, limit)
+    found = find_candidates(session, default_capacity=default_capacity, limit=limit)
     chosen = best_assignment(found.mentee_ids, found.mentor_ids, found.scores, found.room)
     plan = [
         Pair(int(found.mentee_ids[i]), int(found.mentor_ids[i]), float(found.scores[i]))
         for i in chosen.tolist()
     ]
-    written = _write_relationships(session, still_fitting(session, plan))
+    written = _write_relationships(session, still_fitting(session, plan, default_capacity))
     counts: AssignResult = {
         "assigned": len(written),
         "total_score": round(sum(pair.score for pair in written), 9),
@@ -90,15 +92,18 @@ def assign_mentors(session: Session, limit: int | None = None) -> AssignResult:
     return counts
 
 
-def find_candidates(session: Session, limit: int | None = None) -> Candidates:
-    """The candidate pairs of an assignment run, read without locks.
+def find_candidates(
+    session: Session, *, default_capacity: int, limit: int | None = None
+) -> Candidates:
+    """The candidate pairs of an assignment run, read without locks; a mentor's capacity
+    is `max_mentees`, else `default_capacity`.
 
     Three plain statements (seeking mentees, open mentors, their scored pairs) rather
     than one large join: each has a plan that stays cheap whatever the row estimates,
     and the pairs come back as three arrays, not 250,000 row objects.
     """
     seeking = seeking_mentees(session, limit)
-    room = open_mentors(session)
+    room = open_mentors(session, default_capacity)
     nothing = Candidates(
         np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float64), room
     )
@@ -155,16 +160,16 @@ def seeking_mentees(session: Session, limit: int | None) -> list[int]:
     )
 
 
-def open_mentors(session: Session) -> dict[int, int]:
+def open_mentors(session: Session, default_capacity: int) -> dict[int, int]:
     """Free places of every mentor open to mentees (the mentors `mentorship.rank` lists)."""
-    taken, capacity = mentor_places()
+    taken, capacity = mentor_places(default_capacity)
     rows = session.execute(
         select(User.id, capacity - taken).where(open_to_mentees(taken, capacity))
     ).all()
     return {mentor_id: int(places) for mentor_id, places in rows}
 
 
-def still_fitting(session: Session, plan: Iterable[Pair]) -> list[Pair]:
+def still_fitting(session: Session, plan: Iterable[Pair], default_capacity: int) -> list[Pair]:
     """The planned pairs that still fit once their users are locked.
 
     A selection committed since the plan was read may have taken a mentor's place or
@@ -193,7 +198,7 @@ def still_fitting(session: Session, plan: Iterable[Pair]) -> list[Pair]:
         if mentor is None or not (mentor.is_active and mentor.mentor_available):
             room[mentor_id] = 0
         else:
-            room[mentor_id] = mentor.capacity - taken.get(mentor_id, 0)
+            room[mentor_id] = mentor.capacity(default_capacity) - taken.get(mentor_id, 0)
     fitting = []
     for pair in pairs:
         mentee = parties.get(pair.mentee_id)

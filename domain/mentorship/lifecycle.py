@@ -10,7 +10,6 @@ from sqlalchemy.orm import Session
 from core.audit import record_audit
 from core.errors import Conflict
 from core.results import TaskResult
-from core.settings import get_settings
 from domain.mentorship.parties import active_relationship_of, ensure_room, lock_relationship
 from domain.mentorship.relationships import (
     ACTIVE,
@@ -32,9 +31,15 @@ LEGAL_MOVES = frozenset(
 
 
 def set_status(
-    session: Session, relationship_id: int, user_id: int, status: SettableStatus
+    session: Session,
+    relationship_id: int,
+    user_id: int,
+    status: SettableStatus,
+    *,
+    default_capacity: int,
 ) -> RelationshipResult:
     """Either party pauses, resumes or completes a relationship; only the legal moves.
+    Resuming needs room (`max_mentees`, else `default_capacity`).
 
     Asking for the status the relationship already has changes nothing and returns the
     same result, so a repeated call is harmless.
@@ -54,7 +59,7 @@ def set_status(
         current = active_relationship_of(session, relationship.mentee_id)
         if current is not None:
             raise Conflict("The mentee already has another active mentor")
-        ensure_room(session, locked.mentor)
+        ensure_room(session, locked.mentor, default_capacity)
     if status == COMPLETED:
         relationship.completed_at = now
     relationship.status = status
@@ -69,11 +74,10 @@ class ExpireResult(TaskResult):
     expired: int
 
 
-def expire_requests(session: Session) -> ExpireResult:
-    """Reject pending requests older than MENTORSHIP_REQUEST_TIMEOUT_SECONDS (one statement),
-    audited with the ids of the relationships rejected."""
-    timeout = get_settings().mentorship_request_timeout_seconds
-    cutoff = func.now() - func.make_interval(0, 0, 0, 0, 0, 0, timeout)
+def expire_requests(session: Session, timeout_seconds: int) -> ExpireResult:
+    """Reject pending requests older than `timeout_seconds` (one statement), audited with
+    the ids of the relationships rejected."""
+    cutoff = func.now() - func.make_interval(0, 0, 0, 0, 0, 0, timeout_seconds)
     expired = list(
         session.scalars(
             update(MentorMentee)

@@ -31,7 +31,6 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import BindParameter
 
 from core.errors import Conflict, Forbidden, MatchingError, NotFound
-from core.settings import get_settings
 from domain.mentorship.relationships import ACTIVE
 from models import MentorBlacklist, MentorMentee, User
 
@@ -47,18 +46,18 @@ class Party:
     seeking_mentor: bool
     max_mentees: int | None
 
-    @property
-    def capacity(self) -> int:
-        """How many active mentees this mentor may have: `max_mentees`, else MAX_MENTEES."""
-        return get_settings().max_mentees if self.max_mentees is None else self.max_mentees
+    def capacity(self, default_capacity: int) -> int:
+        """How many active mentees this mentor may have: `max_mentees`, else the default
+        (MAX_MENTEES)."""
+        return default_capacity if self.max_mentees is None else self.max_mentees
 
 
-def mentor_places() -> tuple[ColumnElement[int], ColumnElement[int]]:
+def mentor_places(default_capacity: int) -> tuple[ColumnElement[int], ColumnElement[int]]:
     """SQL for the `users` row of the enclosing query: (active mentees, capacity).
 
     Mentees are counted from active relationships, never a stored roster; capacity is
-    the user's `max_mentees`, else MAX_MENTEES. Ranking and assignment both use these,
-    so they agree on who is full.
+    the user's `max_mentees`, else `default_capacity` (MAX_MENTEES). Ranking and
+    assignment both use these, so they agree on who is full.
     """
     taken = (
         select(func.count())
@@ -67,7 +66,7 @@ def mentor_places() -> tuple[ColumnElement[int], ColumnElement[int]]:
         .correlate(User)
         .scalar_subquery()
     )
-    capacity = func.coalesce(User.max_mentees, literal(get_settings().max_mentees))
+    capacity = func.coalesce(User.max_mentees, literal(default_capacity))
     return taken, capacity
 
 
@@ -123,13 +122,13 @@ def active_mentee_counts(session: Session, mentor_ids: Iterable[int]) -> dict[in
     return {mentor_id: int(count) for mentor_id, count in rows}
 
 
-def ensure_room(session: Session, mentor: Party) -> None:
-    """Conflict when the mentor already has as many active mentees as their capacity allows."""
+def ensure_room(session: Session, mentor: Party, default_capacity: int) -> None:
+    """Conflict when the mentor already has as many active mentees as their capacity
+    (`max_mentees`, else `default_capacity`) allows."""
     taken = active_mentee_counts(session, [mentor.id]).get(mentor.id, 0)
-    if taken >= mentor.capacity:
-        raise Conflict(
-            f"This mentor has no free place: {taken} of {mentor.capacity} places are taken"
-        )
+    capacity = mentor.capacity(default_capacity)
+    if taken >= capacity:
+        raise Conflict(f"This mentor has no free place: {taken} of {capacity} places are taken")
 
 
 def active_relationship_of(session: Session, mentee_id: int) -> MentorMentee | None:

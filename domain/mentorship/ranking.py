@@ -25,7 +25,7 @@ class RankedMentor(TaskResult):
     capacity: int
 
 
-def rank_mentors(session: Session, mentee_id: int) -> list[RankedMentor]:
+def rank_mentors(session: Session, mentee_id: int, default_capacity: int) -> list[RankedMentor]:
     """Mentors open to this mentee, best score first, then longest-standing first.
 
     Left out: mentors this mentee blacklisted, mentors at capacity, unavailable or
@@ -36,7 +36,7 @@ def rank_mentors(session: Session, mentee_id: int) -> list[RankedMentor]:
     """
     if session.get(User, mentee_id) is None:
         raise NotFound("Mentee not found")
-    taken, capacity = mentor_places()
+    taken, capacity = mentor_places(default_capacity)
     score = func.coalesce(Score.score, 0.0)
     rows = session.execute(
         select(

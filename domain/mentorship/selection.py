@@ -36,8 +36,11 @@ NOT_ACCEPTING = "This mentor is not accepting new mentees right now"
 PAUSED_PAIR = "Your relationship with this mentor is paused; resume it with mentorship.set_status"
 
 
-def select_mentor(session: Session, mentee_id: int, mentor_id: int) -> RelationshipResult:
-    """A mentee picks a mentor: the relationship is active at once, if the mentor has room.
+def select_mentor(
+    session: Session, mentee_id: int, mentor_id: int, *, default_capacity: int
+) -> RelationshipResult:
+    """A mentee picks a mentor: the relationship is active at once, if the mentor has room
+    (`max_mentees`, else `default_capacity`).
 
     Running it again for a pair that is already active returns the same result and
     records no second event.
@@ -58,7 +61,7 @@ def select_mentor(session: Session, mentee_id: int, mentor_id: int) -> Relations
         raise Forbidden(BLACKLISTED)
     if not mentor.mentor_available:
         raise Conflict(NOT_ACCEPTING)
-    ensure_room(session, mentor)
+    ensure_room(session, mentor, default_capacity)
     # A pending, rejected or completed relationship of the pair (one per pair) is
     # reopened: the mentee's direct choice supersedes the earlier outcome.
     relationship = existing or MentorMentee(mentor_id=mentor_id, mentee_id=mentee_id)
@@ -73,8 +76,11 @@ def request_relationship(
     mentor_id: int,
     mentee_id: int,
     initiated_by: Literal["mentor", "mentee"],
+    *,
+    default_capacity: int,
 ) -> RelationshipResult:
     """Either side asks for a relationship; it stays `pending` until the other side answers.
+    The mentor needs room (`max_mentees`, else `default_capacity`).
 
     Repeating a request that is still pending returns it unchanged.
     """
@@ -95,7 +101,7 @@ def request_relationship(
     # mentor to be open to new mentees.
     if initiated_by == "mentee" and not mentor.mentor_available:
         raise Conflict(NOT_ACCEPTING)
-    ensure_room(session, mentor)
+    ensure_room(session, mentor, default_capacity)
     now = transaction_time(session)
     relationship = existing or MentorMentee(mentor_id=mentor_id, mentee_id=mentee_id)
     relationship.status = PENDING
@@ -111,9 +117,10 @@ def request_relationship(
 
 
 def respond_to_request(
-    session: Session, relationship_id: int, user_id: int, accept: bool
+    session: Session, relationship_id: int, user_id: int, accept: bool, *, default_capacity: int
 ) -> RelationshipResult:
-    """The party who did not initiate a pending request accepts (active) or rejects it.
+    """The party who did not initiate a pending request accepts (active) or rejects it;
+    accepting needs room (`max_mentees`, else `default_capacity`).
 
     Repeating the same answer returns the same result.
     """
@@ -139,6 +146,6 @@ def respond_to_request(
         )
     if is_blacklisted(session, mentee_id, relationship.mentor_id):
         raise Forbidden(BLACKLISTED if locked.caller_role == "mentee" else BLACKLISTED_BY_MENTEE)
-    ensure_room(session, locked.mentor)
+    ensure_room(session, locked.mentor, default_capacity)
     activate(session, relationship, "accept")
     return relationship_result(relationship)

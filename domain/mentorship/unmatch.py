@@ -9,6 +9,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from core.audit import record_audit
+from core.db import rowcount
 from core.errors import MatchingError, NotFound
 from core.outbox import emit_event
 from domain.mentorship.parties import lock_parties
@@ -69,7 +70,7 @@ def unmatch(session: Session, user_id: int, other_id: int) -> UnmatchResult:
             )
         )
     )
-    messages_deleted = int(deleted.rowcount)  # type: ignore[attr-defined]
+    messages_deleted = rowcount(deleted)
     subject = {
         "relationship_id": ended.id,
         "mentor_id": ended.mentor_id,

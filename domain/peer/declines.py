@@ -6,6 +6,7 @@ from sqlalchemy import delete, func
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from core.db import rowcount
 from domain.peer.pairing import user_pair
 from domain.peer.rules import DECLINE_COOLDOWN_SECONDS
 from models.peer import PeerDecline
@@ -28,4 +29,4 @@ def prune_declines(session: Session) -> dict[str, int]:
     """Forget declines older than the cooldown; they no longer keep anyone apart."""
     cutoff = func.now() - func.make_interval(0, 0, 0, 0, 0, 0, DECLINE_COOLDOWN_SECONDS)
     result = session.execute(delete(PeerDecline).where(PeerDecline.declined_at <= cutoff))
-    return {"peer_declines_pruned": int(result.rowcount)}  # type: ignore[attr-defined]
+    return {"peer_declines_pruned": rowcount(result)}

@@ -1,4 +1,4 @@
-"""Reconcile repairs for peer matching (appended to `tasks.maintenance.REPAIRS`)."""
+"""Reconcile repairs for peer matching (run by `maintenance.reconcile`)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from domain.peer import session_store
+from domain.peer.session_store import SessionStore
 from domain.peer.sessions import question_json
 from models.peer import CollabSession, Question
 
@@ -38,8 +39,8 @@ def requeue_orphaned_requests(session: Session) -> dict[str, int]:
     return {"peer_requests_requeued": int(result.rowcount)}  # type: ignore[attr-defined]
 
 
-def restore_session_keys(session: Session) -> dict[str, int]:
-    """Rewrite the Redis document of every active session whose key is missing."""
+def restore_session_keys(session: Session, store: SessionStore) -> dict[str, int]:
+    """Rewrite, in `store`, the document of every active session whose key is missing."""
     # Shared row locks: a leave (which rewrites or deletes the key after it commits)
     # waits for this repair, so a document is never restored for a session that just
     # ended. Sessions being left right now are skipped; their leave writes the key.
@@ -53,5 +54,5 @@ def restore_session_keys(session: Session) -> dict[str, int]:
         row.id: session_store.session_document(question_json(row.Question), list(row.user_ids))
         for row in rows
     }
-    restored = session_store.write_missing(session_store.session_store(), documents)
+    restored = session_store.write_missing(store, documents)
     return {"peer_session_keys_restored": restored}
