@@ -3,9 +3,10 @@
 Commits trigger sweeps and the relay as they happen (`workers.triggers`); the ticks
 here only pick up what a lost trigger left behind, so they run every 10 s, not every
 second. Expiry has no trigger (time alone makes it due): every 5 s keeps a request at
-most that long past its timeout. Each entry expires before its next tick, so a stopped
-fleet does not come back to a pile of stale sweeps, and none of these tasks stores a
-result.
+most that long past its timeout. A tick whose task has nothing waiting (no pending
+request, no open match, no unpublished event) is not sent at all (`workers.beat`). Each
+entry expires before its next tick, so a stopped fleet does not come back to a pile of
+stale sweeps, and none of these tasks stores a result.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from core.db import session_factory
 from core.followups import sweep_followup
+from core.outbox import emit_event
 from core.settings import get_settings
 from domain.peer.requests import create_request
 from domain.peer.session_store import session_store
@@ -180,7 +181,11 @@ def _result_keys(backend: redis.Redis) -> set[bytes]:
     return set(backend.scan_iter(match="celery-task-meta-*", count=1000))
 
 
-def test_a_short_beat_run_stores_no_result_per_tick(worker, tmp_path: Path):
+def test_a_short_beat_run_stores_no_result_per_tick(worker, db, tmp_path: Path):
+    # Work for every tick: beat skips the ticks of tasks with nothing waiting.
+    create_request(db, make_user(db).id, "Easy", unique("topic"))
+    emit_event(db, "request.expired", {"request_id": 1})
+    db.commit()
     backend = redis.Redis.from_url(get_settings().backend)
     before = _result_keys(backend)
     with task_events() as seen:

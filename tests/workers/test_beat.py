@@ -1,0 +1,93 @@
+"""Beat's scheduler against a database of its own: with nothing waiting it sends none of
+its safety ticks; a pending request and an unpublished event bring them back."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+from sqlalchemy import create_engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from core.outbox import emit_event
+from core.settings import get_settings
+from domain.peer.requests import create_request
+from runtime.migrate import recreate_schema, upgrade_head
+from tests.factories import make_user, unique
+from tests.support import ROOT, WorkerProcess, queue_taken_from, wait_for
+from workers.app import app
+
+TICKED = {"peer.sweep", "peer.expire", "events.publish"}
+TICK_QUEUES = ("sweeps", "events")
+
+
+@contextmanager
+def beat_on(database_url: str, log_path: Path) -> Iterator[None]:
+    """Beat, logging at DEBUG (its skipped ticks too), against `database_url`."""
+    with log_path.open("wb") as log:
+        beat = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "celery", "-A", "workers.app", "beat"),
+                *("--schedule", str(log_path.with_suffix(".schedule")), "-l", "DEBUG"),
+            ],
+            cwd=ROOT,
+            env={**os.environ, "DATABASE_URL": database_url},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            yield
+        finally:
+            beat.terminate()
+            beat.wait(10)
+
+
+def take_queued_tasks() -> list[str]:
+    """Names of the tasks waiting in the tick queues, taken off the broker."""
+    names = []
+    with app.connection_for_read() as connection:
+        for name in TICK_QUEUES:
+            queue = app.amqp.queues[name](connection.default_channel)
+            while (message := queue.get(no_ack=True)) is not None:
+                names.append(message.headers["task"])
+    return names
+
+
+def test_an_idle_beat_sends_no_tick_until_work_waits(worker: WorkerProcess, tmp_path: Path):
+    settings_url = make_url(get_settings().db_url)
+    idle_url = settings_url.set(database=f"{settings_url.database}_idle").render_as_string(
+        hide_password=False
+    )
+    recreate_schema(idle_url)
+    upgrade_head(idle_url)
+    log_path = tmp_path / "beat.log"
+
+    def skipped(task: str) -> bool:
+        return f"nothing waits for {task}, tick skipped" in log_path.read_text(errors="replace")
+
+    with ExitStack() as stack:
+        for queue in TICK_QUEUES:
+            stack.enter_context(queue_taken_from(worker, queue))
+        take_queued_tasks()
+        stack.enter_context(beat_on(idle_url, log_path))
+        wait_for(lambda: all(skipped(task) for task in TICKED), timeout=40, what="skipped ticks")
+        assert not TICKED & set(take_queued_tasks())
+
+        # A request waiting in a pool and an event not yet relayed: every tick has work.
+        engine = create_engine(idle_url)
+        with Session(engine) as session, session.begin():
+            create_request(session, make_user(session).id, "Easy", unique("topic"))
+            emit_event(session, "request.expired", {"request_id": 1})
+        engine.dispose()
+        sent: set[str] = set()
+
+        def every_tick_sent() -> bool:
+            sent.update(take_queued_tasks())
+            return sent >= TICKED
+
+        wait_for(every_tick_sent, timeout=40, what="a tick of each")
