@@ -22,8 +22,6 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy.sparse import csr_matrix
-from scipy.sparse.csgraph import min_weight_full_bipartite_matching
 
 
 def best_assignment(
@@ -38,6 +36,11 @@ def best_assignment(
     pair may appear once. Each mentee gets at most one mentor; mentor `m` gets at most
     `room[m]` mentees (absent means no room). Pairs scoring zero or less are never chosen.
     """
+    # Imported here, where it is used: every worker, the API and every CLI call import
+    # this module for the task catalogue, and SciPy costs a quarter of a second to load.
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import min_weight_full_bipartite_matching
+
     mentees = np.asarray(mentee_ids, dtype=np.int64)
     mentors = np.asarray(mentor_ids, dtype=np.int64)
     gains = np.asarray(scores, dtype=np.float64)
