@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from domain.peer.pairing import Pool, Queue, pair_pool
+from domain.peer.pairing import Pool, PoolQueue, pair_pool
 from domain.peer.relaxation import relax_pairs
 from domain.peer.rules import DIFFICULTY_LADDER
 
@@ -119,7 +119,7 @@ def sweep(
         return
     pools = [pool for pool, waiting in pending.items() if waiting]
     queues = [
-        Queue(
+        PoolQueue(
             pool,
             [a.request_id for a in pending[pool]],
             [a.user_id for a in pending[pool]],

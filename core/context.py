@@ -33,7 +33,7 @@ def task_context(session: Session) -> TaskContext | None:
 
 def attach_context(session: Session, context: TaskContext | None) -> Session:
     """Mark `session` as a transaction of the task `context` (for work that opens its
-    own sessions, such as a batched task); returns the session."""
+    own sessions, such as a task with its own transactions); returns the session."""
     if context is not None:
         session.info[TASK_INFO_KEY] = context
     return session

@@ -12,7 +12,7 @@ from core.results import TaskResult
 from domain.carpool.membership import delete_group, member_left
 from domain.carpool.stats import rebuild_stats
 from domain.carpool.sweep import clean_up_searching_reservations
-from workers.base import ProgressReporter, TaskArgs, batched_task, task
+from workers.base import ProgressReporter, TaskArgs, own_transactions_task, task
 
 # Members cleaned up per transaction when a group is deleted: small enough that one
 # batch holds the carpool lock for milliseconds, large enough to stay set-based.
@@ -107,7 +107,7 @@ def member_left_task(session: Session, args: MemberLeftArgs) -> dict[str, Any]:
     return member_left(session, args.group_id, args.user_id)
 
 
-@batched_task("carpool.group_deleted", args=GroupDeletedArgs, result=GroupDeletedResult)
+@own_transactions_task("carpool.group_deleted", args=GroupDeletedArgs, result=GroupDeletedResult)
 def group_deleted_task(reporter: ProgressReporter, args: GroupDeletedArgs) -> dict[str, Any]:
     """Disable a group, end its memberships and clean up its former members in batches."""
     return delete_group(
@@ -115,7 +115,7 @@ def group_deleted_task(reporter: ProgressReporter, args: GroupDeletedArgs) -> di
     )
 
 
-@batched_task(
+@own_transactions_task(
     "carpool.cleanup_invitations", args=CleanupArgs, result=CleanupResult, ignore_result=True
 )
 def cleanup_invitations_task(reporter: ProgressReporter, args: CleanupArgs) -> dict[str, Any]:

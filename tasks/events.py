@@ -7,7 +7,7 @@ from core.followups import RELAY
 from core.relay import RELAY_BATCH, relay_batch
 from core.results import TaskResult
 from workers.app import app
-from workers.base import NoArgs, ProgressReporter, batched_task
+from workers.base import NoArgs, ProgressReporter, own_transactions_task
 from workers.triggers import mark_started
 
 # One run relays at most this many batches, then leaves the rest to the next tick,
@@ -34,8 +34,8 @@ class PublishResult(TaskResult):
     published: int
 
 
-@batched_task("events.publish", args=NoArgs, result=PublishResult, ignore_result=True)
-def publish(reporter: ProgressReporter, args: NoArgs) -> PublishResult:
+@own_transactions_task("events.publish", args=NoArgs, result=PublishResult, ignore_result=True)
+def publish_task(reporter: ProgressReporter, args: NoArgs) -> PublishResult:
     """Relay unpublished outbox events to the `matching.events` topic exchange."""
     # Rows committed from here on queue another run; this one may have read past them.
     mark_started(RELAY)

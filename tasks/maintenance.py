@@ -19,7 +19,7 @@ from domain.peer.repairs import requeue_orphaned_requests, restore_session_keys
 from domain.peer.session_store import session_store
 from models.platform import TaskRun
 from tasks.events import relay_pending
-from workers.base import NoArgs, ProgressReporter, batched_task
+from workers.base import NoArgs, ProgressReporter, own_transactions_task
 
 # Unpublished this long means the relay stopped or fell behind.
 STUCK_OUTBOX_SECONDS = 60
@@ -63,8 +63,10 @@ class ReconcileResult(TaskResult):
     audit_rows_pruned: int
 
 
-@batched_task("maintenance.reconcile", args=NoArgs, result=ReconcileResult, ignore_result=True)
-def reconcile(reporter: ProgressReporter, args: NoArgs) -> dict[str, Any]:
+@own_transactions_task(
+    "maintenance.reconcile", args=NoArgs, result=ReconcileResult, ignore_result=True
+)
+def reconcile_task(reporter: ProgressReporter, args: NoArgs) -> dict[str, Any]:
     """Repair what a crash can leave: stuck outbox rows, orphaned state, missing keys."""
     report: dict[str, Any] = {}
     with session_factory().begin() as session:

@@ -75,13 +75,13 @@ class AssignArgs(TaskArgs):
 
 
 @task("mentorship.rank", args=RankArgs, result=list[RankedMentor])
-def rank(session: Session, args: RankArgs) -> list[RankedMentor]:
+def rank_task(session: Session, args: RankArgs) -> list[RankedMentor]:
     """Mentors open to a mentee, by compatibility score desc, then date joined."""
     return rank_mentors(session, args.mentee_id, get_settings().max_mentees)
 
 
 @task("mentorship.select", args=SelectArgs, result=RelationshipResult)
-def select(session: Session, args: SelectArgs) -> RelationshipResult:
+def select_task(session: Session, args: SelectArgs) -> RelationshipResult:
     """A mentee picks a mentor with room: the relationship is active at once."""
     return select_mentor(
         session, args.mentee_id, args.mentor_id, default_capacity=get_settings().max_mentees
@@ -89,7 +89,7 @@ def select(session: Session, args: SelectArgs) -> RelationshipResult:
 
 
 @task("mentorship.request", args=RequestArgs, result=RelationshipResult)
-def request(session: Session, args: RequestArgs) -> RelationshipResult:
+def request_task(session: Session, args: RequestArgs) -> RelationshipResult:
     """Ask for a mentoring relationship; pending until the other side responds."""
     return request_relationship(
         session,
@@ -101,7 +101,7 @@ def request(session: Session, args: RequestArgs) -> RelationshipResult:
 
 
 @task("mentorship.respond", args=RespondArgs, result=RelationshipResult)
-def respond(session: Session, args: RespondArgs) -> RelationshipResult:
+def respond_task(session: Session, args: RespondArgs) -> RelationshipResult:
     """Accept (active) or reject a pending request; only the side that did not ask."""
     return respond_to_request(
         session,
@@ -113,7 +113,7 @@ def respond(session: Session, args: RespondArgs) -> RelationshipResult:
 
 
 @task("mentorship.set_status", args=SetStatusArgs, result=RelationshipResult)
-def change_status(session: Session, args: SetStatusArgs) -> RelationshipResult:
+def set_status_task(session: Session, args: SetStatusArgs) -> RelationshipResult:
     """Pause, resume or complete a relationship (legal moves only)."""
     return set_status(
         session,
@@ -131,24 +131,24 @@ def unmatch_task(session: Session, args: UnmatchArgs) -> UnmatchResult:
 
 
 @task("mentorship.assign", args=AssignArgs, result=AssignResult)
-def assign(session: Session, args: AssignArgs) -> AssignResult:
+def assign_task(session: Session, args: AssignArgs) -> AssignResult:
     """Match seeking mentees to mentors with room, maximising the total score."""
     return assign_mentors(session, default_capacity=get_settings().max_mentees, limit=args.limit)
 
 
 @task("mentorship.expire", args=NoArgs, result=ExpireResult, ignore_result=True)
-def expire(session: Session, args: NoArgs) -> ExpireResult:
+def expire_task(session: Session, args: NoArgs) -> ExpireResult:
     """Reject pending requests older than MENTORSHIP_REQUEST_TIMEOUT_SECONDS."""
     return expire_requests(session, get_settings().mentorship_request_timeout_seconds)
 
 
 @task("mentorship.backfill", args=NoArgs, result=BackfillResult)
-def backfill(session: Session, args: NoArgs) -> BackfillResult:
+def backfill_task(session: Session, args: NoArgs) -> BackfillResult:
     """Create active relationships for booked pairs that have none yet."""
     return backfill_relationships(session)
 
 
 @task("mentorship.rebuild_stats", args=NoArgs, result=RebuildStatsResult)
-def rebuild(session: Session, args: NoArgs) -> RebuildStatsResult:
+def rebuild_stats_task(session: Session, args: NoArgs) -> RebuildStatsResult:
     """Rewrite mentor_mentee_stats from bookings in one set-based statement."""
     return rebuild_stats(session)

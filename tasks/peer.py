@@ -23,7 +23,7 @@ from domain.peer.sessions import leave_session
 from domain.peer.shares import split_topics
 from domain.peer.sweep import sweep_topics, waiting_topics
 from workers.app import app
-from workers.base import NoArgs, ProgressReporter, TaskArgs, batched_task, task
+from workers.base import NoArgs, ProgressReporter, TaskArgs, own_transactions_task, task
 from workers.triggers import mark_started, send_coalesced
 
 Topic = Annotated[
@@ -176,20 +176,20 @@ class PeerLeaveResult(TaskResult):
 
 
 @task("peer.request", args=PeerRequestArgs, result=PeerRequestResult)
-def request(session: Session, args: PeerRequestArgs) -> dict[str, Any]:
+def request_task(session: Session, args: PeerRequestArgs) -> dict[str, Any]:
     """Queue a user for a partner at a difficulty and topic (one open request per user)."""
     return create_request(session, args.user_id, args.difficulty, args.topic)
 
 
 @task("peer.cancel", args=PeerCancelArgs, result=PeerCancelResult)
-def cancel(session: Session, args: PeerCancelArgs) -> dict[str, Any]:
+def cancel_task(session: Session, args: PeerCancelArgs) -> dict[str, Any]:
     """Cancel the caller's pending request."""
     return cancel_request(session, args.request_id, args.user_id)
 
 
 # Batched: a sweep reserves its share of the cap in a transaction of its own.
-@batched_task("peer.sweep", args=PeerSweepArgs, result=PeerSweepResult, ignore_result=True)
-def sweep(reporter: ProgressReporter, args: PeerSweepArgs) -> dict[str, int]:
+@own_transactions_task("peer.sweep", args=PeerSweepArgs, result=PeerSweepResult, ignore_result=True)
+def sweep_task(reporter: ProgressReporter, args: PeerSweepArgs) -> dict[str, int]:
     """Pair pending requests pool by pool, oldest first, into matches awaiting confirmation."""
     if args.topics is None and args.topic is None:
         # Fan out: a few tasks over shares of whole topics, for any workers to take.
@@ -221,19 +221,19 @@ def sweep(reporter: ProgressReporter, args: PeerSweepArgs) -> dict[str, int]:
 
 
 @task("peer.confirm", args=PeerConfirmArgs, result=PeerConfirmResult)
-def confirm(session: Session, args: PeerConfirmArgs) -> dict[str, Any]:
+def confirm_task(session: Session, args: PeerConfirmArgs) -> dict[str, Any]:
     """Answer a proposed match; both yes starts a session, a no requeues the partner."""
     return confirm_match(session, args.match_id, args.user_id, args.confirmed, session_store())
 
 
 @task("peer.expire", args=NoArgs, result=PeerExpireResult, ignore_result=True)
-def expire(session: Session, args: NoArgs) -> dict[str, int]:
+def expire_task(session: Session, args: NoArgs) -> dict[str, int]:
     """Expire stale pending requests and matches not confirmed by their deadline."""
     return expire_overdue(session, matching_timeout=get_settings().matching_timeout_seconds)
 
 
 @task("peer.explain", args=PeerExplainArgs, result=PeerExplainResult)
-def explain(session: Session, args: PeerExplainArgs) -> dict[str, Any]:
+def explain_task(session: Session, args: PeerExplainArgs) -> dict[str, Any]:
     """Why a request is not matched yet: its pool place, what holds it back, a wait estimate."""
     settings = get_settings()
     return explain_request(
@@ -245,6 +245,6 @@ def explain(session: Session, args: PeerExplainArgs) -> dict[str, Any]:
 
 
 @task("peer.leave", args=PeerLeaveArgs, result=PeerLeaveResult)
-def leave(session: Session, args: PeerLeaveArgs) -> dict[str, Any]:
+def leave_task(session: Session, args: PeerLeaveArgs) -> dict[str, Any]:
     """Leave a collaboration session; the last one out ends it."""
     return leave_session(session, args.session_id, args.user_id, session_store())

@@ -1,7 +1,7 @@
 """The one task base: retry policy, args validation, outcome recording, time limits.
 
 Tasks are declared with `@task(...)` (one transaction, the usual case) or
-`@batched_task(...)` (work that opens its own transactions: long work committed in
+`@own_transactions_task(...)` (work that opens its own transactions: long work committed in
 bounded chunks, which reports progress, or a sweep spread over several connections).
 Both register the task's args model, which the API uses for validation and for the
 JSON schema of `GET /v1/tasks`, and its result shape, whose JSON schema the API
@@ -19,7 +19,7 @@ result against its shape.
 Exactly once per task id (workers.ledger): every delivery is counted first; the work
 then runs while the task's `task_runs` row is locked, and its outcome (result or
 domain error) is written before that lock is released: in the same transaction as
-the effects for `task`, after the last of its own transactions for `batched_task`.
+the effects for `task`, after the last of its own transactions for `own_transactions_task`.
 A later delivery of the id (a redelivery, a redispatch, a sibling sending the same id
 twice) replays the recorded outcome and changes nothing; a delivery past
 TASK_MAX_DELIVERIES ends the task as FAILURE ("gave up after N deliveries").
@@ -125,7 +125,8 @@ def describe_validation_error(exc: ValidationError) -> str:
 
 
 class ProgressReporter:
-    """Handed to batched tasks: reports progress where Flower and the API can see it."""
+    """Handed to tasks with their own transactions: reports progress where Flower and the
+    API can see it."""
 
     def __init__(self, task: Task, context: TaskContext | None) -> None:
         self._task = task
@@ -174,7 +175,7 @@ def task(
     return decorate
 
 
-def batched_task(
+def own_transactions_task(
     name: str, *, args: type[ArgsT], result: Any, **options: Any
 ) -> Callable[[Callable[[ProgressReporter, ArgsT], Any]], Task]:
     """Declare a task that opens its own transactions: `body(reporter, args) -> JSON`.
@@ -184,7 +185,7 @@ def batched_task(
     A guard transaction holds the task's row locked while the body runs, so a second
     delivery of the id waits and then replays the outcome. Its effects commit in the
     body's own transactions: a worker killed between the body's last commit and the
-    outcome's runs the body again on the next delivery, which every batched task
+    outcome's runs the body again on the next delivery, which every such task
     takes in its stride (each batch, sweep or relay only does what is still to do).
     """
 

@@ -16,7 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from core.errors import NotFound
-from domain.peer.pairing import Queue, UserPair, pair_pool, pair_queues, user_pair
+from domain.peer.pairing import PoolQueue, UserPair, pair_pool, pair_queues, user_pair
 from domain.peer.pool_lock import pool_lock_held
 from domain.peer.relaxation import relax_pairs
 from domain.peer.rules import DECLINE_COOLDOWN_SECONDS
@@ -214,7 +214,7 @@ def relaxed_partner_waits(session: Session, topic: str, request_id: str, relax_a
     """Whether the sweep, pairing every pool of the topic and then relaxing what is
     left (domain.peer.relaxation), would pair this request across difficulties."""
     queues = [
-        Queue((row.difficulty, topic), row.request_ids, row.user_ids, row.created_us)
+        PoolQueue((row.difficulty, topic), row.request_ids, row.user_ids, row.created_us)
         for row in session.execute(TOPIC_POOLS, {"topic": topic})
     ]
     users = [user for queue in queues for user in queue.user_ids]

@@ -20,7 +20,7 @@ UserPair = tuple[int, int]  # (lower user id, higher user id)
 Positions = tuple[int, int]  # (older, newer) positions of a pair's requests in their queue
 
 
-class Queue(NamedTuple):
+class PoolQueue(NamedTuple):
     """One pool's pending requests, oldest first (by created_at, then id)."""
 
     pool: Pool
@@ -33,7 +33,7 @@ class Queue(NamedTuple):
 class Paired(NamedTuple):
     """A queue and the pairs made in it, in the order they were made."""
 
-    queue: Queue
+    queue: PoolQueue
     pairs: list[Positions]
 
 
@@ -63,7 +63,7 @@ def pair_pool(user_ids: Sequence[int], declined: Container[UserPair]) -> list[Po
     return pairs
 
 
-def pair_queues(queues: Iterable[Queue], declined: Container[UserPair]) -> list[Paired]:
+def pair_queues(queues: Iterable[PoolQueue], declined: Container[UserPair]) -> list[Paired]:
     """Pair every queue; pools never mix."""
     return [Paired(queue, pair_pool(queue.user_ids, declined)) for queue in queues]
 

@@ -18,7 +18,7 @@ from collections import defaultdict
 from collections.abc import Container, Iterable, Sequence
 from typing import NamedTuple
 
-from domain.peer.pairing import Queue, UserPair, user_pair
+from domain.peer.pairing import PoolQueue, UserPair, user_pair
 from domain.peer.rules import DIFFICULTY_LADDER
 
 
@@ -48,7 +48,7 @@ def easier(first: str, second: str) -> str:
 
 
 def relax_pairs(
-    queues: Sequence[Queue],
+    queues: Sequence[PoolQueue],
     declined: Container[UserPair],
     now_us: int,
     relax_after_us: int,
@@ -69,7 +69,10 @@ def relax_pairs(
 
 
 def _relax_topic(
-    queues: Sequence[Queue], indexes: Iterable[int], declined: Container[UserPair], cutoff_us: int
+    queues: Sequence[PoolQueue],
+    indexes: Iterable[int],
+    declined: Container[UserPair],
+    cutoff_us: int,
 ) -> list[RelaxedPair]:
     """Relaxed pairs within one topic; `cutoff_us`: created before it means overdue."""
     seats = sorted(
@@ -98,7 +101,7 @@ def _relax_topic(
 
 
 def _oldest_partner(
-    queues: Sequence[Queue],
+    queues: Sequence[PoolQueue],
     seats: Sequence[Seat],
     seat: Seat,
     taken: Container[Seat],
@@ -119,7 +122,7 @@ def _oldest_partner(
     return None
 
 
-def _age_key(queues: Sequence[Queue], seat: Seat) -> tuple[int, str]:
+def _age_key(queues: Sequence[PoolQueue], seat: Seat) -> tuple[int, str]:
     """Oldest first, as in a pool: created_at, then request id."""
     queue = queues[seat.queue]
     return queue.created_us[seat.position], queue.request_ids[seat.position]

@@ -41,7 +41,7 @@ from core.followups import relay_due
 from domain.peer.pairing import (
     Paired,
     Pool,
-    Queue,
+    PoolQueue,
     UserPair,
     oldest_pairs,
     pair_count,
@@ -425,7 +425,7 @@ def claim_and_pair(
         },
     ).all()
     queues = [
-        Queue(
+        PoolQueue(
             (row.difficulty, row.topic),
             row.request_ids.split(","),
             list(map(int, row.user_ids.split(","))),
@@ -466,12 +466,12 @@ def claim_and_pair(
     )
 
 
-def unpaired(paired: Paired) -> Queue:
+def unpaired(paired: Paired) -> PoolQueue:
     """The requests of a queue that its pairs left waiting, in their order."""
     queue, pairs = paired
     taken = {position for pair in pairs for position in pair}
     kept = [position for position in range(len(queue.request_ids)) if position not in taken]
-    return Queue(
+    return PoolQueue(
         queue.pool,
         [queue.request_ids[position] for position in kept],
         [queue.user_ids[position] for position in kept],

@@ -75,7 +75,7 @@ def test_progress_of_a_running_task_is_shown(client: httpx.Client, db: Session):
         )
     )
     db.flush()
-    # What ProgressReporter.progress stores while a batched task runs.
+    # What ProgressReporter.progress stores while a task with its own transactions runs.
     db.add(TaskProgress(task_id=task_id, progress={"done": 2, "total": 5}))
     db.commit()
     response = client.get(f"/v1/tasks/{task_id}")

@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from domain.peer.pairing import (
     Paired,
     Pool,
+    PoolQueue,
     Positions,
-    Queue,
     UserPair,
     oldest_pairs,
     pair_count,
@@ -22,9 +22,9 @@ from domain.peer.pairing import (
 START_US = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z in microseconds
 
 
-def queue(*user_ids: int, pool: Pool = ("Easy", "arrays"), start: int = 0) -> Queue:
+def queue(*user_ids: int, pool: Pool = ("Easy", "arrays"), start: int = 0) -> PoolQueue:
     """A pool whose users asked, in this order, one second apart from `start` seconds."""
-    return Queue(
+    return PoolQueue(
         pool,
         [str(uuid.uuid4()) for _ in user_ids],
         list(user_ids),

@@ -7,7 +7,7 @@ import random
 import uuid
 from collections.abc import Sequence
 
-from domain.peer.pairing import Queue, UserPair, user_pair
+from domain.peer.pairing import PoolQueue, UserPair, user_pair
 from domain.peer.relaxation import RelaxedPair, Seat, adjacent, easier, relax_pairs
 
 NOW_US = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z in microseconds
@@ -15,9 +15,9 @@ SECOND = 1_000_000
 THRESHOLD = 30 * SECOND
 
 
-def waiting(difficulty: str, topic: str, *requests: tuple[int, float]) -> Queue:
+def waiting(difficulty: str, topic: str, *requests: tuple[int, float]) -> PoolQueue:
     """A pool's leftovers: (user, seconds waited) each, oldest first."""
-    return Queue(
+    return PoolQueue(
         (difficulty, topic),
         [str(uuid.uuid4()) for _ in requests],
         [user for user, _ in requests],
@@ -25,7 +25,7 @@ def waiting(difficulty: str, topic: str, *requests: tuple[int, float]) -> Queue:
     )
 
 
-def users(queues: Sequence[Queue], pairs: list[RelaxedPair]) -> list[tuple[int, int, str]]:
+def users(queues: Sequence[PoolQueue], pairs: list[RelaxedPair]) -> list[tuple[int, int, str]]:
     """Each pair as (older user, newer user, the match's difficulty)."""
     return [
         (
@@ -37,7 +37,7 @@ def users(queues: Sequence[Queue], pairs: list[RelaxedPair]) -> list[tuple[int, 
     ]
 
 
-def relax(queues: Sequence[Queue], declined: set[UserPair] | None = None) -> list:
+def relax(queues: Sequence[PoolQueue], declined: set[UserPair] | None = None) -> list:
     return users(queues, relax_pairs(queues, declined or set(), NOW_US, THRESHOLD))
 
 
@@ -81,7 +81,9 @@ def test_difficulty_ladder():
     assert easier("Hard", "Medium") == "Medium"
 
 
-def reference_relaxation(queues: Sequence[Queue], declined: set[UserPair]) -> set[frozenset[Seat]]:
+def reference_relaxation(
+    queues: Sequence[PoolQueue], declined: set[UserPair]
+) -> set[frozenset[Seat]]:
     """The rule as written, slowly: while some overdue request has a partner it may meet
     in an adjacent pool of its topic, the oldest such request takes the oldest such partner."""
 
@@ -113,7 +115,7 @@ def reference_relaxation(queues: Sequence[Queue], declined: set[UserPair]) -> se
         free -= {seat, partner}
 
 
-def random_leftovers(rng: random.Random) -> tuple[list[Queue], set[UserPair]]:
+def random_leftovers(rng: random.Random) -> tuple[list[PoolQueue], set[UserPair]]:
     """Leftovers of a few pools over two topics; some users in two pools, some declines."""
     queues = []
     for topic in ("graphs", "trees"):
