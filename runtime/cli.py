@@ -14,7 +14,6 @@ import logging
 import os
 import signal
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -26,6 +25,7 @@ from core.outages import BROKER, DATABASE, RESULT_BACKEND, TRANSIENT_ERRORS, com
 from core.settings import MissingSetting, get_settings
 from domain.peer.stats import DEFAULT_WINDOW_SECONDS
 from runtime import credentials, embedded
+from runtime.polling import poll_until
 
 DEFAULT_API_PORT = 8000
 DEFAULT_FLOWER_PORT = 5555
@@ -366,9 +366,7 @@ def _await_outcome(task_id: str, caller: str, seconds: float) -> dict[str, Any]:
 
     from api.submission import describe_task, finished_among
 
-    deadline = time.monotonic() + seconds
-    while not finished_among([uuid.UUID(task_id)]) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    poll_until(lambda: finished_among([uuid.UUID(task_id)]), seconds, 0.05)
     return describe_task(task_id, reader=caller, may_read_all=True)
 
 

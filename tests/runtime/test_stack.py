@@ -7,7 +7,6 @@ import re
 import signal
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from queue import Empty, Queue
@@ -15,6 +14,7 @@ from queue import Empty, Queue
 import httpx
 import pytest
 
+from runtime.polling import poll_until
 from runtime.stack import _masked
 from tests.runtime.commands import MATCHOPS, matchops
 from tests.support import ROOT
@@ -72,16 +72,22 @@ def _lines(process: subprocess.Popen[str]) -> Queue[str]:
 
 
 def _wait_for_line(lines: Queue[str], pattern: str, seen: list[str], timeout: float) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    found: list[str] = []
+
+    def matched() -> bool:
         try:
             line = lines.get(timeout=1)
         except Empty:
-            continue
+            return False
         seen.append(line)
         if re.search(pattern, line):
-            return line
-    raise AssertionError(f"no line matching {pattern!r} in:\n{''.join(seen)}")
+            found.append(line)
+        return bool(found)
+
+    # Each look blocks up to a second on the queue by itself.
+    if not poll_until(matched, timeout, interval=0):
+        raise AssertionError(f"no line matching {pattern!r} in:\n{''.join(seen)}")
+    return found[0]
 
 
 class RunningStack:
