@@ -245,11 +245,11 @@ def _has_option(argv: Sequence[str], short: str, long: str) -> bool:
 
 def worker_argv(celery_args: Sequence[str]) -> list[str]:
     """`celery worker` arguments: the caller's, plus every queue and INFO logs by default."""
-    from celeryconfig import task_queues
+    from celeryconfig import QUEUE_NAMES
 
     argv = ["worker", *celery_args]
     if not _has_option(celery_args, "-Q", "--queues"):
-        argv += ["-Q", ",".join(queue.name for queue in task_queues)]
+        argv += ["-Q", ",".join(QUEUE_NAMES)]
     if not _has_option(celery_args, "-l", "--loglevel"):
         argv += ["-l", get_settings().log_level]
     return argv
