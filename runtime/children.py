@@ -100,13 +100,13 @@ class Child:
         A Celery worker given SIGTERM alone shuts down warm, letting its pool processes
         finish their tasks; SIGTERM to the pool processes kills them mid-task.
         """
-        if not self.running():
+        process = self.process
+        if process is None or process.poll() is not None:
             return
         if group:
             self._signal_group(signal.SIGTERM)
         else:
-            assert self.process is not None
-            self.process.send_signal(signal.SIGTERM)
+            process.send_signal(signal.SIGTERM)
 
     def kill_group(self) -> None:
         """SIGKILL the child and everything it spawned (its pool processes)."""
