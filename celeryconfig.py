@@ -1,4 +1,5 @@
-"""Celery configuration, loaded by `app.config_from_object("celeryconfig")`.
+"""Celery configuration, built from a settings object when the app is first configured
+(`workers.app`), so importing the app reads no environment.
 
 Every value comes from the settings object; the comments say why it is set so.
 """
@@ -11,20 +12,7 @@ from urllib.parse import urlsplit
 from kombu.entity import Exchange, Queue
 
 from beat_schedule import BEAT_SCHEDULE
-from core.settings import get_settings
-
-_settings = get_settings()
-
-broker_url = _settings.broker
-result_backend = _settings.backend
-
-# JSON only: tasks take ids and primitives, and nothing executable crosses the broker.
-task_serializer = "json"
-result_serializer = "json"
-accept_content = ["json"]
-result_accept_content = ["json"]
-
-_on_rabbitmq = urlsplit(broker_url).scheme in {"amqp", "amqps", "pyamqp"}
+from core.settings import Settings
 
 # On RabbitMQ, queues are durable quorum queues that drop a message to the dead-letter
 # queue after a bounded number of deliveries. The task base ends a task as FAILURE
@@ -33,88 +21,118 @@ _on_rabbitmq = urlsplit(broker_url).scheme in {"amqp", "amqps", "pyamqp"}
 # setting: a queue's arguments cannot change once declared. Redis ignores them.
 RABBITMQ_DELIVERY_LIMIT = 20
 DEAD_LETTERS = Exchange("matchops.dead", type="fanout", durable=True)
-_queue_arguments: dict[str, Any] = (
-    {
-        "x-queue-type": "quorum",
-        "x-delivery-limit": RABBITMQ_DELIVERY_LIMIT,
-        "x-dead-letter-exchange": DEAD_LETTERS.name,
-    }
-    if _on_rabbitmq
-    else {}
+# Where messages past the delivery limit go, for an operator to inspect. Declared on
+# RabbitMQ by each worker at start-up (workers.signals), not among the task queues, so
+# no worker ever consumes it.
+DEAD_LETTER_QUEUE = Queue("matchops.dead", DEAD_LETTERS, durable=True)
+
+# The queues of matchops' own tasks.
+MATCHOPS_QUEUES = (
+    "interactive",  # user-facing requests: a person is waiting on the answer
+    "sweeps",  # periodic pairing, expiry and assignment over whole pools
+    "cascades",  # unmatch and membership cascades touching many rows
+    "maintenance",  # rebuilds, backfills and repairs
+    "events",  # the outbox relay
 )
+# Where a sibling's own Celery app sends by default (`send_task` without routes).
+SIBLING_QUEUE = "celery"
+# Every queue a worker consumes by default and the metrics report.
+QUEUE_NAMES = (*MATCHOPS_QUEUES, SIBLING_QUEUE)
 
 
-def _queue(name: str) -> Queue:
-    return Queue(name, durable=True, queue_arguments=_queue_arguments)
-
-
-# Declared up front; a task routed to a queue that does not exist fails loudly.
-task_queues = (
-    _queue("interactive"),  # user-facing requests: a person is waiting on the answer
-    _queue("sweeps"),  # periodic pairing, expiry and assignment over whole pools
-    _queue("cascades"),  # unmatch and membership cascades touching many rows
-    _queue("maintenance"),  # rebuilds, backfills and repairs
-    _queue("events"),  # the outbox relay
-    # Where a sibling's own Celery app sends by default (`send_task` without routes).
-    # Declared exactly as such an app declares it (durable, classic, on its own direct
-    # exchange), or RabbitMQ would refuse the sibling's declaration as inequivalent.
-    Queue("celery", Exchange("celery"), routing_key="celery", durable=True),
-)
-# Where messages past the delivery limit go, for an operator to inspect. Declared by
-# each worker at start-up (workers.signals), not among the task queues, so no worker
-# ever consumes it.
-DEAD_LETTER_QUEUE = Queue("matchops.dead", DEAD_LETTERS, durable=True) if _on_rabbitmq else None
-task_default_queue = "interactive"
-task_create_missing_queues = False
-# Consulted in order: exact names before their prefix.
-task_routes = (
-    [
-        ("peer.sweep", {"queue": "sweeps"}),
-        ("peer.expire", {"queue": "sweeps"}),
-        ("mentorship.assign", {"queue": "sweeps"}),
-        ("mentorship.expire", {"queue": "sweeps"}),
-        ("mentorship.unmatch", {"queue": "cascades"}),
-        ("*.rebuild_stats", {"queue": "maintenance"}),
-        ("mentorship.backfill", {"queue": "maintenance"}),
-        ("carpool.*", {"queue": "cascades"}),
-        ("maintenance.*", {"queue": "maintenance"}),
-        ("events.*", {"queue": "events"}),
-        ("peer.*", {"queue": "interactive"}),
-        ("mentorship.*", {"queue": "interactive"}),
-    ],
-)
-
-# One message at a time per process: with acks_late, a prefetched message would sit
-# unacknowledged behind a long task and be redelivered elsewhere only after a crash.
-worker_prefetch_multiplier = 1
-# Redis redelivers an unacknowledged message after this. No countdown waits in the
-# broker (they wait in PostgreSQL), so it only has to outlast the longest task. On
-# RabbitMQ every publish waits for the broker's confirm: a task or event counts as
-# handed over only once the broker has it.
-broker_transport_options: dict[str, Any] = {
-    "visibility_timeout": _settings.broker_visibility_timeout,
-    **({"confirm_publish": True} if _on_rabbitmq else {}),
+# Which queue each task goes to, by name; consulted in order: exact names before their
+# prefix.
+TASK_ROUTES = {
+    "peer.sweep": "sweeps",
+    "peer.expire": "sweeps",
+    "mentorship.assign": "sweeps",
+    "mentorship.expire": "sweeps",
+    "mentorship.unmatch": "cascades",
+    "*.rebuild_stats": "maintenance",
+    "mentorship.backfill": "maintenance",
+    "carpool.*": "cascades",
+    "maintenance.*": "maintenance",
+    "events.*": "events",
+    "peer.*": "interactive",
+    "mentorship.*": "interactive",
 }
-result_backend_transport_options = {"visibility_timeout": _settings.broker_visibility_timeout}
-broker_connection_retry_on_startup = True
 
-# A stuck task is interrupted (soft: it can roll back) and then killed (hard).
-task_soft_time_limit = _settings.task_soft_time_limit
-task_time_limit = _settings.task_time_limit
 
-# The API reads states from PostgreSQL (task_runs); Flower sees STARTED in the task
-# events. The stored name/args let `send_task` callers and Flower show what ran.
-task_track_started = False
-result_extended = True
-result_expires = 3 * 24 * 3600
-worker_send_task_events = True
-# No `task-sent` event per publish: the ledger records every accepted task, and the
-# event would double the broker writes of every enqueue.
-task_send_sent_event = False
+def on_rabbitmq(broker_url: str) -> bool:
+    """Whether `broker_url` names a RabbitMQ (AMQP) broker."""
+    return urlsplit(broker_url).scheme in {"amqp", "amqps", "pyamqp"}
 
-timezone = "UTC"
-enable_utc = True
-beat_schedule = BEAT_SCHEDULE
-# Skips a safety tick when nothing waits for it (workers/beat.py): an idle fleet runs
-# almost nothing.
-beat_scheduler = "workers.beat:QuietScheduler"
+
+def task_queues(rabbitmq: bool) -> tuple[Queue, ...]:
+    """Every queue, declared as workers and producers on that kind of broker declare it."""
+    arguments: dict[str, Any] = (
+        {
+            "x-queue-type": "quorum",
+            "x-delivery-limit": RABBITMQ_DELIVERY_LIMIT,
+            "x-dead-letter-exchange": DEAD_LETTERS.name,
+        }
+        if rabbitmq
+        else {}
+    )
+    return (
+        *(Queue(name, durable=True, queue_arguments=arguments) for name in MATCHOPS_QUEUES),
+        # Declared exactly as a sibling's app declares it (durable, classic, on its own
+        # direct exchange), or RabbitMQ would refuse the sibling's declaration as
+        # inequivalent.
+        Queue(SIBLING_QUEUE, Exchange(SIBLING_QUEUE), routing_key=SIBLING_QUEUE, durable=True),
+    )
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """The Celery configuration of matchops under `settings`."""
+    rabbitmq = on_rabbitmq(settings.broker)
+    return {
+        "broker_url": settings.broker,
+        "result_backend": settings.backend,
+        # JSON only: tasks take ids and primitives, and nothing executable crosses the
+        # broker.
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        # Declared up front; a task routed to a queue that does not exist fails loudly.
+        "task_queues": task_queues(rabbitmq),
+        "task_default_queue": "interactive",
+        "task_create_missing_queues": False,
+        "task_routes": ([(name, {"queue": queue}) for name, queue in TASK_ROUTES.items()],),
+        # One message at a time per process: with acks_late, a prefetched message would
+        # sit unacknowledged behind a long task and be redelivered elsewhere only after a
+        # crash.
+        "worker_prefetch_multiplier": 1,
+        # Redis redelivers an unacknowledged message after this. No countdown waits in
+        # the broker (they wait in PostgreSQL), so it only has to outlast the longest
+        # task. On RabbitMQ every publish waits for the broker's confirm: a task or event
+        # counts as handed over only once the broker has it.
+        "broker_transport_options": {
+            "visibility_timeout": settings.broker_visibility_timeout,
+            **({"confirm_publish": True} if rabbitmq else {}),
+        },
+        "result_backend_transport_options": {
+            "visibility_timeout": settings.broker_visibility_timeout
+        },
+        "broker_connection_retry_on_startup": True,
+        # A stuck task is interrupted (soft: it can roll back) and then killed (hard).
+        "task_soft_time_limit": settings.task_soft_time_limit,
+        "task_time_limit": settings.task_time_limit,
+        # The API reads states from PostgreSQL (task_runs); Flower sees STARTED in the
+        # task events. The stored name/args let `send_task` callers and Flower show what
+        # ran.
+        "task_track_started": False,
+        "result_extended": True,
+        "result_expires": 3 * 24 * 3600,
+        "worker_send_task_events": True,
+        # No `task-sent` event per publish: the ledger records every accepted task, and
+        # the event would double the broker writes of every enqueue.
+        "task_send_sent_event": False,
+        "timezone": "UTC",
+        "enable_utc": True,
+        "beat_schedule": BEAT_SCHEDULE,
+        # Skips a safety tick when nothing waits for it (workers/beat.py): an idle fleet
+        # runs almost nothing.
+        "beat_scheduler": "workers.beat:QuietScheduler",
+    }

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -31,12 +30,19 @@ import redis
 from sqlalchemy import func, select
 
 from api.auth import issue_token
-from bench.harness import autocommit_connection, report, use_bench_database, wait_for_api
+from bench.harness import (
+    BENCH_LOGS,
+    autocommit_connection,
+    report,
+    use_bench_database,
+    wait_for_api,
+)
 from core.db import get_bookkeeping_engine
 from core.dispatcher import Dispatcher
 from core.settings import get_settings
 from models.platform import TaskRun
-from runtime.embedded import REPO_ROOT, free_port
+from runtime.children import Child
+from runtime.embedded import free_port
 from workers.app import app
 
 SECRET = "matchops-bench-enqueue-secret-0123456789"
@@ -104,15 +110,15 @@ def api_server(processes: int) -> Iterator[str]:
     ]
     if processes > 1:
         command += ["--workers", str(processes)]
-    server = subprocess.Popen(command, cwd=REPO_ROOT, env={**os.environ, "AUTH_SECRET": SECRET})
+    server = Child("api", command, BENCH_LOGS / "enqueue-api.log", {"AUTH_SECRET": SECRET})
     url = f"http://127.0.0.1:{port}"
     try:
+        server.start()
         with httpx.Client(base_url=url, timeout=1) as http:
             wait_for_api(http)
         yield url
     finally:
-        server.terminate()
-        server.wait(20)
+        server.stop(20)
 
 
 def raw_send_task(count: int) -> float:

@@ -14,14 +14,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from celery import Celery
 from sqlalchemy import Connection, Engine, event
 from sqlalchemy.engine import make_url
 
 from core.db import get_bookkeeping_engine, get_engine, session_factory
 from core.settings import get_settings
+from runtime.children import Child
 from runtime.embedded import DEFAULT_HOME
 from runtime.migrate import recreate_schema, upgrade_head
-from runtime.stack import Child, StackError
+from runtime.polling import poll_until
+from runtime.stack import StackError
 from workers.app import app
 
 BENCH_LOGS = DEFAULT_HOME / "logs" / "bench"
@@ -120,16 +123,13 @@ def node_name(name: str) -> str:
 def processes(env: dict[str, str] | None = None, **parts: list[str]) -> Iterator[dict[str, Child]]:
     """`matchops` subcommands (name=argv) as child processes for the block, with `env`
     added to this process's environment; logs under .matchops/logs/bench/."""
-    children = {name: Child(name, argv, BENCH_LOGS / f"{name}.log") for name, argv in parts.items()}
-    saved = dict(os.environ)
-    os.environ.update(env or {})
+    children = {
+        name: Child.matchops(name, argv, BENCH_LOGS / f"{name}.log", env)
+        for name, argv in parts.items()
+    }
     try:
         for child in children.values():
             child.start()
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-    try:
         yield children
     finally:
         for child in children.values():
@@ -140,21 +140,30 @@ def processes(env: dict[str, str] | None = None, **parts: list[str]) -> Iterator
 
 def wait_for_workers(children: dict[str, Child], *names: str, timeout: float = 90) -> None:
     """Block until each named bench worker answers a ping."""
-    deadline = time.monotonic() + timeout
     for name in names:
-        while not app.control.ping(destination=[node_name(name)], timeout=0.5):
-            if not children[name].running():
-                raise StackError(f"bench worker {name} exited:\n{children[name].log_tail()}")
-            if time.monotonic() > deadline:
-                raise StackError(f"bench worker {name} did not answer within {timeout:g}s")
+        wait_for_worker(app, children[name], node_name(name), timeout)
+
+
+def wait_for_worker(celery: Celery, child: Child, node: str, timeout: float = 90) -> None:
+    """Block until the worker `child`, Celery node `node` of `celery`, answers a ping."""
+
+    def answers() -> bool:
+        if not child.running():
+            raise StackError(f"bench worker {child.name} exited:\n{child.log_tail()}")
+        return bool(celery.control.ping(destination=[node], timeout=0.5))
+
+    # A ping waits half a second for its answer by itself.
+    if not poll_until(answers, timeout, interval=0):
+        raise StackError(f"bench worker {child.name} did not answer within {timeout:g}s")
 
 
 def wait_for_api(http: httpx.Client, timeout: float = 60) -> None:
     """Block until the API at `http`'s base URL answers /readyz."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def ready() -> bool:
         with contextlib.suppress(httpx.TransportError):
-            if http.get("/readyz").status_code == 200:
-                return
-        time.sleep(0.1)
-    raise StackError(f"the API did not get ready within {timeout:g}s")
+            return http.get("/readyz").status_code == 200
+        return False
+
+    if not poll_until(ready, timeout):
+        raise StackError(f"the API did not get ready within {timeout:g}s")

@@ -20,7 +20,6 @@ import argparse
 import os
 import secrets
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -48,12 +47,15 @@ from bench.harness import (
     report,
     use_bench_database,
     wait_for_api,
+    wait_for_worker,
     wait_for_workers,
     worker_argv,
 )
 from core.relay import EVENTS_EXCHANGE
 from core.settings import get_settings
-from runtime.embedded import REPO_ROOT, free_port
+from runtime.children import Child
+from runtime.embedded import free_port
+from runtime.polling import poll_until
 from runtime.stack import StackError
 from workers.app import app
 
@@ -248,9 +250,7 @@ def drive(options: argparse.Namespace, first_user: int, triggers: bool) -> Phase
                 pool_of(user - first_user, options.pools) for user in timings.accepted
             )
             pairs = sum(count // 2 for count in per_pool.values())
-            deadline = time.monotonic() + DRAIN_SECONDS
-            while time.monotonic() < deadline and len(timings.to_found) < pairs:
-                time.sleep(0.2)
+            poll_until(lambda: len(timings.to_found) >= pairs, DRAIN_SECONDS, 0.2)
     return Phase(timings, total, accepted_rate, *drain_rates)
 
 
@@ -266,24 +266,17 @@ def drain_rate(send: Callable[[int], AsyncResult[Any]]) -> float:
 def noop_drain_rate() -> float:
     """The drain rate of the bare no-op task on a two-process prefork worker of its own."""
     name = node_name("noop")
-    log = (BENCH_LOGS / "noop.log").open("wb")
-    worker = subprocess.Popen(
+    worker = Child(
+        "noop",
         [sys.executable, "-m", "celery", "-A", "bench._noop", "worker", "-c", "2", "-n", name],
-        cwd=REPO_ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+        BENCH_LOGS / "noop.log",
     )
+    worker.start()
     try:
-        deadline = time.monotonic() + 60
-        while not _noop.app.control.ping(destination=[name], timeout=0.5):
-            if time.monotonic() > deadline or worker.poll() is not None:
-                raise StackError("the no-op worker did not start; see noop.log")
+        wait_for_worker(_noop.app, worker, name, timeout=60)
         return drain_rate(lambda _index: _noop.noop.delay())
     finally:
-        worker.terminate()
-        worker.wait(30)
-        log.close()
+        worker.stop(30)
 
 
 def make_users(first: int, count: int) -> None:

@@ -23,6 +23,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from celeryconfig import QUEUE_NAMES
 from core.db import session_factory
 from core.settings import get_settings
 
@@ -251,13 +252,11 @@ class MatchopsCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         """One read-only transaction for the database series, then the broker's queues."""
-        from celeryconfig import task_queues
-
         metrics: list[Metric] = []
         with session_factory().begin() as session:
             for reader in DATABASE_SERIES:
                 metrics.extend(reader(session))
-        metrics.extend(queue_lengths([queue.name for queue in task_queues]))
+        metrics.extend(queue_lengths(QUEUE_NAMES))
         return metrics
 
 

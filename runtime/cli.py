@@ -14,7 +14,6 @@ import logging
 import os
 import signal
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -26,6 +25,7 @@ from core.outages import BROKER, DATABASE, RESULT_BACKEND, TRANSIENT_ERRORS, com
 from core.settings import MissingSetting, get_settings
 from domain.peer.stats import DEFAULT_WINDOW_SECONDS
 from runtime import credentials, embedded
+from runtime.polling import poll_until
 
 DEFAULT_API_PORT = 8000
 DEFAULT_FLOWER_PORT = 5555
@@ -245,11 +245,11 @@ def _has_option(argv: Sequence[str], short: str, long: str) -> bool:
 
 def worker_argv(celery_args: Sequence[str]) -> list[str]:
     """`celery worker` arguments: the caller's, plus every queue and INFO logs by default."""
-    from celeryconfig import task_queues
+    from celeryconfig import QUEUE_NAMES
 
     argv = ["worker", *celery_args]
     if not _has_option(celery_args, "-Q", "--queues"):
-        argv += ["-Q", ",".join(queue.name for queue in task_queues)]
+        argv += ["-Q", ",".join(QUEUE_NAMES)]
     if not _has_option(celery_args, "-l", "--loglevel"):
         argv += ["-l", get_settings().log_level]
     return argv
@@ -366,9 +366,7 @@ def _await_outcome(task_id: str, caller: str, seconds: float) -> dict[str, Any]:
 
     from api.submission import describe_task, finished_among
 
-    deadline = time.monotonic() + seconds
-    while not finished_among([uuid.UUID(task_id)]) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    poll_until(lambda: finished_among([uuid.UUID(task_id)]), seconds, 0.05)
     return describe_task(task_id, reader=caller, may_read_all=True)
 
 

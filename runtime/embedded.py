@@ -24,7 +24,6 @@ import os
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +34,7 @@ import psycopg
 import redis
 
 from core.settings import get_settings
+from runtime.polling import poll_until
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # MATCHOPS_HOME moves the embedded servers' data (and the local stack's files) elsewhere.
@@ -402,12 +402,7 @@ def _redis_answers(paths: ServerPaths, port: int) -> bool:
 
 
 def _wait_for_redis(paths: ServerPaths, port: int, timeout: float = 10) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if _redis_answers(paths, port):
-            return True
-        time.sleep(0.05)
-    return False
+    return poll_until(lambda: _redis_answers(paths, port), timeout, 0.05)
 
 
 def _stop_redis(paths: ServerPaths, port: int | None) -> None:
@@ -426,10 +421,7 @@ def _stop_redis(paths: ServerPaths, port: int | None) -> None:
             connection.disconnect()
     else:
         os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 10
-    while pid_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if pid_alive(pid):
+    if not poll_until(lambda: not pid_alive(pid), 10, 0.05):
         os.kill(pid, signal.SIGKILL)
 
 

@@ -9,24 +9,24 @@ dies without cleaning up, so no orphan keeps a port.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import io
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
 from core.settings import get_settings
 from runtime import credentials, embedded
+from runtime.children import Child
+from runtime.polling import poll_until
 from runtime.stopping import announced, running_tasks
 
 READY_TIMEOUT = 90.0
@@ -34,80 +34,10 @@ STOP_TIMEOUT = 30.0
 # After this long without every part gone, stopping says which ones it waits for.
 SLOW_STOP = 3.0
 RUN_TOKEN_TTL = 24 * 3600
-PR_SET_PDEATHSIG = 1
 
 
 class StackError(RuntimeError):
     """A part of the stack failed to start or died; the message includes its log tail."""
-
-
-def _die_with_parent() -> None:
-    # Runs in the child between fork and exec: ask Linux to SIGTERM it when the
-    # supervisor goes away, even by SIGKILL.
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-@dataclass
-class Child:
-    """One `matchops` subcommand running as a child process, its output in a log file."""
-
-    name: str
-    argv: list[str]
-    log_path: Path
-    process: subprocess.Popen[bytes] | None = None
-    _log: IO[bytes] | None = field(default=None, repr=False)
-
-    def start(self) -> None:
-        """Spawn `python -m runtime.cli <argv>` in its own session."""
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "runtime.cli", *self.argv],
-            cwd=embedded.REPO_ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
-        )
-
-    def running(self) -> bool:
-        """Whether the process is still alive."""
-        return self.process is not None and self.process.poll() is None
-
-    def terminate(self) -> None:
-        """SIGTERM to the child alone: a worker then shuts down warm, letting its pool
-        processes finish their tasks (SIGTERM to the pool processes would kill them)."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-
-    def kill_group(self) -> None:
-        """SIGKILL the child and everything it spawned (its pool processes)."""
-        if self.process is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-
-    def wait(self, timeout: float) -> None:
-        """Wait for exit; kill the whole group when it takes longer than `timeout`."""
-        if self.process is None:
-            return
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill_group()
-            self.process.wait(5)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def log_tail(self, lines: int = 30) -> str:
-        """The last lines of the child's output."""
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
 
 
 def _port_is_free(port: int) -> bool:
@@ -173,7 +103,7 @@ class Stack:
             "flower": ["flower", "--port", str(self.flower_port)],
         }
         for name, argv in parts.items():
-            child = Child(name, argv, self.log_dir / f"{name}.log")
+            child = Child.matchops(name, argv, self.log_dir / f"{name}.log")
             self.children.append(child)
             child.start()
         self._wait_until_ready()
@@ -183,12 +113,10 @@ class Stack:
 
         user, password = credentials.parse_basic_auth(os.environ["FLOWER_BASIC_AUTH"])
         pending = {"worker", "api", "flower"}
-        deadline = time.monotonic() + READY_TIMEOUT
         with httpx.Client(timeout=2) as http:
-            while pending:
+
+            def all_ready() -> bool:
                 self.check_alive()
-                if time.monotonic() > deadline:
-                    raise StackError(f"not ready after {READY_TIMEOUT:g}s: {', '.join(pending)}")
                 if "api" in pending and _answers(http, f"{self.api_url}/readyz"):
                     pending.discard("api")
                 if "flower" in pending and _answers(
@@ -199,7 +127,10 @@ class Stack:
                     destination=[self.worker_name], timeout=0.5
                 ):
                     pending.discard("worker")
-                time.sleep(0.1)
+                return not pending
+
+            if not poll_until(all_ready, READY_TIMEOUT):
+                raise StackError(f"not ready after {READY_TIMEOUT:g}s: {', '.join(pending)}")
 
     def check_alive(self) -> None:
         """Raise StackError naming the first part that exited, with its log tail."""
@@ -224,14 +155,14 @@ class Stack:
                 "Ctrl-C again stops it now (the task then runs again on the next start)"
             )
         started = time.monotonic()
-        reported = bool(busy)
-        while (left := [c.name for c in self.children if c.running()]) and (
-            time.monotonic() - started < STOP_TIMEOUT
-        ):
-            if not reported and time.monotonic() - started > SLOW_STOP:
-                _say(f"still waiting for: {', '.join(left)} (Ctrl-C again stops them now)")
-                reported = True
-            time.sleep(0.1)
+
+        def all_gone() -> bool:
+            return not any(child.running() for child in self.children)
+
+        if not busy and not poll_until(all_gone, SLOW_STOP):
+            left = ", ".join(child.name for child in self.children if child.running())
+            _say(f"still waiting for: {left} (Ctrl-C again stops them now)")
+        poll_until(all_gone, STOP_TIMEOUT - (time.monotonic() - started))
         for child in self.children:
             child.wait(0)
 

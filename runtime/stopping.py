@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import kombu.exceptions
 import redis.exceptions
 
 from runtime import embedded
+from runtime.polling import poll_until
 
 STACK_MODES = ("run", "demo")
 # Longer than the stack's own stop timeout, after which it kills what is left.
@@ -69,18 +69,18 @@ def stop_stacks(say: Say) -> int:
     stopped = 0
     for mode in STACK_MODES:
         pid = _stack_pid(mode)
-        if pid is None:
-            continue
-        say(f"stopping `matchops {mode}` (pid {pid}); running tasks finish first ...")
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + STACK_EXIT_TIMEOUT
-        while embedded.pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if embedded.pid_alive(pid):
-            say(f"`matchops {mode}` (pid {pid}) did not stop; killing it")
-            os.kill(pid, signal.SIGKILL)
-        stopped += 1
+        if pid is not None:
+            _stop_stack(mode, pid, say)
+            stopped += 1
     return stopped
+
+
+def _stop_stack(mode: str, pid: int, say: Say) -> None:
+    say(f"stopping `matchops {mode}` (pid {pid}); running tasks finish first ...")
+    os.kill(pid, signal.SIGTERM)
+    if not poll_until(lambda: not embedded.pid_alive(pid), STACK_EXIT_TIMEOUT):
+        say(f"`matchops {mode}` (pid {pid}) did not stop; killing it")
+        os.kill(pid, signal.SIGKILL)
 
 
 def stop_all(say: Say) -> None:

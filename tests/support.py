@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -21,16 +19,20 @@ from sqlalchemy import select, text
 from api.submission import task_catalogue
 from core.db import get_engine
 from models.platform import TaskRun
+from runtime.children import Child
+from runtime.polling import poll_until
 from workers.app import app
 
 ROOT = Path(__file__).resolve().parent.parent
+# Per test process, so two suites running side by side keep their own logs.
+TEST_LOGS = ROOT / ".matchops" / "test-logs" / str(os.getpid())
 ALL_QUEUES = "interactive,sweeps,cascades,maintenance,events,celery"
 # A worker whose pool kills itself at a point a test chooses (tests/killing_worker.py).
 KILLING_WORKER = ("-m", "tests.killing_worker")
 
 
 class WorkerProcess:
-    """A real `celery worker` subprocess of this app."""
+    """A real `celery worker` subprocess of this app, ready once it answers a ping."""
 
     def __init__(
         self,
@@ -42,56 +44,50 @@ class WorkerProcess:
         entry: tuple[str, ...] = ("-m", "celery", "-A", "workers.app"),
     ) -> None:
         self.name = f"{name}@matchops-tests"
-        # Per test process, so two suites running side by side keep their own logs.
-        default_dir = ROOT / ".matchops" / "test-logs" / str(os.getpid())
-        self.log_path = (log_dir or default_dir) / f"{name}.log"
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **(extra_env or {})}
+        env = extra_env or {}
         # Control messages of this process travel on its own broker: a worker on another
         # one can only be watched through its log.
-        self.own_broker = env.get("BROKER_URL") != os.environ.get("BROKER_URL")
-        self._log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
+        self.own_broker = "BROKER_URL" in env and env["BROKER_URL"] != os.environ.get("BROKER_URL")
+        self.child = Child(
+            name,
             [
                 sys.executable,
                 *entry,
                 "worker",
-                "-P",
-                "prefork",
-                "-c",
-                str(concurrency),
-                "-Q",
-                queues,
-                "-n",
-                self.name,
-                "-l",
-                "INFO",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
+                *("-P", "prefork", "-c", str(concurrency), "-Q", queues, "-n", self.name),
+                *("-l", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"),
             ],
-            cwd=ROOT,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            (log_dir or TEST_LOGS) / f"{name}.log",
+            env,
         )
+        self.child.start()
+
+    @property
+    def log_path(self) -> Path:
+        """The worker's output."""
+        return self.child.log_path
+
+    @property
+    def process(self) -> subprocess.Popen[bytes]:
+        """The worker's main process."""
+        assert self.child.process is not None
+        return self.child.process
 
     def wait_ready(self, timeout: float = 60) -> None:
         """Block until the worker answers a ping (or, on a broker of its own, says ready)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
+
+        def ready() -> bool:
+            if not self.child.running():
                 raise RuntimeError(f"worker {self.name} exited:\n{self.log_tail()}")
             if self.own_broker:
-                if f"{self.name} ready." in self.log_path.read_text(errors="replace"):
-                    return
-                time.sleep(0.2)
-            elif app.control.ping(destination=[self.name], timeout=0.5):
-                return
-        raise RuntimeError(
-            f"worker {self.name} did not answer within {timeout}s:\n{self.log_tail()}"
-        )
+                return f"{self.name} ready." in self.log_path.read_text(errors="replace")
+            return bool(app.control.ping(destination=[self.name], timeout=0.5))
+
+        # A ping waits half a second for its answer by itself.
+        if not poll_until(ready, timeout, interval=0.2 if self.own_broker else 0):
+            raise RuntimeError(
+                f"worker {self.name} did not answer within {timeout}s:\n{self.log_tail()}"
+            )
 
     def child_pids(self) -> list[int]:
         """Pids of the prefork pool processes."""
@@ -99,18 +95,13 @@ class WorkerProcess:
         return [int(p) for p in out.stdout.split()]
 
     def log_tail(self, lines: int = 60) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        """The last lines of the worker's output."""
+        return self.child.log_tail(lines)
 
     def stop(self) -> None:
-        """Warm shutdown, then kill if it does not go."""
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(5)
-        self._log.close()
+        """SIGTERM to the worker and its pool (running tasks end now), then kill if it
+        does not go."""
+        self.child.stop(20, group=True)
 
 
 @contextmanager
@@ -122,6 +113,27 @@ def running_worker(name: str, **kwargs: Any) -> Iterator[WorkerProcess]:
         yield worker
     finally:
         worker.stop()
+
+
+@contextmanager
+def running_beat(
+    log_path: Path, level: str = "INFO", extra_env: dict[str, str] | None = None
+) -> Iterator[Child]:
+    """`celery beat` of this app for the block; its schedule file sits next to its log."""
+    beat = Child(
+        "beat",
+        [
+            *(sys.executable, "-m", "celery", "-A", "workers.app", "beat"),
+            *("--schedule", str(log_path.with_suffix(".schedule")), "-l", level),
+        ],
+        log_path,
+        extra_env or {},
+    )
+    beat.start()
+    try:
+        yield beat
+    finally:
+        beat.stop(10)
 
 
 def run_task(name: str, timeout: float = 60, **kwargs: Any) -> Any:
@@ -158,11 +170,8 @@ def send(name: str, **kwargs: Any) -> AsyncResult[Any]:
 
 def wait_for(predicate: Callable[[], object], timeout: float = 30, what: str = "condition") -> None:
     """Poll `predicate` every 0.1 s until it is truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
+    if not poll_until(predicate, timeout):
+        raise AssertionError(f"timed out waiting for {what}")
 
 
 def lock_waiters(query_like: str | None = None) -> int:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import Celery
+
+from celeryconfig import celery_config
+from core.settings import get_settings
 
 # Every module that defines tasks. The API imports them too, for the task catalogue.
 TASK_MODULES = (
@@ -14,7 +19,16 @@ TASK_MODULES = (
 )
 
 app = Celery("matchops", include=list(TASK_MODULES))
-app.config_from_object("celeryconfig")
+
+
+@app.on_configure.connect
+def _configure_from_settings(sender: Celery, **_: Any) -> None:
+    # Celery configures itself when its configuration is first read, not at import: the
+    # settings are read then, after whatever set the environment up (embedded servers,
+    # a test's overrides) has run. What is set here counts as configured, not as a
+    # default, so `celery inspect conf` and Flower show it.
+    sender.conf.update(celery_config(get_settings()))
+
 
 import workers.signals  # noqa: E402  (connects the worker signal handlers)
 import workers.triggers  # noqa: E402,F401  (sends follow-ups after commits)

@@ -7,6 +7,7 @@ from typing import Any
 from billiard.einfo import ExceptionInfo
 from celery.signals import beat_init, task_failure, worker_process_init, worker_ready
 
+from celeryconfig import DEAD_LETTER_QUEUE, on_rabbitmq
 from core.db import dispose_engine, get_bookkeeping_engine
 from core.dispatcher import Dispatcher
 from core.errors import DomainError
@@ -30,10 +31,9 @@ def _refusals_without_traceback(exception: BaseException, einfo: ExceptionInfo, 
 @worker_ready.connect
 def _declare_dead_letters(sender: Any, **_: Any) -> None:
     # RabbitMQ drops messages past the delivery limit here; the queue must exist first.
-    queue = sender.app.conf.get("DEAD_LETTER_QUEUE")
-    if queue is not None:
+    if on_rabbitmq(sender.app.conf.broker_url):
         with sender.app.connection_for_write() as connection:
-            queue.bind(connection.default_channel).declare()
+            DEAD_LETTER_QUEUE.bind(connection.default_channel).declare()
 
 
 @worker_ready.connect

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -19,9 +16,11 @@ import uvicorn
 from fastapi import FastAPI
 
 from api.auth import issue_token
+from runtime.children import Child
 from runtime.embedded import free_port
+from runtime.polling import poll_until
 from tests.factories import unique
-from tests.support import ROOT
+from tests.support import TEST_LOGS
 from workers.app import app
 
 SECRET = "matchops-api-tests-secret-0123456789abcdef"
@@ -50,11 +49,9 @@ def serving(app: FastAPI) -> Iterator[str]:
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="api-under-test", daemon=True)
     thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
+    poll_until(lambda: server.started or not thread.is_alive(), 20, 0.02)
+    if not server.started:
+        raise RuntimeError("uvicorn did not start")
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -66,61 +63,46 @@ def serving(app: FastAPI) -> Iterator[str]:
 def api_process(**env: str) -> Iterator[str]:
     """`uvicorn --factory api.app:create_app` as a subprocess with `env` overrides."""
     port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            "api.app:create_app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        env={**os.environ, "AUTH_SECRET": SECRET, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
     url = f"http://127.0.0.1:{port}"
+    child = Child(
+        f"api-{port}",
+        [
+            *(sys.executable, "-m", "uvicorn", "--factory", "api.app:create_app"),
+            *("--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"),
+        ],
+        TEST_LOGS / f"api-{port}.log",
+        {"AUTH_SECRET": SECRET, **env},
+    )
+    child.start()
+
+    def healthy() -> bool:
+        if not child.running():
+            raise RuntimeError(f"the API exited during start-up:\n{child.log_tail()}")
+        with contextlib.suppress(httpx.TransportError):
+            return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+        return False
+
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                output = process.stdout.read().decode(errors="replace") if process.stdout else ""
-                raise RuntimeError(f"the API exited during start-up:\n{output}")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError("the API did not start within 60 s")
-            time.sleep(0.1)
+        if not poll_until(healthy, 60):
+            raise RuntimeError("the API did not start within 60 s")
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
-        if process.stdout:
-            process.stdout.close()
+        child.stop(20)
 
 
 def wait_until_final(http: httpx.Client, task_id: str, timeout: float = 30) -> dict[str, Any]:
     """Poll `GET /v1/tasks/{id}` until SUCCESS or FAILURE."""
-    deadline = time.monotonic() + timeout
-    while True:
-        response = http.get(f"/v1/tasks/{task_id}")
-        if response.status_code == 200 and response.json()["state"] in {"SUCCESS", "FAILURE"}:
-            body: dict[str, Any] = response.json()
-            return body
-        if time.monotonic() > deadline:
-            raise AssertionError(f"task {task_id} not final after {timeout}s: {response.text}")
-        time.sleep(0.05)
+    responses: list[httpx.Response] = []
+
+    def final() -> bool:
+        responses.append(http.get(f"/v1/tasks/{task_id}"))
+        response = responses[-1]
+        return response.status_code == 200 and response.json()["state"] in {"SUCCESS", "FAILURE"}
+
+    if not poll_until(final, timeout, 0.05):
+        raise AssertionError(f"task {task_id} not final after {timeout}s: {responses[-1].text}")
+    body: dict[str, Any] = responses[-1].json()
+    return body
 
 
 class TaskEvents:
@@ -176,11 +158,13 @@ def task_events() -> Iterator[TaskEvents]:
             # Events are broadcast to whoever listens at that moment: wait until our
             # own probe comes back before the test sends anything.
             with app.events.default_dispatcher() as dispatcher:
-                deadline = time.monotonic() + 20
-                while not listening.wait(0.1):
-                    if time.monotonic() > deadline:
-                        raise RuntimeError("the event receiver did not start listening")
+
+                def heard_back() -> bool:
                     dispatcher.send("task-probe", uuid=probe)
+                    return listening.wait(0.1)
+
+                if not poll_until(heard_back, 20, interval=0):
+                    raise RuntimeError("the event receiver did not start listening")
             yield events
         finally:
             receiver.should_stop = True

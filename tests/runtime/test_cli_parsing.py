@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import time
+import contextlib
 
 import httpx
 import jwt
 import pytest
 
 from api.auth import decode_token, issue_token
+from runtime.children import Child
 from runtime.cli import (
     UsageError,
     parse_command_line,
@@ -20,8 +19,8 @@ from runtime.cli import (
 )
 from runtime.credentials import local_auth_secret
 from runtime.embedded import free_port
+from runtime.polling import poll_until
 from tests.runtime.commands import MATCHOPS, matchops
-from tests.support import ROOT
 
 CONTRACT_SUBCOMMANDS = {
     "migrate",
@@ -149,31 +148,28 @@ def test_api_signs_with_the_local_stack_secret_when_auth_secret_is_unset(tmp_pat
     secret = local_auth_secret(tmp_path, create=True)
     assert secret is not None
     port = free_port()
-    process = subprocess.Popen(
+    api = Child(
+        "api",
         [MATCHOPS, "api", "--port", str(port)],
-        cwd=ROOT,
-        env={k: v for k, v in os.environ.items() if k != "AUTH_SECRET"}
-        | {"MATCHOPS_HOME": str(tmp_path)},
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+        tmp_path / "logs" / "api.log",
+        {"AUTH_SECRET": None, "MATCHOPS_HOME": str(tmp_path)},
     )
+    api.start()
+    replies: list[httpx.Response] = []
+
+    def answered() -> bool:
+        assert api.running(), "api did not start"
+        with contextlib.suppress(httpx.TransportError):
+            replies.append(httpx.get(f"http://127.0.0.1:{port}/v1/tasks", headers=headers))
+        return bool(replies)
+
     try:
         headers = {"Authorization": f"Bearer {issue_token(secret, 'local', ['*'], 60)}"}
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                reply = httpx.get(f"http://127.0.0.1:{port}/v1/tasks", headers=headers)
-                break
-            except httpx.TransportError:
-                assert process.poll() is None and time.monotonic() < deadline, "api did not start"
-                time.sleep(0.2)
-        assert reply.status_code == 200
+        assert poll_until(answered, 30, 0.2), "api did not start"
+        assert replies[0].status_code == 200
     finally:
-        process.terminate()
-        _, stderr = process.communicate(timeout=30)
-    assert "using the local stack's secret" in stderr
+        api.stop(30)
+    assert "using the local stack's secret" in api.log_path.read_text()
 
 
 def test_flower_refuses_to_start_without_basic_auth():

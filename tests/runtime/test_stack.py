@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import re
 import signal
-import subprocess
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from queue import Empty, Queue
 
 import httpx
 import pytest
 
+from runtime.children import Child
+from runtime.polling import poll_until
 from runtime.stack import _masked
 from tests.runtime.commands import MATCHOPS, matchops
-from tests.support import ROOT
 
 
 def test_demo_runs_end_to_end_and_exits_0(tmp_path):
@@ -59,50 +55,46 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def _lines(process: subprocess.Popen[str]) -> Queue[str]:
-    lines: Queue[str] = Queue()
-
-    def pump() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            lines.put(line)
-
-    threading.Thread(target=pump, daemon=True).start()
-    return lines
-
-
-def _wait_for_line(lines: Queue[str], pattern: str, seen: list[str], timeout: float) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            line = lines.get(timeout=1)
-        except Empty:
-            continue
-        seen.append(line)
-        if re.search(pattern, line):
-            return line
-    raise AssertionError(f"no line matching {pattern!r} in:\n{''.join(seen)}")
-
-
 class RunningStack:
     """`matchops run` in a subprocess, its home (logs, pid file) in a test folder."""
 
     def __init__(self, home: Path) -> None:
         self.home = home
-        self.process = subprocess.Popen(
+        self.child = Child(
+            "run",
             [MATCHOPS, "run", "--api-port", "0", "--flower-port", "0"],
-            cwd=ROOT,
-            env={**os.environ, "MATCHOPS_HOME": str(home)},
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
+            home / "run.log",
+            {"MATCHOPS_HOME": str(home)},
         )
+        self.child.start()
+        self.process = self.child.process
+        assert self.process is not None
+        self._output = self.child.log_path.open(errors="replace")
+        self._partial = ""
         self.seen: list[str] = []
-        self.lines = _lines(self.process)
+
+    def _next_line(self) -> str | None:
+        # The output so far may end in the middle of a line; keep that part for later.
+        self._partial += self._output.readline()
+        if not self._partial.endswith("\n"):
+            return None
+        line, self._partial = self._partial, ""
+        return line
 
     def wait_for(self, pattern: str, timeout: float = 90) -> str:
-        return _wait_for_line(self.lines, pattern, self.seen, timeout)
+        """The next line of output matching `pattern`, the lines before it passed over."""
+        found: list[str] = []
+
+        def matched() -> bool:
+            while not found and (line := self._next_line()) is not None:
+                self.seen.append(line)
+                if re.search(pattern, line):
+                    found.append(line)
+            return bool(found)
+
+        if not poll_until(matched, timeout):
+            raise AssertionError(f"no line matching {pattern!r} in:\n{self.output()}")
+        return found[0]
 
     def wait_until_serving(self) -> tuple[str, str]:
         """The printed API URL and token, once the demo workload is done."""
@@ -119,9 +111,9 @@ class RunningStack:
         return "".join(self.seen)
 
     def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+        self.child.kill_group()
+        self.child.wait(60)
+        self._output.close()
 
 
 @pytest.fixture

@@ -6,7 +6,8 @@ import threading
 
 import pytest
 
-from runtime.stack import Child, Stack
+from runtime.children import Child
+from runtime.stack import Stack
 from tests.factories_mentorship import holding_user_row, make_mentee, make_mentor
 from tests.support import (
     WorkerProcess,
@@ -25,7 +26,9 @@ def test_stopping_names_the_running_task_and_lets_it_finish(
     db.commit()
     stack = Stack(api_port=0, flower_port=0, mode="stopping-test")
     queue_args = ["-Q", "interactive", "-c", "1", "--without-gossip", "--without-mingle"]
-    child = Child("worker", ["worker", "-n", stack.worker_name, *queue_args], tmp_path / "w.log")
+    child = Child.matchops(
+        "worker", ["worker", "-n", stack.worker_name, *queue_args], tmp_path / "w.log"
+    )
     stack.children.append(child)
     child.start()
     printed: list[str] = []

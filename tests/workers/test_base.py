@@ -4,7 +4,6 @@ and retries across a real database outage."""
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 from sqlalchemy.engine import make_url
@@ -12,6 +11,7 @@ from sqlalchemy.engine import make_url
 from core.errors import MatchingError, status_of
 from core.outages import TRANSIENT_ERRORS
 from core.settings import get_settings
+from runtime.polling import poll_until
 from tests.proxy import OutageProxy
 from tests.support import queue_taken_from, running_worker, send
 from workers.app import load_tasks
@@ -87,9 +87,7 @@ def test_database_outage_is_retried_until_the_database_is_back(worker):
             "outage", queues="maintenance", concurrency=1, extra_env={"DATABASE_URL": proxied}
         ):
             result = send("maintenance.reconcile")
-            deadline = time.monotonic() + 30
-            while result.state != "RETRY" and time.monotonic() < deadline:
-                time.sleep(0.2)
+            poll_until(lambda: result.state == "RETRY", 30, 0.2)
             assert result.state == "RETRY"
             proxy.up = True
             answer = result.get(timeout=90)

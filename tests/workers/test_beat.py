@@ -3,9 +3,6 @@ its safety ticks; a pending request and an unpublished event bring them back."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -19,7 +16,7 @@ from core.settings import get_settings
 from domain.peer.requests import create_request
 from runtime.migrate import recreate_schema, upgrade_head
 from tests.factories import make_user, unique
-from tests.support import ROOT, WorkerProcess, queue_taken_from, wait_for
+from tests.support import WorkerProcess, queue_taken_from, running_beat, wait_for
 from workers.app import app
 
 TICKED = {"peer.sweep", "peer.expire", "events.publish"}
@@ -29,22 +26,8 @@ TICK_QUEUES = ("sweeps", "events")
 @contextmanager
 def beat_on(database_url: str, log_path: Path) -> Iterator[None]:
     """Beat, logging at DEBUG (its skipped ticks too), against `database_url`."""
-    with log_path.open("wb") as log:
-        beat = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "celery", "-A", "workers.app", "beat"),
-                *("--schedule", str(log_path.with_suffix(".schedule")), "-l", "DEBUG"),
-            ],
-            cwd=ROOT,
-            env={**os.environ, "DATABASE_URL": database_url},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            yield
-        finally:
-            beat.terminate()
-            beat.wait(10)
+    with running_beat(log_path, "DEBUG", {"DATABASE_URL": database_url}):
+        yield
 
 
 def take_queued_tasks() -> list[str]:

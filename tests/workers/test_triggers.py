@@ -4,8 +4,6 @@ pool fans out under a tight cap, and beat's ticks store no results."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -29,10 +27,10 @@ from tests.api.support import task_events
 from tests.factories import make_user, unique
 from tests.factories_peer import make_pool, pairs_of_topic
 from tests.support import (
-    ROOT,
     WorkerProcess,
     capped_sweeper,
     queue_taken_from,
+    running_beat,
     running_worker,
     send,
     task_run,
@@ -188,38 +186,17 @@ def test_a_short_beat_run_stores_no_result_per_tick(worker, db, tmp_path: Path):
     db.commit()
     backend = redis.Redis.from_url(get_settings().backend)
     before = _result_keys(backend)
-    with task_events() as seen:
-        beat = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "workers.app",
-                "beat",
-                "--schedule",
-                str(tmp_path / "celerybeat-schedule"),
-                "-l",
-                "INFO",
-            ],
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+    with task_events() as seen, running_beat(tmp_path / "beat.log"):
+        # peer.expire ticks every 5 s; the sweep and relay ticks every 10 s.
+        wait_for(
+            lambda: (
+                seen.done("peer.expire") >= 2
+                and seen.done("peer.sweep") >= 1
+                and seen.done("events.publish") >= 1
+            ),
+            timeout=40,
+            what="the ticks of the first 10 s",
         )
-        try:
-            # peer.expire ticks every 5 s; the sweep and relay ticks every 10 s.
-            wait_for(
-                lambda: (
-                    seen.done("peer.expire") >= 2
-                    and seen.done("peer.sweep") >= 1
-                    and seen.done("events.publish") >= 1
-                ),
-                timeout=40,
-                what="the ticks of the first 10 s",
-            )
-        finally:
-            beat.terminate()
-            beat.wait(10)
 
     # Only beat's own tasks count (the ledger names their caller): other tests' tasks of
     # the same names, sent asking for a result, may still be finishing.
