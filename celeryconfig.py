@@ -126,6 +126,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_extended": True,
         "result_expires": 3 * 24 * 3600,
         "worker_send_task_events": True,
+        # Celery's consumer, sending those events in batches (workers.consumer).
+        "worker_consumer": "workers.consumer:Consumer",
         # No `task-sent` event per publish: the ledger records every accepted task, and
         # the event would double the broker writes of every enqueue.
         "task_send_sent_event": False,

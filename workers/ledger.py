@@ -17,7 +17,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, case, func, select, update
+from sqlalchemy import Connection, bindparam, case, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -49,6 +49,60 @@ class Delivery:
     outcome: Outcome | None
 
 
+# The statements every task runs are built once: SQLAlchemy then only looks up their
+# compiled form per execution instead of building and hashing a new statement each time,
+# which cost more than the database's own work on them. They run as Core statements, on
+# the session's connection where there is a session: they load no ORM objects, and the
+# ORM's execution path would cost as much again.
+_counted = insert(TaskRun).values(
+    task_id=bindparam("run_id"),
+    name=bindparam("run_name"),
+    args=bindparam("run_args"),
+    caller=bindparam("run_caller"),
+    origin=bindparam("run_origin"),
+    dispatched_at=func.now(),
+    started_at=func.now(),
+    deliveries=1,
+    state=STARTED,
+)
+COUNT_DELIVERY = _counted.on_conflict_do_update(
+    index_elements=[TaskRun.task_id],
+    set_={
+        "deliveries": TaskRun.deliveries + 1,
+        "started_at": func.coalesce(TaskRun.started_at, func.now()),
+        # The existing row's values: a finished task keeps its outcome.
+        "state": case((TaskRun.finished_at.is_(None), STARTED), else_=TaskRun.state),
+    },
+).returning(
+    TaskRun.deliveries,
+    TaskRun.caller,
+    TaskRun.state,
+    TaskRun.result,
+    TaskRun.error,
+    TaskRun.finished_at,
+)
+_OUTCOME_COLUMNS = (TaskRun.state, TaskRun.result, TaskRun.error, TaskRun.finished_at)
+CLAIM_RUN = (
+    select(*_OUTCOME_COLUMNS)
+    .where(TaskRun.task_id == bindparam("run_id"))
+    # NO KEY: progress rows reference this one, and their foreign-key check must not
+    # wait for the lock their own task holds.
+    .with_for_update(key_share=True)
+)
+RECORD_OUTCOME = (
+    update(TaskRun)
+    .where(TaskRun.task_id == bindparam("run_id"), TaskRun.finished_at.is_(None))
+    .values(
+        state=bindparam("run_state"),
+        result=bindparam("run_result"),
+        error=bindparam("run_error"),
+        finished_at=func.now(),
+    )
+    .returning(TaskRun.task_id)
+)
+RECORDED_OUTCOME = select(*_OUTCOME_COLUMNS).where(TaskRun.task_id == bindparam("run_id"))
+
+
 def begin_delivery(
     connection: Connection, context: TaskContext, args: dict[str, Any], origin: str
 ) -> Delivery:
@@ -57,71 +111,40 @@ def begin_delivery(
     Runs on an autocommit connection: the count must survive whatever happens next.
     """
     row = connection.execute(
-        insert(TaskRun)
-        .values(
-            task_id=uuid.UUID(context.task_id),
-            name=context.task_name,
-            args=args,
-            caller=context.caller,
-            origin=origin,
-            dispatched_at=func.now(),
-            started_at=func.now(),
-            deliveries=1,
-            state=STARTED,
-        )
-        .on_conflict_do_update(
-            index_elements=[TaskRun.task_id],
-            set_={
-                "deliveries": TaskRun.deliveries + 1,
-                "started_at": func.coalesce(TaskRun.started_at, func.now()),
-                # The existing row's values: a finished task keeps its outcome.
-                "state": case((_unfinished(), STARTED), else_=TaskRun.state),
-            },
-        )
-        .returning(
-            TaskRun.deliveries,
-            TaskRun.caller,
-            TaskRun.state,
-            TaskRun.result,
-            TaskRun.error,
-            TaskRun.finished_at,
-        )
+        COUNT_DELIVERY,
+        {
+            "run_id": uuid.UUID(context.task_id),
+            "run_name": context.task_name,
+            "run_args": args,
+            "run_caller": context.caller,
+            "run_origin": origin,
+        },
     ).one()
     return Delivery(count=row.deliveries, caller=row.caller, outcome=_outcome(row))
 
 
 def claim_run(session: Session, task_id: str) -> Outcome | None:
     """Lock the task's row until the transaction ends; its outcome if it has one."""
-    row = session.execute(
-        select(TaskRun.state, TaskRun.result, TaskRun.error, TaskRun.finished_at)
-        .where(TaskRun.task_id == uuid.UUID(task_id))
-        # NO KEY: progress rows reference this one, and their foreign-key check must
-        # not wait for the lock their own task holds.
-        .with_for_update(key_share=True)
-    ).one()
+    row = session.connection().execute(CLAIM_RUN, {"run_id": uuid.UUID(task_id)}).one()
     return _outcome(row)
 
 
 def record_outcome(session: Session, task_id: str, outcome: Outcome) -> Outcome:
     """Write the outcome unless one is recorded already; returns the one that stands."""
-    written = session.execute(
-        update(TaskRun)
-        .where(TaskRun.task_id == uuid.UUID(task_id), _unfinished())
-        .values(
-            state=outcome.state,
-            result=outcome.result,
-            error=outcome.error,
-            finished_at=func.now(),
-        )
-        .returning(TaskRun.task_id)
+    key = {"run_id": uuid.UUID(task_id)}
+    connection = session.connection()
+    written = connection.execute(
+        RECORD_OUTCOME,
+        {
+            **key,
+            "run_state": outcome.state,
+            "run_result": outcome.result,
+            "run_error": outcome.error,
+        },
     ).one_or_none()
     if written is not None:
         return outcome
-    stored = session.execute(
-        select(TaskRun.state, TaskRun.result, TaskRun.error, TaskRun.finished_at).where(
-            TaskRun.task_id == uuid.UUID(task_id)
-        )
-    ).one()
+    stored = connection.execute(RECORDED_OUTCOME, key).one()
     return _outcome(stored) or outcome
 
 
