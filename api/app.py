@@ -17,7 +17,7 @@ from api.middleware import MAX_BODY_BYTES, BodySizeLimit, CatchAll
 from api.routes import router
 from api.submission import finished_among, task_catalogue
 from api.waiters import OutcomeWaiters
-from core.db import get_engine
+from core.db import libpq_conninfo
 from core.settings import get_settings
 
 DESCRIPTION = """\
@@ -44,7 +44,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        intake.stop()
+        await intake.stop()
         broker_watch.stop()
 
 
@@ -74,7 +74,7 @@ def create_app() -> FastAPI:
     app.state.auth_secret = auth_secret
     app.state.max_token_ttl = settings.max_token_ttl_seconds
     app.state.broker_watch = BrokerWatch()
-    app.state.intake = Intake(get_engine())
+    app.state.intake = Intake(libpq_conninfo())
     app.state.waiters = OutcomeWaiters(finished_among)
     app.include_router(router)
     app.include_router(metrics_router)
