@@ -1,8 +1,9 @@
 """The routes: thin wrappers around `api.submission`, plus the health probes.
 
-Database calls run in FastAPI's thread pool, so they never block the event loop; a
-`wait` waits on the loop (api.waiters) and holds no thread, and the liveness probe
-runs on the loop itself.
+Database calls run in FastAPI's thread pool, so they never block the event loop; an
+enqueue is recorded by the intake's asyncio connection (api.intake), a `wait` waits on
+the loop (api.waiters), neither holds a thread, and the liveness probe runs on the loop
+itself.
 """
 
 from __future__ import annotations
