@@ -2,119 +2,114 @@
 
 A commit waits for PostgreSQL to flush its WAL to disk (about 9 ms on this class of
 machine), and a connection commits one transaction at a time. Each request therefore
-parks its prepared task here and awaits a future; one writer thread takes whatever has
-gathered, records it all with a single statement (api.submission.record_tasks), wakes
-the requests; the commit notifies the dispatchers, which publish. Under load a batch
-holds as many tasks as arrived during the previous commit, so throughput grows with
-concurrency while each caller still gets its 202 only after its row is committed.
+parks its prepared task here and awaits a future; one writer coroutine takes whatever
+has gathered, records it all with a single statement (api.submission.record_tasks_async),
+and resolves the futures; the commit notifies the dispatchers, which publish. Under
+load a batch holds as many tasks as arrived during the previous commit, so throughput
+grows with concurrency while each caller still gets its 202 only after its row is
+committed.
+
+The writer runs on the event loop with an asyncio connection of its own: no thread
+competes with the loop for the interpreter, and no wake-up crosses threads.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import queue
-import threading
-from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Connection, Engine
+import psycopg
 
 from api.errors import ApiError, unavailable
-from api.submission import NewTask, record_tasks
-from core.outages import DATABASE, DATABASE_ERRORS
+from api.submission import NewTask, record_tasks_async
+from core.outages import DATABASE
 
 logger = logging.getLogger("api")
 
 # Tasks recorded by one statement at the most; the rest go in the next one.
 MAX_BATCH = 500
+# A dead database must answer 503 quickly, not hold every caller.
+CONNECT_TIMEOUT_SECONDS = 5
+# psycopg's outages: the server refused, went away or did not answer in time.
+OUTAGE_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
 
-
-@dataclass(frozen=True)
-class _Parked:
-    task: NewTask
-    answer: asyncio.Future[str]
-    loop: asyncio.AbstractEventLoop
+_Parked = tuple[NewTask, "asyncio.Future[str]"]
 
 
 class Intake:
-    """Records tasks in batches from one writer thread; `record` awaits its task's turn."""
+    """Records tasks in batches from one writer coroutine; `record` awaits its task's turn."""
 
-    def __init__(self, engine: Engine) -> None:
-        # Autocommit: the one insert statement is its own transaction.
-        self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
-        self._parked: queue.SimpleQueue[_Parked | None] = queue.SimpleQueue()
-        self._connection: Connection | None = None
-        self._thread = threading.Thread(target=self._run, name="intake", daemon=True)
+    def __init__(self, conninfo: str) -> None:
+        self._conninfo = conninfo
+        self._parked: list[_Parked] = []
+        self._arrived: asyncio.Event | None = None
+        self._stopping = False
+        self._connection: psycopg.AsyncConnection[Any] | None = None
+        self._writer: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        """Start the writer thread."""
-        self._thread.start()
+        """Start the writer on the running event loop."""
+        self._stopping = False
+        self._arrived = asyncio.Event()
+        self._writer = asyncio.get_running_loop().create_task(self._run(), name="intake")
 
-    def stop(self, timeout: float = 10) -> None:
+    async def stop(self) -> None:
         """Record what is parked, then stop."""
-        self._parked.put(None)
-        self._thread.join(timeout)
+        self._stopping = True
+        if self._arrived is not None and self._writer is not None:
+            self._arrived.set()
+            await self._writer
+        await self._forget_connection()
 
     async def record(self, task: NewTask) -> str:
         """The task id the caller gets, once committed; raises the ApiError refusing it."""
-        loop = asyncio.get_running_loop()
-        answer: asyncio.Future[str] = loop.create_future()
-        self._parked.put(_Parked(task, answer, loop))
+        answer: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._parked.append((task, answer))
+        assert self._arrived is not None, "the intake records only once started"
+        self._arrived.set()
         return await answer
 
-    def _run(self) -> None:
-        while True:
-            first = self._parked.get()
-            batch = [first] if first is not None else []
-            while len(batch) < MAX_BATCH:
-                try:
-                    item = self._parked.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    first = None
-                else:
-                    batch.append(item)
-            if batch:
-                self._record(batch)
-            if first is None:
-                self._forget_connection()
-                return
+    async def _run(self) -> None:
+        arrived = self._arrived
+        assert arrived is not None
+        while not self._stopping:
+            await arrived.wait()
+            arrived.clear()
+            # What parks during one commit is the next batch.
+            while self._parked:
+                batch = self._parked[:MAX_BATCH]
+                del self._parked[:MAX_BATCH]
+                await self._record(batch)
 
-    def _record(self, batch: list[_Parked]) -> None:
+    async def _record(self, batch: list[_Parked]) -> None:
+        answers: list[str | ApiError] | BaseException
         try:
             # The writer keeps its connection: no pool checkout and ping per batch.
             if self._connection is None:
-                self._connection = self._engine.connect()
-            answers: list[str | ApiError] = record_tasks(
-                self._connection, [parked.task for parked in batch]
-            )
-        except DATABASE_ERRORS as exc:
+                self._connection = await psycopg.AsyncConnection.connect(
+                    self._conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS
+                )
+            answers = await record_tasks_async(self._connection, [task for task, _ in batch])
+        except OUTAGE_ERRORS as exc:
             logger.warning("database unreachable while recording %d task(s): %s", len(batch), exc)
-            answers = [unavailable(DATABASE)] * len(batch)
-            self._forget_connection()
-        settled: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[str], str | ApiError]]]
-        settled = {}
-        for parked, answer in zip(batch, answers, strict=True):
-            settled.setdefault(parked.loop, []).append((parked.answer, answer))
-        # One wake-up of each event loop for the whole batch.
-        for loop, answered in settled.items():
-            loop.call_soon_threadsafe(_settle, answered)
+            answers = [unavailable(DATABASE) for _ in batch]
+            await self._forget_connection()
+        except Exception as exc:  # a bug, not an outage: its callers answer 500, the writer goes on
+            answers = exc
+        for index, (_, future) in enumerate(batch):
+            if future.done():  # the caller went away
+                continue
+            answer = answers if isinstance(answers, BaseException) else answers[index]
+            if isinstance(answer, BaseException):
+                future.set_exception(answer)
+            else:
+                future.set_result(answer)
 
-    def _forget_connection(self) -> None:
-        if self._connection is not None:
-            with contextlib.suppress(*DATABASE_ERRORS):
-                self._connection.invalidate()
-                self._connection.close()
-            self._connection = None
-
-
-def _settle(answered: list[tuple[asyncio.Future[str], str | ApiError]]) -> None:
-    for future, answer in answered:
-        if future.done():  # the caller went away
-            continue
-        if isinstance(answer, ApiError):
-            future.set_exception(answer)
-        else:
-            future.set_result(answer)
+    async def _forget_connection(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            try:
+                await connection.close()
+            except OUTAGE_ERRORS:
+                logger.debug("closing a broken intake connection failed", exc_info=True)

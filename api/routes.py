@@ -1,22 +1,36 @@
 """The routes: thin wrappers around `api.submission`, plus the health probes.
 
-Database calls run in FastAPI's thread pool, so they never block the event loop; a
-`wait` waits on the loop (api.waiters) and holds no thread, and the liveness probe
-runs on the loop itself.
+Database calls run in FastAPI's thread pool, so they never block the event loop; an
+enqueue is recorded by the intake's asyncio connection (api.intake), a `wait` waits on
+the loop (api.waiters), neither holds a thread, and the liveness probe runs on the loop
+itself.
 """
 
 from __future__ import annotations
 
+import email.message
+import json
 import uuid
+from collections.abc import Callable, Coroutine
 from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
+from pydantic import TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 
 from api import submission
-from api.auth import CurrentCaller, authenticate, may_read_every_task, require_scope
+from api.auth import (
+    CurrentCaller,
+    authenticate,
+    bearer_scheme,
+    may_read_every_task,
+    require_scope,
+)
 from api.errors import ErrorBody, error_body, unavailable
 from api.health import BrokerWatch, readiness
 from api.intake import Intake
@@ -33,6 +47,7 @@ from api.waiters import OutcomeWaiters
 from core.outages import BROKER
 
 router = APIRouter()
+JSON = "application/json"
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -53,34 +68,12 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return documented
 
 
-@router.post(
-    "/v1/tasks/{name}",
-    status_code=202,
-    response_model=TaskAccepted | TaskStatus,
-    response_model_exclude_unset=True,
-    responses={
-        200: {"model": TaskStatus, "description": "With `wait`: the task finished in time."},
-        **_errors(401, 403, 404, 409, 413, 422, 503),
-    },
-    summary="Enqueue a task",
-    description=(
-        "Validates `args` against the task's schema (see `GET /v1/tasks`) and records the "
-        "task in PostgreSQL: 202 with the task id and `status_url` means it is committed "
-        "and will run, even if the broker loses its message or a worker dies.\n\n"
-        "With `wait` (seconds, at most 30) the call blocks until the task finishes or the "
-        "time runs out and answers as `GET /v1/tasks/{task_id}` would: **200** when the "
-        "task is final (SUCCESS or FAILURE), **202** while it is still running.\n\n"
-        "With `idempotency_key`, repeating the same task and args returns the first "
-        "call's task id and enqueues nothing."
-    ),
-    tags=["tasks"],
-)
 async def enqueue(
     name: str,
     caller: CurrentCaller,
     request: Request,
     body: EnqueueRequest | None = None,
-) -> JSONResponse:
+) -> Response:
     """Enqueue task `name` for the calling token.
 
     The answer is built here rather than through the response model: the shapes are
@@ -102,15 +95,110 @@ async def enqueue(
         wait=enqueue_request.wait,
     )
     intake: Intake = request.app.state.intake
-    answer = submission.accepted_body(await intake.record(task), name)
+    task_id = await intake.record(task)
     if enqueue_request.wait is None:
-        return JSONResponse(answer, status_code=202)
+        return Response(submission.accepted_json(task_id, name), 202, media_type=JSON)
     waiters: OutcomeWaiters = request.app.state.waiters
-    await waiters.wait(uuid.UUID(answer["task_id"]), enqueue_request.wait)
+    await waiters.wait(uuid.UUID(task_id), enqueue_request.wait)
     answer = await run_in_threadpool(
-        partial(submission.describe_task, answer["task_id"], reader=caller.sub, may_read_all=True)
+        partial(submission.describe_task, task_id, reader=caller.sub, may_read_all=True)
     )
     return JSONResponse(answer, status_code=200 if answer["state"] in FINAL_STATES else 202)
+
+
+class EnqueueRoute(APIRoute):
+    """`enqueue` with its parameters resolved here instead of by FastAPI's dependency solver.
+
+    The front door's hottest path: solving the token dependency and the body field
+    generically took a fifth of the API's time per enqueue. The answers stay FastAPI's,
+    in its order: a body that is not JSON (422), the token (401), the body's fields
+    (422); OpenAPI still documents the endpoint's signature.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        """The handler that calls `enqueue` with its resolved parameters."""
+
+        async def handle(request: Request) -> Response:
+            body = await _json_body(request)
+            caller = await authenticate(request, await bearer_scheme(request))
+            return await enqueue(request.path_params["name"], caller, request, _enqueue_body(body))
+
+        return handle
+
+
+async def _json_body(request: Request) -> Any:
+    # As FastAPI reads a JSON body: no body is None; a body without a JSON content type
+    # stays bytes, which validation refuses (a strict content type).
+    raw = await request.body()
+    if not raw:
+        return None
+    content_type = request.headers.get("content-type")
+    if content_type is None or not _is_json(content_type):
+        return raw
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        error = {
+            "type": "json_invalid",
+            "loc": ("body", exc.pos),
+            "msg": "JSON decode error",
+            "input": {},
+            "ctx": {"error": exc.msg},
+        }
+        raise RequestValidationError([error], body=exc.doc) from exc
+    except ValueError as exc:  # not UTF-8, UTF-16 or UTF-32
+        raise HTTPException(400, "There was an error parsing the body") from exc
+
+
+def _is_json(content_type: str) -> bool:
+    if content_type == JSON:
+        return True
+    message = email.message.Message()
+    message["content-type"] = content_type
+    subtype = message.get_content_subtype()
+    return message.get_content_maintype() == "application" and (
+        subtype == "json" or subtype.endswith("+json")
+    )
+
+
+_ENQUEUE_REQUEST = TypeAdapter(EnqueueRequest)
+
+
+def _enqueue_body(body: Any) -> EnqueueRequest | None:
+    if body is None:
+        return None
+    try:
+        return _ENQUEUE_REQUEST.validate_python(body, from_attributes=True)
+    except ValidationError as exc:
+        errors = [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
+        raise RequestValidationError(errors, body=body) from None
+
+
+router.add_api_route(
+    "/v1/tasks/{name}",
+    enqueue,
+    methods=["POST"],
+    route_class_override=EnqueueRoute,
+    status_code=202,
+    response_model=TaskAccepted | TaskStatus,
+    response_model_exclude_unset=True,
+    responses={
+        200: {"model": TaskStatus, "description": "With `wait`: the task finished in time."},
+        **_errors(401, 403, 404, 409, 413, 422, 503),
+    },
+    summary="Enqueue a task",
+    description=(
+        "Validates `args` against the task's schema (see `GET /v1/tasks`) and records the "
+        "task in PostgreSQL: 202 with the task id and `status_url` means it is committed "
+        "and will run, even if the broker loses its message or a worker dies.\n\n"
+        "With `wait` (seconds, at most 30) the call blocks until the task finishes or the "
+        "time runs out and answers as `GET /v1/tasks/{task_id}` would: **200** when the "
+        "task is final (SUCCESS or FAILURE), **202** while it is still running.\n\n"
+        "With `idempotency_key`, repeating the same task and args returns the first "
+        "call's task id and enqueues nothing."
+    ),
+    tags=["tasks"],
+)
 
 
 @router.get(

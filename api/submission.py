@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+import psycopg
 from pydantic import ValidationError
-from sqlalchemy import Connection, select, text
+from sqlalchemy import Connection, select
 
 from api.errors import ApiError, describe_field_errors, unavailable
 from api.schemas import MAX_WAIT_SECONDS
@@ -113,22 +114,30 @@ def prepare_task(
 
 
 # The hot statement of the front door: every task of a batch in one round trip and one
-# commit (one WAL flush for them all), its columns as arrays so the statement text, and
-# its plan, stay the same whatever the batch size. The notification wakes the
+# commit (one WAL flush for them all), the batch as one JSON array so the statement text,
+# and its plan, stay the same whatever the batch size (and one parameter costs the
+# driver less than six arrays of them). The notification wakes the
 # dispatchers (core.dispatcher) when the commit makes the rows visible, not before.
-INSERT_TASKS = text(
-    f"""
+# Both statements are psycopg's own SQL: the API's intake sends them on an asyncio
+# connection, `record_tasks` through SQLAlchemy's driver-level execute.
+INSERT_TASKS = f"""
     INSERT INTO task_runs (task_id, name, args, caller, origin, idempotency_key, state, due_at)
-    SELECT t.task_id, t.name, CAST(t.args AS jsonb), t.caller, 'api', t.idempotency_key,
+    SELECT t.task_id, t.name, t.args, t.caller, 'api', t.idempotency_key,
            'PENDING', now() + make_interval(secs => t.countdown)
-    FROM unnest(
-        CAST(:task_ids AS uuid[]), CAST(:names AS text[]), CAST(:args AS text[]),
-        CAST(:callers AS text[]), CAST(:keys AS text[]), CAST(:countdowns AS float8[])
-    ) AS t(task_id, name, args, caller, idempotency_key, countdown)
+    FROM jsonb_to_recordset(CAST(%(tasks)s AS jsonb)) AS t(
+        task_id uuid, name text, args jsonb, caller text, idempotency_key text, countdown float8
+    )
     ON CONFLICT (caller, idempotency_key) DO NOTHING
     RETURNING task_id, pg_notify('{DISPATCH_CHANNEL}', '')
-    """
-)
+"""
+
+# The task an earlier call with the same key recorded. Args are compared as jsonb: key
+# order does not matter, `true` and `1` differ.
+TASK_FOR_KEY = """
+    SELECT task_id, name, args = CAST(%(args)s AS jsonb) AS same_args
+    FROM task_runs
+    WHERE caller = %(caller)s AND idempotency_key = %(key)s
+"""
 
 
 def record_tasks(connection: Connection, tasks: Sequence[NewTask]) -> list[str | ApiError]:
@@ -138,35 +147,83 @@ def record_tasks(connection: Connection, tasks: Sequence[NewTask]) -> list[str |
     valid = [task for task in tasks if task.problem is None]
     inserted: set[str] = set()
     if valid:
-        rows = connection.execute(
-            INSERT_TASKS,
-            {
-                "task_ids": [task.task_id for task in valid],
-                "names": [task.name for task in valid],
-                "args": [json.dumps(task.args) for task in valid],
-                "callers": [task.caller for task in valid],
-                "keys": [task.idempotency_key for task in valid],
-                "countdowns": [task.countdown or 0.0 for task in valid],
-            },
-        )
-        inserted = {str(row.task_id) for row in rows}
+        rows = connection.exec_driver_sql(INSERT_TASKS, insertion(valid))
+        inserted = {str(row[0]) for row in rows}
     answers: list[str | ApiError] = []
     for task in tasks:
         if task.task_id in inserted:
             answers.append(task.task_id)
-            continue
-        # Not inserted: its key was used before (or earlier in this batch).
-        assert task.idempotency_key is not None
-        try:
-            known = _task_for_key(connection, task)
-        except ApiError as refusal:
-            answers.append(refusal)
-            continue
-        if known is None:  # only a task whose args did not fit gets here
-            answers.append(ApiError(422, "validation_error", task.problem or "invalid args"))
         else:
-            answers.append(known)
+            row = connection.exec_driver_sql(TASK_FOR_KEY, key_lookup(task)).first()
+            answers.append(answer_for_key(task, None if row is None else tuple(row)))
     return answers
+
+
+async def record_tasks_async(
+    connection: psycopg.AsyncConnection[Any], tasks: Sequence[NewTask]
+) -> list[str | ApiError]:
+    """`record_tasks` on an asyncio connection in autocommit (the API's intake)."""
+    valid = [task for task in tasks if task.problem is None]
+    inserted: set[str] = set()
+    if valid:
+        cursor = await connection.execute(INSERT_TASKS, insertion(valid))
+        inserted = {str(row[0]) for row in await cursor.fetchall()}
+    answers: list[str | ApiError] = []
+    for task in tasks:
+        if task.task_id in inserted:
+            answers.append(task.task_id)
+        else:
+            cursor = await connection.execute(TASK_FOR_KEY, key_lookup(task))
+            answers.append(answer_for_key(task, await cursor.fetchone()))
+    return answers
+
+
+def insertion(tasks: Sequence[NewTask]) -> dict[str, str]:
+    """The parameter of INSERT_TASKS for these (valid) tasks: one JSON array of them."""
+    rows = [
+        {
+            "task_id": task.task_id,
+            "name": task.name,
+            "args": task.args,
+            "caller": task.caller,
+            "idempotency_key": task.idempotency_key,
+            "countdown": task.countdown or 0.0,
+        }
+        for task in tasks
+    ]
+    return {"tasks": json.dumps(rows)}
+
+
+def key_lookup(task: NewTask) -> dict[str, Any]:
+    """The parameters of TASK_FOR_KEY for a task INSERT_TASKS did not insert."""
+    # Not inserted: its key was used before (or earlier in this batch).
+    assert task.idempotency_key is not None
+    # Args PostgreSQL cannot hold were never recorded, so they equal nothing recorded;
+    # compared as NULL, they cannot fail the statement either.
+    storable = not unstorable_values(task.args)
+    return {
+        "args": json.dumps(task.args) if storable else None,
+        "caller": task.caller,
+        "key": task.idempotency_key,
+    }
+
+
+def answer_for_key(task: NewTask, row: tuple[Any, ...] | None) -> str | ApiError:
+    """What a call whose key was known gets: the first call's task id, 409 when that
+    call asked for another task or other args, 422 when nothing was recorded under the
+    key and the args do not fit."""
+    if row is None:  # only a task whose args did not fit gets here
+        return ApiError(422, "validation_error", task.problem or "invalid args")
+    task_id, name, same_args = row
+    if name != task.name or not same_args:
+        return ApiError(
+            409,
+            "idempotency_conflict",
+            f"idempotency key {task.idempotency_key!r} was already used for task "
+            f"{task_id} ({name}) with other arguments; send a new key for a "
+            "different request",
+        )
+    return str(task_id)
 
 
 def enqueue_task(task: NewTask) -> dict[str, Any]:
@@ -242,6 +299,13 @@ def accepted_body(task_id: str, name: str) -> dict[str, Any]:
     }
 
 
+def accepted_json(task_id: str, name: str) -> bytes:
+    """`accepted_body` encoded as JSONResponse would encode it."""
+    return json.dumps(
+        accepted_body(task_id, name), ensure_ascii=False, separators=(",", ":")
+    ).encode()
+
+
 def check_timing(countdown: float | None, wait: float | None) -> None:
     """422 for a countdown or wait outside the limits (the CLI checks the same way)."""
     max_countdown = get_settings().max_countdown_seconds
@@ -276,29 +340,6 @@ def _args_problem(spec: TaskSpec, args: dict[str, Any]) -> str | None:
     except ValidationError as exc:
         return describe_field_errors(exc.errors(), prefix=("args",))
     return None
-
-
-def _task_for_key(connection: Connection, task: NewTask) -> str | None:
-    """The task an earlier call with this key recorded; 409 if that call asked for another."""
-    row = connection.execute(
-        select(
-            TaskRun.task_id,
-            TaskRun.name,
-            # Compared as jsonb: key order does not matter, `true` and `1` differ.
-            (TaskRun.args == task.args).label("same_args"),
-        ).where(TaskRun.caller == task.caller, TaskRun.idempotency_key == task.idempotency_key)
-    ).one_or_none()
-    if row is None:
-        return None
-    if row.name != task.name or not row.same_args:
-        raise ApiError(
-            409,
-            "idempotency_conflict",
-            f"idempotency key {task.idempotency_key!r} was already used for task "
-            f"{row.task_id} ({row.name}) with other arguments; send a new key for a "
-            "different request",
-        )
-    return str(row.task_id)
 
 
 def _legacy_status(task_id: str, name: str) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Engine, Result, create_engine
+from sqlalchemy import CursorResult, Engine, Result, create_engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.settings import get_settings
@@ -43,6 +43,12 @@ def get_bookkeeping_engine() -> Engine:
         max_overflow=3,
         connect_args={"connect_timeout": 5, "options": "-c synchronous_commit=off"},
     )
+
+
+def libpq_conninfo() -> str:
+    """DATABASE_URL as libpq takes it, for a psycopg connection outside the engines."""
+    url = make_url(get_settings().db_url).set(drivername="postgresql")
+    return url.render_as_string(hide_password=False)
 
 
 @lru_cache(maxsize=1)
