@@ -14,6 +14,7 @@ at most.
 from __future__ import annotations
 
 import argparse
+import bisect
 import itertools
 import os
 import statistics
@@ -442,10 +443,23 @@ def build_directory(conn: Connection, sizes: Sizes) -> None:
 
 @dataclass
 class Leaving:
-    """`member_left` calls made while the cleanup runs, and their latencies."""
+    """`member_left` calls made while the cleanup runs: when each started and ended."""
 
-    seconds: list[float]
+    calls: list[tuple[float, float]]
     stop: threading.Event
+
+    @property
+    def seconds(self) -> list[float]:
+        """Each call's latency."""
+        return [end - start for start, end in self.calls]
+
+    def batches_waited(self, commits: list[float]) -> list[int]:
+        """For each call, how many cleanup batches committed while it ran: a call that
+        waits for one batch sees its commit; the next batch waits for the call."""
+        return [
+            bisect.bisect_left(commits, end) - bisect.bisect_right(commits, start)
+            for start, end in self.calls
+        ]
 
 
 def leave_repeatedly(leaving: Leaving, sizes: Sizes) -> None:
@@ -456,9 +470,9 @@ def leave_repeatedly(leaving: Leaving, sizes: Sizes) -> None:
         user = user % (sizes.users - 1) + 1
         if user % CLEANUP_LONERS == 0:
             user += 1
-        with timed() as call:
-            task.apply(kwargs={"group_id": 1 + user // CLEANUP_GROUP_SIZE, "user_id": user}).get()
-        leaving.seconds.append(call.seconds)
+        start = time.perf_counter()
+        task.apply(kwargs={"group_id": 1 + user // CLEANUP_GROUP_SIZE, "user_id": user}).get()
+        leaving.calls.append((start, time.perf_counter()))
         user += 7919  # another part of the table each time
 
 
@@ -482,6 +496,7 @@ def bench_cleanup(conn: Connection, sizes: Sizes) -> None:
     # Progress is reported after each batch's commit, so the gaps are the transactions
     # (with the few statements that start the next one).
     transactions = [later - earlier for earlier, later in itertools.pairwise(commits)]
+    waited = leaving.batches_waited(commits[1:])
     report(
         f"carpool.cleanup_invitations: {searching:,} searching reservations of "
         f"{sizes.reservations:,}, with members leaving meanwhile",
@@ -499,7 +514,12 @@ def bench_cleanup(conn: Connection, sizes: Sizes) -> None:
             ("longest transaction", milliseconds(transactions)),
             (
                 "member_left while it ran",
-                f"{len(leaving.seconds)} calls; {milliseconds(leaving.seconds)}",
+                f"{len(leaving.calls)} calls; {milliseconds(leaving.seconds)}",
+            ),
+            (
+                "batches committed during one member_left",
+                f"at most {max(waited, default=0)} ({waited.count(0)} calls saw none, "
+                f"{waited.count(1)} one)  (goal: at most 1)",
             ),
         ],
     )

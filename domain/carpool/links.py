@@ -20,6 +20,12 @@ from core.outbox import emit_events
 from domain.carpool.eligibility import eligible_sql, reach_sql
 from domain.carpool.stats import rebuild_stats
 
+# The prune statements' estimated costs cross PostgreSQL's `jit_above_cost`, but they
+# run for tens of milliseconds: compiling them took longer than it saved (a cleanup batch
+# of 1,000 reservations over 3,000,000 invitations took 260 ms with JIT, 130 ms without).
+# SET LOCAL: the setting ends with the transaction.
+NO_JIT = text("SELECT set_config('jit', 'off', true)")
+
 
 @dataclass(frozen=True)
 class LinkTable:
@@ -178,6 +184,7 @@ def remove_ineligible_links(session: Session, scope: Scope, cause: Cause) -> Rem
     either side of one. The caller holds the carpool lock (see `domain.carpool.locking`)
     and has already written the membership change that motivates the cleanup.
     """
+    session.execute(NO_JIT)
     touched: set[int] = set()
     invitations = _prune(session, INVITATIONS, scope, cause, touched)
     matches = _prune(session, MATCHES, scope, cause, touched)
