@@ -25,6 +25,7 @@ from bench.harness import (
 from core.db import session_factory
 from core.settings import get_settings
 from domain.mentorship.assignment import Candidates, find_candidates
+from models.mentorship import BookingStatus
 from workers.app import app, load_tasks
 
 MENTORS = 1_000
@@ -201,8 +202,13 @@ def per_relationship_rebuild(conn: Connection, relationship_ids: list[int]) -> N
             ),
             {"m": mentor_id, "e": mentee_id},
         ).all()
-        held: list[datetime] = [b.booked_date for b in bookings if b.status != "cancelled"]
-        counts = {s: sum(b.status == s for b in bookings) for s in ("completed", "confirmed")}
+        held: list[datetime] = [
+            b.booked_date for b in bookings if b.status != BookingStatus.CANCELLED
+        ]
+        counts = {
+            s: sum(b.status == s for b in bookings)
+            for s in (BookingStatus.COMPLETED, BookingStatus.CONFIRMED)
+        }
         conn.execute(
             text(
                 "INSERT INTO mentor_mentee_stats (relationship_id, total_bookings, "
@@ -216,10 +222,10 @@ def per_relationship_rebuild(conn: Connection, relationship_ids: list[int]) -> N
             {
                 "r": rid,
                 "t": len(bookings),
-                "c": counts["completed"],
-                "f": counts["confirmed"],
-                "p": sum(b.status == "pending" for b in bookings),
-                "x": sum(b.status == "cancelled" for b in bookings),
+                "c": counts[BookingStatus.COMPLETED],
+                "f": counts[BookingStatus.CONFIRMED],
+                "p": sum(b.status == BookingStatus.PENDING for b in bookings),
+                "x": sum(b.status == BookingStatus.CANCELLED for b in bookings),
                 "first": min(held, default=None),
                 "last": max(held, default=None),
             },

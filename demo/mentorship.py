@@ -21,6 +21,7 @@ from core.db import session_factory
 from demo.client import ApiClient
 from demo.steps import expect, succeeded
 from models import MentorBlacklist, MentorMentee, Message, Score, User
+from models.mentorship import RelationshipStatus
 
 # name: (places, available)
 MENTORS = {"ada": (1, True), "grace": (2, True), "barbara": (1, True), "linus": (3, False)}
@@ -167,7 +168,8 @@ def _assignment(client: ApiClient, seeded: Seeded) -> dict[str, Any]:
     with session_factory().begin() as session:
         rows = session.execute(
             select(MentorMentee.mentee_id, MentorMentee.mentor_id).where(
-                MentorMentee.mentee_id.in_(seekers), MentorMentee.status == "active"
+                MentorMentee.mentee_id.in_(seekers),
+                MentorMentee.status == RelationshipStatus.ACTIVE,
             )
         ).all()
     names = {v: k for k, v in {**seeded.mentors, **seeded.mentees}.items()}

@@ -23,6 +23,7 @@ from demo.client import ApiClient
 from demo.steps import expect, succeeded
 from domain.peer.rules import DECLINE_COOLDOWN_SECONDS
 from models import CollabSession, Match, MatchRequest, User
+from models.peer import MatchStatus, SessionStatus
 
 USERS = 200
 POOLS = (
@@ -70,7 +71,7 @@ def open_matches(users: set[int]) -> list[Match]:
         return list(
             session.scalars(
                 select(Match).where(
-                    Match.status == "pending_confirmation",
+                    Match.status == MatchStatus.PENDING_CONFIRMATION,
                     Match.user_a.in_(users),
                     Match.user_b.in_(users),
                 )
@@ -191,7 +192,7 @@ def leave_some_sessions(client: ApiClient, users: set[int]) -> list[dict[str, An
         sessions = list(
             session.scalars(
                 select(CollabSession)
-                .where(CollabSession.status == "active")
+                .where(CollabSession.status == SessionStatus.ACTIVE)
                 .where(CollabSession.user_ids.overlap(list(users)))
                 .order_by(CollabSession.created_at)
             )

@@ -3,11 +3,28 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import BigInteger, ForeignKey, Identity, Index, Text, func
 from sqlalchemy.orm import Mapped, mapped_column
 
-from models.base import Base
+from models.base import Base, StatusText
+
+
+class MembershipStatus(StrEnum):
+    """Whether a user is still in a group (`group_members.status`)."""
+
+    ACTIVE = "active"
+    LEFT = "left"
+
+
+class ReservationStatus(StrEnum):
+    """Where a ride request or offer stands (`reservations.status`)."""
+
+    SEARCHING = "searching"
+    MATCHED = "matched"
+    CANCELLED = "cancelled"
+    COMPLETED = "completed"
 
 
 class CarpoolNetwork(Base):
@@ -41,7 +58,9 @@ class GroupMember(Base):
         BigInteger, ForeignKey("carpool_groups.id"), primary_key=True
     )
     user_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id"), primary_key=True)
-    status: Mapped[str] = mapped_column(Text, server_default="active")  # active | left
+    status: Mapped[MembershipStatus] = mapped_column(
+        StatusText(MembershipStatus), server_default=MembershipStatus.ACTIVE.value
+    )
 
 
 class Reservation(Base):
@@ -52,8 +71,9 @@ class Reservation(Base):
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
     user_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id"))
-    # searching | matched | cancelled | completed
-    status: Mapped[str] = mapped_column(Text, server_default="searching")
+    status: Mapped[ReservationStatus] = mapped_column(
+        StatusText(ReservationStatus), server_default=ReservationStatus.SEARCHING.value
+    )
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 

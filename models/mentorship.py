@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import (
     BigInteger,
@@ -17,7 +18,26 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from models.base import Base
+from models.base import Base, StatusText
+
+
+class RelationshipStatus(StrEnum):
+    """Where a mentor-mentee relationship stands (`mentor_mentee.status`)."""
+
+    PENDING = "pending"
+    ACTIVE = "active"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    REJECTED = "rejected"
+
+
+class BookingStatus(StrEnum):
+    """Where a booked mentoring session stands (`bookings.status`)."""
+
+    PENDING = "pending"
+    CONFIRMED = "confirmed"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
 
 
 class Score(Base):
@@ -62,8 +82,9 @@ class MentorMentee(Base):
     id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
     mentor_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id"))
     mentee_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id"))
-    # pending | active | paused | completed | rejected
-    status: Mapped[str] = mapped_column(Text, server_default="pending")
+    status: Mapped[RelationshipStatus] = mapped_column(
+        StatusText(RelationshipStatus), server_default=RelationshipStatus.PENDING.value
+    )
     initiated_by: Mapped[str] = mapped_column(Text)  # mentor | mentee | system
     subscribe_to_quizzes: Mapped[bool] = mapped_column(default=True, server_default="true")
     subscribe_to_courses: Mapped[bool] = mapped_column(default=True, server_default="true")
@@ -108,7 +129,7 @@ class Booking(Base):
     id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
     mentor_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id"))
     mentee_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id"))
-    status: Mapped[str] = mapped_column(Text)  # pending | confirmed | completed | cancelled
+    status: Mapped[BookingStatus] = mapped_column(StatusText(BookingStatus))
     booked_date: Mapped[datetime]
 
 

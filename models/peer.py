@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import (
     BigInteger,
@@ -18,7 +19,32 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, mapped_column
 
-from models.base import Base
+from models.base import Base, StatusText
+
+
+class RequestStatus(StrEnum):
+    """Where a pairing request stands (`match_requests.status`)."""
+
+    PENDING = "pending"
+    MATCHED = "matched"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+
+class MatchStatus(StrEnum):
+    """Where a proposed match stands (`matches.status`)."""
+
+    PENDING_CONFIRMATION = "pending_confirmation"
+    CONFIRMED = "confirmed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+
+class SessionStatus(StrEnum):
+    """Whether a collaboration session still has someone in it (`collab_sessions.status`)."""
+
+    ACTIVE = "active"
+    ENDED = "ended"
 
 
 class Question(Base):
@@ -73,7 +99,9 @@ class MatchRequest(Base):
     user_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id"))
     difficulty: Mapped[str] = mapped_column(Text)
     topic: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(Text, server_default="pending")
+    status: Mapped[RequestStatus] = mapped_column(
+        StatusText(RequestStatus), server_default=RequestStatus.PENDING.value
+    )
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     # Not indexed: every sweep rewrites this column for each request it pairs, and the
     # match names its two requests (`matches.request_a`/`request_b`) for lookups.
@@ -109,7 +137,9 @@ class Match(Base):
     user_b: Mapped[int] = mapped_column(BigInteger)
     difficulty: Mapped[str] = mapped_column(Text)
     topic: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(Text, server_default="pending_confirmation")
+    status: Mapped[MatchStatus] = mapped_column(
+        StatusText(MatchStatus), server_default=MatchStatus.PENDING_CONFIRMATION.value
+    )
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     confirm_deadline: Mapped[datetime]
     session_id: Mapped[uuid.UUID | None]
@@ -138,7 +168,9 @@ class CollabSession(Base):
     question_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("questions.id"))
     language: Mapped[str] = mapped_column(Text, server_default="python")
     user_ids: Mapped[list[int]] = mapped_column(ARRAY(BigInteger))
-    status: Mapped[str] = mapped_column(Text, server_default="active")
+    status: Mapped[SessionStatus] = mapped_column(
+        StatusText(SessionStatus), server_default=SessionStatus.ACTIVE.value
+    )
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 

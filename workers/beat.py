@@ -19,17 +19,18 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from core.db import get_engine
 from models import Match, MatchRequest, OutboxEvent
+from models.peer import MatchStatus, RequestStatus
 
 log = logging.getLogger(__name__)
 
-_PENDING_REQUEST = exists().where(MatchRequest.status == "pending")
+_PENDING_REQUEST = exists().where(MatchRequest.status == RequestStatus.PENDING)
 
 # Per task, whether a tick of it has anything to do; every other task always runs.
 WORK_WAITING: dict[str, Select[tuple[bool]]] = {
     "peer.sweep": select(_PENDING_REQUEST),
     # Expiry looks at pending requests and at matches waiting for confirmations.
     "peer.expire": select(
-        or_(_PENDING_REQUEST, exists().where(Match.status == "pending_confirmation"))
+        or_(_PENDING_REQUEST, exists().where(Match.status == MatchStatus.PENDING_CONFIRMATION))
     ),
     "events.publish": select(exists().where(OutboxEvent.published_at.is_(None))),
 }

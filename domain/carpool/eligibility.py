@@ -14,8 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-ACTIVE = "active"
-LEFT = "left"
+from models.carpool import MembershipStatus
 
 
 @dataclass(frozen=True)
@@ -33,7 +32,7 @@ class Membership:
 
     group_id: int
     user_id: int
-    status: str = ACTIVE
+    status: MembershipStatus = MembershipStatus.ACTIVE
 
 
 @dataclass(frozen=True)
@@ -73,7 +72,9 @@ class Directory:
         group_ids = frozenset(
             m.group_id
             for m in self.memberships
-            if m.user_id == user_id and m.status == ACTIVE and m.group_id in enabled
+            if m.user_id == user_id
+            and m.status == MembershipStatus.ACTIVE
+            and m.group_id in enabled
         )
         enterprises = {
             enabled[g].enterprise_id for g in group_ids if enabled[g].enterprise_id is not None
@@ -103,7 +104,8 @@ def reach_sql(owners: str) -> str:
                coalesce(array_agg(DISTINCT n.network_id) FILTER (WHERE n.network_id IS NOT NULL),
                         '{{}}'::bigint[]) AS network_ids
         FROM {owners} o
-        LEFT JOIN group_members gm ON gm.user_id = o.user_id AND gm.status = '{ACTIVE}'
+        LEFT JOIN group_members gm
+               ON gm.user_id = o.user_id AND gm.status = '{MembershipStatus.ACTIVE.value}'
         LEFT JOIN carpool_groups g ON g.id = gm.group_id AND NOT g.disabled
         LEFT JOIN carpool_networks n ON n.enterprise_id = g.enterprise_id
         GROUP BY o.user_id

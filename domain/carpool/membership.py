@@ -13,10 +13,9 @@ from core.audit import record_audit
 from core.context import TaskContext, attach_context
 from core.db import rowcount
 from core.errors import NotFound
-from domain.carpool.eligibility import ACTIVE, LEFT
 from domain.carpool.links import Cause, Removal, remove_ineligible_links, reservations_of
 from domain.carpool.locking import lock_carpool_links
-from models.carpool import CarpoolGroup, GroupMember
+from models.carpool import CarpoolGroup, GroupMember, MembershipStatus
 from models.users import User
 
 
@@ -47,9 +46,9 @@ def member_left(session: Session, group_id: int, user_id: int) -> dict[str, Any]
         .where(
             GroupMember.group_id == group_id,
             GroupMember.user_id == user_id,
-            GroupMember.status == ACTIVE,
+            GroupMember.status == MembershipStatus.ACTIVE,
         )
-        .values(status=LEFT)
+        .values(status=MembershipStatus.LEFT)
         .returning(GroupMember.user_id)
     ).first()
     removal = remove_ineligible_links(
@@ -90,8 +89,8 @@ def close_group(session: Session, group_id: int) -> GroupClosure:
     ).first()
     ended = session.execute(
         update(GroupMember)
-        .where(GroupMember.group_id == group_id, GroupMember.status == ACTIVE)
-        .values(status=LEFT)
+        .where(GroupMember.group_id == group_id, GroupMember.status == MembershipStatus.ACTIVE)
+        .values(status=MembershipStatus.LEFT)
     )
     members = session.scalar(
         select(func.count()).select_from(GroupMember).where(GroupMember.group_id == group_id)

@@ -12,9 +12,7 @@ from core.audit import record_audit
 from core.context import TaskContext, attach_context
 from domain.carpool.links import Cause, Removal, remove_ineligible_links, reservations_by_id
 from domain.carpool.locking import lock_carpool_links
-from models.carpool import Reservation
-
-SEARCHING = "searching"
+from models.carpool import Reservation, ReservationStatus
 
 
 def next_searching(session: Session, after_id: int, limit: int) -> list[int]:
@@ -22,7 +20,7 @@ def next_searching(session: Session, after_id: int, limit: int) -> list[int]:
     return list(
         session.scalars(
             select(Reservation.id)
-            .where(Reservation.status == SEARCHING, Reservation.id > after_id)
+            .where(Reservation.status == ReservationStatus.SEARCHING, Reservation.id > after_id)
             .order_by(Reservation.id)
             .limit(limit)
         )
@@ -47,7 +45,9 @@ def clean_up_searching_reservations(
     with sessions.begin() as session:
         total = int(
             session.scalar(
-                select(func.count()).select_from(Reservation).where(Reservation.status == SEARCHING)
+                select(func.count())
+                .select_from(Reservation)
+                .where(Reservation.status == ReservationStatus.SEARCHING)
             )
             or 0
         )
@@ -66,7 +66,10 @@ def clean_up_searching_reservations(
                 record_audit(
                     session,
                     "carpool.cleanup_invitations",
-                    {"reservation_status": SEARCHING, "reservations": [ids[0], ids[-1]]},
+                    {
+                        "reservation_status": ReservationStatus.SEARCHING,
+                        "reservations": [ids[0], ids[-1]],
+                    },
                     removed.as_dict(),
                 )
         if not ids:

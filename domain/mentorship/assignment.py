@@ -22,9 +22,10 @@ from domain.mentorship.parties import (
     mentor_places,
     open_to_mentees,
 )
-from domain.mentorship.relationships import ACTIVE, matched_payload
+from domain.mentorship.relationships import matched_payload
 from domain.mentorship.solver import best_assignment
 from models import MentorBlacklist, MentorMentee, Score, User
+from models.mentorship import RelationshipStatus
 
 # Two assignment runs take turns, so the second plans with the first one's matches
 # already committed.
@@ -152,7 +153,10 @@ def seeking_mentees(session: Session, limit: int | None) -> list[int]:
             .where(
                 User.seeking_mentor,
                 User.is_active,
-                ~exists().where(MentorMentee.mentee_id == User.id, MentorMentee.status == ACTIVE),
+                ~exists().where(
+                    MentorMentee.mentee_id == User.id,
+                    MentorMentee.status == RelationshipStatus.ACTIVE,
+                ),
             )
             .order_by(User.date_joined, User.id)
             .limit(limit)
@@ -188,7 +192,7 @@ def still_fitting(session: Session, plan: Iterable[Pair], default_capacity: int)
         session.scalars(
             select(MentorMentee.mentee_id).where(
                 MentorMentee.mentee_id == any_(id_array("mentee_ids", mentee_ids)),
-                MentorMentee.status == ACTIVE,
+                MentorMentee.status == RelationshipStatus.ACTIVE,
             )
         )
     )
@@ -230,7 +234,7 @@ def _write_relationships(session: Session, pairs: list[Pair]) -> list[Pair]:
             select(
                 planned.c.mentor_id,
                 planned.c.mentee_id,
-                literal(ACTIVE),
+                literal(RelationshipStatus.ACTIVE, MentorMentee.status.type),
                 literal("system"),
                 func.now(),
             ),

@@ -8,8 +8,9 @@ from sqlalchemy.orm import Session
 
 from core.outbox import emit_events
 from core.results import TaskResult
-from domain.mentorship.relationships import ACTIVE, matched_payload
+from domain.mentorship.relationships import matched_payload
 from models import Booking, MentorMentee
+from models.mentorship import BookingStatus, RelationshipStatus
 
 
 class BackfillResult(TaskResult):
@@ -34,13 +35,17 @@ def backfill_relationships(session: Session) -> BackfillResult:
             Booking.mentee_id,
             func.max(Booking.booked_date).label("latest"),
         )
-        .where(Booking.status != "cancelled")
+        .where(Booking.status != BookingStatus.CANCELLED)
         .group_by(Booking.mentor_id, Booking.mentee_id)
         .subquery("booked")
     )
     unrelated = (
         select(
-            booked.c.mentor_id, booked.c.mentee_id, literal(ACTIVE), literal("system"), func.now()
+            booked.c.mentor_id,
+            booked.c.mentee_id,
+            literal(RelationshipStatus.ACTIVE, MentorMentee.status.type),
+            literal("system"),
+            func.now(),
         )
         .where(
             ~exists().where(

@@ -12,21 +12,24 @@ from core.errors import Conflict
 from core.results import TaskResult
 from domain.mentorship.parties import active_relationship_of, ensure_room, lock_relationship
 from domain.mentorship.relationships import (
-    ACTIVE,
-    COMPLETED,
-    PAUSED,
-    PENDING,
-    REJECTED,
     RelationshipResult,
     relationship_result,
     transaction_time,
 )
 from models import MentorMentee
+from models.mentorship import RelationshipStatus
 
+# The statuses a party may ask for: the task's published argument schema, so a Literal
+# (its JSON schema is a plain string enum); every one is a `RelationshipStatus`.
 SettableStatus = Literal["paused", "active", "completed"]
 
 LEGAL_MOVES = frozenset(
-    {(ACTIVE, PAUSED), (PAUSED, ACTIVE), (ACTIVE, COMPLETED), (PAUSED, COMPLETED)}
+    {
+        (RelationshipStatus.ACTIVE, RelationshipStatus.PAUSED),
+        (RelationshipStatus.PAUSED, RelationshipStatus.ACTIVE),
+        (RelationshipStatus.ACTIVE, RelationshipStatus.COMPLETED),
+        (RelationshipStatus.PAUSED, RelationshipStatus.COMPLETED),
+    }
 )
 
 
@@ -44,25 +47,26 @@ def set_status(
     Asking for the status the relationship already has changes nothing and returns the
     same result, so a repeated call is harmless.
     """
+    wanted = RelationshipStatus(status)
     locked = lock_relationship(session, relationship_id, user_id)
     relationship = locked.relationship
-    if relationship.status == status:
+    if relationship.status == wanted:
         return relationship_result(relationship)
-    if (relationship.status, status) not in LEGAL_MOVES:
+    if (relationship.status, wanted) not in LEGAL_MOVES:
         raise Conflict(
-            f"A {relationship.status} relationship cannot become {status}; "
+            f"A {relationship.status} relationship cannot become {wanted}; "
             "allowed: active to paused, paused to active, active or paused to completed"
         )
     now = transaction_time(session)
-    if status == ACTIVE:
+    if wanted == RelationshipStatus.ACTIVE:
         # Resuming takes a place again: it needs room and no other active mentor.
         current = active_relationship_of(session, relationship.mentee_id)
         if current is not None:
             raise Conflict("The mentee already has another active mentor")
         ensure_room(session, locked.mentor, default_capacity)
-    if status == COMPLETED:
+    if wanted == RelationshipStatus.COMPLETED:
         relationship.completed_at = now
-    relationship.status = status
+    relationship.status = wanted
     relationship.updated_at = now
     session.flush()
     return relationship_result(relationship)
@@ -81,8 +85,10 @@ def expire_requests(session: Session, timeout_seconds: int) -> ExpireResult:
     expired = list(
         session.scalars(
             update(MentorMentee)
-            .where(MentorMentee.status == PENDING, MentorMentee.created_at < cutoff)
-            .values(status=REJECTED, updated_at=func.now())
+            .where(
+                MentorMentee.status == RelationshipStatus.PENDING, MentorMentee.created_at < cutoff
+            )
+            .values(status=RelationshipStatus.REJECTED, updated_at=func.now())
             .returning(MentorMentee.id)
         )
     )

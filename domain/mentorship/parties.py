@@ -31,8 +31,8 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import BindParameter
 
 from core.errors import Conflict, Forbidden, MatchingError, NotFound
-from domain.mentorship.relationships import ACTIVE
 from models import MentorBlacklist, MentorMentee, User
+from models.mentorship import RelationshipStatus
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def mentor_places(default_capacity: int) -> tuple[ColumnElement[int], ColumnElem
     taken = (
         select(func.count())
         .select_from(MentorMentee)
-        .where(MentorMentee.mentor_id == User.id, MentorMentee.status == ACTIVE)
+        .where(MentorMentee.mentor_id == User.id, MentorMentee.status == RelationshipStatus.ACTIVE)
         .correlate(User)
         .scalar_subquery()
     )
@@ -115,7 +115,7 @@ def active_mentee_counts(session: Session, mentor_ids: Iterable[int]) -> dict[in
         select(MentorMentee.mentor_id, func.count())
         .where(
             MentorMentee.mentor_id == any_(id_array("mentor_ids", mentor_ids)),
-            MentorMentee.status == ACTIVE,
+            MentorMentee.status == RelationshipStatus.ACTIVE,
         )
         .group_by(MentorMentee.mentor_id)
     ).all()
@@ -135,7 +135,7 @@ def active_relationship_of(session: Session, mentee_id: int) -> MentorMentee | N
     """The mentee's active relationship, if any (there is at most one)."""
     return session.scalars(
         select(MentorMentee).where(
-            MentorMentee.mentee_id == mentee_id, MentorMentee.status == ACTIVE
+            MentorMentee.mentee_id == mentee_id, MentorMentee.status == RelationshipStatus.ACTIVE
         )
     ).one_or_none()
 

@@ -1,4 +1,4 @@
-"""Relationship statuses, the task result shape, and the `mentorship.matched` event."""
+"""The relationship task result shape, activation, and the `mentorship.matched` event."""
 
 from __future__ import annotations
 
@@ -11,12 +11,7 @@ from sqlalchemy.orm import Session
 from core.outbox import emit_event
 from core.results import TaskResult
 from models import MentorMentee
-
-PENDING = "pending"
-ACTIVE = "active"
-PAUSED = "paused"
-COMPLETED = "completed"
-REJECTED = "rejected"
+from models.mentorship import RelationshipStatus
 
 # How a relationship became active; consumers can tell a mentee's own choice from
 # an accepted request or a system assignment.
@@ -63,7 +58,7 @@ def activate(session: Session, relationship: MentorMentee, source: MatchSource) 
     paused relationship is not a new match and does not come through here.
     """
     now = transaction_time(session)
-    relationship.status = ACTIVE
+    relationship.status = RelationshipStatus.ACTIVE
     relationship.accepted_at = now
     relationship.completed_at = None
     relationship.updated_at = now

@@ -17,18 +17,15 @@ from domain.mentorship.parties import (
     pair_relationship,
 )
 from domain.mentorship.relationships import (
-    ACTIVE,
     ALREADY_MATCHED,
     MENTEE_ALREADY_MATCHED,
-    PAUSED,
-    PENDING,
-    REJECTED,
     RelationshipResult,
     activate,
     relationship_result,
     transaction_time,
 )
 from models import MentorMentee
+from models.mentorship import RelationshipStatus
 
 BLACKLISTED = "You unmatched this mentor before, so they cannot be chosen again"
 BLACKLISTED_BY_MENTEE = "This mentee unmatched you before, so the pair cannot be matched again"
@@ -55,7 +52,7 @@ def select_mentor(
         raise MatchingError(ALREADY_MATCHED)
     mentor = mentor_of(parties, mentor_id, mentee_id)
     existing = pair_relationship(session, mentor_id, mentee_id)
-    if existing is not None and existing.status == PAUSED:
+    if existing is not None and existing.status == RelationshipStatus.PAUSED:
         raise Conflict(PAUSED_PAIR)
     if is_blacklisted(session, mentee_id, mentor_id):
         raise Forbidden(BLACKLISTED)
@@ -89,11 +86,11 @@ def request_relationship(
         raise NotFound("Mentee not found")
     mentor = mentor_of(parties, mentor_id, mentee_id)
     existing = pair_relationship(session, mentor_id, mentee_id)
-    if existing is not None and existing.status == PENDING:
+    if existing is not None and existing.status == RelationshipStatus.PENDING:
         return relationship_result(existing)
     if active_relationship_of(session, mentee_id) is not None:
         raise MatchingError(ALREADY_MATCHED if initiated_by == "mentee" else MENTEE_ALREADY_MATCHED)
-    if existing is not None and existing.status == PAUSED:
+    if existing is not None and existing.status == RelationshipStatus.PAUSED:
         raise Conflict(PAUSED_PAIR)
     if is_blacklisted(session, mentee_id, mentor_id):
         raise Forbidden(BLACKLISTED if initiated_by == "mentee" else BLACKLISTED_BY_MENTEE)
@@ -104,7 +101,7 @@ def request_relationship(
     ensure_room(session, mentor, default_capacity)
     now = transaction_time(session)
     relationship = existing or MentorMentee(mentor_id=mentor_id, mentee_id=mentee_id)
-    relationship.status = PENDING
+    relationship.status = RelationshipStatus.PENDING
     relationship.initiated_by = initiated_by
     # A reopened request is a new request: its age, and so its expiry, counts from now.
     relationship.created_at = now
@@ -129,13 +126,13 @@ def respond_to_request(
     # A request the system opened may be answered by either side.
     if locked.caller_role == relationship.initiated_by:
         raise Forbidden("Only the other party can respond to this request")
-    wanted = ACTIVE if accept else REJECTED
-    if relationship.status != PENDING:
+    wanted = RelationshipStatus.ACTIVE if accept else RelationshipStatus.REJECTED
+    if relationship.status != RelationshipStatus.PENDING:
         if relationship.status == wanted:
             return relationship_result(relationship)
         raise Conflict(f"This request is no longer pending: it is {relationship.status}")
     if not accept:
-        relationship.status = REJECTED
+        relationship.status = RelationshipStatus.REJECTED
         relationship.updated_at = transaction_time(session)
         session.flush()
         return relationship_result(relationship)

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 from core.locks import hold_advisory_lock
 from core.results import TaskResult
 from models import Booking, MentorMentee, MentorMenteeStats
+from models.mentorship import BookingStatus
 
 # Rebuilds take turns: a rebuild that read an older snapshot must not overwrite the
 # counts of one that read a newer one.
@@ -36,16 +37,22 @@ def rebuild_stats(session: Session) -> RebuildStatsResult:
     # Lets the per-pair aggregate of a million bookings (about 100,000 groups) hash in
     # memory; with the 4 MB default PostgreSQL walks the pair index instead, twice as slow.
     session.execute(text(f"SET LOCAL work_mem = '{REBUILD_WORK_MEM}'"))
-    held = Booking.status != "cancelled"
+    held = Booking.status != BookingStatus.CANCELLED
     per_pair = (
         select(
             Booking.mentor_id,
             Booking.mentee_id,
             func.count().label("total_bookings"),
-            func.count().filter(Booking.status == "completed").label("completed_sessions"),
-            func.count().filter(Booking.status == "confirmed").label("confirmed_sessions"),
-            func.count().filter(Booking.status == "pending").label("pending_sessions"),
-            func.count().filter(Booking.status == "cancelled").label("cancelled_sessions"),
+            func.count()
+            .filter(Booking.status == BookingStatus.COMPLETED)
+            .label("completed_sessions"),
+            func.count()
+            .filter(Booking.status == BookingStatus.CONFIRMED)
+            .label("confirmed_sessions"),
+            func.count().filter(Booking.status == BookingStatus.PENDING).label("pending_sessions"),
+            func.count()
+            .filter(Booking.status == BookingStatus.CANCELLED)
+            .label("cancelled_sessions"),
             func.min(Booking.booked_date).filter(held).label("first_session_date"),
             func.max(Booking.booked_date).filter(held).label("last_session_date"),
         )

@@ -14,13 +14,11 @@ from core.errors import MatchingError, NotFound
 from core.outbox import emit_event
 from domain.mentorship.parties import lock_parties
 from domain.mentorship.relationships import (
-    ACTIVE,
-    COMPLETED,
-    PAUSED,
     RelationshipResult,
     transaction_time,
 )
 from models import MentorBlacklist, MentorMentee, Message
+from models.mentorship import RelationshipStatus
 
 
 class UnmatchResult(RelationshipResult):
@@ -50,8 +48,10 @@ def unmatch(session: Session, user_id: int, other_id: int) -> UnmatchResult:
     now = transaction_time(session)
     ended = session.execute(
         update(MentorMentee)
-        .where(between, MentorMentee.status.in_((ACTIVE, PAUSED)))
-        .values(status=COMPLETED, completed_at=now, updated_at=now)
+        .where(
+            between, MentorMentee.status.in_((RelationshipStatus.ACTIVE, RelationshipStatus.PAUSED))
+        )
+        .values(status=RelationshipStatus.COMPLETED, completed_at=now, updated_at=now)
         .returning(MentorMentee.id, MentorMentee.mentor_id, MentorMentee.mentee_id)
     ).first()
     if ended is None:
@@ -96,7 +96,7 @@ def _already_unmatched(session: Session, between: Any) -> UnmatchResult:
     previous = session.execute(
         select(MentorMentee.id, MentorMentee.mentor_id, MentorMentee.mentee_id).where(
             between,
-            MentorMentee.status == COMPLETED,
+            MentorMentee.status == RelationshipStatus.COMPLETED,
             exists().where(
                 MentorBlacklist.mentee_id == MentorMentee.mentee_id,
                 MentorBlacklist.mentor_id == MentorMentee.mentor_id,
@@ -111,7 +111,7 @@ def _already_unmatched(session: Session, between: Any) -> UnmatchResult:
 def _result(relationship_id: int, mentor_id: int, mentee_id: int) -> UnmatchResult:
     return {
         "relationship_id": relationship_id,
-        "status": COMPLETED,
+        "status": RelationshipStatus.COMPLETED,
         "mentor_id": mentor_id,
         "mentee_id": mentee_id,
     }

@@ -14,7 +14,7 @@ from core.outbox import emit_event
 from domain.peer.declines import record_decline
 from domain.peer.session_store import SessionStore
 from domain.peer.sessions import ensure_document, start_session
-from models.peer import CollabSession, Match, MatchRequest
+from models.peer import CollabSession, Match, MatchRequest, MatchStatus, RequestStatus
 
 
 def confirm_match(
@@ -42,7 +42,7 @@ def confirm_match(
     else:
         raise Forbidden(f"user {user_id} is not a party to match {match_id}")
 
-    if match.status == "confirmed":
+    if match.status == MatchStatus.CONFIRMED:
         if not confirmed:
             raise Conflict(f"match {match_id} is already confirmed; it can no longer be declined")
         collab = session.execute(
@@ -50,10 +50,10 @@ def confirm_match(
         ).scalar_one()
         ensure_document(session, collab, store)
         return _found(match, collab.id, collab.question_id, partner_id)
-    if match.status == "cancelled" and own_answer is False and not confirmed:
+    if match.status == MatchStatus.CANCELLED and own_answer is False and not confirmed:
         # The partner was requeued by this user's first no.
         return _cancelled(match.id, requeued_partner=True)
-    if match.status != "pending_confirmation":
+    if match.status != MatchStatus.PENDING_CONFIRMATION:
         raise Conflict(
             f"match {match_id} is no longer awaiting confirmation (it is {match.status})"
         )
@@ -78,7 +78,7 @@ def confirm_match(
 
 
 def _decline(session: Session, match: Match, user_id: int, partner_id: int) -> dict[str, Any]:
-    match.status = "cancelled"
+    match.status = MatchStatus.CANCELLED
     if user_id == match.user_a:
         match.confirmed_a = False
     else:
@@ -91,16 +91,16 @@ def _decline(session: Session, match: Match, user_id: int, partner_id: int) -> d
         .where(
             MatchRequest.user_id.in_([user_id, partner_id]),
             MatchRequest.match_id == match.id,
-            MatchRequest.status == "matched",
+            MatchRequest.status == RequestStatus.MATCHED,
         )
         .values(
-            status=case((is_decliner, "cancelled"), else_="pending"),
+            status=case((is_decliner, RequestStatus.CANCELLED), else_=RequestStatus.PENDING),
             match_id=case((is_decliner, MatchRequest.match_id), else_=None),
             requeued_at=case((is_decliner, MatchRequest.requeued_at), else_=func.now()),
         )
         .returning(MatchRequest.user_id, MatchRequest.status)
     ).all()
-    requeued = [row.user_id for row in moved if row.status == "pending"]
+    requeued = [row.user_id for row in moved if row.status == RequestStatus.PENDING]
     if requeued:
         sweep_due(session, match.topic)
     record_decline(session, declined_by=user_id, other=partner_id)
@@ -133,4 +133,8 @@ def _found(
 
 
 def _cancelled(match_id: uuid.UUID, *, requeued_partner: bool) -> dict[str, Any]:
-    return {"status": "cancelled", "requeued_partner": requeued_partner, "match_id": match_id}
+    return {
+        "status": MatchStatus.CANCELLED,
+        "requeued_partner": requeued_partner,
+        "match_id": match_id,
+    }

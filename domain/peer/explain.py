@@ -22,6 +22,7 @@ from domain.peer.relaxation import relax_pairs
 from domain.peer.rules import DECLINE_COOLDOWN_SECONDS
 from domain.peer.stats import DEFAULT_WINDOW_SECONDS, rounded_seconds
 from domain.peer.sweep import NOW_US, count_open_matches, unpaired
+from models.peer import RequestStatus
 
 Reason = Literal[
     "no_partner_in_pool",
@@ -147,7 +148,7 @@ def explain_request(
     if request is None:
         raise NotFound(f"request {request_id} not found")
     pool_key = {"difficulty": request.difficulty, "topic": request.topic}
-    pending = request.status == "pending"
+    pending = request.status == RequestStatus.PENDING
     position = list(request.request_ids).index(request.id) if pending else None
     reasons: list[Reason] = []
     if not pending:

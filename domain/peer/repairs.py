@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 from domain.peer import session_store
 from domain.peer.session_store import SessionStore
 from domain.peer.sessions import question_json
-from models.peer import CollabSession, Question
+from models.peer import CollabSession, Question, SessionStatus
 
 # A request left `matched` to a match that does not exist, or that was cancelled or
 # expired without its requests being moved, goes back to pending at its place. Rows
@@ -47,7 +47,7 @@ def restore_session_keys(session: Session, store: SessionStore) -> dict[str, int
     rows = session.execute(
         select(CollabSession.id, CollabSession.user_ids, Question)
         .outerjoin(Question, Question.id == CollabSession.question_id)
-        .where(CollabSession.status == "active")
+        .where(CollabSession.status == SessionStatus.ACTIVE)
         .with_for_update(read=True, skip_locked=True, of=CollabSession)
     ).all()
     documents = {

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from core.errors import Conflict, Forbidden, MatchingError, NotFound
 from core.followups import sweep_due
-from models.peer import MatchRequest
+from models.peer import MatchRequest, RequestStatus
 from models.users import User
 
 # The partial unique index that allows one pending or matched request per user.
@@ -78,17 +78,17 @@ def cancel_request(session: Session, request_id: uuid.UUID, user_id: int) -> dic
         raise NotFound(f"request {request_id} not found")
     if request.user_id != user_id:
         raise Forbidden(f"request {request_id} belongs to another user")
-    if request.status == "matched":
+    if request.status == RequestStatus.MATCHED:
         raise Conflict(f"request {request_id} is already matched; answer the match instead")
-    if request.status == "expired":
+    if request.status == RequestStatus.EXPIRED:
         raise Conflict(f"request {request_id} has expired")
-    if request.status == "pending":
+    if request.status == RequestStatus.PENDING:
         session.execute(
             update(MatchRequest)
-            .where(MatchRequest.id == request_id, MatchRequest.status == "pending")
-            .values(status="cancelled")
+            .where(MatchRequest.id == request_id, MatchRequest.status == RequestStatus.PENDING)
+            .values(status=RequestStatus.CANCELLED)
         )
-    return {"request_id": request_id, "status": "cancelled"}
+    return {"request_id": request_id, "status": RequestStatus.CANCELLED}
 
 
 def _violated_constraint(exc: IntegrityError) -> str | None:

@@ -13,7 +13,15 @@ from core.outbox import emit_event
 from domain.peer import session_store
 from domain.peer.rules import SESSION_LANGUAGE
 from domain.peer.session_store import SessionStore, after_commit
-from models.peer import CollabSession, Match, MatchRequest, Question
+from models.peer import (
+    CollabSession,
+    Match,
+    MatchRequest,
+    MatchStatus,
+    Question,
+    RequestStatus,
+    SessionStatus,
+)
 
 
 class StartedSession(NamedTuple):
@@ -71,7 +79,7 @@ def start_session(session: Session, match: Match, store: SessionStore) -> Starte
             user_ids=users,
         )
     )
-    match.status = "confirmed"
+    match.status = MatchStatus.CONFIRMED
     match.session_id = session_id
     emit_event(
         session,
@@ -93,7 +101,7 @@ def start_session(session: Session, match: Match, store: SessionStore) -> Starte
 
 def ensure_document(session: Session, collab: CollabSession, store: SessionStore) -> None:
     """After commit, write the session's document if it is missing (a retried confirm)."""
-    if collab.status != "active":
+    if collab.status != SessionStatus.ACTIVE:
         return
     question = session.get(Question, collab.question_id) if collab.question_id else None
     document = session_store.session_document(question_json(question), list(collab.user_ids))
@@ -122,15 +130,15 @@ def leave_session(
         return _left(collab)
     collab.user_ids = remaining
     if not remaining:
-        collab.status = "ended"
+        collab.status = SessionStatus.ENDED
     session.execute(
         update(MatchRequest)
         .where(
             MatchRequest.user_id == user_id,
             MatchRequest.match_id == match.id,
-            MatchRequest.status == "matched",
+            MatchRequest.status == RequestStatus.MATCHED,
         )
-        .values(status="cancelled")
+        .values(status=RequestStatus.CANCELLED)
     )
     emit_event(
         session,

@@ -51,7 +51,7 @@ from domain.peer.pool_lock import pool_lock_keys
 from domain.peer.relaxation import relax_pairs
 from domain.peer.rules import DECLINE_COOLDOWN_SECONDS
 from domain.peer.shares import claim_limits
-from models.peer import Match, MatchReservation
+from models.peer import Match, MatchReservation, MatchStatus
 
 # Pools with two or more pending requests (one alone has nobody to pair with), and how
 # many each holds, so a sweep of every pool can be split into shares of similar size.
@@ -320,7 +320,9 @@ def count_open_matches(session: Session) -> int:
     """Matches awaiting confirmation right now."""
     return int(
         session.scalar(
-            select(func.count()).select_from(Match).where(Match.status == "pending_confirmation")
+            select(func.count())
+            .select_from(Match)
+            .where(Match.status == MatchStatus.PENDING_CONFIRMATION)
         )
         or 0
     )

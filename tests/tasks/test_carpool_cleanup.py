@@ -8,6 +8,7 @@ import random
 from beat_schedule import BEAT_SCHEDULE
 from domain.carpool.eligibility import Directory, Group, Membership, eligible
 from models import Invitation, ReservationMatch
+from models.carpool import MembershipStatus
 from tests.factories import make_user, next_id
 from tests.factories_carpool import (
     events_for,
@@ -97,7 +98,7 @@ def test_cleanup_agrees_with_the_pure_rule_on_a_random_directory(worker, db):
     memberships = []
     for user in users:
         for group in rng.sample(groups, rng.randint(0, 3)):
-            status = "active" if rng.random() < 0.8 else "left"
+            status = MembershipStatus.ACTIVE if rng.random() < 0.8 else MembershipStatus.LEFT
             join(db, user, group, status=status)
             memberships.append(Membership(group.id, user.id, status))
     reservations = [make_reservation(db, u) for u in users]

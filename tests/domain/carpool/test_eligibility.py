@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from domain.carpool.eligibility import Directory, Group, Membership, Reach, eligible
+from models.carpool import MembershipStatus
 
 ALICE, BOB, CAROL = 1, 2, 3
 
@@ -19,7 +20,9 @@ def test_members_of_different_groups_without_networks_are_not():
 
 
 def test_a_member_who_left_is_not_eligible():
-    d = Directory.of([Group(10)], [Membership(10, ALICE), Membership(10, BOB, status="left")])
+    d = Directory.of(
+        [Group(10)], [Membership(10, ALICE), Membership(10, BOB, status=MembershipStatus.LEFT)]
+    )
     assert not eligible(d, ALICE, BOB)
 
 
@@ -76,7 +79,7 @@ def test_a_second_shared_group_keeps_two_users_eligible():
     d = Directory.of(
         [Group(10), Group(11)],
         [
-            Membership(10, ALICE, status="left"),
+            Membership(10, ALICE, status=MembershipStatus.LEFT),
             Membership(10, BOB),
             Membership(11, ALICE),
             Membership(11, BOB),
@@ -101,7 +104,11 @@ def test_a_user_is_eligible_for_themself_even_without_groups():
 def test_reach_lists_enabled_groups_and_their_networks():
     d = Directory.of(
         [Group(10, enterprise_id=100), Group(11, enterprise_id=200, disabled=True), Group(12)],
-        [Membership(10, ALICE), Membership(11, ALICE), Membership(12, ALICE, status="left")],
+        [
+            Membership(10, ALICE),
+            Membership(11, ALICE),
+            Membership(12, ALICE, status=MembershipStatus.LEFT),
+        ],
         networks=[(7, 100), (8, 100), (9, 200)],
     )
     assert d.reach(ALICE) == Reach(frozenset({10}), frozenset({7, 8}))
