@@ -31,10 +31,11 @@ QUEUED_PREFIX = "matchops:queued:"
 # SET); then the first commit after this many milliseconds queues the task again, and
 # beat's safety tick covers the time in between.
 QUEUED_TTL_MS = 10_000
-# A triggered sweep waits this long, and every commit into its topic meanwhile rides
-# along: a burst costs one sweep per window and topic instead of one per request, for
-# 50 ms on the time to match. The relay needs no window: one run relays 500 rows.
-SWEEP_DELAY_SECONDS = 0.05
+# A triggered follow-up waits this long, and every commit that makes the same one due
+# meanwhile rides along: a burst costs one sweep per window and topic, and one relay
+# per window, instead of one per commit, for 50 ms on the time to match. Under a steady
+# stream of requests the relay's window matters most: nearly every task commits an event.
+FOLLOWUP_DELAY_SECONDS = 0.05
 
 SEND_ERRORS = (redis.exceptions.RedisError, kombu.exceptions.OperationalError, OSError)
 
@@ -53,11 +54,10 @@ def send_coalesced(followups: Iterable[Followup]) -> int:
     sent = 0
     for followup, fresh in zip(wanted, pipe.execute(), strict=True):
         if fresh:
-            delay = SWEEP_DELAY_SECONDS if followup.task == "peer.sweep" else None
             app.send_task(
                 followup.task,
                 kwargs=followup.arguments(),
-                countdown=delay,
+                countdown=FOLLOWUP_DELAY_SECONDS,
                 headers={CALLER_HEADER: "trigger"},
             )
             sent += 1
