@@ -231,7 +231,7 @@ def task_status(task_id: str, caller: CurrentCaller) -> dict[str, Any]:
     summary="The enqueueable tasks",
     tags=["tasks"],
 )
-def task_catalogue() -> list[dict[str, Any]]:
+def get_tasks() -> list[dict[str, Any]]:
     """Every task: name, one-line description and the JSON schemas of its args and result."""
     return submission.list_tasks()
 

@@ -35,7 +35,7 @@ from core.settings import get_settings
 from core.values import unstorable_values
 from models.platform import TaskProgress, TaskRun
 from workers.app import app, load_tasks
-from workers.base import REGISTRY, TaskSpec
+from workers.base import TaskSpec, task_specs
 
 logger = logging.getLogger("api")
 
@@ -56,7 +56,7 @@ LEGACY_STATES = {
 def task_catalogue() -> dict[str, TaskSpec]:
     """Every registered task by name (task modules are imported on first use)."""
     load_tasks()
-    return REGISTRY
+    return task_specs()
 
 
 def list_tasks() -> list[dict[str, Any]]:

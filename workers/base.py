@@ -89,7 +89,8 @@ class TaskSpec:
     result_adapter: TypeAdapter[Any]
 
 
-REGISTRY: dict[str, TaskSpec] = {}
+# Names declared so far: a second declaration of a name is a mistake, refused at import.
+_declared: set[str] = set()
 
 
 class MatchopsTask(Task):  # type: ignore[misc]
@@ -103,6 +104,8 @@ class MatchopsTask(Task):  # type: ignore[misc]
     retry_jitter = True
     # Below TASK_MAX_DELIVERIES (at least 8 by default): retries are deliveries too.
     max_retries = 5
+    # Set on each task by its declaration.
+    spec: TaskSpec
 
 
 def parse_args(name: str, model: type[ArgsT], kwargs: dict[str, Any]) -> ArgsT:
@@ -217,10 +220,11 @@ def _declare(
     options: dict[str, Any],
 ) -> Task:
     """Register the task's args model and result shape; create the Celery task around `call`."""
-    if name in REGISTRY:
+    if name in _declared:
         raise RuntimeError(f"task {name!r} is declared twice")
+    _declared.add(name)
     description = (body.__doc__ or name).strip().splitlines()[0]
-    REGISTRY[name] = TaskSpec(
+    spec = TaskSpec(
         name=name, description=description, args_model=args, result_adapter=TypeAdapter(result)
     )
 
@@ -264,9 +268,15 @@ def _declare(
         bind=True,
         acks_late=True,
         reject_on_worker_lost=True,
+        spec=spec,
         **options,
     )(run)
     return created
+
+
+def task_specs() -> dict[str, TaskSpec]:
+    """The spec of every declared task, by name, read from the app's task registry."""
+    return {name: task.spec for name, task in app.tasks.items() if isinstance(task, MatchopsTask)}
 
 
 def _caller_of(request: Any) -> str:
