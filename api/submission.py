@@ -131,12 +131,15 @@ INSERT_TASKS = f"""
     RETURNING task_id, pg_notify('{DISPATCH_CHANNEL}', '')
 """
 
-# The task an earlier call with the same key recorded. Args are compared as jsonb: key
-# order does not matter, `true` and `1` differ.
-TASK_FOR_KEY = """
-    SELECT task_id, name, args = CAST(%(args)s AS jsonb) AS same_args
-    FROM task_runs
-    WHERE caller = %(caller)s AND idempotency_key = %(key)s
+# The tasks earlier calls with the same keys recorded, for every task of a batch the
+# insert skipped, in one round trip. Args are compared as jsonb: key order does not
+# matter, `true` and `1` differ.
+TASKS_FOR_KEYS = """
+    SELECT k.task_id, r.task_id, r.name, r.args = k.args AS same_args
+    FROM jsonb_to_recordset(CAST(%(keys)s AS jsonb)) AS k(
+        task_id uuid, caller text, idempotency_key text, args jsonb
+    )
+    JOIN task_runs r ON r.caller = k.caller AND r.idempotency_key = k.idempotency_key
 """
 
 
@@ -144,42 +147,32 @@ def record_tasks(connection: Connection, tasks: Sequence[NewTask]) -> list[str |
     """Record the tasks (autocommit: one statement, one commit); per task, in order, the
     task id the caller gets (its own, or the one its idempotency key recorded first) or
     the refusal (409 for a key used with other args, 422 for args that do not fit)."""
-    valid = [task for task in tasks if task.problem is None]
     inserted: set[str] = set()
-    if valid:
-        rows = connection.exec_driver_sql(INSERT_TASKS, insertion(valid))
-        inserted = {str(row[0]) for row in rows}
-    answers: list[str | ApiError] = []
-    for task in tasks:
-        if task.task_id in inserted:
-            answers.append(task.task_id)
-        else:
-            row = connection.exec_driver_sql(TASK_FOR_KEY, key_lookup(task)).first()
-            answers.append(answer_for_key(task, None if row is None else tuple(row)))
-    return answers
+    if insert := insertion(tasks):
+        inserted = {str(row[0]) for row in connection.exec_driver_sql(INSERT_TASKS, insert)}
+    found: list[Any] = []
+    if lookup := key_lookup(tasks, inserted):
+        found = list(connection.exec_driver_sql(TASKS_FOR_KEYS, lookup))
+    return answers(tasks, inserted, found)
 
 
 async def record_tasks_async(
     connection: psycopg.AsyncConnection[Any], tasks: Sequence[NewTask]
 ) -> list[str | ApiError]:
     """`record_tasks` on an asyncio connection in autocommit (the API's intake)."""
-    valid = [task for task in tasks if task.problem is None]
     inserted: set[str] = set()
-    if valid:
-        cursor = await connection.execute(INSERT_TASKS, insertion(valid))
+    if insert := insertion(tasks):
+        cursor = await connection.execute(INSERT_TASKS, insert)
         inserted = {str(row[0]) for row in await cursor.fetchall()}
-    answers: list[str | ApiError] = []
-    for task in tasks:
-        if task.task_id in inserted:
-            answers.append(task.task_id)
-        else:
-            cursor = await connection.execute(TASK_FOR_KEY, key_lookup(task))
-            answers.append(answer_for_key(task, await cursor.fetchone()))
-    return answers
+    found: list[Any] = []
+    if lookup := key_lookup(tasks, inserted):
+        found = await (await connection.execute(TASKS_FOR_KEYS, lookup)).fetchall()
+    return answers(tasks, inserted, found)
 
 
-def insertion(tasks: Sequence[NewTask]) -> dict[str, str]:
-    """The parameter of INSERT_TASKS for these (valid) tasks: one JSON array of them."""
+def insertion(tasks: Sequence[NewTask]) -> dict[str, str] | None:
+    """The parameter of INSERT_TASKS for the tasks whose args fit: one JSON array of
+    them; None when there are none."""
     rows = [
         {
             "task_id": task.task_id,
@@ -190,22 +183,45 @@ def insertion(tasks: Sequence[NewTask]) -> dict[str, str]:
             "countdown": task.countdown or 0.0,
         }
         for task in tasks
+        if task.problem is None
     ]
-    return {"tasks": json.dumps(rows)}
+    return {"tasks": json.dumps(rows)} if rows else None
 
 
-def key_lookup(task: NewTask) -> dict[str, Any]:
-    """The parameters of TASK_FOR_KEY for a task INSERT_TASKS did not insert."""
-    # Not inserted: its key was used before (or earlier in this batch).
-    assert task.idempotency_key is not None
-    # Args PostgreSQL cannot hold were never recorded, so they equal nothing recorded;
-    # compared as NULL, they cannot fail the statement either.
-    storable = not unstorable_values(task.args)
-    return {
-        "args": json.dumps(task.args) if storable else None,
-        "caller": task.caller,
-        "key": task.idempotency_key,
-    }
+def key_lookup(tasks: Sequence[NewTask], inserted: set[str]) -> dict[str, str] | None:
+    """The parameter of TASKS_FOR_KEYS for the tasks INSERT_TASKS did not insert (their
+    key was used before, or earlier in the batch); None when it inserted them all."""
+    rows = []
+    for task in tasks:
+        if task.task_id in inserted:
+            continue
+        assert task.idempotency_key is not None
+        # Args PostgreSQL cannot hold were never recorded, so they equal nothing
+        # recorded; compared as NULL, they cannot fail the statement either.
+        storable = not unstorable_values(task.args)
+        rows.append(
+            {
+                "task_id": task.task_id,
+                "caller": task.caller,
+                "idempotency_key": task.idempotency_key,
+                "args": task.args if storable else None,
+            }
+        )
+    return {"keys": json.dumps(rows)} if rows else None
+
+
+def answers(
+    tasks: Sequence[NewTask], inserted: set[str], found: Sequence[Any]
+) -> list[str | ApiError]:
+    """Per task, in order: its own id when inserted, else what its key's first call
+    recorded (`found`: rows of TASKS_FOR_KEYS)."""
+    earlier = {str(row[0]): tuple(row[1:]) for row in found}
+    return [
+        task.task_id
+        if task.task_id in inserted
+        else answer_for_key(task, earlier.get(task.task_id))
+        for task in tasks
+    ]
 
 
 def answer_for_key(task: NewTask, row: tuple[Any, ...] | None) -> str | ApiError:
