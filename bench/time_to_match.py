@@ -141,7 +141,6 @@ class Phase:
     """What one driven run measured."""
 
     timings: Timings
-    offered: int
     accepted_rate: float
     request_rate: float | None = None
     noop_rate: float | None = None
@@ -251,7 +250,7 @@ def drive(options: argparse.Namespace, first_user: int, triggers: bool) -> Phase
             )
             pairs = sum(count // 2 for count in per_pool.values())
             poll_until(lambda: len(timings.to_found) >= pairs, DRAIN_SECONDS, 0.2)
-    return Phase(timings, total, accepted_rate, *drain_rates)
+    return Phase(timings, accepted_rate, *drain_rates)
 
 
 def drain_rate(send: Callable[[int], AsyncResult[Any]]) -> float:
