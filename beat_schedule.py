@@ -44,7 +44,7 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     "peer-expire": {
         "task": "peer.expire",
         "schedule": 5.0,
-        "options": {"expires": 5},
+        "options": {"expires": 4},
     },
 }
 

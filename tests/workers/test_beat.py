@@ -12,6 +12,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
+from beat_schedule import BEAT_SCHEDULE
 from core.outbox import emit_event
 from core.settings import get_settings
 from domain.peer.requests import create_request
@@ -74,3 +75,9 @@ def test_an_idle_beat_sends_no_tick_until_work_waits(worker: WorkerProcess, tmp_
             emit_event(session, "request.expired", {"request_id": 1})
         engine.dispose()
         wait_for(lambda: sent() >= TICKED, timeout=40, what="a tick of each")
+
+
+def test_every_entry_expires_before_its_next_tick():
+    # A stopped fleet must not come back to a pile of ticks all due at once.
+    for name, entry in BEAT_SCHEDULE.items():
+        assert entry["options"]["expires"] < entry["schedule"], name
