@@ -343,6 +343,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     embedded.ensure_servers()
     from api.submission import enqueue_task, prepare_task
 
+    _refuse_without_broker()
     caller = _cli_caller()
     answer = _api_call(
         lambda: enqueue_task(
@@ -359,6 +360,18 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     if args.wait is not None:
         answer = _api_call(lambda: _await_outcome(answer["task_id"], caller, args.wait))
     return _print_answer(answer)
+
+
+def _refuse_without_broker() -> None:
+    """As the API does: while the broker refuses, an enqueue is a 503, not a PENDING task
+    that would only wait in PostgreSQL."""
+    from api.health import check_broker
+    from core.dispatch import BROKER_PROBE_ERRORS
+
+    try:
+        check_broker()
+    except BROKER_PROBE_ERRORS:
+        raise ApiRefusal(_unavailable(BROKER), UNREACHABLE) from None
 
 
 def _await_outcome(task_id: str, caller: str, seconds: float) -> dict[str, Any]:

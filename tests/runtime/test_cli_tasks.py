@@ -118,3 +118,15 @@ def test_enqueue_and_status_exit_3_when_the_database_is_unreachable():
         done = matchops(*command, env=unreachable)
         assert done.returncode == 3, done.stdout + done.stderr
         assert json.loads(done.stdout)["error"]["type"] == "unavailable"
+
+
+def test_enqueue_exits_3_naming_the_broker_when_it_is_unreachable():
+    done = matchops("enqueue", "events.publish", env={"BROKER_URL": "redis://127.0.0.1:1/0"})
+    assert done.returncode == 3, done.stdout + done.stderr
+    # tests/api/test_outages.py checks the same body over HTTP.
+    assert json.loads(done.stdout) == {
+        "error": {
+            "type": "unavailable",
+            "message": "the broker is unreachable; nothing was changed, try again later",
+        }
+    }
