@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from celeryconfig import QUEUE_NAMES
 from core.db import session_factory
 from core.settings import get_settings
+from domain.peer.stats import MATCHED_SIDES, WAITING_POOLS
 
 # Pools beyond this many label sets are summed under topic="_other" (one per difficulty),
 # so a service that invents topics cannot blow up the scraper's memory.
@@ -46,12 +47,8 @@ def peer_pools(session: Session) -> Iterator[Metric]:
     # left for one "_other" set per difficulty, so the total never passes the limit.
     rows = session.execute(
         text(
-            """
-            WITH pools AS (
-                SELECT difficulty, topic, count(*) AS waiting, min(created_at) AS oldest
-                FROM match_requests WHERE status = 'pending'
-                GROUP BY difficulty, topic
-            ), ranked AS (
+            f"""
+            WITH pools AS ({WAITING_POOLS}), ranked AS (
                 SELECT *, row_number() OVER (ORDER BY waiting DESC, difficulty, topic) AS rank,
                        count(*) OVER () AS pools
                 FROM pools
@@ -109,16 +106,17 @@ class HistogramQuery:
 
 
 def peer_time_to_match(session: Session) -> Iterator[Metric]:
-    """`matchops_peer_time_to_match_seconds`: request created → match proposed."""
+    """`matchops_peer_time_to_match_seconds`: request created → match proposed.
+
+    Every side of every proposed match counts, also after a decline or an expiry requeued
+    the request, so the histogram's counts never go down between scrapes.
+    """
     histogram = HistogramQuery(TIME_TO_MATCH_BUCKETS)
     row = session.execute(
         text(
             f"""
             SELECT {histogram.select}
-            FROM (
-                SELECT greatest(extract(epoch FROM m.created_at - r.created_at), 0) AS wait
-                FROM match_requests r JOIN matches m ON m.id = r.match_id
-            ) AS matched
+            FROM (SELECT greatest(seconds, 0) AS wait FROM ({MATCHED_SIDES}) AS sides) AS matched
             """
         ),
         histogram.params,

@@ -1,7 +1,9 @@
 """Fairness figures per peer pool: who waits, for how long, and how requests leave.
 
-One function, `pool_figures`, feeds `matchops pools`, the demo's summary and the
-metrics endpoint alike, so they never disagree.
+One function, `pool_figures`, feeds `matchops pools` and the demo's summary. The metrics
+endpoint (`core.metrics`) reads the same two row sets, `WAITING_POOLS` and
+`MATCHED_SIDES`, so a pool's waiting count, oldest wait and times to match mean the
+same thing in both.
 """
 
 from __future__ import annotations
@@ -16,32 +18,43 @@ from sqlalchemy.orm import Session
 # told otherwise: long enough to smooth a quiet pool, short enough to show today.
 DEFAULT_WINDOW_SECONDS = 3600
 
-# Every pool with a pending request, a match or an expiry in the window. Time to match
-# is per request (created → its match proposed), so both sides of a match count, each
-# in the pool it waited in. Matches are read by time through their BRIN index, the
-# expiries through the partial index on expired requests, the waiting through the
-# pending pool index.
+# Every pool with a pending request: how many wait, and since when the oldest.
+WAITING_POOLS = """
+    SELECT difficulty, topic, count(*) AS waiting, min(created_at) AS oldest
+    FROM match_requests
+    WHERE status = 'pending'
+    GROUP BY difficulty, topic
+"""
+
+# Each side of every match a sweep proposed, in the pool its request waited in, with
+# its time to match (request created → match proposed). A match stays when it is
+# declined or expires, so a request requeued and matched again counts twice, and
+# counts drawn from these rows only grow.
+MATCHED_SIDES = """
+    SELECT r.difficulty, r.topic, m.created_at AS matched_at,
+           extract(epoch FROM m.created_at - r.created_at) AS seconds
+    FROM matches m
+    CROSS JOIN LATERAL (VALUES (m.request_a), (m.request_b)) AS side(request_id)
+    JOIN match_requests r ON r.id = side.request_id
+"""
+
+# Every pool with a pending request, a match or an expiry in the window. Matches are
+# read by time through their BRIN index, the expiries through the partial index on
+# expired requests, the waiting through the pending pool index.
 POOL_FIGURES = text(
-    """
+    f"""
     WITH waiting AS (
-        SELECT difficulty, topic, count(*) AS waiting,
-               extract(epoch FROM now() - min(created_at)) AS oldest_wait_seconds
-        FROM match_requests
-        WHERE status = 'pending'
-        GROUP BY difficulty, topic
+        SELECT difficulty, topic, waiting,
+               extract(epoch FROM now() - oldest) AS oldest_wait_seconds
+        FROM ({WAITING_POOLS}) AS pools
     ),
     matched AS (
-        SELECT r.difficulty, r.topic, count(*) AS matched,
-               percentile_cont(0.5) WITHIN GROUP (ORDER BY s.seconds) AS p50,
-               percentile_cont(0.95) WITHIN GROUP (ORDER BY s.seconds) AS p95
-        FROM matches m
-        CROSS JOIN LATERAL (VALUES (m.request_a), (m.request_b)) AS side(request_id)
-        JOIN match_requests r ON r.id = side.request_id
-        CROSS JOIN LATERAL (
-            SELECT extract(epoch FROM m.created_at - r.created_at) AS seconds
-        ) AS s
-        WHERE m.created_at > now() - make_interval(secs => :window)
-        GROUP BY r.difficulty, r.topic
+        SELECT difficulty, topic, count(*) AS matched,
+               percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds) AS p50,
+               percentile_cont(0.95) WITHIN GROUP (ORDER BY seconds) AS p95
+        FROM ({MATCHED_SIDES}) AS sides
+        WHERE matched_at > now() - make_interval(secs => :window)
+        GROUP BY difficulty, topic
     ),
     expired AS (
         SELECT difficulty, topic, count(*) AS expired

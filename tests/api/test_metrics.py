@@ -16,7 +16,7 @@ from core.metrics import MAX_POOL_SERIES, OTHER_TOPIC
 from core.settings import get_settings
 from tests.api.support import client_for
 from tests.factories import next_id, unique
-from tests.factories_peer import backdate_request, make_pool, make_request
+from tests.factories_peer import backdate_request, make_pool, make_request, swept_match
 from tests.support import WorkerProcess, queue_taken_from, run_task, send, wait_for
 
 
@@ -35,6 +35,11 @@ def _value(samples: dict[str, list[Sample]], name: str, **labels: str) -> float:
     found = [s.value for s in samples[name] if all(s.labels.get(k) == v for k, v in labels.items())]
     assert len(found) == 1, (name, labels, samples.get(name))
     return found[0]
+
+
+MATCHED_SIDES_COUNT = (
+    "SELECT count(*) FROM matches m JOIN match_requests r ON r.id IN (m.request_a, m.request_b)"
+)
 
 
 def _count(db: Session, sql: str) -> int:
@@ -126,7 +131,8 @@ def test_every_series_after_a_peer_workload(
         if s.labels["difficulty"] == "Medium" and s.labels["topic"] == swept
     ]
 
-    matched = _count(db, "SELECT count(*) FROM match_requests WHERE match_id IS NOT NULL")
+    # Time to match counts each side of every match a sweep proposed.
+    matched = _count(db, MATCHED_SIDES_COUNT)
     assert matched >= 4
     assert _value(samples, "matchops_peer_time_to_match_seconds_count") == matched
     assert _value(samples, "matchops_peer_time_to_match_seconds_bucket", le="+Inf") == matched
@@ -164,6 +170,20 @@ def test_every_series_after_a_peer_workload(
     assert set(queues) == {"interactive", "sweeps", "cascades", "maintenance", "events", "celery"}
     assert queues["maintenance"] >= 1
     assert all(length >= 0 for length in queues.values())
+
+
+def test_time_to_match_counts_never_drop_when_a_match_is_declined(
+    worker: WorkerProcess, db: Session, metrics_reader: httpx.Client, own_topics: str
+):
+    match = swept_match(db, f"{own_topics}-declined")
+    before = _value(_scrape(metrics_reader), "matchops_peer_time_to_match_seconds_count")
+
+    # The decline requeues the partner's request (its match_id cleared): the time it
+    # waited for that match still happened.
+    run_task("peer.confirm", match_id=str(match.id), user_id=match.user_a, confirmed=False)
+
+    after = _value(_scrape(metrics_reader), "matchops_peer_time_to_match_seconds_count")
+    assert after >= before == _count(db, MATCHED_SIDES_COUNT)
 
 
 def test_pools_beyond_the_cap_are_summed_under_other(
