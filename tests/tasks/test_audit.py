@@ -15,6 +15,7 @@ from core.context import CALLER_HEADER
 from core.db import get_engine
 from core.settings import get_settings
 from models import AuditLog, GroupMember, Invitation, User
+from tests.api.support import client_for
 from tests.factories import unique
 from tests.factories_carpool import (
     existing,
@@ -95,6 +96,31 @@ def test_the_caller_header_names_who_asked(worker, db):
 
     (row,) = audit_rows(db, sent.id)
     assert row.caller == "beat"
+
+
+def test_a_task_the_api_accepted_is_audited_under_its_task_id_and_token_subject(
+    worker, db, api_url: str
+):
+    mentee, mentor = make_mentee(db), make_mentor(db)
+    make_relationship(db, mentor, mentee)
+    db.commit()
+    caller = unique("mentoring-app")
+
+    with client_for(api_url, ["mentorship.*"], sub=caller) as http:
+        answer = http.post(
+            "/v1/tasks/mentorship.unmatch",
+            json={"args": {"user_id": mentee.id, "other_id": mentor.id}, "wait": 20},
+        )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["state"] == "SUCCESS"
+
+    # The task id the API answered is the key to what the task changed.
+    (row,) = audit_rows(db, answer.json()["task_id"])
+    assert (row.task_name, row.caller, row.action) == (
+        "mentorship.unmatch",
+        caller,
+        "mentorship.unmatch",
+    )
 
 
 def test_member_left_is_audited_with_what_it_removed(worker, db):
