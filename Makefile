@@ -24,8 +24,10 @@ stop: $(STAMP)
 	$(BIN)/matchops stop
 
 # Against DATABASE_URL / BROKER_URL / RESULT_BACKEND when set, else embedded servers.
+# Several test processes, each with a database and a Redis db of its own (tests/isolation.py).
+TEST_PROCESSES ?= 3
 test: $(STAMP)
-	$(BIN)/pytest tests/
+	$(BIN)/pytest -n $(TEST_PROCESSES) --dist loadgroup tests/
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

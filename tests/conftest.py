@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from runtime.embedded import ensure_servers
+from tests import isolation
+
+# Under pytest-xdist each worker process gets a database and a Redis db of its own, so
+# no worker's Celery runs another's tasks (`tests.isolation`).
+isolation.own_share()
 
 # Before anything reads the settings: with DATABASE_URL / BROKER_URL unset, the suite
 # runs on embedded PostgreSQL and Redis (started now, or joined when `make run` already
 # runs them). Database matchops_test and Redis db 1 keep it apart from that stack.
-ensure_servers(database="matchops_test", redis_db=1)
+ensure_servers(database=f"matchops_test{isolation.SUFFIX}", redis_db=1 + isolation.INDEX)
 
 import os  # noqa: E402
 import uuid  # noqa: E402
@@ -73,6 +78,8 @@ def pytest_configure(config: pytest.Config) -> None:
     """The rabbitmq marker; and stop the run once, before any test, when DATABASE_URL is
     not a scratch database."""
     config.addinivalue_line("markers", "rabbitmq: needs the RabbitMQ named by RABBITMQ_URL")
+    # pytest-xdist's own marker, declared for runs without it (`-p no:xdist`).
+    config.addinivalue_line("markers", "xdist_group(name): run in one test process")
     try:
         refuse_unless_scratch(get_settings().db_url)
     except RuntimeError as refusal:

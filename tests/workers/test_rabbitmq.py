@@ -32,7 +32,8 @@ from tests.support import (
     wait_for,
 )
 
-pytestmark = pytest.mark.rabbitmq
+# One test process at a time on the run's one vhost: its queues are shared.
+pytestmark = [pytest.mark.rabbitmq, pytest.mark.xdist_group("rabbitmq")]
 
 QUEUE_ARGUMENTS = {
     "x-queue-type": "quorum",

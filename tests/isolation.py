@@ -1,0 +1,55 @@
+"""A share of the test run per pytest-xdist worker: a database and a Redis db of its own.
+
+`make test` runs the suite in several processes (pytest-xdist, a whole file to one
+process). Each process starts a Celery worker of its own, so each needs its own queues
+and its own rows: a task one process sends must never reach another's worker, which
+would run it against the wrong database. Without xdist nothing changes.
+"""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import urlsplit, urlunsplit
+
+from sqlalchemy.engine import make_url
+
+# "gw0", "gw1", … in an xdist worker; unset in a plain pytest run.
+WORKER_ID = os.environ.get("PYTEST_XDIST_WORKER", "")
+INDEX = int(WORKER_ID.removeprefix("gw")) if WORKER_ID else 0
+SUFFIX = f"_{WORKER_ID}" if WORKER_ID else ""
+REDIS_DATABASES = 16
+
+
+def own_share() -> None:
+    """Point DATABASE_URL, BROKER_URL and RESULT_BACKEND, those set, at this worker's share.
+
+    The database gets the worker's suffix (`matchops_test_gw1`); a Redis URL's db number
+    moves up by the worker's index (db 1 for gw0, db 2 for gw1, …).
+    """
+    if not WORKER_ID:
+        return
+    if database_url := os.environ.get("DATABASE_URL"):
+        url = make_url(database_url)
+        os.environ["DATABASE_URL"] = url.set(database=f"{url.database}{SUFFIX}").render_as_string(
+            hide_password=False
+        )
+    for name in ("BROKER_URL", "RESULT_BACKEND"):
+        if value := os.environ.get(name):
+            os.environ[name] = _shifted(name, value)
+
+
+def _shifted(name: str, value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("redis", "rediss"):
+        raise RuntimeError(
+            f"{name} is {parts.scheme}://: the suite runs in parallel only on Redis, whose "
+            f"numbered databases keep the workers apart; run it with `pytest -p no:xdist` "
+            f"or point {name} at Redis"
+        )
+    db = int(parts.path.strip("/") or 0) + INDEX
+    if db >= REDIS_DATABASES:
+        raise RuntimeError(
+            f"{name} {value}: worker {WORKER_ID} would need Redis db {db}, past the last "
+            f"({REDIS_DATABASES - 1}); use a lower db number or fewer workers (-n)"
+        )
+    return urlunsplit(parts._replace(path=f"/{db}"))
