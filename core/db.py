@@ -10,6 +10,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.settings import get_settings
 
+# Whether a pooled connection is pinged as it is checked out. The API pings: a connection
+# the database dropped would otherwise answer one client with a 503. Worker processes do
+# not (`check_connections_on_use`): a ping is a round trip per task, a tenth of a short
+# task's time, and a task that meets a dropped connection is retried by the task base
+# while the pool replaces every connection as old as that one.
+_ping_on_checkout = True
+
 
 @lru_cache(maxsize=1)
 def get_engine() -> Engine:
@@ -17,7 +24,7 @@ def get_engine() -> Engine:
     settings = get_settings()
     return create_engine(
         settings.db_url,
-        pool_pre_ping=True,
+        pool_pre_ping=_ping_on_checkout,
         pool_size=5,
         max_overflow=5,
         # A dead database must surface as OperationalError quickly, so the task base
@@ -57,11 +64,17 @@ def session_factory() -> sessionmaker[Session]:
     return sessionmaker(bind=get_engine(), expire_on_commit=False)
 
 
-def dispose_engine() -> None:
-    """Drop inherited pooled connections (after fork) without closing the parent's."""
+def check_connections_on_use() -> None:
+    """For a forked worker process: drop the inherited pooled connections (without
+    closing the parent's), and from now on find a dropped connection when a statement
+    fails on it rather than by a ping at every checkout."""
+    global _ping_on_checkout
+    _ping_on_checkout = False
     for engine in (get_engine, get_bookkeeping_engine):
         if engine.cache_info().currsize:
             engine().dispose(close=False)
+    get_engine.cache_clear()
+    session_factory.cache_clear()
 
 
 def rowcount(result: Result[Any]) -> int:

@@ -16,10 +16,11 @@ model to build and dump on the way out. Results are not validated at run time, w
 would cost every task a pass over its result; the tests check every task's actual
 result against its shape.
 
-Exactly once per task id (workers.ledger): every delivery is counted first; the work
-then runs while the task's `task_runs` row is locked, and its outcome (result or
-domain error) is written before that lock is released: in the same transaction as
-the effects for `task`, after the last of its own transactions for `own_transactions_task`.
+Exactly once per task id (workers.ledger): every delivery is counted first; the
+outcome (result or domain error) is written only where none stands: in the same
+transaction as the effects for `task` (a delivery that finds another's outcome there
+rolls its effects back), and for `own_transactions_task`, which cannot roll back, after
+the last of its own transactions while the task's `task_runs` row stays locked.
 A later delivery of the id (a redelivery, a redispatch, a sibling sending the same id
 twice) replays the recorded outcome and changes nothing; a delivery past
 TASK_MAX_DELIVERIES ends the task as FAILURE ("gave up after N deliveries").
@@ -159,18 +160,17 @@ def task(
 
     def decorate(body: Callable[[Session, ArgsT], Any]) -> Task:
         def call(task: Task, context: TaskContext | None, kwargs: dict[str, Any]) -> Any:
-            with session_factory().begin() as session:
-                if context is not None:
-                    if (recorded := ledger.claim_run(session, context.task_id)) is not None:
-                        return _replay(recorded)
+            try:
+                with session_factory().begin() as session:
                     attach_context(session, context)
-                parsed = parse_args(name, args, kwargs)
-                result = to_jsonable_python(body(session, parsed))
-                if context is not None:
-                    stood = ledger.record_outcome(
-                        session, context.task_id, ledger.Outcome(ledger.SUCCESS, result)
-                    )
-                    result = stood.result
+                    parsed = parse_args(name, args, kwargs)
+                    result = to_jsonable_python(body(session, parsed))
+                    if context is not None:
+                        ledger.record_first_outcome(
+                            session, context.task_id, ledger.Outcome(ledger.SUCCESS, result)
+                        )
+            except ledger.Superseded as superseded:
+                return _replay(superseded.outcome)
             return result
 
         return _declare(name, args, result, body, call, options)

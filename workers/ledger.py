@@ -4,11 +4,18 @@ The task base uses it so that every delivery of one task id after the first repl
 the first one's outcome and changes nothing:
 
 1. `begin_delivery` counts the delivery in its own committed statement (a worker
-   killed mid-task must still have counted it, or a poison message would loop);
-2. `claim_run` locks the task's row in the transaction that does the work; a second
-   delivery running at the same time waits there, then finds the outcome;
-3. `record_outcome` writes the result or the domain error in that same transaction,
-   so the outcome commits exactly when the effects do.
+   killed mid-task must still have counted it, or a poison message would loop), and
+   returns the outcome if one is recorded: a later delivery replays it and stops;
+2. the work runs, and its transaction ends by recording the outcome only where none
+   stands (`record_first_outcome`), so the outcome commits exactly when the effects do.
+   Two deliveries of one id running at once (rare: a redelivery or a duplicate send
+   while the first still runs) both reach that statement; the second waits there for
+   the first's commit, finds its outcome, and rolls its own work back (`Superseded`).
+   Checking at the end rather than locking the row first saves every task a round
+   trip for the sake of that rare case;
+3. a task with its own transactions cannot roll its committed work back, so it locks
+   the row first instead (`claim_run`), in a guard transaction held while it runs: a
+   second delivery waits there, then finds the outcome.
 """
 
 from __future__ import annotations
@@ -129,23 +136,43 @@ def claim_run(session: Session, task_id: str) -> Outcome | None:
     return _outcome(row)
 
 
+class Superseded(Exception):
+    """Another delivery of the task recorded its outcome first; this one's work must
+    roll back, and `outcome` is the answer to give."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__("another delivery of this task recorded its outcome first")
+        self.outcome = outcome
+
+
 def record_outcome(session: Session, task_id: str, outcome: Outcome) -> Outcome:
     """Write the outcome unless one is recorded already; returns the one that stands."""
-    key = {"run_id": uuid.UUID(task_id)}
     connection = session.connection()
+    if _write_outcome(connection, task_id, outcome):
+        return outcome
+    stored = connection.execute(RECORDED_OUTCOME, {"run_id": uuid.UUID(task_id)}).one()
+    return _outcome(stored) or outcome
+
+
+def record_first_outcome(session: Session, task_id: str, outcome: Outcome) -> None:
+    """Write the outcome in the transaction of the task's work, or raise `Superseded`
+    (carrying the outcome that stands) when another delivery recorded one first."""
+    stood = record_outcome(session, task_id, outcome)
+    if stood is not outcome:
+        raise Superseded(stood)
+
+
+def _write_outcome(connection: Connection, task_id: str, outcome: Outcome) -> bool:
     written = connection.execute(
         RECORD_OUTCOME,
         {
-            **key,
+            "run_id": uuid.UUID(task_id),
             "run_state": outcome.state,
             "run_result": outcome.result,
             "run_error": outcome.error,
         },
     ).one_or_none()
-    if written is not None:
-        return outcome
-    stored = connection.execute(RECORDED_OUTCOME, key).one()
-    return _outcome(stored) or outcome
+    return written is not None
 
 
 def mark_state(connection: Connection, task_id: str, state: str) -> None:

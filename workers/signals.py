@@ -8,7 +8,7 @@ from billiard.einfo import ExceptionInfo
 from celery.signals import beat_init, task_failure, worker_process_init, worker_ready
 
 from celeryconfig import DEAD_LETTER_QUEUE, on_rabbitmq
-from core.db import dispose_engine, get_bookkeeping_engine
+from core.db import check_connections_on_use, get_bookkeeping_engine
 from core.dispatcher import Dispatcher
 from core.errors import DomainError
 from core.settings import get_settings
@@ -16,8 +16,9 @@ from core.settings import get_settings
 
 @worker_process_init.connect
 def _fresh_pool_after_fork(**_: Any) -> None:
-    # A forked child must not share the parent's pooled sockets with its siblings.
-    dispose_engine()
+    # A forked child must not share the parent's pooled sockets with its siblings; its
+    # new engine skips the ping per checkout (the task base retries a dropped connection).
+    check_connections_on_use()
 
 
 @task_failure.connect

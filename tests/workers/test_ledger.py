@@ -1,0 +1,70 @@
+"""The ledger's exactly-once rule on real PostgreSQL: two deliveries of one task id
+running at once commit the effects of one of them."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+import pytest
+from sqlalchemy import select
+
+from core.context import TaskContext
+from core.db import get_bookkeeping_engine, session_factory
+from models.users import User
+from tests.factories import make_user, next_id
+from tests.support import lock_waiters, wait_for
+from workers import ledger
+
+
+def _existing(*user_ids: int) -> set[int]:
+    with session_factory()() as session:
+        return set(session.scalars(select(User.id).where(User.id.in_(user_ids))))
+
+
+def test_a_delivery_running_beside_another_rolls_its_work_back_and_answers_the_first():
+    context = TaskContext(task_id=str(uuid.uuid4()), task_name="events.publish", caller="test")
+    with get_bookkeeping_engine().connect() as connection:
+        ledger.begin_delivery(connection, context, {}, "test")
+    # Each delivery's work: a user row of its own.
+    first_user, second_user = next_id(), next_id()
+    first_outcome = ledger.Outcome(ledger.SUCCESS, {"delivery": 1})
+    superseded: list[ledger.Superseded] = []
+
+    def second_delivery() -> None:
+        try:
+            with session_factory().begin() as session:
+                make_user(session, id=second_user)
+                ledger.record_first_outcome(
+                    session, context.task_id, ledger.Outcome(ledger.SUCCESS, {"delivery": 2})
+                )
+        except ledger.Superseded as exc:
+            superseded.append(exc)
+
+    with session_factory().begin() as first:
+        make_user(first, id=first_user)
+        ledger.record_first_outcome(first, context.task_id, first_outcome)
+        second = threading.Thread(target=second_delivery)
+        second.start()
+        # The second delivery's outcome waits for the first's transaction.
+        wait_for(lambda: lock_waiters("%UPDATE task_runs%") == 1, what="the second delivery")
+    second.join(10)
+
+    (stood,) = superseded
+    assert stood.outcome == first_outcome
+    assert _existing(first_user, second_user) == {first_user}
+
+
+def test_a_delivery_after_the_outcome_is_recorded_is_superseded_at_once():
+    context = TaskContext(task_id=str(uuid.uuid4()), task_name="events.publish", caller="test")
+    with get_bookkeeping_engine().connect() as connection:
+        ledger.begin_delivery(connection, context, {}, "test")
+    recorded = ledger.Outcome(ledger.SUCCESS, {"delivery": 1})
+    with session_factory().begin() as session:
+        ledger.record_first_outcome(session, context.task_id, recorded)
+
+    with pytest.raises(ledger.Superseded) as raised, session_factory().begin() as session:
+        ledger.record_first_outcome(
+            session, context.task_id, ledger.Outcome(ledger.SUCCESS, {"delivery": 2})
+        )
+    assert raised.value.outcome == recorded
