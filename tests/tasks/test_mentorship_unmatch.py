@@ -180,11 +180,11 @@ def test_unmatch_killed_mid_task_runs_again_and_cascades_once(worker, db):
                 lambda: child not in victim.child_pids() and bool(victim.child_pids()),
                 what="a replacement child",
             )
-            # The redelivery waits for the task's row, which the killed run's backend holds
-            # until it finds its client gone (once the users row is free).
+            # The redelivery waits for the rows the killed run's backend waits for too: that
+            # backend finds its client gone only once the users row is free.
             wait_for(
-                lambda: lock_waiters("%INSERT INTO task_runs%") == 1,
-                what="the redelivered unmatch to wait behind the killed one",
+                lambda: lock_waiters() == 2,
+                what="the redelivered unmatch to wait beside the killed one",
             )
         answer = result.get(timeout=60)
 
