@@ -149,7 +149,11 @@ def explain_request(
             reasons.append("open_match_cap_reached")
         elif partner is None:
             topic = topic or read_topic(session, request.topic)
-            if str(request.id) not in swept_requests(topic, free, relax_after):
+            # A request gone from the topic since the first read (matched, cancelled by
+            # then) is answered as that read found it.
+            if topic.holds(str(request.id)) and str(request.id) not in swept_requests(
+                topic, free, relax_after
+            ):
                 reasons.append("open_match_cap_reached")
         if request.busy:
             reasons.append("pool_busy")

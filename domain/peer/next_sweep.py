@@ -73,6 +73,10 @@ class TopicQueues:
     declined: set[UserPair]
     now_us: int
 
+    def holds(self, request_id: str) -> bool:
+        """Whether the request was pending when the topic was read."""
+        return any(request_id in queue.request_ids for queue in self.queues)
+
 
 def declines_among(session: Session, user_ids: list[int]) -> set[UserPair]:
     """The pairs of these users one of whom declined the other within the cooldown."""
