@@ -240,6 +240,7 @@ def explain_task(session: Session, args: PeerExplainArgs) -> dict[str, Any]:
         session,
         args.request_id,
         max_open_matches=settings.max_concurrent_matches,
+        stale_after=settings.task_time_limit,
         relax_after=settings.peer_relax_after_seconds,
     )
 

@@ -12,6 +12,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from domain.peer.session_store import session_key, session_store
+from domain.peer.sweep import free_pairs
 from models import Match, MatchRequest, Question
 from tests.factories import make_user
 from tests.support import run_task
@@ -119,3 +120,10 @@ def pass_deadline(session: Session, match_id: uuid.UUID) -> None:
         {"id": match_id},
     )
     session.commit()
+
+
+def cap_with_room(session: Session, pairs: int, stale_after: int) -> int:
+    """A MAX_CONCURRENT_MATCHES with room for exactly `pairs` more pairs: what open matches
+    and reservations younger than `stale_after` seconds hold now, plus that."""
+    unbounded = 10**9
+    return unbounded - free_pairs(session, unbounded, stale_after) + pairs

@@ -1,10 +1,13 @@
 """`peer.explain`: why a request is not matched yet, decided by the sweep's own rules.
 
 A few indexed reads: the request (by primary key), its pool's pending requests (the
-partial pool index the sweep reads too), the recent declines among them, the open
-matches, `pg_locks`, and the last hour's matches for the estimate. The pool is then
-paired in memory by the sweep's pairing function, so explain and sweep cannot disagree
-on whether the request has a partner.
+partial pool index the sweep reads too), the recent declines among them, what is free of
+the open-match cap, `pg_locks`, and the last hour's matches for the estimate; and, when
+the request has a partner or relaxation is on, its topic's pending requests. The pool
+is paired in memory by the sweep's pairing function, so explain and sweep cannot
+disagree on whether the request has a partner; whether that pair fits under the cap,
+and relaxation, are decided by replaying the next sweep of the topic
+(domain.peer.next_sweep, which says what stays approximate).
 """
 
 from __future__ import annotations
@@ -16,12 +19,11 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from core.errors import NotFound
-from domain.peer.pairing import PoolQueue, UserPair, pair_pool, pair_queues, user_pair
+from domain.peer.next_sweep import declines_among, read_topic, swept_requests
+from domain.peer.pairing import UserPair, pair_pool, user_pair
 from domain.peer.pool_lock import pool_lock_held
-from domain.peer.relaxation import relax_pairs
-from domain.peer.rules import DECLINE_COOLDOWN_SECONDS
 from domain.peer.stats import DEFAULT_WINDOW_SECONDS, rounded_seconds
-from domain.peer.sweep import NOW_US, count_open_matches, unpaired
+from domain.peer.sweep import free_pairs
 from models.peer import RequestStatus
 
 Reason = Literal[
@@ -72,33 +74,6 @@ REQUEST_AND_POOL = text(
     """
 )
 
-# Every pool of a topic as the sweep claims it, for relaxation: pending requests of each
-# difficulty, oldest first.
-TOPIC_POOLS = text(
-    """
-    SELECT
-        difficulty,
-        array_agg(CAST(id AS text) ORDER BY created_at, id) AS request_ids,
-        array_agg(user_id ORDER BY created_at, id) AS user_ids,
-        array_agg(
-            CAST(extract(epoch FROM created_at) * 1000000 AS bigint) ORDER BY created_at, id
-        ) AS created_us
-    FROM match_requests
-    WHERE topic = :topic AND status = 'pending'
-    GROUP BY difficulty
-    """
-)
-
-# Declines within the cooldown among the pool's users: the ones the sweep would heed.
-DECLINES_AMONG = text(
-    """
-    SELECT user_low, user_high
-    FROM peer_declines
-    WHERE user_low = ANY(:users) AND user_high = ANY(:users)
-      AND declined_at > now() - make_interval(secs => :cooldown)
-    """
-)
-
 # Given the request has waited `waited` seconds: the median of what the pool's recent
 # requests that waited longer still had to wait. Unknown (NULL) without such requests.
 # The window's matches are found by time (BRIN on created_at) and filtered by pool: a
@@ -131,6 +106,7 @@ def explain_request(
     request_id: uuid.UUID,
     *,
     max_open_matches: int,
+    stale_after: int,
     relax_after: int | None = None,
 ) -> dict[str, Any]:
     """Why request `request_id` is (not yet) matched.
@@ -140,9 +116,14 @@ def explain_request(
     `reasons` lists what holds it back (empty: the next sweep pairs it); the estimate is 0
     when only a busy pool delays it, else the pool's recent time-to-match beyond what the
     request has already waited (null when the pool has no such recent match, and for a
-    request no longer pending). NotFound for an unknown request. With `relax_after`
-    (PEER_RELAX_AFTER_SECONDS), a request past it that the sweep would pair across
-    adjacent difficulties has no partner reason.
+    request no longer pending). NotFound for an unknown request.
+
+    With `relax_after` (PEER_RELAX_AFTER_SECONDS), a request the next sweep would pair
+    across adjacent difficulties has no partner reason. `open_match_cap_reached` when
+    nothing of `max_open_matches` is free (open matches and sweeps' reservations younger
+    than `stale_after` seconds take it all, as the sweep counts them), or when the
+    request has a partner but its pair is not among those the free part lets the next
+    sweep of its topic keep: the oldest pairs over all the topic's pools.
     """
     request = session.execute(REQUEST_AND_POOL, {"request_id": request_id}).one_or_none()
     if request is None:
@@ -155,17 +136,25 @@ def explain_request(
         reasons.append("not_pending")
     else:
         partner = partner_reason(session, list(request.user_ids), position or 0)
-        if (
-            partner is not None
-            and relax_after is not None
-            and request.waiting_seconds > relax_after
-            and relaxed_partner_waits(session, request.topic, str(request.id), relax_after)
-        ):
-            partner = None
+        topic = None
+        if partner is not None and relax_after is not None:
+            # Relaxation may serve it from next door, as the older or the newer request.
+            topic = read_topic(session, request.topic)
+            if str(request.id) in swept_requests(topic, None, relax_after):
+                partner = None
         if partner is not None:
             reasons.append(partner)
-        if count_open_matches(session) >= max_open_matches:
+        free = free_pairs(session, max_open_matches, stale_after)
+        if free <= 0:
             reasons.append("open_match_cap_reached")
+        elif partner is None:
+            topic = topic or read_topic(session, request.topic)
+            # A request gone from the topic since the first read (matched, cancelled by
+            # then) is answered as that read found it.
+            if topic.holds(str(request.id)) and str(request.id) not in swept_requests(
+                topic, free, relax_after
+            ):
+                reasons.append("open_match_cap_reached")
         if request.busy:
             reasons.append("pool_busy")
     return {
@@ -193,12 +182,7 @@ def partner_reason(session: Session, user_ids: list[int], position: int) -> Reas
     `no_partner_in_pool` (nobody else is left: alone, or the compatible requests go to
     older ones).
     """
-    declined: set[UserPair] = set()
-    if len(user_ids) >= 2:
-        rows = session.execute(
-            DECLINES_AMONG, {"users": user_ids, "cooldown": DECLINE_COOLDOWN_SECONDS}
-        )
-        declined = {(row.user_low, row.user_high) for row in rows}
+    declined: set[UserPair] = declines_among(session, user_ids) if len(user_ids) >= 2 else set()
     paired = {each for pair in pair_pool(user_ids, declined) for each in pair}
     if position in paired:
         return None
@@ -209,27 +193,6 @@ def partner_reason(session: Session, user_ids: list[int], position: int) -> Reas
     if left_waiting and all(user_pair(user, other) in declined for other in left_waiting):
         return "declined_partners_only"
     return "no_partner_in_pool"
-
-
-def relaxed_partner_waits(session: Session, topic: str, request_id: str, relax_after: int) -> bool:
-    """Whether the sweep, pairing every pool of the topic and then relaxing what is
-    left (domain.peer.relaxation), would pair this request across difficulties."""
-    queues = [
-        PoolQueue((row.difficulty, topic), row.request_ids, row.user_ids, row.created_us)
-        for row in session.execute(TOPIC_POOLS, {"topic": topic})
-    ]
-    users = [user for queue in queues for user in queue.user_ids]
-    declines = session.execute(
-        DECLINES_AMONG, {"users": users, "cooldown": DECLINE_COOLDOWN_SECONDS}
-    )
-    declined: set[UserPair] = {(row.user_low, row.user_high) for row in declines}
-    leftovers = [unpaired(each) for each in pair_queues(queues, declined)]
-    now_us = int(session.scalar(NOW_US) or 0)
-    return any(
-        leftovers[seat.queue].request_ids[seat.position] == request_id
-        for pair in relax_pairs(leftovers, declined, now_us, relax_after * 1_000_000)
-        for seat in (pair.older, pair.newer)
-    )
 
 
 def estimate_wait(

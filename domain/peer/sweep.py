@@ -31,7 +31,7 @@ inside it, and a round trip to read them back would cost more than the insert.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import delete, func, select, text
@@ -81,9 +81,7 @@ LOCK_POOLS = text(
         WHERE status = 'pending' AND topic = ANY(CAST(:topics AS text[]))
           AND (CAST(:difficulty AS text) IS NULL OR difficulty = :difficulty)
         GROUP BY difficulty, topic
-        -- One request alone has nobody in its pool, but may find someone next door
-        -- when relaxation is on.
-        HAVING count(*) >= :fewest
+        HAVING count(*) >= :fewest  -- fewest_waiting()
     ) AS pools
     ORDER BY topic, difficulty
     """
@@ -169,27 +167,33 @@ RESERVATION_LOCK = text(
     "SELECT set_config('synchronous_commit', 'off', true), pg_advisory_xact_lock(hashtext(:name))"
 )
 
-# What is left of the cap, up to what the sweep can use. Reservations older than
-# `:stale_after` seconds belong to a sweep that died before deleting its row. Open
-# matches are counted no further than the cap: beyond it nothing is free anyway.
+# What is left of the cap: the cap minus open matches minus live reservations.
+# Reservations older than `:stale_after` seconds belong to a sweep that died before
+# deleting its row. Open matches are counted no further than the cap: beyond it nothing
+# is free anyway.
+FREE_PAIRS_SQL = """
+    :cap
+    - (SELECT count(*) FROM (
+        SELECT FROM matches WHERE status = 'pending_confirmation' LIMIT :cap
+      ) AS open_matches)
+    - (SELECT coalesce(sum(pairs), 0) FROM peer_match_reservations
+       WHERE reserved_at > now() - make_interval(secs => :stale_after))
+"""
+
+# What is left of the cap, up to what the sweep can use.
 RESERVE = text(
-    """
+    f"""
     WITH free AS MATERIALIZED (
-        SELECT least(
-            :wanted,
-            :cap
-            - (SELECT count(*) FROM (
-                SELECT FROM matches WHERE status = 'pending_confirmation' LIMIT :cap
-              ) AS open_matches)
-            - (SELECT coalesce(sum(pairs), 0) FROM peer_match_reservations
-               WHERE reserved_at > now() - make_interval(secs => :stale_after))
-        ) AS pairs
+        SELECT least(:wanted, {FREE_PAIRS_SQL}) AS pairs
     )
     INSERT INTO peer_match_reservations (pairs)
     SELECT pairs FROM free WHERE pairs > 0
     RETURNING id, pairs
     """
 )
+
+# What is left of the cap, read without reserving it (for `peer.explain`).
+FREE_PAIRS = text(f"SELECT {FREE_PAIRS_SQL}")
 
 # One statement writes every match, both requests of each and its `match.proposed`
 # event. The pairs arrive as two comma-separated id lists: one text parameter each,
@@ -361,13 +365,11 @@ def sweep_topics(
     with sessions.begin() as session:
         pools = session.execute(
             LOCK_POOLS,
-            {"topics": list(topics), "difficulty": difficulty, "fewest": 1 if relaxing else 2},
+            {"topics": list(topics), "difficulty": difficulty, "fewest": fewest_waiting(relaxing)},
         ).all()
         waiting = {(row.difficulty, row.topic): row.waiting for row in pools if row.locked}
         busy = len(waiting) < len(pools)
-        wanted = sum(size // 2 for size in waiting.values())
-        if relaxing:
-            wanted = max(wanted, sum(waiting.values()) // 2)
+        wanted = pairs_wanted(waiting, relaxing)
         if not wanted:
             return SweepOutcome(0, 0, busy)
         reservation = reserve(sessions, wanted, max_open_matches, stale_after)
@@ -385,6 +387,27 @@ def sweep_topics(
         if created:
             relay_due(session)
     return SweepOutcome(created, pairing.claimed, busy)
+
+
+def fewest_waiting(relaxing: bool) -> int:
+    """The fewest pending requests of a pool that a sweep takes it with: one alone has
+    nobody in its pool, but may find someone next door when relaxation is on."""
+    return 1 if relaxing else 2
+
+
+def pairs_wanted(waiting: Mapping[Pool, int], relaxing: bool) -> int:
+    """How many pairs a sweep of pools with these pending counts asks the cap for: every
+    pool's pairs at most, or with relaxation, a pair for every two requests at most."""
+    wanted = sum(size // 2 for size in waiting.values())
+    if relaxing:
+        wanted = max(wanted, sum(waiting.values()) // 2)
+    return wanted
+
+
+def free_pairs(session: Session, cap: int, stale_after: int) -> int:
+    """Pairs the cap has room for now, counted as `reserve` counts them (see
+    FREE_PAIRS_SQL), without reserving any; zero or less when it has none."""
+    return int(session.scalar(FREE_PAIRS, {"cap": cap, "stale_after": stale_after}) or 0)
 
 
 def reserve(
@@ -448,13 +471,27 @@ def claim_and_pair(
             },
         )
     declined: set[UserPair] = {(row.user_low, row.user_high) for row in declines}
-    exact = oldest_pairs(pair_queues(queues, declined), reservation.pairs)
-    room = reservation.pairs - pair_count(exact)
+    return pair_claimed(
+        queues, declined, reservation.pairs, relax_after, lambda: int(session.scalar(NOW_US) or 0)
+    )
+
+
+def pair_claimed(
+    queues: Sequence[PoolQueue],
+    declined: Container[UserPair],
+    pairs: int,
+    relax_after: int | None,
+    now_us: Callable[[], int],
+) -> Pairing:
+    """Pair claimed queues as a sweep does: within pools, keeping the `pairs` oldest
+    pairs; then, with `relax_after` and room left, what they leave across adjacent
+    difficulties. `now_us` reads the clock only when relaxation has room."""
+    exact = oldest_pairs(pair_queues(queues, declined), pairs)
+    room = pairs - pair_count(exact)
     if relax_after is None or room <= 0:
         return Pairing(exact, [])
-    now_us = int(session.scalar(NOW_US) or 0)
     leftovers = [unpaired(each) for each in exact]
-    relaxed = relax_pairs(leftovers, declined, now_us, relax_after * 1_000_000)[:room]
+    relaxed = relax_pairs(leftovers, declined, now_us(), relax_after * 1_000_000)[:room]
     return Pairing(
         exact,
         [

@@ -10,12 +10,19 @@ from sqlalchemy import text
 
 from core.db import get_engine
 from core.errors import NotFound
+from core.settings import get_settings
 from domain.peer.pairing import user_pair
 from domain.peer.pool_lock import pool_lock_keys
 from domain.peer.sweep import count_open_matches
 from tests.factories import unique
-from tests.factories_peer import make_pool, make_request, matches_of_topic
-from tests.support import run_task, wait_for, worker_taking_over
+from tests.factories_peer import (
+    cap_with_room,
+    make_pool,
+    make_request,
+    matches_of_topic,
+    request_row,
+)
+from tests.support import queue_taken_from, run_task, running_worker, wait_for, worker_taking_over
 
 
 def explain(request_id: uuid.UUID) -> dict[str, Any]:
@@ -95,6 +102,37 @@ def test_the_open_match_cap(worker, db):
 
     assert answer["reasons"] == ["open_match_cap_reached"]
     assert explain(first.id)["reasons"] == []
+
+
+def test_room_for_one_pair_goes_to_the_pool_s_oldest_pair(worker, db):
+    topic = unique("topic")
+    requests = make_pool(db, 4, topic=topic)
+    db.commit()
+    cap = cap_with_room(db, 1, get_settings().task_time_limit)
+
+    # A worker whose cap has room for one more pair answers explains and runs sweeps.
+    env = {"MAX_CONCURRENT_MATCHES": str(cap)}
+    with (
+        queue_taken_from(worker, "interactive"),
+        queue_taken_from(worker, "sweeps"),
+        running_worker("explain-one-pair", queues="interactive,sweeps", extra_env=env),
+    ):
+        before = [explain(request.id)["reasons"] for request in requests]
+        # The sweep a commit into the topic triggers.
+        swept = run_task("peer.sweep", topic=topic)
+        after = [explain(request.id)["reasons"] for request in requests]
+
+    # Both pairs have a partner; the cap keeps the one whose older request waited longest.
+    capped = ["open_match_cap_reached"]
+    assert before == [[], [], capped, capped]
+    assert swept == {"matched": 1}
+    assert [request_row(db, r.id).status for r in requests] == [
+        "matched",
+        "matched",
+        "pending",
+        "pending",
+    ]
+    assert after == [["not_pending"], ["not_pending"], capped, capped]
 
 
 def test_a_pool_a_running_sweep_holds_is_busy(worker, db):
