@@ -1,7 +1,7 @@
 """`make bench`: every benchmark module under bench/, each as `python -m bench.<name>`.
 
-Embedded servers (when DATABASE_URL / BROKER_URL are unset) start once here and are
-shared by all benchmarks, which inherit their URLs.
+When DATABASE_URL / BROKER_URL are unset, embedded servers start here once (or those of
+a running `make run` are used) and every benchmark inherits their URLs.
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ import time
 from pathlib import Path
 
 from runtime import embedded
+from runtime.children import REPO_ROOT
 
-BENCH_DIR = embedded.REPO_ROOT / "bench"
+BENCH_DIR = REPO_ROOT / "bench"
 # Shared helpers, not benchmarks.
 NOT_BENCHMARKS = {"__init__", "harness"}
 
@@ -33,15 +34,16 @@ def main() -> int:
     if not modules:
         print("no benchmarks under bench/")
         return 0
-    embedded.ensure_servers()
     failed = []
-    for module in modules:
-        print(f"\n=== {module}", flush=True)
-        started = time.monotonic()
-        code = subprocess.call([sys.executable, "-m", module], cwd=embedded.REPO_ROOT)
-        print(f"=== {module}: exit {code} after {time.monotonic() - started:.1f}s", flush=True)
-        if code != 0:
-            failed.append(module)
+    with embedded.serving():
+        for module in modules:
+            print(f"\n=== {module}", flush=True)
+            started = time.monotonic()
+            code = subprocess.call([sys.executable, "-m", module], cwd=REPO_ROOT)
+            elapsed = time.monotonic() - started
+            print(f"=== {module}: exit {code} after {elapsed:.1f}s", flush=True)
+            if code != 0:
+                failed.append(module)
     if failed:
         print(f"\nfailed: {', '.join(failed)}", file=sys.stderr)
         return 1

@@ -1,10 +1,10 @@
-"""Child processes that matchops supervises: the local stack's parts, test workers and
-APIs, bench workers.
+"""Child processes that matchops supervises: the local stack's parts, the embedded
+servers, test workers and APIs, bench workers.
 
 Each child runs in a session of its own, so a terminal's Ctrl-C reaches only its
 supervisor, which stops it in its own way; its output goes to a log file, whose tail
-explains a child that died. On Linux a child also gets SIGTERM when the thread that
-started it goes away, even by SIGKILL, so no orphan keeps a port or takes tasks.
+explains a child that died. On Linux a child also gets its stop signal when the thread
+that started it goes away, even by SIGKILL, so no orphan keeps a port or takes tasks.
 """
 
 from __future__ import annotations
@@ -20,25 +20,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from runtime.embedded import REPO_ROOT
-
+# Children start from here, and the local stack keeps its files under it by default.
+REPO_ROOT = Path(__file__).resolve().parent.parent
 PR_SET_PDEATHSIG = 1
+# Looked up here, in the parent: between fork and exec the child may only call what is
+# already resolved (a dlopen there can deadlock on a lock another thread held).
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
 
 
-def _parent_death_signal() -> Callable[[], None] | None:
-    if sys.platform != "linux":
+def _die_with_parent(signum: signal.Signals) -> Callable[[], None] | None:
+    prctl = _PRCTL
+    if prctl is None:
         return None
-    # Looked up here, in the parent: between fork and exec the child may only call what
-    # is already resolved (a dlopen there can deadlock on a lock another thread held).
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
 
     def die_with_parent() -> None:
-        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        # Runs in the child after it took on `user`: a change of user clears the setting.
+        prctl(PR_SET_PDEATHSIG, signum)
 
     return die_with_parent
-
-
-_DIE_WITH_PARENT = _parent_death_signal()
 
 
 @dataclass
@@ -46,13 +45,16 @@ class Child:
     """One command running as a supervised child process, its output in a log file.
 
     `env` is laid over this process's environment when the child starts; a None value
-    removes that variable.
+    removes that variable. `user` (a uid) runs it as another user. `stop_signal` asks
+    it to stop: `terminate` sends it, and so does the system when this process dies.
     """
 
     name: str
     argv: list[str]
     log_path: Path
     env: Mapping[str, str | None] = field(default_factory=dict)
+    user: int | None = None
+    stop_signal: signal.Signals = signal.SIGTERM
     process: subprocess.Popen[bytes] | None = None
     _log: IO[bytes] | None = field(default=None, repr=False)
 
@@ -87,7 +89,8 @@ class Child:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_DIE_WITH_PARENT,
+            user=self.user,
+            preexec_fn=_die_with_parent(self.stop_signal),
         )
 
     def running(self) -> bool:
@@ -95,7 +98,7 @@ class Child:
         return self.process is not None and self.process.poll() is None
 
     def terminate(self, group: bool = False) -> None:
-        """SIGTERM to the child alone, or with `group` to everything it spawned too.
+        """The stop signal to the child alone, or with `group` to everything it spawned too.
 
         A Celery worker given SIGTERM alone shuts down warm, letting its pool processes
         finish their tasks; SIGTERM to the pool processes kills them mid-task.
@@ -104,9 +107,9 @@ class Child:
         if process is None or process.poll() is not None:
             return
         if group:
-            self._signal_group(signal.SIGTERM)
+            self._signal_group(self.stop_signal)
         else:
-            process.send_signal(signal.SIGTERM)
+            process.send_signal(self.stop_signal)
 
     def kill_group(self) -> None:
         """SIGKILL the child and everything it spawned (its pool processes)."""

@@ -1,8 +1,9 @@
 """The `matchops` command: every way of running matchops (see README, Running it).
 
 Each subcommand reads the environment (DATABASE_URL, BROKER_URL, RESULT_BACKEND,
-AUTH_SECRET, ...). Subcommands that need PostgreSQL or Redis start embedded ones under
-`.matchops/` when those variables are unset, or join the ones already running there.
+AUTH_SECRET, ...). Where DATABASE_URL or BROKER_URL is unset, `run` and `demo` start
+embedded servers under `.matchops/` (runtime.embedded); every other subcommand that needs
+PostgreSQL or Redis uses the ones running there, or says how to start them.
 """
 
 from __future__ import annotations
@@ -103,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="matchops",
         description="Run matchops: migrations, API, workers, beat, Flower, and task calls.",
-        epilog="Without DATABASE_URL / BROKER_URL, embedded servers under .matchops/ are used.",
+        epilog="Without DATABASE_URL / BROKER_URL: run and demo start embedded servers under "
+        ".matchops/, the other commands use the ones running there.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -215,7 +217,7 @@ def cmd_migrate(_: argparse.Namespace) -> int:
     """`alembic upgrade head`."""
     from runtime.migrate import upgrade_head
 
-    embedded.ensure_servers()
+    embedded.attach()
     upgrade_head(get_settings().db_url)
     print("database schema is at head")
     return 0
@@ -225,10 +227,9 @@ def cmd_api(args: argparse.Namespace) -> int:
     """Serve the HTTP API with uvicorn."""
     import uvicorn
 
-    # Before any server starts: a missing secret is a one-line refusal, not a traceback
-    # after the embedded servers came up for nothing.
+    # Before looking for servers: a missing secret is the refusal to show first.
     os.environ["AUTH_SECRET"] = _auth_secret()
-    embedded.ensure_servers()
+    embedded.attach()
     uvicorn.run(
         "api.app:create_app",
         factory=True,
@@ -274,13 +275,13 @@ def _celery(argv: list[str]) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """A Celery worker in this process."""
-    embedded.ensure_servers()
+    embedded.attach()
     return _celery(worker_argv(args.celery_args))
 
 
 def cmd_beat(args: argparse.Namespace) -> int:
     """The beat scheduler in this process."""
-    embedded.ensure_servers()
+    embedded.attach()
     schedule: Path = args.schedule
     schedule.parent.mkdir(parents=True, exist_ok=True)
     return _celery(["beat", "--schedule", str(schedule), "-l", get_settings().log_level])
@@ -298,7 +299,7 @@ def cmd_flower(args: argparse.Namespace) -> int:
         credentials.parse_basic_auth(auth)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    embedded.ensure_servers()
+    embedded.attach()
     # Flower reads FLOWER_BASIC_AUTH itself, which keeps the password off the command line.
     return _celery(["flower", f"--address={args.host}", f"--port={args.port}"])
 
@@ -340,7 +341,7 @@ def _cli_caller() -> str:
 def cmd_enqueue(args: argparse.Namespace) -> int:
     """Enqueue through the same code path as `POST /v1/tasks/{name}`."""
     task_args = parse_task_args(args.arg)
-    embedded.ensure_servers()
+    embedded.attach()
     from api.submission import enqueue_task, prepare_task
 
     _refuse_without_broker()
@@ -385,7 +386,7 @@ def _await_outcome(task_id: str, caller: str, seconds: float) -> dict[str, Any]:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Print what `GET /v1/tasks/{task_id}` answers (for every task: an operator's view)."""
-    embedded.ensure_servers()
+    embedded.attach()
     from api.submission import describe_task
 
     return _print_answer(
@@ -400,7 +401,7 @@ def _print_answer(answer: dict[str, Any]) -> int:
 
 def cmd_pools(args: argparse.Namespace) -> int:
     """Print every active pool's figures."""
-    embedded.ensure_servers()
+    embedded.attach()
     from core.db import session_factory
     from domain.peer.stats import pool_figures
     from runtime.pool_table import pool_table
@@ -417,7 +418,7 @@ def cmd_pools(args: argparse.Namespace) -> int:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     """Print the audit rows of one task as JSON."""
-    embedded.ensure_servers()
+    embedded.attach()
     from core.audit import audit_of_task
     from core.db import session_factory
 
@@ -473,7 +474,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_stop(_: argparse.Namespace) -> int:
-    """Stop the local stack and the embedded servers nobody else uses."""
+    """Stop the local stack, then any embedded servers still running."""
     from runtime.stopping import stop_all
 
     stop_all(print)
@@ -511,9 +512,9 @@ def describe_outage(exc: Exception) -> str:
 
 
 def _exit_on_signal(signum: int, _frame: Any) -> NoReturn:
-    # Turn SIGTERM and SIGHUP (a closed terminal) into a normal exit, so atexit handlers
-    # release the embedded servers. The long-running commands (celery, uvicorn, flower,
-    # the local stack) install their own handlers.
+    # Turn SIGTERM and SIGHUP (a closed terminal) into a normal exit, so the local stack
+    # stops the embedded servers it started. The long-running commands (celery, uvicorn,
+    # flower, the local stack while it serves) install their own handlers.
     raise SystemExit(128 + signum)
 
 

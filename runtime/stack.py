@@ -25,7 +25,7 @@ import httpx
 
 from core.settings import get_settings
 from runtime import credentials, embedded
-from runtime.children import Child
+from runtime.children import REPO_ROOT, Child
 from runtime.polling import poll_until
 from runtime.stopping import announced, running_tasks
 
@@ -64,6 +64,8 @@ class Stack:
     api_port: int
     flower_port: int
     mode: str
+    # The embedded servers the stack uses (None: the environment names its servers).
+    servers: embedded.EmbeddedServers | None = None
     children: list[Child] = field(default_factory=list)
 
     @property
@@ -174,10 +176,8 @@ def _answers(http: httpx.Client, url: str, auth: tuple[str, str] | None = None) 
         return False
 
 
-def _prepare(mode: str, api_port: int, flower_port: int) -> Stack:
-    """Servers, schema and secrets: everything the children need in their environment."""
-    from runtime.migrate import upgrade_head
-
+def _ports(mode: str, api_port: int, flower_port: int) -> tuple[int, int]:
+    """The API's and Flower's ports: StackError when `run` finds one in use."""
     if mode == "run":
         _check_port_free(api_port, "the API", "--api-port")
         _check_port_free(flower_port, "Flower", "--flower-port")
@@ -186,12 +186,20 @@ def _prepare(mode: str, api_port: int, flower_port: int) -> Stack:
         # another shell) is no reason to fail: a busy port becomes any free one (0).
         api_port = api_port if _port_is_free(api_port) else 0
         flower_port = flower_port if _port_is_free(flower_port) else 0
-    api_port = api_port or embedded.free_port()
-    flower_port = flower_port or embedded.free_port()
-    embedded.ensure_servers()
+    return api_port or embedded.free_port(), flower_port or embedded.free_port()
+
+
+def _prepare(stack: Stack) -> None:
+    """Schema and secrets: everything the children need in their environment."""
+    from runtime.migrate import upgrade_head
+
+    if stack.servers is not None and stack.servers.shared:
+        _say(
+            f"using the embedded servers already running under {_shown(stack.servers.home)}/ "
+            "(another matchops process started them, and stops them when it exits)"
+        )
     credentials.ensure_local_secrets()
     upgrade_head(get_settings().db_url)
-    return Stack(api_port=api_port, flower_port=flower_port, mode=mode)
 
 
 class _Stop(Exception):
@@ -223,17 +231,25 @@ def _supervise(mode: str, api_port: int, flower_port: int, body: Any) -> int:
     if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(line_buffering=True)
     try:
-        stack = _prepare(mode, api_port, flower_port)
+        api_port, flower_port = _ports(mode, api_port, flower_port)
     except StackError as exc:
         print(f"matchops {mode}: {exc}", file=sys.stderr)
         return 2
-    previous = {sig: signal.signal(sig, _raise_stop) for sig in STOP_SIGNALS}
-    try:
-        with announced(mode):
+    # `run` owns its embedded servers, and refuses servers that another process started
+    # under the same home (a `make demo`, a `make bench`, or a `make run` given other
+    # ports): that process would take them down when it exits, under a stack meant to
+    # run until Ctrl-C. A finite `make demo` uses those of a running `make run`, its
+    # usual companion, which outlives it. The pid file goes last, so `matchops stop`
+    # waits for the servers too.
+    with announced(mode), embedded.serving(share=mode != "run") as servers:
+        stack = Stack(api_port=api_port, flower_port=flower_port, mode=mode, servers=servers)
+        _prepare(stack)
+        previous = {sig: signal.signal(sig, _raise_stop) for sig in STOP_SIGNALS}
+        try:
             return _serve(stack, body)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def _serve(stack: Stack, body: Any) -> int:
@@ -263,7 +279,7 @@ def _serve(stack: Stack, body: Any) -> int:
 
 def _shown(path: Path) -> str:
     try:
-        return str(path.relative_to(embedded.REPO_ROOT))
+        return str(path.relative_to(REPO_ROOT))
     except ValueError:
         return str(path)
 
@@ -312,16 +328,17 @@ def _demo_body(stack: Stack) -> int:
 def banner(stack: Stack, token: str) -> str:
     """URLs, credentials and a ready-to-paste token and curl call."""
     settings = get_settings()
-    servers = embedded.active()
-    embedded_note = " (embedded)" if servers is not None else ""
+    servers = stack.servers
+    database_note = " (embedded)" if servers and servers.postgres else ""
+    broker_note = " (embedded)" if servers and servers.redis_port else ""
     user, password = credentials.parse_basic_auth(os.environ["FLOWER_BASIC_AUTH"])
     return f"""
 matchops is up
 
   API       {stack.api_url}        docs: {stack.api_url}/docs
   Flower    {stack.flower_url}        user {user}, password {password}   metrics: /metrics
-  database  {_masked(settings.db_url)}{embedded_note if servers and servers.database_url else ""}
-  broker    {_masked(settings.broker)}{embedded_note if servers and servers.broker_url else ""}
+  database  {_masked(settings.db_url)}{database_note}
+  broker    {_masked(settings.broker)}{broker_note}
   logs      {_shown(stack.log_dir)}/{{worker,beat,api,flower}}.log
 
 API token (scope "*", valid 24 h):

@@ -1,8 +1,9 @@
 """Stopping the local stack: `matchops stop`, and what a stopping stack is waiting for.
 
-A running `matchops run` / `matchops demo` leaves its pid in `.matchops/{mode}.pid`.
-`matchops stop` sends it SIGTERM (the same as Ctrl-C), waits until it has stopped its
-children, then stops the embedded servers unless another matchops process still uses them.
+A running `matchops run` / `matchops demo` keeps its pid in `.matchops/{mode}.pid`
+until it has stopped its children and the embedded servers it started. `matchops stop`
+sends it SIGTERM (the same as Ctrl-C) and waits for that file to go, then stops any
+embedded servers still running there (see `embedded.stop_running`).
 """
 
 from __future__ import annotations
@@ -33,7 +34,14 @@ def pid_file(mode: str, home: Path = embedded.DEFAULT_HOME) -> Path:
 
 @contextlib.contextmanager
 def announced(mode: str) -> Iterator[None]:
-    """Record this process as the running stack of `mode` for the block."""
+    """Record this process as the running stack of `mode` for the block.
+
+    A stack already recorded there and alive stays the one recorded: `matchops stop`
+    still finds it, and a second stack refused at start does not remove its record.
+    """
+    if _stack_pid(mode) is not None:
+        yield
+        return
     path = pid_file(mode)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(f"{os.getpid()}\n")
@@ -57,11 +65,19 @@ def running_tasks(worker_name: str) -> list[str]:
 
 
 def _stack_pid(mode: str) -> int | None:
+    """The pid of the running stack of `mode`; None when none is recorded, or when the
+    recorded one died (killed before it could remove its file)."""
     try:
         pid = int(pid_file(mode).read_text().strip())
     except (OSError, ValueError):
         return None
-    return pid if embedded.pid_alive(pid) else None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # alive, and another user's
+    return pid
 
 
 def stop_stacks(say: Say) -> int:
@@ -78,21 +94,18 @@ def stop_stacks(say: Say) -> int:
 def _stop_stack(mode: str, pid: int, say: Say) -> None:
     say(f"stopping `matchops {mode}` (pid {pid}); running tasks finish first ...")
     os.kill(pid, signal.SIGTERM)
-    if not poll_until(lambda: not embedded.pid_alive(pid), STACK_EXIT_TIMEOUT):
+    # The stack removes its pid file once everything it started has stopped.
+    if not poll_until(lambda: _stack_pid(mode) != pid, STACK_EXIT_TIMEOUT):
         say(f"`matchops {mode}` (pid {pid}) did not stop; killing it")
         os.kill(pid, signal.SIGKILL)
 
 
 def stop_all(say: Say) -> None:
-    """`matchops stop`: every running stack, then the embedded servers nobody else uses."""
+    """`matchops stop`: every running stack, then the embedded servers still running."""
     if not stop_stacks(say):
         say("no `matchops run` or `matchops demo` is running")
-    still_using = embedded.stop_unused_servers()
-    if still_using:
-        pids = ", ".join(str(pid) for pid in sorted(still_using))
+    if embedded.stop_running():
         say(
-            f"the embedded servers stay up: still used by pid {pids} "
-            "(a matchops worker, api, test run ...); stop those and run `matchops stop` again"
+            f"stopped the embedded servers still running under {embedded.DEFAULT_HOME} "
+            "(started by another process, such as `make bench`, or left by a killed one)"
         )
-    else:
-        say("embedded servers stopped (if any were running)")

@@ -1,37 +1,37 @@
-"""Session fixtures: a fresh schema, a real Celery worker, a database session."""
+"""Session fixtures: a fresh schema, a real Celery worker, a database session.
+
+With DATABASE_URL / BROKER_URL unset, the session owns embedded PostgreSQL and Redis of
+its own, in `.matchops/test` (apart from a running `make run`'s), from `pytest_configure`
+to `pytest_unconfigure`. A fixture would be too late: the settings are read once from
+the environment, and test modules, collected before any fixture runs, may read them
+when imported; `pytest_configure` runs before collection, and nothing has read the
+settings by then (exporting after that is refused, see runtime.embedded). The
+environment is also how the session's worker and API subprocesses get the URLs.
+"""
 
 from __future__ import annotations
 
-from runtime.embedded import ensure_servers
-from tests import isolation
-
-# Under pytest-xdist each worker process gets a database and a Redis db of its own, so
-# no worker's Celery runs another's tasks (`tests.isolation`).
-isolation.own_share()
-
-# Before anything reads the settings: with DATABASE_URL / BROKER_URL unset, the suite
-# runs on embedded PostgreSQL and Redis (started now, or joined when `make run` already
-# runs them). Database matchops_test and Redis db 1 keep it apart from that stack.
-ensure_servers(database=f"matchops_test{isolation.SUFFIX}", redis_db=1 + isolation.INDEX)
-
-import os  # noqa: E402
-import uuid  # noqa: E402
+import contextlib
+import os
+import uuid
 
 # Most tests run tasks one at a time and send the sweeps they check themselves; a sweep
 # triggered by a commit would race those. The trigger tests switch them on for workers
 # of their own.
 os.environ.setdefault("COMMIT_TRIGGERS", "false")
 
-from collections.abc import Iterator  # noqa: E402
+from collections.abc import Iterator
 
-import pytest  # noqa: E402
-from sqlalchemy.orm import Session  # noqa: E402
+import pytest
+from sqlalchemy.orm import Session
 
-from core.db import session_factory  # noqa: E402
-from core.settings import get_settings  # noqa: E402
-from runtime.migrate import recreate_schema, refuse_unless_scratch, upgrade_head  # noqa: E402
-from tests.support import WorkerProcess  # noqa: E402
-from workers.app import app  # noqa: E402
+from core.db import session_factory
+from core.settings import get_settings
+from runtime import embedded
+from runtime.migrate import recreate_schema, refuse_unless_scratch, upgrade_head
+from tests import isolation
+from tests.support import WorkerProcess
+from workers.app import app
 
 # The API fixtures (a served app, clients with tokens) for every test package.
 pytest_plugins = ("tests.api.fixtures",)
@@ -74,16 +74,34 @@ def db() -> Iterator[Session]:
 RABBITMQ_URL = os.environ.get("RABBITMQ_URL")
 
 
+_embedded_servers = contextlib.ExitStack()
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    """The rabbitmq marker; and stop the run once, before any test, when DATABASE_URL is
-    not a scratch database."""
+    """The rabbitmq marker; embedded servers where DATABASE_URL / BROKER_URL are unset;
+    and stop the run once, before any test, when DATABASE_URL is not a scratch database."""
     config.addinivalue_line("markers", "rabbitmq: needs the RabbitMQ named by RABBITMQ_URL")
     # pytest-xdist's own marker, declared for runs without it (`-p no:xdist`).
     config.addinivalue_line("markers", "xdist_group(name): run in one test process")
     try:
+        if not hasattr(config, "workerinput"):
+            # The run's own servers; with pytest-xdist, this is the controlling process,
+            # and its workers, started after this, inherit the URLs. A second test run
+            # beside this one would rebuild the schema under it: refused.
+            _embedded_servers.enter_context(
+                embedded.serving("matchops_test", embedded.DEFAULT_HOME / "test", share=False)
+            )
+        # An xdist worker's own database and Redis db (`tests.isolation`).
+        isolation.own_share()
         refuse_unless_scratch(get_settings().db_url)
     except RuntimeError as refusal:
+        _embedded_servers.close()
         raise pytest.UsageError(str(refusal)) from None
+
+
+def pytest_unconfigure() -> None:
+    """Stop the embedded servers this session started."""
+    _embedded_servers.close()
 
 
 def pytest_report_header() -> str:

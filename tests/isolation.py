@@ -13,6 +13,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from sqlalchemy.engine import make_url
 
+from core.settings import get_settings
+
 # "gw0", "gw1", … in an xdist worker; unset in a plain pytest run.
 WORKER_ID = os.environ.get("PYTEST_XDIST_WORKER", "")
 INDEX = int(WORKER_ID.removeprefix("gw")) if WORKER_ID else 0
@@ -28,6 +30,9 @@ def own_share() -> None:
     """
     if not WORKER_ID:
         return
+    if get_settings.cache_info().currsize:
+        # Whatever read them would go on using the whole run's database and Redis db.
+        raise RuntimeError("the settings were read before this test process took its share")
     if database_url := os.environ.get("DATABASE_URL"):
         url = make_url(database_url)
         os.environ["DATABASE_URL"] = url.set(database=f"{url.database}{SUFFIX}").render_as_string(
