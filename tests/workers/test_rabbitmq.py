@@ -107,10 +107,13 @@ def test_the_relay_publishes_events_to_rabbitmq_with_confirms(database, db, rabb
         with running_worker("relay-on-rabbitmq", queues="events", extra_env=env):
             _send_from_matchops(env, "events.publish", task_id)
             wait_for(lambda: task_finished(task_id), timeout=60, what="the relay on RabbitMQ")
-        message = listening(connection.default_channel).get(no_ack=True)
+        channel = connection.default_channel
+        published = []
+        while (message := listening(channel).get(no_ack=True)) is not None:
+            published.append(message.payload["data"])
     assert task_run(task_id).state == "SUCCESS"
-    assert message is not None
-    assert message.payload["data"] == {"marker": marker}
+    # Events earlier tests left unpublished go out in the same relay: this one among them.
+    assert {"marker": marker} in published
     # Marked published only after the broker confirmed it.
     published_at = db.scalar(
         select(OutboxEvent.published_at).where(OutboxEvent.data["marker"].astext == marker)
