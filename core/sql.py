@@ -9,9 +9,13 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 
-def id_array(name: str, ids: Iterable[int]) -> BindParameter[Sequence[int]]:
-    """One bigint[] parameter, so a list of any length is a single bind value."""
-    values: Sequence[int] = list(ids)
+def id_array(name: str, ids: Iterable[int] | None = None) -> BindParameter[Sequence[int]]:
+    """One bigint[] parameter, so a list of any length is a single bind value.
+
+    Without `ids`, the values are passed when the statement is executed: a statement
+    built once and run many times.
+    """
+    values: Sequence[int] | None = None if ids is None else list(ids)
     return bindparam(name, values, type_=ARRAY(BigInteger))
 
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 
 from sqlalchemy import (
     CTE,
-    BindParameter,
     ColumnElement,
     Insert,
     any_,
@@ -19,7 +18,6 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from core.db import rowcount
 from core.sql import id_array, set_local
 from domain.carpool.locking import lock_carpool_links
 from models.carpool import Invitation, Reservation, ReservationMatch, ReservationStats
@@ -41,11 +39,13 @@ def _unindexed(column: InstrumentedAttribute[int]) -> ColumnElement[int]:
     return column + literal_column("0")
 
 
-def _rebuild_statement(ids: BindParameter[Sequence[int]] | None) -> Insert:
-    # The same statement for all reservations (`ids` None) or a given few; for a few,
-    # every aggregate is restricted to them so the cost follows the ids, not the tables.
+def _rebuild_statement(only_given: bool) -> Insert:
+    # The same statement for all reservations or a given few (parameter `ids`); for a
+    # few, every aggregate is restricted to them so the cost follows the ids, not the tables.
+    ids = id_array("ids")
+
     def only(column: InstrumentedAttribute[int]) -> list[ColumnElement[bool]]:
-        return [] if ids is None else [column == any_(ids)]
+        return [column == any_(ids)] if only_given else []
 
     def count_by(column: InstrumentedAttribute[int], name: str) -> CTE:
         key = _unindexed(column)
@@ -98,6 +98,11 @@ def _rebuild_statement(ids: BindParameter[Sequence[int]] | None) -> Insert:
     )
 
 
+# Built once: every cleanup rebuilds the statistics of the reservations it touched.
+REBUILD_ALL = _rebuild_statement(only_given=False)
+REBUILD_GIVEN = _rebuild_statement(only_given=True)
+
+
 def rebuild_stats(session: Session, reservation_ids: Collection[int] | None = None) -> int:
     """Rewrite `reservation_stats` for the given reservations (all when None); returns rows written.
 
@@ -112,9 +117,10 @@ def rebuild_stats(session: Session, reservation_ids: Collection[int] | None = No
     if reservation_ids is not None and not reservation_ids:
         return 0
     lock_carpool_links(session)
+    # On the session's connection: parameters given to the session with an INSERT of a
+    # mapped class would make it an ORM bulk insert of those values.
+    connection = session.connection()
     if reservation_ids is None:
         set_local(session, FULL_REBUILD_SETTINGS)
-        result = session.execute(_rebuild_statement(None))
-    else:
-        result = session.execute(_rebuild_statement(id_array("ids", sorted(set(reservation_ids)))))
-    return rowcount(result)
+        return connection.execute(REBUILD_ALL).rowcount
+    return connection.execute(REBUILD_GIVEN, {"ids": sorted(set(reservation_ids))}).rowcount
