@@ -13,8 +13,23 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
-from models.carpool import MembershipStatus
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Select,
+    SQLColumnExpression,
+    and_,
+    distinct,
+    func,
+    or_,
+    select,
+)
+from sqlalchemy.dialects.postgresql import array
+from sqlalchemy.sql.selectable import NamedFromClause
+
+from models.carpool import CarpoolGroup, CarpoolNetwork, GroupMember, MembershipStatus
 
 
 @dataclass(frozen=True)
@@ -90,32 +105,47 @@ def eligible(directory: Directory, user_a: int, user_b: int) -> bool:
     return directory.reach(user_a).overlaps(directory.reach(user_b))
 
 
-def reach_sql(owners: str) -> str:
-    """The SQL twin of `Directory.reach`, as a CTE body over the users of CTE `owners(user_id)`.
+def reach_sql(owners: NamedFromClause) -> Select[Any, list[int], list[int]]:
+    """The SQL twin of `Directory.reach`, over the users of `owners` (a column `user_id`).
 
     Yields one row per owner, `(user_id, group_ids bigint[], network_ids bigint[])`, with
     empty arrays for a user who reaches nothing. Restricting it to `owners` keeps a
     cleanup's cost proportional to the people it touches, not to the whole directory.
     """
-    return f"""
-        SELECT o.user_id,
-               coalesce(array_agg(DISTINCT g.id) FILTER (WHERE g.id IS NOT NULL),
-                        '{{}}'::bigint[]) AS group_ids,
-               coalesce(array_agg(DISTINCT n.network_id) FILTER (WHERE n.network_id IS NOT NULL),
-                        '{{}}'::bigint[]) AS network_ids
-        FROM {owners} o
-        LEFT JOIN group_members gm
-               ON gm.user_id = o.user_id AND gm.status = '{MembershipStatus.ACTIVE.value}'
-        LEFT JOIN carpool_groups g ON g.id = gm.group_id AND NOT g.disabled
-        LEFT JOIN carpool_networks n ON n.enterprise_id = g.enterprise_id
-        GROUP BY o.user_id
-    """
-
-
-def eligible_sql(reach_a: str, reach_b: str) -> str:
-    """The SQL twin of `eligible`, over two rows of `reach_sql` aliased `reach_a`, `reach_b`."""
     return (
-        f"({reach_a}.user_id = {reach_b}.user_id"
-        f" OR {reach_a}.group_ids && {reach_b}.group_ids"
-        f" OR {reach_a}.network_ids && {reach_b}.network_ids)"
+        select(
+            owners.c.user_id,
+            _ids(CarpoolGroup.id).label("group_ids"),
+            _ids(CarpoolNetwork.network_id).label("network_ids"),
+        )
+        .select_from(owners)
+        .outerjoin(
+            GroupMember,
+            and_(
+                GroupMember.user_id == owners.c.user_id,
+                GroupMember.status == MembershipStatus.ACTIVE,
+            ),
+        )
+        .outerjoin(
+            CarpoolGroup, and_(CarpoolGroup.id == GroupMember.group_id, ~CarpoolGroup.disabled)
+        )
+        .outerjoin(CarpoolNetwork, CarpoolNetwork.enterprise_id == CarpoolGroup.enterprise_id)
+        .group_by(owners.c.user_id)
+    )
+
+
+def _ids(column: SQLColumnExpression[int]) -> ColumnElement[list[int]]:
+    """The distinct non-null values of `column` in a group, an empty array for none."""
+    return func.coalesce(
+        func.array_agg(distinct(column)).filter(column.is_not(None)),
+        array([], type_=BigInteger),
+    )
+
+
+def eligible_sql(reach_a: NamedFromClause, reach_b: NamedFromClause) -> ColumnElement[bool]:
+    """The SQL twin of `eligible`, over two rows of `reach_sql`."""
+    return or_(
+        reach_a.c.user_id == reach_b.c.user_id,
+        reach_a.c.group_ids.bool_op("&&")(reach_b.c.group_ids),
+        reach_a.c.network_ids.bool_op("&&")(reach_b.c.network_ids),
     )

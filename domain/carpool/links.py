@@ -11,49 +11,55 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from typing import Any
+from functools import cache
 
-from sqlalchemy import text
-from sqlalchemy.orm import Session
+from sqlalchemy import Select, any_, delete, func, select, union
+from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
+from sqlalchemy.sql.dml import ReturningDelete
 
 from core.outbox import emit_events
+from core.sql import id_array, set_local
 from domain.carpool.eligibility import eligible_sql, reach_sql
 from domain.carpool.stats import rebuild_stats
+from models.carpool import Invitation, Reservation, ReservationMatch
 
 # The prune statements' estimated costs cross PostgreSQL's `jit_above_cost`, but they
 # run for tens of milliseconds: compiling them took longer than it saved (a cleanup batch
 # of 1,000 reservations over 3,000,000 invitations took 260 ms with JIT, 130 ms without).
-# SET LOCAL: the setting ends with the transaction.
-NO_JIT = text("SELECT set_config('jit', 'off', true)")
+NO_JIT = {"jit": "off"}
 
 
 @dataclass(frozen=True)
 class LinkTable:
     """A table linking two reservations, and the event announcing a removed row."""
 
-    table: str
-    left: str
-    right: str
+    model: type[Invitation] | type[ReservationMatch]
+    id: InstrumentedAttribute[int]
+    # The two reservations; their column names are also their keys in the event payload.
+    left: InstrumentedAttribute[int]
+    right: InstrumentedAttribute[int]
     event: str
-    # Names of the row id and its two ends in the event payload.
+    # Names of the row id and its two ends' users in the event payload.
     id_key: str
     left_user_key: str
     right_user_key: str
 
 
 INVITATIONS = LinkTable(
-    table="invitations",
-    left="reservation_id",
-    right="offer_id",
+    model=Invitation,
+    id=Invitation.id,
+    left=Invitation.reservation_id,
+    right=Invitation.offer_id,
     event="carpool.invitation.removed",
     id_key="invitation_id",
     left_user_key="reservation_user_id",
     right_user_key="offer_user_id",
 )
 MATCHES = LinkTable(
-    table="reservation_matches",
-    left="reservation_id",
-    right="matched_reservation_id",
+    model=ReservationMatch,
+    id=ReservationMatch.id,
+    left=ReservationMatch.reservation_id,
+    right=ReservationMatch.matched_reservation_id,
     event="carpool.match.removed",
     id_key="match_id",
     left_user_key="reservation_user_id",
@@ -63,26 +69,25 @@ MATCHES = LinkTable(
 
 @dataclass(frozen=True)
 class Scope:
-    """The reservations whose links a cleanup checks: a `SELECT id FROM reservations …`."""
+    """The reservations whose links a cleanup checks: a select of their `id`, and the
+    values of its parameters."""
 
-    sql: str
-    params: dict[str, Any] = field(default_factory=dict)
+    reservations: Select[int]
+    params: dict[str, list[int]]
+
+
+_OWNED_BY = select(Reservation.id).where(Reservation.user_id == any_(id_array("scope_users")))
+_LISTED = select(func.unnest(id_array("scope_reservations")).label("id"))
 
 
 def reservations_of(user_ids: Collection[int]) -> Scope:
     """Every reservation of these users, whatever its status."""
-    return Scope(
-        "SELECT id FROM reservations WHERE user_id = ANY(CAST(:scope_users AS bigint[]))",
-        {"scope_users": sorted(set(user_ids))},
-    )
+    return Scope(_OWNED_BY, {"scope_users": sorted(set(user_ids))})
 
 
 def reservations_by_id(reservation_ids: Collection[int]) -> Scope:
     """Exactly these reservations (one batch of a cleanup over the whole table)."""
-    return Scope(
-        "SELECT unnest(CAST(:scope_reservations AS bigint[])) AS id",
-        {"scope_reservations": sorted(set(reservation_ids))},
-    )
+    return Scope(_LISTED, {"scope_reservations": sorted(set(reservation_ids))})
 
 
 @dataclass(frozen=True)
@@ -116,54 +121,66 @@ class Removal:
         }
 
 
-def _prune_statement(link: LinkTable, scope: Scope) -> str:
-    t, left, right = link.table, link.left, link.right
-    # The leading comment names the statement in pg_stat_activity, whose query text is
-    # cut at 1 kB, long before the DELETE.
-    return f"""
-        /* carpool: remove ineligible {t} */
-        WITH scope AS ({scope.sql}),
-        scoped_links AS (
-            -- Two index lookups instead of one OR that no index serves.
-            SELECT l.id, l.{left} AS left_id, l.{right} AS right_id
-            FROM {t} l JOIN scope s ON s.id = l.{left}
-            UNION
-            SELECT l.id, l.{left}, l.{right}
-            FROM {t} l JOIN scope s ON s.id = l.{right}
+# Built once per table and kind of scope, the values bound at each execution. Assembled
+# anew for every call (2-3 ms of Python each) and run through the ORM, the two prune
+# statements of a cleanup batch took 104 ms instead of 92 (median of 140 batches).
+@cache
+def _prune_statement(
+    link: LinkTable, reservations: Select[int]
+) -> ReturningDelete[int, int, int, int, int]:
+    # The comment names the statement in pg_stat_activity, whose query text is cut at
+    # 1 kB, long before the DELETE. Core writes the WITH clause before anything of the
+    # DELETE's own, so the comment goes on the first CTE: `WITH scope AS /* … */ (…`.
+    scoped = reservations.cte("scope").prefix_with(
+        f"/* carpool: remove ineligible {link.model.__tablename__} */"
+    )
+    # Two index lookups instead of one OR that no index serves.
+    links = union(
+        select(link.id, link.left.label("left_id"), link.right.label("right_id")).join(
+            scoped, scoped.c.id == link.left
         ),
-        ends AS (
-            SELECT k.id, a.user_id AS left_user, b.user_id AS right_user
-            FROM scoped_links k
-            JOIN reservations a ON a.id = k.left_id
-            JOIN reservations b ON b.id = k.right_id
-        ),
-        owners AS (
-            SELECT left_user AS user_id FROM ends UNION SELECT right_user FROM ends
-        ),
-        reach AS ({reach_sql("owners")}),
-        doomed AS (
-            SELECT e.id, e.left_user, e.right_user
-            FROM ends e
-            JOIN reach ra ON ra.user_id = e.left_user
-            JOIN reach rb ON rb.user_id = e.right_user
-            WHERE NOT {eligible_sql("ra", "rb")}
-        )
-        DELETE FROM {t} l USING doomed d
-        WHERE l.id = d.id
-        RETURNING l.id, l.{left}, l.{right}, d.left_user, d.right_user
-    """
+        select(link.id, link.left, link.right).join(scoped, scoped.c.id == link.right),
+    ).cte("scoped_links")
+    a, b = aliased(Reservation, name="a"), aliased(Reservation, name="b")
+    ends = (
+        select(links.c.id, a.user_id.label("left_user"), b.user_id.label("right_user"))
+        .join(a, a.id == links.c.left_id)
+        .join(b, b.id == links.c.right_id)
+        .cte("ends")
+    )
+    owners = union(select(ends.c.left_user.label("user_id")), select(ends.c.right_user)).cte(
+        "owners"
+    )
+    reach = reach_sql(owners).cte("reach")
+    ra, rb = reach.alias("ra"), reach.alias("rb")
+    doomed = (
+        select(ends.c.id, ends.c.left_user, ends.c.right_user)
+        .join(ra, ra.c.user_id == ends.c.left_user)
+        .join(rb, rb.c.user_id == ends.c.right_user)
+        .where(~eligible_sql(ra, rb))
+        .cte("doomed")
+    )
+    return (
+        delete(link.model)
+        .where(link.id == doomed.c.id)
+        .returning(link.id, link.left, link.right, doomed.c.left_user, doomed.c.right_user)
+    )
 
 
 def _prune(session: Session, link: LinkTable, scope: Scope, cause: Cause, touched: set[int]) -> int:
-    rows = session.execute(text(_prune_statement(link, scope)), scope.params).all()
+    # On the session's connection, as Core: the ORM would also look for the deleted rows
+    # among the session's objects, and a cleanup loads none.
+    rows = (
+        session.connection().execute(_prune_statement(link, scope.reservations), scope.params).all()
+    )
     emit_events(
         session,
         link.event,
         [
             {
                 link.id_key: row_id,
-                link.left: left_id,
-                link.right: right_id,
+                link.left.key: left_id,
+                link.right.key: right_id,
                 link.left_user_key: left_user,
                 link.right_user_key: right_user,
                 "reason": cause.reason,
@@ -184,7 +201,7 @@ def remove_ineligible_links(session: Session, scope: Scope, cause: Cause) -> Rem
     either side of one. The caller holds the carpool lock (see `domain.carpool.locking`)
     and has already written the membership change that motivates the cleanup.
     """
-    session.execute(NO_JIT)
+    set_local(session, NO_JIT)
     touched: set[int] = set()
     invitations = _prune(session, INVITATIONS, scope, cause, touched)
     matches = _prune(session, MATCHES, scope, cause, touched)

@@ -4,11 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from sqlalchemy import text
-from sqlalchemy.orm import Session
+from sqlalchemy import (
+    CTE,
+    ColumnElement,
+    Insert,
+    any_,
+    func,
+    literal_column,
+    select,
+    tuple_,
+    union_all,
+)
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from core.db import rowcount
+from core.sql import id_array, set_local
 from domain.carpool.locking import lock_carpool_links
+from models.carpool import Invitation, Reservation, ReservationMatch, ReservationStats
 
 # How a full rebuild counts, from measurements on 1M reservations and 3M invitations:
 # hashing a million groups per count took 10-12 s; merging counts read in key order off
@@ -19,55 +31,77 @@ from domain.carpool.locking import lock_carpool_links
 # allowed: the foreign-key check of every inserted row needs them.
 FULL_REBUILD_SETTINGS = {"enable_hashagg": "off", "enable_hashjoin": "off", "work_mem": "256MB"}
 
+COUNTS = ("invite_sent", "invite_received", "matches")
 
-def _rebuild_statement(only_given: bool) -> str:
-    # The same statement for all reservations or a given few; for a few, every
-    # aggregate is restricted to them so the cost follows the ids, not the tables.
-    def only(column: str) -> str:
-        return f"WHERE {column} = ANY(CAST(:ids AS bigint[]))" if only_given else ""
 
-    def also(column: str) -> str:
-        return f"AND {column} = ANY(CAST(:ids AS bigint[]))" if only_given else ""
+def _unindexed(column: InstrumentedAttribute[int]) -> ColumnElement[int]:
+    """`column + 0`: the same values, which no index serves (see FULL_REBUILD_SETTINGS)."""
+    return column + literal_column("0")
 
-    return f"""
-        WITH targets AS (
-            SELECT id FROM reservations {only("id")}
-        ),
-        sent AS (
-            SELECT reservation_id + 0 AS id, count(*) AS n
-            FROM invitations {only("reservation_id")} GROUP BY 1
-        ),
-        received AS (
-            SELECT offer_id + 0 AS id, count(*) AS n
-            FROM invitations {only("offer_id")} GROUP BY 1
-        ),
-        matched AS (
-            -- A match row counts once for each reservation it names; a row naming the
-            -- same reservation on both sides counts once for it.
-            SELECT id, count(*) AS n FROM (
-                SELECT reservation_id + 0 AS id FROM reservation_matches {only("reservation_id")}
-                UNION ALL
-                SELECT matched_reservation_id + 0 FROM reservation_matches
-                WHERE matched_reservation_id <> reservation_id {also("matched_reservation_id")}
-            ) sides
-            GROUP BY id
+
+def _rebuild_statement(only_given: bool) -> Insert:
+    # The same statement for all reservations or a given few (parameter `ids`); for a
+    # few, every aggregate is restricted to them so the cost follows the ids, not the tables.
+    ids = id_array("ids")
+
+    def only(column: InstrumentedAttribute[int]) -> list[ColumnElement[bool]]:
+        return [column == any_(ids)] if only_given else []
+
+    def count_by(column: InstrumentedAttribute[int], name: str) -> CTE:
+        key = _unindexed(column)
+        return (
+            select(key.label("id"), func.count().label("n"))
+            .where(*only(column))
+            .group_by(key)
+            .cte(name)
         )
-        INSERT INTO reservation_stats AS s
-            (reservation_id, invite_sent, invite_received, matches, modified_on)
-        SELECT t.id, coalesce(sent.n, 0), coalesce(received.n, 0), coalesce(matched.n, 0), now()
-        FROM targets t
-        LEFT JOIN sent ON sent.id = t.id
-        LEFT JOIN received ON received.id = t.id
-        LEFT JOIN matched ON matched.id = t.id
-        ON CONFLICT (reservation_id) DO UPDATE SET
-            invite_sent = excluded.invite_sent,
-            invite_received = excluded.invite_received,
-            matches = excluded.matches,
-            modified_on = excluded.modified_on
-        -- Rows whose counts are right are left alone: a rebuild writes only what changed.
-        WHERE (s.invite_sent, s.invite_received, s.matches)
-            IS DISTINCT FROM (excluded.invite_sent, excluded.invite_received, excluded.matches)
-    """
+
+    targets = select(Reservation.id).where(*only(Reservation.id)).cte("targets")
+    sent = count_by(Invitation.reservation_id, "sent")
+    received = count_by(Invitation.offer_id, "received")
+    # A match row counts once for each reservation it names; a row naming the same
+    # reservation on both sides counts once for it.
+    sides = union_all(
+        select(_unindexed(ReservationMatch.reservation_id).label("id")).where(
+            *only(ReservationMatch.reservation_id)
+        ),
+        select(_unindexed(ReservationMatch.matched_reservation_id)).where(
+            ReservationMatch.matched_reservation_id != ReservationMatch.reservation_id,
+            *only(ReservationMatch.matched_reservation_id),
+        ),
+    ).subquery("sides")
+    matched = select(sides.c.id, func.count().label("n")).group_by(sides.c.id).cte("matched")
+    counts = (
+        select(
+            targets.c.id,
+            func.coalesce(sent.c.n, 0),
+            func.coalesce(received.c.n, 0),
+            func.coalesce(matched.c.n, 0),
+            func.now(),
+        )
+        .outerjoin(sent, sent.c.id == targets.c.id)
+        .outerjoin(received, received.c.id == targets.c.id)
+        .outerjoin(matched, matched.c.id == targets.c.id)
+    )
+    upsert = insert(ReservationStats).from_select(
+        ["reservation_id", *COUNTS, "modified_on"], counts
+    )
+    # The caller reads how many rows were written: SQLAlchemy keeps an INSERT's rowcount
+    # only when asked to.
+    return upsert.execution_options(preserve_rowcount=True).on_conflict_do_update(
+        index_elements=[ReservationStats.reservation_id],
+        set_={c: upsert.excluded[c] for c in (*COUNTS, "modified_on")},
+        # Rows whose counts are right are left alone: a rebuild writes only what changed.
+        where=tuple_(*(ReservationStats.__table__.c[c] for c in COUNTS)).is_distinct_from(
+            tuple_(*(upsert.excluded[c] for c in COUNTS))
+        ),
+    )
+
+
+# Built once (about 1 ms of Python each): every cleanup rebuilds the statistics of the
+# reservations it touched.
+REBUILD_ALL = _rebuild_statement(only_given=False)
+REBUILD_GIVEN = _rebuild_statement(only_given=True)
 
 
 def rebuild_stats(session: Session, reservation_ids: Collection[int] | None = None) -> int:
@@ -84,15 +118,10 @@ def rebuild_stats(session: Session, reservation_ids: Collection[int] | None = No
     if reservation_ids is not None and not reservation_ids:
         return 0
     lock_carpool_links(session)
+    # On the session's connection: parameters given to the session with an INSERT of a
+    # mapped class would make it an ORM bulk insert of those values.
+    connection = session.connection()
     if reservation_ids is None:
-        # set_config(…, true) is SET LOCAL: the settings end with this transaction.
-        settings = ", ".join(
-            f"set_config('{k}', '{v}', true)" for k, v in FULL_REBUILD_SETTINGS.items()
-        )
-        session.execute(text(f"SELECT {settings}"))
-        result = session.execute(text(_rebuild_statement(only_given=False)))
-    else:
-        result = session.execute(
-            text(_rebuild_statement(only_given=True)), {"ids": sorted(set(reservation_ids))}
-        )
-    return rowcount(result)
+        set_local(session, FULL_REBUILD_SETTINGS)
+        return connection.execute(REBUILD_ALL).rowcount
+    return connection.execute(REBUILD_GIVEN, {"ids": sorted(set(reservation_ids))}).rowcount

@@ -15,9 +15,9 @@ from core.audit import record_audit
 from core.locks import hold_advisory_lock
 from core.outbox import emit_events
 from core.results import TaskResult
+from core.sql import id_array
 from domain.mentorship.parties import (
     active_mentee_counts,
-    id_array,
     lock_parties,
     mentor_places,
     open_to_mentees,

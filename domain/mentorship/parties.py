@@ -11,26 +11,15 @@ foreign-key checks of unrelated inserts (messages, bookings) free to proceed.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from sqlalchemy import (
-    BigInteger,
-    ColumnElement,
-    and_,
-    any_,
-    bindparam,
-    exists,
-    func,
-    literal,
-    select,
-)
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import ColumnElement, and_, any_, exists, func, literal, select
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.elements import BindParameter
 
 from core.errors import Conflict, Forbidden, MatchingError, NotFound
+from core.sql import id_array
 from models import MentorBlacklist, MentorMentee, User
 from models.mentorship import RelationshipStatus
 
@@ -73,12 +62,6 @@ def mentor_places(default_capacity: int) -> tuple[ColumnElement[int], ColumnElem
 def open_to_mentees(taken: ColumnElement[int], capacity: ColumnElement[int]) -> ColumnElement[bool]:
     """Condition on a `users` row: a mentor who is active, available and not full."""
     return and_(User.role == "mentor", User.is_active, User.mentor_available, taken < capacity)
-
-
-def id_array(name: str, ids: Iterable[int]) -> BindParameter[Sequence[int]]:
-    """One bigint[] parameter, so a list of any length is a single bind value."""
-    values: Sequence[int] = list(ids)
-    return bindparam(name, values, type_=ARRAY(BigInteger))
 
 
 def lock_parties(session: Session, ids: Iterable[int]) -> dict[int, Party]:
