@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from sqlalchemy import and_, func, select, text, tuple_
+from sqlalchemy import and_, func, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from core.locks import hold_advisory_lock
 from core.results import TaskResult
+from core.sql import set_local
 from models import Booking, MentorMentee, MentorMenteeStats
 from models.mentorship import BookingStatus
 
@@ -36,7 +37,7 @@ def rebuild_stats(session: Session) -> RebuildStatsResult:
     hold_advisory_lock(session, REBUILD_LOCK)
     # Lets the per-pair aggregate of a million bookings (about 100,000 groups) hash in
     # memory; with the 4 MB default PostgreSQL walks the pair index instead, twice as slow.
-    session.execute(text(f"SET LOCAL work_mem = '{REBUILD_WORK_MEM}'"))
+    set_local(session, {"work_mem": REBUILD_WORK_MEM})
     held = Booking.status != BookingStatus.CANCELLED
     per_pair = (
         select(
