@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import Field
 from sqlalchemy.orm import Session
 
 from core.db import session_factory
 from core.results import TaskResult
-from domain.carpool.membership import delete_group, member_left
+from domain.carpool.membership import (
+    GroupDeletedResult,
+    MemberLeftResult,
+    delete_group,
+    member_left,
+)
 from domain.carpool.stats import rebuild_stats
-from domain.carpool.sweep import clean_up_searching_reservations
+from domain.carpool.sweep import CleanupResult, clean_up_searching_reservations
 from workers.base import ProgressReporter, TaskArgs, own_transactions_task, task
 
 # Members cleaned up per transaction when a group is deleted: small enough that one
@@ -65,37 +68,6 @@ class RebuildStatsArgs(TaskArgs):
     )
 
 
-class RemovalResult(TaskResult):
-    """What a cleanup removed, and how many reservations' statistics it rebuilt."""
-
-    invitations_removed: int
-    matches_removed: int
-    reservations_touched: int
-
-
-class MemberLeftResult(RemovalResult):
-    """The cleanup of one member leaving; `membership_ended` is false if it had already ended."""
-
-    membership_ended: bool
-
-
-class GroupDeletedResult(RemovalResult):
-    """A group's deletion: its closing, then the cleanup of its former members in batches."""
-
-    group_id: int
-    group_disabled: bool
-    memberships_ended: int
-    members: int
-    batches: int
-
-
-class CleanupResult(RemovalResult):
-    """The periodic cleanup: searching reservations checked, in how many batches."""
-
-    reservations: int
-    batches: int
-
-
 class ReservationStatsResult(TaskResult):
     """Rows of `reservation_stats` written."""
 
@@ -103,13 +75,13 @@ class ReservationStatsResult(TaskResult):
 
 
 @task("carpool.member_left", args=MemberLeftArgs, result=MemberLeftResult)
-def member_left_task(session: Session, args: MemberLeftArgs) -> dict[str, Any]:
+def member_left_task(session: Session, args: MemberLeftArgs) -> MemberLeftResult:
     """End a membership and remove the invitations and matches it alone justified."""
     return member_left(session, args.group_id, args.user_id)
 
 
 @own_transactions_task("carpool.group_deleted", args=GroupDeletedArgs, result=GroupDeletedResult)
-def group_deleted_task(reporter: ProgressReporter, args: GroupDeletedArgs) -> dict[str, Any]:
+def group_deleted_task(reporter: ProgressReporter, args: GroupDeletedArgs) -> GroupDeletedResult:
     """Disable a group, end its memberships and clean up its former members in batches."""
     return delete_group(
         session_factory(), args.group_id, args.batch_size, reporter.progress, reporter.context
@@ -119,7 +91,7 @@ def group_deleted_task(reporter: ProgressReporter, args: GroupDeletedArgs) -> di
 @own_transactions_task(
     "carpool.cleanup_invitations", args=CleanupArgs, result=CleanupResult, ignore_result=True
 )
-def cleanup_invitations_task(reporter: ProgressReporter, args: CleanupArgs) -> dict[str, Any]:
+def cleanup_invitations_task(reporter: ProgressReporter, args: CleanupArgs) -> CleanupResult:
     """Remove invitations and matches of searching reservations between ineligible users."""
     return clean_up_searching_reservations(
         session_factory(), args.batch_size, reporter.progress, reporter.context
@@ -127,6 +99,6 @@ def cleanup_invitations_task(reporter: ProgressReporter, args: CleanupArgs) -> d
 
 
 @task("carpool.rebuild_stats", args=RebuildStatsArgs, result=ReservationStatsResult)
-def rebuild_stats_task(session: Session, args: RebuildStatsArgs) -> dict[str, Any]:
+def rebuild_stats_task(session: Session, args: RebuildStatsArgs) -> ReservationStatsResult:
     """Rewrite reservation_stats for the given reservations, or all of them."""
     return {"reservations_written": rebuild_stats(session, args.reservation_ids)}

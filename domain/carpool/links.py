@@ -18,6 +18,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 from sqlalchemy.sql.dml import ReturningDelete
 
 from core.outbox import emit_events
+from core.results import TaskResult
 from core.sql import id_array, set_local
 from domain.carpool.eligibility import eligible_sql, reach_sql
 from domain.carpool.stats import rebuild_stats
@@ -98,6 +99,14 @@ class Cause:
     group_id: int | None = None
 
 
+class RemovalResult(TaskResult):
+    """What a cleanup removed, and how many reservations' statistics it rebuilt."""
+
+    invitations_removed: int
+    matches_removed: int
+    reservations_touched: int
+
+
 @dataclass
 class Removal:
     """What one cleanup removed, and the reservations whose statistics it rebuilt."""
@@ -112,7 +121,7 @@ class Removal:
         self.matches_removed += other.matches_removed
         self.touched |= other.touched
 
-    def as_dict(self) -> dict[str, int]:
+    def as_dict(self) -> RemovalResult:
         """The counts as a task result."""
         return {
             "invitations_removed": self.invitations_removed,

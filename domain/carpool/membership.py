@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -13,10 +12,32 @@ from core.audit import record_audit
 from core.context import TaskContext, attach_context
 from core.db import rowcount
 from core.errors import NotFound
-from domain.carpool.links import Cause, Removal, remove_ineligible_links, reservations_of
+from domain.carpool.links import (
+    Cause,
+    Removal,
+    RemovalResult,
+    remove_ineligible_links,
+    reservations_of,
+)
 from domain.carpool.locking import lock_carpool_links
 from models.carpool import CarpoolGroup, GroupMember, MembershipStatus
 from models.users import User
+
+
+class MemberLeftResult(RemovalResult):
+    """The cleanup of one member leaving; `membership_ended` is false if it had already ended."""
+
+    membership_ended: bool
+
+
+class GroupDeletedResult(RemovalResult):
+    """A group's deletion: its closing, then the cleanup of its former members in batches."""
+
+    group_id: int
+    group_disabled: bool
+    memberships_ended: int
+    members: int
+    batches: int
 
 
 def _require_group(session: Session, group_id: int, *, for_update: bool = False) -> None:
@@ -27,7 +48,7 @@ def _require_group(session: Session, group_id: int, *, for_update: bool = False)
         raise NotFound(f"Group {group_id} not found")
 
 
-def member_left(session: Session, group_id: int, user_id: int) -> dict[str, Any]:
+def member_left(session: Session, group_id: int, user_id: int) -> MemberLeftResult:
     """End `user_id`'s membership of `group_id` (if still active) and remove what it justified.
 
     Removes every invitation and match between the user's reservations and those of users
@@ -143,7 +164,7 @@ def delete_group(
     batch_size: int,
     progress: Callable[[int, int], None],
     context: TaskContext | None = None,
-) -> dict[str, Any]:
+) -> GroupDeletedResult:
     """Disable the group, end its memberships, then clean up its former members in batches.
 
     Each batch is its own transaction and reports `progress(done, total)`; each

@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.audit import record_audit
 from core.context import TaskContext, attach_context
-from domain.carpool.links import Cause, Removal, remove_ineligible_links, reservations_by_id
+from domain.carpool.links import (
+    Cause,
+    Removal,
+    RemovalResult,
+    remove_ineligible_links,
+    reservations_by_id,
+)
 from domain.carpool.locking import lock_carpool_links
 from models.carpool import Reservation, ReservationStatus
+
+
+class CleanupResult(RemovalResult):
+    """The periodic cleanup: searching reservations checked, in how many batches."""
+
+    reservations: int
+    batches: int
 
 
 def next_searching(session: Session, after_id: int, limit: int) -> list[int]:
@@ -32,7 +44,7 @@ def clean_up_searching_reservations(
     batch_size: int,
     progress: Callable[[int, int], None],
     context: TaskContext | None = None,
-) -> dict[str, Any]:
+) -> CleanupResult:
     """Remove every invitation and match of a searching reservation between ineligible users.
 
     Catches what no membership event announced (a membership ended by hand, a network
