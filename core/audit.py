@@ -44,11 +44,10 @@ def record_audit(
     )
 
 
-def prune_audit_log(session: Session, retention_days: int) -> dict[str, int]:
-    """Delete audit rows older than `retention_days`."""
+def prune_audit_log(session: Session, retention_days: int) -> int:
+    """Delete audit rows older than `retention_days`; how many."""
     cutoff = func.now() - func.make_interval(0, 0, 0, retention_days)
-    result = session.execute(delete(AuditLog).where(AuditLog.occurred_at < cutoff))
-    return {"audit_rows_pruned": rowcount(result)}
+    return rowcount(session.execute(delete(AuditLog).where(AuditLog.occurred_at < cutoff)))
 
 
 def audit_of_task(session: Session, task_id: str) -> list[dict[str, Any]]:

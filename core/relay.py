@@ -10,10 +10,17 @@ from kombu.entity import Exchange
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from core.results import TaskResult
 from models.platform import OutboxEvent
 
 EVENTS_EXCHANGE = Exchange("matching.events", type="topic", durable=True)
 RELAY_BATCH = 500
+
+
+class PublishResult(TaskResult):
+    """Outbox events relayed by one run."""
+
+    published: int
 
 
 def relay_batch(session: Session, connection: Connection, limit: int = RELAY_BATCH) -> int:

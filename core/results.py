@@ -4,6 +4,11 @@ Results are TypedDicts: the domain builds them as plain dicts, and the dicts are
 what the ledger and the result backend store, so typing them changes no value a
 task returns. pydantic reads a TypedDict like a model, so the task base publishes
 and checks a result shape through `TypeAdapter` just as it does an args model.
+
+Each shape is declared beside the domain function that builds the result, or whose
+outcome the task puts in it (`peer.sweep`, `events.publish`); that function and the
+task are annotated with it, so mypy checks every dict built on the way against the
+shape `GET /v1/tasks` publishes.
 """
 
 from __future__ import annotations

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from core.db import session_factory
 from core.followups import RELAY
-from core.relay import RELAY_BATCH, relay_batch
-from core.results import TaskResult
+from core.relay import RELAY_BATCH, PublishResult, relay_batch
 from workers.app import app
 from workers.base import NoArgs, ProgressReporter, own_transactions_task
 from workers.triggers import mark_started
@@ -26,12 +25,6 @@ def relay_pending(max_batches: int = MAX_BATCHES_PER_RUN) -> int:
             if sent < RELAY_BATCH:
                 break
     return published
-
-
-class PublishResult(TaskResult):
-    """Outbox events relayed by one run."""
-
-    published: int
 
 
 @own_transactions_task("events.publish", args=NoArgs, result=PublishResult, ignore_result=True)

@@ -3,25 +3,29 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
-from typing import Annotated, Any, Literal, NotRequired, cast
+from typing import Annotated, cast
 
 from pydantic import Field, StringConstraints
 from sqlalchemy.orm import Session
 
 from core.db import session_factory
 from core.followups import sweep_followup
-from core.results import TaskResult
 from core.settings import get_settings
-from domain.peer.confirm import confirm_match
+from domain.peer.confirm import PeerConfirmResult, confirm_match
+from domain.peer.expiry import PeerExpireResult
 from domain.peer.expiry import expire as expire_overdue
-from domain.peer.explain import Reason, explain_request
-from domain.peer.requests import cancel_request, create_request
+from domain.peer.explain import PeerExplainResult, explain_request
+from domain.peer.requests import (
+    PeerCancelResult,
+    PeerRequestResult,
+    cancel_request,
+    create_request,
+)
 from domain.peer.rules import TOPIC_MAX_LENGTH, TOPIC_PATTERN, Difficulty
 from domain.peer.session_store import session_store
-from domain.peer.sessions import leave_session
+from domain.peer.sessions import PeerLeaveResult, leave_session
 from domain.peer.shares import split_topics
-from domain.peer.sweep import sweep_topics, waiting_topics
+from domain.peer.sweep import PeerSweepResult, sweep_topics, waiting_topics
 from workers.app import app
 from workers.base import NoArgs, ProgressReporter, TaskArgs, own_transactions_task, task
 from workers.triggers import mark_started, send_coalesced
@@ -85,111 +89,21 @@ class PeerLeaveArgs(TaskArgs):
     user_id: UserId
 
 
-class PeerRequestResult(TaskResult):
-    """The request just queued."""
-
-    request_id: uuid.UUID
-    status: Literal["pending"]
-    user_id: int
-    difficulty: Difficulty
-    topic: str
-    created_at: datetime
-
-
-class PeerCancelResult(TaskResult):
-    """The request withdrawn."""
-
-    request_id: uuid.UUID
-    status: Literal["cancelled"]
-
-
-class PeerSweepResult(TaskResult):
-    """Matches proposed by the sweep; a sweep of every pool proposes none itself and says
-    into how many `shares` of topics it fanned out."""
-
-    matched: int
-    shares: NotRequired[int]
-
-
-class PeerWaitingResult(TaskResult):
-    """A first yes: the partner has not confirmed yet."""
-
-    status: Literal["waiting_for_partner"]
-    match_id: uuid.UUID
-
-
-class PeerSessionResult(TaskResult):
-    """Both said yes: the session created for them."""
-
-    match_id: uuid.UUID
-    session_id: uuid.UUID
-    question_id: int | None
-    partner_id: int
-
-
-class PeerCancelledResult(TaskResult):
-    """A no: the match is cancelled and the partner's request requeued."""
-
-    status: Literal["cancelled"]
-    requeued_partner: bool
-    match_id: uuid.UUID
-
-
-PeerConfirmResult = PeerWaitingResult | PeerSessionResult | PeerCancelledResult
-
-
-class PeerExpireResult(TaskResult):
-    """What one expiry run expired and requeued."""
-
-    requests_expired: int
-    matches_expired: int
-    requeued: int
-
-
-class PeerPoolPlace(TaskResult):
-    """The explained request's pool and its place in it (`position` is null unless pending)."""
-
-    difficulty: Difficulty
-    topic: str
-    waiting: int
-    position: int | None
-    oldest_waiting_seconds: float | None
-
-
-class PeerExplainResult(TaskResult):
-    """Why a request is (not yet) matched."""
-
-    request_id: uuid.UUID
-    status: str
-    waiting_seconds: float | None
-    pool: PeerPoolPlace
-    reasons: list[Reason]
-    estimated_wait_seconds: float | None
-
-
-class PeerLeaveResult(TaskResult):
-    """The session after the user left it."""
-
-    session_id: uuid.UUID
-    status: Literal["active", "ended"]
-    remaining_users: list[int]
-
-
 @task("peer.request", args=PeerRequestArgs, result=PeerRequestResult)
-def request_task(session: Session, args: PeerRequestArgs) -> dict[str, Any]:
+def request_task(session: Session, args: PeerRequestArgs) -> PeerRequestResult:
     """Queue a user for a partner at a difficulty and topic (one open request per user)."""
     return create_request(session, args.user_id, args.difficulty, args.topic)
 
 
 @task("peer.cancel", args=PeerCancelArgs, result=PeerCancelResult)
-def cancel_task(session: Session, args: PeerCancelArgs) -> dict[str, Any]:
+def cancel_task(session: Session, args: PeerCancelArgs) -> PeerCancelResult:
     """Cancel the caller's pending request."""
     return cancel_request(session, args.request_id, args.user_id)
 
 
 # Batched: a sweep reserves its share of the cap in a transaction of its own.
 @own_transactions_task("peer.sweep", args=PeerSweepArgs, result=PeerSweepResult, ignore_result=True)
-def sweep_task(reporter: ProgressReporter, args: PeerSweepArgs) -> dict[str, int]:
+def sweep_task(reporter: ProgressReporter, args: PeerSweepArgs) -> PeerSweepResult:
     """Pair pending requests pool by pool, oldest first, into matches awaiting confirmation."""
     if args.topics is None and args.topic is None:
         # Fan out: a few tasks over shares of whole topics, for any workers to take.
@@ -221,19 +135,19 @@ def sweep_task(reporter: ProgressReporter, args: PeerSweepArgs) -> dict[str, int
 
 
 @task("peer.confirm", args=PeerConfirmArgs, result=PeerConfirmResult)
-def confirm_task(session: Session, args: PeerConfirmArgs) -> dict[str, Any]:
+def confirm_task(session: Session, args: PeerConfirmArgs) -> PeerConfirmResult:
     """Answer a proposed match; both yes starts a session, a no requeues the partner."""
     return confirm_match(session, args.match_id, args.user_id, args.confirmed, session_store())
 
 
 @task("peer.expire", args=NoArgs, result=PeerExpireResult, ignore_result=True)
-def expire_task(session: Session, args: NoArgs) -> dict[str, int]:
+def expire_task(session: Session, args: NoArgs) -> PeerExpireResult:
     """Expire stale pending requests and matches not confirmed by their deadline."""
     return expire_overdue(session, matching_timeout=get_settings().matching_timeout_seconds)
 
 
 @task("peer.explain", args=PeerExplainArgs, result=PeerExplainResult)
-def explain_task(session: Session, args: PeerExplainArgs) -> dict[str, Any]:
+def explain_task(session: Session, args: PeerExplainArgs) -> PeerExplainResult:
     """Why a request is not matched yet: its pool place, what holds it back, a wait estimate."""
     settings = get_settings()
     return explain_request(
@@ -246,6 +160,6 @@ def explain_task(session: Session, args: PeerExplainArgs) -> dict[str, Any]:
 
 
 @task("peer.leave", args=PeerLeaveArgs, result=PeerLeaveResult)
-def leave_task(session: Session, args: PeerLeaveArgs) -> dict[str, Any]:
+def leave_task(session: Session, args: PeerLeaveArgs) -> PeerLeaveResult:
     """Leave a collaboration session; the last one out ends it."""
     return leave_session(session, args.session_id, args.user_id, session_store())

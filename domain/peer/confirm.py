@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Literal
 
 from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session
@@ -11,15 +11,43 @@ from sqlalchemy.orm import Session
 from core.errors import Conflict, Forbidden, NotFound
 from core.followups import sweep_due
 from core.outbox import emit_event
+from core.results import TaskResult
 from domain.peer.declines import record_decline
 from domain.peer.session_store import SessionStore
 from domain.peer.sessions import ensure_document, start_session
 from models.peer import CollabSession, Match, MatchRequest, MatchStatus, RequestStatus
 
 
+class PeerWaitingResult(TaskResult):
+    """A first yes: the partner has not confirmed yet."""
+
+    status: Literal["waiting_for_partner"]
+    match_id: uuid.UUID
+
+
+class PeerSessionResult(TaskResult):
+    """Both said yes: the session created for them."""
+
+    match_id: uuid.UUID
+    session_id: uuid.UUID
+    question_id: int | None
+    partner_id: int
+
+
+class PeerCancelledResult(TaskResult):
+    """A no: the match is cancelled and the partner's request requeued."""
+
+    status: Literal[MatchStatus.CANCELLED]
+    requeued_partner: bool
+    match_id: uuid.UUID
+
+
+PeerConfirmResult = PeerWaitingResult | PeerSessionResult | PeerCancelledResult
+
+
 def confirm_match(
     session: Session, match_id: uuid.UUID, user_id: int, confirmed: bool, store: SessionStore
-) -> dict[str, Any]:
+) -> PeerConfirmResult:
     """Record one side's answer to a proposed match.
 
     The match row is locked, so two answers racing are taken one after the other.
@@ -77,7 +105,7 @@ def confirm_match(
     return _found(match, started.session_id, started.question_id, partner_id)
 
 
-def _decline(session: Session, match: Match, user_id: int, partner_id: int) -> dict[str, Any]:
+def _decline(session: Session, match: Match, user_id: int, partner_id: int) -> PeerCancelledResult:
     match.status = MatchStatus.CANCELLED
     if user_id == match.user_a:
         match.confirmed_a = False
@@ -117,13 +145,13 @@ def _decline(session: Session, match: Match, user_id: int, partner_id: int) -> d
     return _cancelled(match.id, requeued_partner=bool(requeued))
 
 
-def _waiting(match_id: uuid.UUID) -> dict[str, Any]:
+def _waiting(match_id: uuid.UUID) -> PeerWaitingResult:
     return {"status": "waiting_for_partner", "match_id": match_id}
 
 
 def _found(
     match: Match, session_id: uuid.UUID, question_id: int | None, partner_id: int
-) -> dict[str, Any]:
+) -> PeerSessionResult:
     return {
         "match_id": match.id,
         "session_id": session_id,
@@ -132,7 +160,7 @@ def _found(
     }
 
 
-def _cancelled(match_id: uuid.UUID, *, requeued_partner: bool) -> dict[str, Any]:
+def _cancelled(match_id: uuid.UUID, *, requeued_partner: bool) -> PeerCancelledResult:
     return {
         "status": MatchStatus.CANCELLED,
         "requeued_partner": requeued_partner,

@@ -25,8 +25,7 @@ def record_decline(session: Session, declined_by: int, other: int) -> None:
     )
 
 
-def prune_declines(session: Session) -> dict[str, int]:
-    """Forget declines older than the cooldown; they no longer keep anyone apart."""
+def prune_declines(session: Session) -> int:
+    """Forget declines older than the cooldown (they no longer keep anyone apart); how many."""
     cutoff = func.now() - func.make_interval(0, 0, 0, 0, 0, 0, DECLINE_COOLDOWN_SECONDS)
-    result = session.execute(delete(PeerDecline).where(PeerDecline.declined_at <= cutoff))
-    return {"peer_declines_pruned": rowcount(result)}
+    return rowcount(session.execute(delete(PeerDecline).where(PeerDecline.declined_at <= cutoff)))

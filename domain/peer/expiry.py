@@ -7,6 +7,7 @@ from sqlalchemy.orm import Session
 
 from core.audit import record_audit
 from core.followups import relay_due, sweep_due
+from core.results import TaskResult
 
 # A pending request expires MATCHING_TIMEOUT_SECONDS after it was made, or after it was
 # last requeued (a requeued request keeps its created_at, its place in the pool, but
@@ -113,7 +114,15 @@ EXPIRE_MATCHES = text(
 )
 
 
-def expire(session: Session, *, matching_timeout: int) -> dict[str, int]:
+class PeerExpireResult(TaskResult):
+    """What one expiry run expired and requeued."""
+
+    requests_expired: int
+    matches_expired: int
+    requeued: int
+
+
+def expire(session: Session, *, matching_timeout: int) -> PeerExpireResult:
     """Expire overdue matches (requeueing sides that said yes), then stale pending requests.
 
     Returns `{"requests_expired", "matches_expired", "requeued"}`; a run that expired
@@ -125,7 +134,7 @@ def expire(session: Session, *, matching_timeout: int) -> dict[str, int]:
         sweep_due(session, topic)
     if matches.matches_expired or requests.expired:
         relay_due(session)
-    counts = {
+    counts: PeerExpireResult = {
         "requests_expired": int(requests.expired),
         "matches_expired": int(matches.matches_expired),
         "requeued": int(matches.requeued),

@@ -19,9 +19,11 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from core.errors import NotFound
+from core.results import TaskResult
 from domain.peer.next_sweep import declines_among, read_topic, swept_requests
 from domain.peer.pairing import UserPair, pair_pool, user_pair
 from domain.peer.pool_lock import pool_lock_held
+from domain.peer.rules import Difficulty
 from domain.peer.stats import DEFAULT_WINDOW_SECONDS, rounded_seconds
 from domain.peer.sweep import free_pairs
 from models.peer import RequestStatus
@@ -41,6 +43,28 @@ LASTING_REASONS: frozenset[Reason] = frozenset(
 # The estimate reads at most this many of the pool's latest matches, from the window the
 # pool figures use.
 ESTIMATE_SAMPLES = 100
+
+
+class PeerPoolPlace(TaskResult):
+    """The explained request's pool and its place in it (`position` is null unless pending)."""
+
+    difficulty: Difficulty
+    topic: str
+    waiting: int
+    position: int | None
+    oldest_waiting_seconds: float | None
+
+
+class PeerExplainResult(TaskResult):
+    """Why a request is (not yet) matched."""
+
+    request_id: uuid.UUID
+    status: str
+    waiting_seconds: float | None
+    pool: PeerPoolPlace
+    reasons: list[Reason]
+    estimated_wait_seconds: float | None
+
 
 # The request and its pool in one statement, so both come from one snapshot: a request
 # read as pending is in the pool read with it. How long the request has waited: until
@@ -108,7 +132,7 @@ def explain_request(
     max_open_matches: int,
     stale_after: int,
     relax_after: int | None = None,
-) -> dict[str, Any]:
+) -> PeerExplainResult:
     """Why request `request_id` is (not yet) matched.
 
     Returns `{"request_id", "status", "waiting_seconds", "pool": {"difficulty", "topic",
@@ -162,7 +186,8 @@ def explain_request(
         "status": request.status,
         "waiting_seconds": rounded_seconds(request.waiting_seconds),
         "pool": {
-            **pool_key,
+            "difficulty": request.difficulty,
+            "topic": request.topic,
             "waiting": int(request.waiting),
             "position": None if position is None else position + 1,
             "oldest_waiting_seconds": rounded_seconds(request.oldest_waiting_seconds),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
+from core.db import rowcount
 from domain.peer import session_store
 from domain.peer.session_store import SessionStore
 from domain.peer.sessions import question_json
@@ -33,14 +34,16 @@ REQUEUE_ORPHANED_REQUESTS = text(
 )
 
 
-def requeue_orphaned_requests(session: Session) -> dict[str, int]:
-    """Requests matched to a match that is gone (or cancelled/expired) → pending."""
-    result = session.execute(REQUEUE_ORPHANED_REQUESTS)
-    return {"peer_requests_requeued": int(result.rowcount)}  # type: ignore[attr-defined]
+def requeue_orphaned_requests(session: Session) -> int:
+    """Requests matched to a match that is gone (or cancelled/expired) → pending; how many."""
+    return rowcount(session.execute(REQUEUE_ORPHANED_REQUESTS))
 
 
-def restore_session_keys(session: Session, store: SessionStore) -> dict[str, int]:
-    """Rewrite, in `store`, the document of every active session whose key is missing."""
+def restore_session_keys(session: Session, store: SessionStore) -> int:
+    """Rewrite, in `store`, the document of every active session whose key is missing.
+
+    Returns how many it rewrote.
+    """
     # Shared row locks: a leave (which rewrites or deletes the key after it commits)
     # waits for this repair, so a document is never restored for a session that just
     # ended. Sessions being left right now are skipped; their leave writes the key.
@@ -54,5 +57,4 @@ def restore_session_keys(session: Session, store: SessionStore) -> dict[str, int
         row.id: session_store.session_document(question_json(row.Question), list(row.user_ids))
         for row in rows
     }
-    restored = session_store.write_missing(store, documents)
-    return {"peer_session_keys_restored": restored}
+    return session_store.write_missing(store, documents)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from datetime import datetime
+from typing import Literal
 
 from sqlalchemy import Text, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -11,6 +12,8 @@ from sqlalchemy.orm import Session
 
 from core.errors import Conflict, Forbidden, MatchingError, NotFound
 from core.followups import sweep_due
+from core.results import TaskResult
+from domain.peer.rules import Difficulty
 from models.peer import MatchRequest, RequestStatus
 from models.users import User
 
@@ -33,7 +36,27 @@ OPEN_REQUEST = (
 )
 
 
-def create_request(session: Session, user_id: int, difficulty: str, topic: str) -> dict[str, Any]:
+class PeerRequestResult(TaskResult):
+    """The request just queued."""
+
+    request_id: uuid.UUID
+    status: Literal[RequestStatus.PENDING]
+    user_id: int
+    difficulty: Difficulty
+    topic: str
+    created_at: datetime
+
+
+class PeerCancelResult(TaskResult):
+    """The request withdrawn."""
+
+    request_id: uuid.UUID
+    status: Literal[RequestStatus.CANCELLED]
+
+
+def create_request(
+    session: Session, user_id: int, difficulty: Difficulty, topic: str
+) -> PeerRequestResult:
     """Put an active user in the pool (difficulty, topic).
 
     One open (pending or matched) request per user is enforced by the database's
@@ -67,7 +90,7 @@ def create_request(session: Session, user_id: int, difficulty: str, topic: str) 
     }
 
 
-def cancel_request(session: Session, request_id: uuid.UUID, user_id: int) -> dict[str, Any]:
+def cancel_request(session: Session, request_id: uuid.UUID, user_id: int) -> PeerCancelResult:
     """Withdraw a pending request; cancelling it again answers the same."""
     request = session.execute(
         select(MatchRequest.user_id, MatchRequest.status)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from core.errors import Forbidden, NotFound
 from core.outbox import emit_event
+from core.results import TaskResult
 from domain.peer import session_store
 from domain.peer.rules import SESSION_LANGUAGE
 from domain.peer.session_store import SessionStore, after_commit
@@ -29,6 +30,14 @@ class StartedSession(NamedTuple):
 
     session_id: uuid.UUID
     question_id: int | None
+
+
+class PeerLeaveResult(TaskResult):
+    """The session after the user left it."""
+
+    session_id: uuid.UUID
+    status: Literal[SessionStatus.ACTIVE, SessionStatus.ENDED]
+    remaining_users: list[int]
 
 
 def question_json(question: Question | None) -> dict[str, Any] | None:
@@ -110,7 +119,7 @@ def ensure_document(session: Session, collab: CollabSession, store: SessionStore
 
 def leave_session(
     session: Session, session_id: uuid.UUID, user_id: int, store: SessionStore
-) -> dict[str, Any]:
+) -> PeerLeaveResult:
     """Take a user out of a session; the last one out ends it.
 
     Leaving also closes the user's request (status `cancelled`), so they may queue
@@ -158,7 +167,7 @@ def leave_session(
     return _left(collab)
 
 
-def _left(collab: CollabSession) -> dict[str, Any]:
+def _left(collab: CollabSession) -> PeerLeaveResult:
     return {
         "session_id": collab.id,
         "status": collab.status,

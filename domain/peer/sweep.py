@@ -33,11 +33,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass
+from typing import NotRequired
 
 from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.followups import relay_due
+from core.results import TaskResult
 from domain.peer.pairing import (
     Paired,
     Pool,
@@ -310,6 +312,14 @@ class SweepOutcome:
     matched: int
     claimed: int
     busy: bool
+
+
+class PeerSweepResult(TaskResult):
+    """Matches proposed by the sweep; a sweep of every pool proposes none itself and says
+    into how many `shares` of topics it fanned out."""
+
+    matched: int
+    shares: NotRequired[int]
 
 
 @dataclass(frozen=True)

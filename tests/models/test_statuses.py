@@ -16,6 +16,9 @@ from sqlalchemy import literal, select
 from sqlalchemy.exc import StatementError
 
 from domain.mentorship.lifecycle import SettableStatus
+from domain.peer.confirm import PeerCancelledResult
+from domain.peer.requests import PeerCancelResult, PeerRequestResult
+from domain.peer.sessions import PeerLeaveResult
 from models import (
     Base,
     Booking,
@@ -30,7 +33,6 @@ from models.base import StatusText
 from models.carpool import MembershipStatus, ReservationStatus
 from models.mentorship import BookingStatus, RelationshipStatus
 from models.peer import MatchStatus, RequestStatus, SessionStatus
-from tasks.peer import PeerCancelledResult, PeerCancelResult, PeerLeaveResult, PeerRequestResult
 
 STATUS_COLUMNS: list[tuple[type[Base], type[StrEnum]]] = [
     (MatchRequest, RequestStatus),

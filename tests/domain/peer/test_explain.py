@@ -7,7 +7,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.db import session_factory
-from domain.peer.explain import explain_request
+from domain.peer.explain import Reason, explain_request
 from domain.peer.sweep import sweep_topics
 from models.peer import MatchRequest
 from tests.factories import unique
@@ -20,7 +20,7 @@ CAPPED = ["open_match_cap_reached"]
 
 def reasons(
     db: Session, requests: list[MatchRequest], cap: int, relax_after: int | None = None
-) -> list[list[str]]:
+) -> list[list[Reason]]:
     """Each request's reasons, as `peer.explain` gives them with this cap."""
     return [
         explain_request(
