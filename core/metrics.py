@@ -20,13 +20,16 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector, CollectorRegistry
-from sqlalchemy import text
+from sqlalchemy import ColumnElement, bindparam, case, func, or_, select
 from sqlalchemy.orm import Session
 
 from celeryconfig import QUEUE_NAMES
 from core.db import session_factory
 from core.settings import get_settings
+from core.sql import epoch_seconds, inline
 from domain.peer.stats import MATCHED_SIDES, WAITING_POOLS
+from models.peer import Match, MatchStatus
+from models.platform import OutboxEvent, TaskRun
 
 # Pools beyond this many label sets are summed under topic="_other" (one per difficulty),
 # so a service that invents topics cannot blow up the scraper's memory.
@@ -41,33 +44,98 @@ TASK_WAIT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0, 300.0)
 SeriesReader = Callable[[Session], Iterable[Metric]]
 
 
+class HistogramQuery:
+    """The columns that count a `wait` expression into cumulative buckets, and the buckets
+    back.
+
+    `columns` are the bucket counts, the count and the sum of `wait`, in that order;
+    `buckets` turns those values of one result row into what `HistogramMetricFamily` takes.
+    """
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = tuple(bounds)
+
+    def columns(self, wait: ColumnElement[Any]) -> list[ColumnElement[Any]]:
+        """The aggregates over `wait` that `buckets` reads back."""
+        counts = [
+            func.count().filter(wait <= bindparam(f"bucket_{index}", bound))
+            for index, bound in enumerate(self.bounds)
+        ]
+        return [*counts, func.count(), func.coalesce(func.sum(wait), 0)]
+
+    def buckets(self, values: Sequence[Any]) -> tuple[list[tuple[str, float]], float]:
+        """(buckets with +Inf, sum) from the values `columns` produced."""
+        *cumulative, total, seconds = values
+        buckets = [(f"{b:g}", float(n)) for b, n in zip(self.bounds, cumulative, strict=True)]
+        return [*buckets, ("+Inf", float(total))], float(seconds)
+
+
+_POOLS = WAITING_POOLS.c
+_RANKED = select(
+    _POOLS.difficulty,
+    _POOLS.topic,
+    _POOLS.waiting,
+    _POOLS.oldest,
+    func.row_number()
+    .over(order_by=(_POOLS.waiting.desc(), _POOLS.difficulty, _POOLS.topic))
+    .label("rank"),
+    func.count().over().label("pools"),
+).cte("ranked")
+# The biggest pools keep their own labels; when there are more pools than fit, room is
+# left for one "_other" set per difficulty, so the total never passes the limit.
+_POOL_LABEL = case(
+    (
+        or_(
+            _RANKED.c.pools <= MAX_POOL_SERIES,
+            _RANKED.c.rank <= MAX_POOL_SERIES - len(DIFFICULTIES),
+        ),
+        _RANKED.c.topic,
+    ),
+    else_=OTHER_TOPIC,
+).label("label")
+PEER_POOLS = (
+    select(
+        _RANKED.c.difficulty,
+        _POOL_LABEL,
+        func.sum(_RANKED.c.waiting),
+        epoch_seconds(func.now() - func.min(_RANKED.c.oldest)),
+    )
+    .group_by(_RANKED.c.difficulty, _POOL_LABEL)
+    .order_by(_RANKED.c.difficulty, _POOL_LABEL)
+)
+
+_MATCH_HISTOGRAM = HistogramQuery(TIME_TO_MATCH_BUCKETS)
+PEER_TIME_TO_MATCH = select(
+    *_MATCH_HISTOGRAM.columns(func.greatest(MATCHED_SIDES.c.seconds, 0))
+).select_from(MATCHED_SIDES)
+
+OPEN_MATCHES = select(func.count()).where(Match.status == inline(MatchStatus.PENDING_CONFIRMATION))
+
+OUTBOX_LAG = select(
+    func.count(),
+    func.coalesce(epoch_seconds(func.now() - func.min(OutboxEvent.occurred_at)), 0),
+).where(OutboxEvent.published_at.is_(None))
+
+TASKS_ACCEPTED = (
+    select(TaskRun.name, func.count()).where(TaskRun.origin == "api").group_by(TaskRun.name)
+)
+
+_WAIT_HISTOGRAM = HistogramQuery(TASK_WAIT_BUCKETS)
+TASK_QUEUE_WAIT = (
+    select(
+        TaskRun.name,
+        *_WAIT_HISTOGRAM.columns(
+            func.greatest(epoch_seconds(TaskRun.started_at - TaskRun.due_at), 0)
+        ),
+    )
+    .where(TaskRun.started_at.is_not(None))
+    .group_by(TaskRun.name)
+)
+
+
 def peer_pools(session: Session) -> Iterator[Metric]:
     """`matchops_peer_waiting_requests` and `matchops_peer_oldest_wait_seconds` per pool."""
-    # The biggest pools keep their own labels; when there are more pools than fit, room is
-    # left for one "_other" set per difficulty, so the total never passes the limit.
-    rows = session.execute(
-        text(
-            f"""
-            WITH pools AS ({WAITING_POOLS}), ranked AS (
-                SELECT *, row_number() OVER (ORDER BY waiting DESC, difficulty, topic) AS rank,
-                       count(*) OVER () AS pools
-                FROM pools
-            )
-            SELECT difficulty,
-                   CASE WHEN pools <= :limit OR rank <= :kept THEN topic ELSE :other END AS label,
-                   sum(waiting) AS waiting,
-                   extract(epoch FROM now() - min(oldest)) AS oldest_wait
-            FROM ranked
-            GROUP BY 1, 2
-            ORDER BY 1, 2
-            """
-        ),
-        {
-            "limit": MAX_POOL_SERIES,
-            "kept": MAX_POOL_SERIES - len(DIFFICULTIES),
-            "other": OTHER_TOPIC,
-        },
-    ).all()
+    rows = session.connection().execute(PEER_POOLS).all()
     labels = ["difficulty", "topic"]
     waiting = GaugeMetricFamily(
         "matchops_peer_waiting_requests", "Pending peer requests per pool.", labels=labels
@@ -84,44 +152,14 @@ def peer_pools(session: Session) -> Iterator[Metric]:
     yield oldest
 
 
-class HistogramQuery:
-    """The SQL that counts a `wait` column into cumulative buckets, and the buckets back.
-
-    `select` goes in front of a query's FROM: the bucket counts, the count and the sum of
-    `wait`, in that order; `buckets` turns those values of one result row into what
-    `HistogramMetricFamily` takes.
-    """
-
-    def __init__(self, bounds: Sequence[float]) -> None:
-        self.bounds = tuple(bounds)
-        self.params = {f"bucket_{index}": bound for index, bound in enumerate(self.bounds)}
-        counts = [f"count(*) FILTER (WHERE wait <= :{name})" for name in self.params]
-        self.select = ", ".join([*counts, "count(*)", "coalesce(sum(wait), 0)"])
-
-    def buckets(self, values: Sequence[Any]) -> tuple[list[tuple[str, float]], float]:
-        """(buckets with +Inf, sum) from the values `select` produced."""
-        *cumulative, total, seconds = values
-        buckets = [(f"{b:g}", float(n)) for b, n in zip(self.bounds, cumulative, strict=True)]
-        return [*buckets, ("+Inf", float(total))], float(seconds)
-
-
 def peer_time_to_match(session: Session) -> Iterator[Metric]:
     """`matchops_peer_time_to_match_seconds`: request created → match proposed.
 
     Every side of every proposed match counts, also after a decline or an expiry requeued
     the request, so the histogram's counts never go down between scrapes.
     """
-    histogram = HistogramQuery(TIME_TO_MATCH_BUCKETS)
-    row = session.execute(
-        text(
-            f"""
-            SELECT {histogram.select}
-            FROM (SELECT greatest(seconds, 0) AS wait FROM ({MATCHED_SIDES}) AS sides) AS matched
-            """
-        ),
-        histogram.params,
-    ).one()
-    buckets, seconds = histogram.buckets(row)
+    row = session.connection().execute(PEER_TIME_TO_MATCH).one()
+    buckets, seconds = _MATCH_HISTOGRAM.buckets(row)
     yield HistogramMetricFamily(
         "matchops_peer_time_to_match_seconds",
         "Seconds from a peer request to the match proposed for it.",
@@ -132,9 +170,7 @@ def peer_time_to_match(session: Session) -> Iterator[Metric]:
 
 def peer_open_matches(session: Session) -> Iterator[Metric]:
     """`matchops_peer_open_matches` against `matchops_peer_open_matches_cap`."""
-    open_matches = session.scalar(
-        text("SELECT count(*) FROM matches WHERE status = 'pending_confirmation'")
-    )
+    open_matches = session.connection().scalar(OPEN_MATCHES)
     yield GaugeMetricFamily(
         "matchops_peer_open_matches",
         "Peer matches awaiting confirmation.",
@@ -149,12 +185,7 @@ def peer_open_matches(session: Session) -> Iterator[Metric]:
 
 def outbox(session: Session) -> Iterator[Metric]:
     """`matchops_outbox_unpublished` and `matchops_outbox_lag_seconds`."""
-    count, lag = session.execute(
-        text(
-            "SELECT count(*), coalesce(extract(epoch FROM now() - min(occurred_at)), 0) "
-            "FROM outbox WHERE published_at IS NULL"
-        )
-    ).one()
+    count, lag = session.connection().execute(OUTBOX_LAG).one()
     yield GaugeMetricFamily(
         "matchops_outbox_unpublished", "Events not yet relayed.", value=float(count)
     )
@@ -174,37 +205,20 @@ def tasks_accepted(session: Session) -> Iterator[Metric]:
     counter = CounterMetricFamily(
         "matchops_tasks_accepted", "Tasks accepted by the API, by name.", labels=["task"]
     )
-    rows = session.execute(
-        text("SELECT name, count(*) FROM task_runs WHERE origin = 'api' GROUP BY name")
-    )
-    for name, count in rows:
+    for name, count in session.connection().execute(TASKS_ACCEPTED):
         counter.add_metric([name], float(count))
     yield counter
 
 
 def task_queue_wait(session: Session) -> Iterator[Metric]:
     """`matchops_task_queue_wait_seconds{task}`: accepted, or due after a countdown → started."""
-    histogram = HistogramQuery(TASK_WAIT_BUCKETS)
-    rows = session.execute(
-        text(
-            f"""
-            SELECT name, {histogram.select}
-            FROM (
-                SELECT name, greatest(extract(epoch FROM started_at - due_at), 0) AS wait
-                FROM task_runs WHERE started_at IS NOT NULL
-            ) AS started
-            GROUP BY name
-            """
-        ),
-        histogram.params,
-    )
     family = HistogramMetricFamily(
         "matchops_task_queue_wait_seconds",
         "Seconds from a task being accepted (or due, after a countdown) to its first start.",
         labels=["task"],
     )
-    for name, *values in rows:
-        buckets, seconds = histogram.buckets(values)
+    for name, *values in session.connection().execute(TASK_QUEUE_WAIT):
+        buckets, seconds = _WAIT_HISTOGRAM.buckets(values)
         family.add_metric([name], buckets, seconds)
     yield family
 

@@ -3,8 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import BigInteger, BindParameter, bindparam, func, select
+from sqlalchemy import (
+    BigInteger,
+    BindParameter,
+    ColumnElement,
+    Numeric,
+    Text,
+    bindparam,
+    func,
+    literal,
+    literal_column,
+    select,
+    type_coerce,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
@@ -28,3 +44,22 @@ def set_local(session: Session, settings: Mapping[str, str]) -> None:
     session.execute(
         select(*(func.set_config(name, value, True) for name, value in settings.items()))
     )
+
+
+def inline(value: StrEnum) -> BindParameter[str]:
+    """A status constant written into the SQL text rather than sent as a parameter.
+
+    A partial index (`WHERE status = 'pending'`) serves only a query whose condition it
+    can prove, and a prepared statement's generic plan cannot prove it of a parameter.
+    """
+    return literal(value.value, Text, literal_execute=True)
+
+
+def seconds_before_now(seconds: ColumnElement[Any]) -> ColumnElement[datetime]:
+    """The database's `now()` minus `seconds` (an int or float expression)."""
+    return func.now() - literal_column("interval '1 second'") * seconds
+
+
+def epoch_seconds(moment: ColumnElement[Any]) -> ColumnElement[Decimal]:
+    """Seconds since the epoch of a timestamp, or seconds in an interval."""
+    return type_coerce(func.extract("epoch", moment), Numeric())

@@ -11,66 +11,123 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from sqlalchemy import text
+from sqlalchemy import (
+    BindParameter,
+    and_,
+    bindparam,
+    column,
+    func,
+    literal_column,
+    select,
+    true,
+    values,
+)
 from sqlalchemy.orm import Session
+from sqlalchemy.types import Uuid
+
+from core.sql import epoch_seconds, inline, seconds_before_now
+from models.peer import Match, MatchRequest, RequestStatus
 
 # The window the figures of leaving requests (matched, expired) look back over, unless
 # told otherwise: long enough to smooth a quiet pool, short enough to show today.
 DEFAULT_WINDOW_SECONDS = 3600
 
 # Every pool with a pending request: how many wait, and since when the oldest.
-WAITING_POOLS = """
-    SELECT difficulty, topic, count(*) AS waiting, min(created_at) AS oldest
-    FROM match_requests
-    WHERE status = 'pending'
-    GROUP BY difficulty, topic
-"""
+WAITING_POOLS = (
+    select(
+        MatchRequest.difficulty,
+        MatchRequest.topic,
+        func.count().label("waiting"),
+        func.min(MatchRequest.created_at).label("oldest"),
+    )
+    .where(MatchRequest.status == inline(RequestStatus.PENDING))
+    .group_by(MatchRequest.difficulty, MatchRequest.topic)
+    .subquery("pools")
+)
 
 # Each side of every match a sweep proposed, in the pool its request waited in, with
 # its time to match (request created → match proposed). A match stays when it is
 # declined or expires, so a request requeued and matched again counts twice, and
 # counts drawn from these rows only grow.
-MATCHED_SIDES = """
-    SELECT r.difficulty, r.topic, m.created_at AS matched_at,
-           extract(epoch FROM m.created_at - r.created_at) AS seconds
-    FROM matches m
-    CROSS JOIN LATERAL (VALUES (m.request_a), (m.request_b)) AS side(request_id)
-    JOIN match_requests r ON r.id = side.request_id
-"""
+_SIDE = (
+    values(column("request_id", Uuid), name="side")
+    .data([(Match.request_a,), (Match.request_b,)])
+    .lateral()
+)
+MATCHED_SIDES = (
+    select(
+        MatchRequest.difficulty,
+        MatchRequest.topic,
+        Match.created_at.label("matched_at"),
+        epoch_seconds(Match.created_at - MatchRequest.created_at).label("seconds"),
+    )
+    .select_from(Match)
+    .join(_SIDE, true())
+    .join(MatchRequest, MatchRequest.id == _SIDE.c.request_id)
+    .subquery("sides")
+)
+
+_WINDOW: BindParameter[int] = bindparam("window")
+_WAITING = select(
+    WAITING_POOLS.c.difficulty,
+    WAITING_POOLS.c.topic,
+    WAITING_POOLS.c.waiting,
+    epoch_seconds(func.now() - WAITING_POOLS.c.oldest).label("oldest_wait_seconds"),
+).cte("waiting")
+_MATCHED = (
+    select(
+        MATCHED_SIDES.c.difficulty,
+        MATCHED_SIDES.c.topic,
+        func.count().label("matched"),
+        func.percentile_cont(0.5).within_group(MATCHED_SIDES.c.seconds).label("p50"),
+        func.percentile_cont(0.95).within_group(MATCHED_SIDES.c.seconds).label("p95"),
+    )
+    .where(MATCHED_SIDES.c.matched_at > seconds_before_now(_WINDOW))
+    .group_by(MATCHED_SIDES.c.difficulty, MATCHED_SIDES.c.topic)
+    .cte("matched")
+)
+_EXPIRED = (
+    select(MatchRequest.difficulty, MatchRequest.topic, func.count().label("expired"))
+    .where(
+        MatchRequest.status == inline(RequestStatus.EXPIRED),
+        MatchRequest.expired_at > seconds_before_now(_WINDOW),
+    )
+    .group_by(MatchRequest.difficulty, MatchRequest.topic)
+    .cte("expired")
+)
+# The pool of a row of the two full joins, as `FULL JOIN … USING` would merge it.
+_DIFFICULTY = func.coalesce(_WAITING.c.difficulty, _MATCHED.c.difficulty)
+_TOPIC = func.coalesce(_WAITING.c.topic, _MATCHED.c.topic)
 
 # Every pool with a pending request, a match or an expiry in the window. Matches are
 # read by time through their BRIN index, the expiries through the partial index on
 # expired requests, the waiting through the pending pool index.
-POOL_FIGURES = text(
-    f"""
-    WITH waiting AS (
-        SELECT difficulty, topic, waiting,
-               extract(epoch FROM now() - oldest) AS oldest_wait_seconds
-        FROM ({WAITING_POOLS}) AS pools
-    ),
-    matched AS (
-        SELECT difficulty, topic, count(*) AS matched,
-               percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds) AS p50,
-               percentile_cont(0.95) WITHIN GROUP (ORDER BY seconds) AS p95
-        FROM ({MATCHED_SIDES}) AS sides
-        WHERE matched_at > now() - make_interval(secs => :window)
-        GROUP BY difficulty, topic
-    ),
-    expired AS (
-        SELECT difficulty, topic, count(*) AS expired
-        FROM match_requests
-        WHERE status = 'expired' AND expired_at > now() - make_interval(secs => :window)
-        GROUP BY difficulty, topic
+POOL_FIGURES = (
+    select(
+        func.coalesce(_DIFFICULTY, _EXPIRED.c.difficulty).label("difficulty"),
+        func.coalesce(_TOPIC, _EXPIRED.c.topic).label("topic"),
+        func.coalesce(_WAITING.c.waiting, 0).label("waiting"),
+        _WAITING.c.oldest_wait_seconds,
+        func.coalesce(_MATCHED.c.matched, 0).label("matched"),
+        _MATCHED.c.p50,
+        _MATCHED.c.p95,
+        func.coalesce(_EXPIRED.c.expired, 0).label("expired"),
     )
-    SELECT difficulty, topic,
-           coalesce(w.waiting, 0) AS waiting, w.oldest_wait_seconds,
-           coalesce(m.matched, 0) AS matched, m.p50, m.p95,
-           coalesce(e.expired, 0) AS expired
-    FROM waiting w
-    FULL JOIN matched m USING (difficulty, topic)
-    FULL JOIN expired e USING (difficulty, topic)
-    ORDER BY difficulty, topic
-    """
+    .select_from(
+        _WAITING.outerjoin(
+            _MATCHED,
+            and_(
+                _WAITING.c.difficulty == _MATCHED.c.difficulty,
+                _WAITING.c.topic == _MATCHED.c.topic,
+            ),
+            full=True,
+        ).outerjoin(
+            _EXPIRED,
+            and_(_EXPIRED.c.difficulty == _DIFFICULTY, _EXPIRED.c.topic == _TOPIC),
+            full=True,
+        )
+    )
+    .order_by(literal_column("difficulty"), literal_column("topic"))
 )
 
 
@@ -98,7 +155,7 @@ def pool_figures(
     session: Session, window_seconds: int = DEFAULT_WINDOW_SECONDS
 ) -> list[PoolFigures]:
     """Every active pool's figures, by difficulty then topic (one statement)."""
-    rows = session.execute(POOL_FIGURES, {"window": window_seconds})
+    rows = session.connection().execute(POOL_FIGURES, {"window": window_seconds})
     return [
         PoolFigures(
             difficulty=row.difficulty,
