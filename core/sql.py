@@ -22,7 +22,7 @@ from sqlalchemy import (
     type_coerce,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 
 def id_array(name: str, ids: Iterable[int] | None = None) -> BindParameter[Sequence[int]]:
@@ -60,6 +60,8 @@ def seconds_before_now(seconds: ColumnElement[Any]) -> ColumnElement[datetime]:
     return func.now() - literal_column("interval '1 second'") * seconds
 
 
-def epoch_seconds(moment: ColumnElement[Any]) -> ColumnElement[Decimal]:
+def epoch_seconds(
+    moment: ColumnElement[Any] | InstrumentedAttribute[Any],
+) -> ColumnElement[Decimal]:
     """Seconds since the epoch of a timestamp, or seconds in an interval."""
     return type_coerce(func.extract("epoch", moment), Numeric())

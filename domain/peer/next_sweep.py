@@ -27,40 +27,51 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import text
+from sqlalchemy import BigInteger, Text, any_, bindparam, cast, func, literal_column, select
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.orm import Session
 
+from core.sql import epoch_seconds, id_array, inline, seconds_before_now
 from domain.peer.pairing import PoolQueue, UserPair
 from domain.peer.rules import DECLINE_COOLDOWN_SECONDS
 from domain.peer.shares import claim_limits
 from domain.peer.sweep import CLAIM_SLACK, fewest_waiting, pair_claimed, pairs_wanted
+from models.peer import MatchRequest, PeerDecline, RequestStatus
+
+# Oldest first, as a sweep claims a pool.
+_QUEUE_ORDER = (MatchRequest.created_at, MatchRequest.id)
+_MICROSECONDS = literal_column("1000000", BigInteger)
 
 # Every pool of a topic as a sweep claims it: pending requests of each difficulty,
 # oldest first; and the database's clock, which decides who is overdue for relaxation.
-TOPIC_POOLS = text(
-    """
-    SELECT
-        difficulty,
-        array_agg(CAST(id AS text) ORDER BY created_at, id) AS request_ids,
-        array_agg(user_id ORDER BY created_at, id) AS user_ids,
-        array_agg(
-            CAST(extract(epoch FROM created_at) * 1000000 AS bigint) ORDER BY created_at, id
-        ) AS created_us,
-        CAST(extract(epoch FROM now()) * 1000000 AS bigint) AS now_us
-    FROM match_requests
-    WHERE topic = :topic AND status = 'pending'
-    GROUP BY difficulty
-    """
+TOPIC_POOLS = (
+    select(
+        MatchRequest.difficulty,
+        func.array_agg(aggregate_order_by(cast(MatchRequest.id, Text), *_QUEUE_ORDER)).label(
+            "request_ids"
+        ),
+        func.array_agg(aggregate_order_by(MatchRequest.user_id, *_QUEUE_ORDER)).label("user_ids"),
+        func.array_agg(
+            aggregate_order_by(
+                cast(epoch_seconds(MatchRequest.created_at) * _MICROSECONDS, BigInteger),
+                *_QUEUE_ORDER,
+            )
+        ).label("created_us"),
+        cast(epoch_seconds(func.now()) * _MICROSECONDS, BigInteger).label("now_us"),
+    )
+    .where(
+        MatchRequest.topic == bindparam("topic"),
+        MatchRequest.status == inline(RequestStatus.PENDING),
+    )
+    .group_by(MatchRequest.difficulty)
 )
 
 # Declines within the cooldown among the given users: the ones a sweep would heed.
-DECLINES_AMONG = text(
-    """
-    SELECT user_low, user_high
-    FROM peer_declines
-    WHERE user_low = ANY(:users) AND user_high = ANY(:users)
-      AND declined_at > now() - make_interval(secs => :cooldown)
-    """
+_USERS = id_array("users")
+DECLINES_AMONG = select(PeerDecline.user_low, PeerDecline.user_high).where(
+    PeerDecline.user_low == any_(_USERS),
+    PeerDecline.user_high == any_(_USERS),
+    PeerDecline.declined_at > seconds_before_now(bindparam("cooldown")),
 )
 
 
@@ -80,7 +91,7 @@ class TopicQueues:
 
 def declines_among(session: Session, user_ids: list[int]) -> set[UserPair]:
     """The pairs of these users one of whom declined the other within the cooldown."""
-    rows = session.execute(
+    rows = session.connection().execute(
         DECLINES_AMONG, {"users": user_ids, "cooldown": DECLINE_COOLDOWN_SECONDS}
     )
     return {(row.user_low, row.user_high) for row in rows}
@@ -88,7 +99,7 @@ def declines_among(session: Session, user_ids: list[int]) -> set[UserPair]:
 
 def read_topic(session: Session, topic: str) -> TopicQueues:
     """The topic's pending requests, pool by pool, and the declines among their users."""
-    rows = session.execute(TOPIC_POOLS, {"topic": topic}).all()
+    rows = session.connection().execute(TOPIC_POOLS, {"topic": topic}).all()
     queues = [
         PoolQueue((row.difficulty, topic), row.request_ids, row.user_ids, row.created_us)
         for row in rows

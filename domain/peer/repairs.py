@@ -2,41 +2,53 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select, text
+from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session
 
-from core.db import rowcount
+from core.sql import inline
 from domain.peer import session_store
 from domain.peer.session_store import SessionStore
 from domain.peer.sessions import question_json
-from models.peer import CollabSession, Question, SessionStatus
+from models.peer import (
+    CollabSession,
+    Match,
+    MatchRequest,
+    MatchStatus,
+    Question,
+    RequestStatus,
+    SessionStatus,
+)
 
 # A request left `matched` to a match that does not exist, or that was cancelled or
 # expired without its requests being moved, goes back to pending at its place. Rows
 # another transaction holds are left to the next run.
-REQUEUE_ORPHANED_REQUESTS = text(
-    """
-    WITH orphaned AS (
-        SELECT r.id
-        FROM match_requests r
-        WHERE r.status = 'matched'
-          AND NOT EXISTS (
-            SELECT 1 FROM matches m
-            WHERE m.id = r.match_id AND m.status IN ('pending_confirmation', 'confirmed')
-          )
-        FOR UPDATE OF r SKIP LOCKED
+_ORPHANED = (
+    select(MatchRequest.id)
+    .where(
+        MatchRequest.status == inline(RequestStatus.MATCHED),
+        ~exists().where(
+            Match.id == MatchRequest.match_id,
+            Match.status.in_(
+                [inline(MatchStatus.PENDING_CONFIRMATION), inline(MatchStatus.CONFIRMED)]
+            ),
+        ),
     )
-    UPDATE match_requests r
-    SET status = 'pending', match_id = NULL, requeued_at = now()
-    FROM orphaned
-    WHERE r.id = orphaned.id AND r.status = 'matched'
-    """
+    .with_for_update(of=MatchRequest, skip_locked=True)
+    .cte("orphaned")
+)
+REQUEUE_ORPHANED_REQUESTS = (
+    update(MatchRequest)
+    .where(
+        MatchRequest.id == _ORPHANED.c.id,
+        MatchRequest.status == inline(RequestStatus.MATCHED),
+    )
+    .values(status=RequestStatus.PENDING, match_id=None, requeued_at=func.now())
 )
 
 
 def requeue_orphaned_requests(session: Session) -> int:
     """Requests matched to a match that is gone (or cancelled/expired) → pending; how many."""
-    return rowcount(session.execute(REQUEUE_ORPHANED_REQUESTS))
+    return session.connection().execute(REQUEUE_ORPHANED_REQUESTS).rowcount
 
 
 def restore_session_keys(session: Session, store: SessionStore) -> int:
