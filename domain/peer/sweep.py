@@ -25,7 +25,8 @@ milliseconds, so the claims and writes of different topics run side by side.
 
 The `match.proposed` events are written by the write statement rather than through
 `core.outbox.emit_events`: their payloads (the new match ids, the deadlines) only exist
-inside it, and a round trip to read them back would cost more than the insert.
+inside it, and a round trip to read them back would cost more than the insert. Their
+type is bound from `core.outbox.checked_event_type`, the check `emit_events` applies.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.followups import relay_due
+from core.outbox import checked_event_type
 from core.results import TaskResult
 from domain.peer.pairing import (
     Paired,
@@ -256,7 +258,7 @@ WRITE_MATCHES = text(
     proposed AS (
         INSERT INTO outbox (type, data)
         SELECT
-            'match.proposed',
+            :proposed_type,
             jsonb_build_object(
                 'match_id', c.id,
                 'users', jsonb_build_array(c.user_a, c.user_b),
@@ -279,7 +281,7 @@ WRITE_MATCHES = text(
     )
     SELECT count(*) FROM created
     """
-)
+).bindparams(proposed_type=checked_event_type("match.proposed"))
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@ import pytest
 from sqlalchemy import select
 
 from bench.harness import count_statements
-from core.outbox import emit_event, emit_events
+from core.outbox import EVENT_TYPES, checked_event_type, emit_event, emit_events
+from domain.peer.sweep import WRITE_MATCHES
 from models import OutboxEvent
 
 
@@ -57,3 +58,10 @@ def test_events_roll_back_with_the_change_they_report(db):
 def test_unknown_event_type_is_refused(db):
     with pytest.raises(ValueError, match="unknown event type"):
         emit_event(db, "match.teleported", {})
+
+
+def test_events_built_in_sql_take_their_type_through_the_same_check():
+    assert WRITE_MATCHES.compile().params["proposed_type"] == "match.proposed"
+    assert checked_event_type("match.proposed") in EVENT_TYPES
+    with pytest.raises(ValueError, match="unknown event type"):
+        checked_event_type("match.teleported")
