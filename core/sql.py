@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -46,13 +45,21 @@ def set_local(session: Session, settings: Mapping[str, str]) -> None:
     )
 
 
-def inline(value: StrEnum) -> BindParameter[str]:
-    """A status constant written into the SQL text rather than sent as a parameter.
+def inline(value: str) -> BindParameter[str]:
+    """A constant (a status, an event type, a JSON key) written into the SQL text rather
+    than sent as a parameter.
 
     A partial index (`WHERE status = 'pending'`) serves only a query whose condition it
     can prove, and a prepared statement's generic plan cannot prove it of a parameter.
     """
-    return literal(value.value, Text, literal_execute=True)
+    return literal(str(value), Text, literal_execute=True)
+
+
+def json_object(**fields: ColumnElement[Any] | InstrumentedAttribute[Any]) -> ColumnElement[Any]:
+    """`jsonb_build_object` of these keys, written into the SQL, and values."""
+    return func.jsonb_build_object(
+        *(v for key, value in fields.items() for v in (inline(key), value))
+    )
 
 
 def seconds_before_now(seconds: ColumnElement[Any]) -> ColumnElement[datetime]:

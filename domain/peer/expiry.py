@@ -2,116 +2,207 @@
 
 from __future__ import annotations
 
-from sqlalchemy import text
+from typing import Any
+
+from sqlalchemy import (
+    BindParameter,
+    ColumnClause,
+    bindparam,
+    case,
+    cast,
+    distinct,
+    false,
+    func,
+    insert,
+    literal_column,
+    not_,
+    null,
+    or_,
+    select,
+    union_all,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from core.audit import record_audit
 from core.followups import relay_due, sweep_due
+from core.outbox import checked_event_type
 from core.results import TaskResult
+from core.sql import inline, json_object, seconds_before_now
+from models.peer import Match, MatchRequest, MatchStatus, RequestStatus
+from models.platform import OutboxEvent
+
+REQUEST_EXPIRED = checked_event_type("request.expired")
+MATCH_EXPIRED = checked_event_type("match.expired")
+_NO_IDS: ColumnClause[Any] = literal_column("'{}'")
+_NO_USERS = cast(literal_column("'[]'"), JSONB)
 
 # A pending request expires MATCHING_TIMEOUT_SECONDS after it was made, or after it was
 # last requeued (a requeued request keeps its created_at, its place in the pool, but
 # gets a full timeout to find its next partner). Rows another transaction holds (a
 # sweep claiming them, a cancel) are skipped and picked up by the next run.
-EXPIRE_REQUESTS = text(
-    """
-    WITH due AS (
-        SELECT id
-        FROM match_requests
-        WHERE status = 'pending'
-          AND created_at < now() - make_interval(secs => :timeout)
-          AND (requeued_at IS NULL OR requeued_at < now() - make_interval(secs => :timeout))
-        FOR UPDATE SKIP LOCKED
-    ),
-    expired AS (
-        UPDATE match_requests r
-        SET status = 'expired', expired_at = now()
-        FROM due
-        WHERE r.id = due.id AND r.status = 'pending'
-        RETURNING r.id, r.user_id, r.difficulty, r.topic, r.created_at
-    ),
-    announced AS (
-        INSERT INTO outbox (type, data)
-        SELECT
-            'request.expired',
-            jsonb_build_object(
-                'request_id', id,
-                'user_id', user_id,
-                'difficulty', difficulty,
-                'topic', topic,
-                'created_at', created_at,
-                'reason', 'matching_timeout'
-            )
-        FROM expired
+_TIMEOUT: BindParameter[int] = bindparam("timeout")
+_DUE_REQUESTS = (
+    select(MatchRequest.id)
+    .where(
+        MatchRequest.status == inline(RequestStatus.PENDING),
+        MatchRequest.created_at < seconds_before_now(_TIMEOUT),
+        or_(
+            MatchRequest.requeued_at.is_(None),
+            MatchRequest.requeued_at < seconds_before_now(_TIMEOUT),
+        ),
     )
-    SELECT count(*) AS expired, coalesce(array_agg(id), '{}') AS request_ids FROM expired
-    """
+    .with_for_update(skip_locked=True)
+    .cte("due")
+)
+_EXPIRED_REQUESTS = (
+    update(MatchRequest)
+    .where(
+        MatchRequest.id == _DUE_REQUESTS.c.id,
+        MatchRequest.status == inline(RequestStatus.PENDING),
+    )
+    .values(status=RequestStatus.EXPIRED, expired_at=func.now())
+    .returning(
+        MatchRequest.id,
+        MatchRequest.user_id,
+        MatchRequest.difficulty,
+        MatchRequest.topic,
+        MatchRequest.created_at,
+    )
+    .cte("expired")
+)
+_REQUESTS_ANNOUNCED = (
+    insert(OutboxEvent)
+    .from_select(
+        ["type", "data"],
+        select(
+            inline(REQUEST_EXPIRED),
+            json_object(
+                request_id=_EXPIRED_REQUESTS.c.id,
+                user_id=_EXPIRED_REQUESTS.c.user_id,
+                difficulty=_EXPIRED_REQUESTS.c.difficulty,
+                topic=_EXPIRED_REQUESTS.c.topic,
+                created_at=_EXPIRED_REQUESTS.c.created_at,
+                reason=inline("matching_timeout"),
+            ),
+        ),
+    )
+    .cte("announced")
+)
+EXPIRE_REQUESTS = (
+    select(
+        func.count().label("expired"),
+        func.coalesce(func.array_agg(_EXPIRED_REQUESTS.c.id), _NO_IDS).label("request_ids"),
+    )
+    .select_from(_EXPIRED_REQUESTS)
+    .add_cte(_REQUESTS_ANNOUNCED)
 )
 
 # A match unconfirmed at its deadline expires: a side that had said yes goes back to
 # pending at its original place, the other side's request expires.
-EXPIRE_MATCHES = text(
-    """
-    WITH due AS (
-        SELECT id
-        FROM matches
-        WHERE status = 'pending_confirmation' AND confirm_deadline <= now()
-        FOR UPDATE SKIP LOCKED
-    ),
-    expired AS (
-        UPDATE matches m
-        SET status = 'expired'
-        FROM due
-        WHERE m.id = due.id AND m.status = 'pending_confirmation'
-        RETURNING m.id, m.user_a, m.user_b, m.confirmed_a, m.confirmed_b, m.difficulty, m.topic
-    ),
-    sides AS (
-        SELECT id AS match_id, user_a AS user_id, coalesce(confirmed_a, false) AS confirmed
-        FROM expired
-        UNION ALL
-        SELECT id, user_b, coalesce(confirmed_b, false) FROM expired
-    ),
-    moved AS (
-        UPDATE match_requests r
-        SET status = CASE WHEN s.confirmed THEN 'pending' ELSE 'expired' END,
-            match_id = CASE WHEN s.confirmed THEN NULL ELSE r.match_id END,
-            requeued_at = CASE WHEN s.confirmed THEN now() ELSE r.requeued_at END,
-            expired_at = CASE WHEN s.confirmed THEN NULL ELSE now() END
-        FROM sides s
-        WHERE r.user_id = s.user_id AND r.match_id = s.match_id AND r.status = 'matched'
-        RETURNING s.match_id, r.user_id, r.topic, s.confirmed AS requeued
-    ),
-    moved_by_match AS (
-        SELECT
-            match_id,
-            jsonb_agg(user_id) FILTER (WHERE requeued) AS requeued,
-            jsonb_agg(user_id) FILTER (WHERE NOT requeued) AS expired
-        FROM moved
-        GROUP BY match_id
-    ),
-    announced AS (
-        INSERT INTO outbox (type, data)
-        SELECT
-            'match.expired',
-            jsonb_build_object(
-                'match_id', e.id,
-                'users', jsonb_build_array(e.user_a, e.user_b),
-                'difficulty', e.difficulty,
-                'topic', e.topic,
-                'reason', 'confirmation_timeout',
-                'requeued', coalesce(b.requeued, CAST('[]' AS jsonb)),
-                'expired', coalesce(b.expired, CAST('[]' AS jsonb))
-            )
-        FROM expired e
-        LEFT JOIN moved_by_match b ON b.match_id = e.id
+_DUE_MATCHES = (
+    select(Match.id)
+    .where(
+        Match.status == inline(MatchStatus.PENDING_CONFIRMATION),
+        Match.confirm_deadline <= func.now(),
     )
-    SELECT
-        (SELECT count(*) FROM expired) AS matches_expired,
-        (SELECT count(*) FROM moved WHERE requeued) AS requeued,
-        (SELECT coalesce(array_agg(id), '{}') FROM expired) AS match_ids,
-        (SELECT array_agg(DISTINCT topic) FROM moved WHERE requeued) AS requeued_topics
-    """
+    .with_for_update(skip_locked=True)
+    .cte("due")
 )
+_EXPIRED_MATCHES = (
+    update(Match)
+    .where(
+        Match.id == _DUE_MATCHES.c.id,
+        Match.status == inline(MatchStatus.PENDING_CONFIRMATION),
+    )
+    .values(status=MatchStatus.EXPIRED)
+    .returning(
+        Match.id,
+        Match.user_a,
+        Match.user_b,
+        Match.confirmed_a,
+        Match.confirmed_b,
+        Match.difficulty,
+        Match.topic,
+    )
+    .cte("expired")
+)
+_EXPIRED = _EXPIRED_MATCHES.c
+_SIDES = union_all(
+    select(
+        _EXPIRED.id.label("match_id"),
+        _EXPIRED.user_a.label("user_id"),
+        func.coalesce(_EXPIRED.confirmed_a, false()).label("confirmed"),
+    ),
+    select(_EXPIRED.id, _EXPIRED.user_b, func.coalesce(_EXPIRED.confirmed_b, false())),
+).cte("sides")
+_REQUEUED = _SIDES.c.confirmed
+_MOVED = (
+    update(MatchRequest)
+    .where(
+        MatchRequest.user_id == _SIDES.c.user_id,
+        MatchRequest.match_id == _SIDES.c.match_id,
+        MatchRequest.status == inline(RequestStatus.MATCHED),
+    )
+    .values(
+        status=case(
+            (_REQUEUED, inline(RequestStatus.PENDING)), else_=inline(RequestStatus.EXPIRED)
+        ),
+        match_id=case((_REQUEUED, null()), else_=MatchRequest.match_id),
+        requeued_at=case((_REQUEUED, func.now()), else_=MatchRequest.requeued_at),
+        expired_at=case((_REQUEUED, null()), else_=func.now()),
+    )
+    .returning(
+        _SIDES.c.match_id, MatchRequest.user_id, MatchRequest.topic, _REQUEUED.label("requeued")
+    )
+    .cte("moved")
+)
+_MOVED_BY_MATCH = (
+    select(
+        _MOVED.c.match_id,
+        func.jsonb_agg(_MOVED.c.user_id).filter(_MOVED.c.requeued).label("requeued"),
+        func.jsonb_agg(_MOVED.c.user_id).filter(not_(_MOVED.c.requeued)).label("expired"),
+    )
+    .group_by(_MOVED.c.match_id)
+    .cte("moved_by_match")
+)
+_MATCHES_ANNOUNCED = (
+    insert(OutboxEvent)
+    .from_select(
+        ["type", "data"],
+        select(
+            inline(MATCH_EXPIRED),
+            json_object(
+                match_id=_EXPIRED.id,
+                users=func.jsonb_build_array(_EXPIRED.user_a, _EXPIRED.user_b),
+                difficulty=_EXPIRED.difficulty,
+                topic=_EXPIRED.topic,
+                reason=inline("confirmation_timeout"),
+                requeued=func.coalesce(_MOVED_BY_MATCH.c.requeued, _NO_USERS),
+                expired=func.coalesce(_MOVED_BY_MATCH.c.expired, _NO_USERS),
+            ),
+        ).select_from(
+            _EXPIRED_MATCHES.outerjoin(_MOVED_BY_MATCH, _MOVED_BY_MATCH.c.match_id == _EXPIRED.id)
+        ),
+    )
+    .cte("announced")
+)
+EXPIRE_MATCHES = select(
+    select(func.count()).select_from(_EXPIRED_MATCHES).scalar_subquery().label("matches_expired"),
+    select(func.count())
+    .select_from(_MOVED)
+    .where(_MOVED.c.requeued)
+    .scalar_subquery()
+    .label("requeued"),
+    select(func.coalesce(func.array_agg(_EXPIRED.id), _NO_IDS))
+    .scalar_subquery()
+    .label("match_ids"),
+    select(func.array_agg(distinct(_MOVED.c.topic)))
+    .where(_MOVED.c.requeued)
+    .scalar_subquery()
+    .label("requeued_topics"),
+).add_cte(_MATCHES_ANNOUNCED)
 
 
 class PeerExpireResult(TaskResult):
@@ -128,8 +219,8 @@ def expire(session: Session, *, matching_timeout: int) -> PeerExpireResult:
     Returns `{"requests_expired", "matches_expired", "requeued"}`; a run that expired
     something is audited with the ids of what it expired.
     """
-    matches = session.execute(EXPIRE_MATCHES).one()
-    requests = session.execute(EXPIRE_REQUESTS, {"timeout": matching_timeout}).one()
+    matches = session.connection().execute(EXPIRE_MATCHES).one()
+    requests = session.connection().execute(EXPIRE_REQUESTS, {"timeout": matching_timeout}).one()
     for topic in matches.requeued_topics or ():
         sweep_due(session, topic)
     if matches.matches_expired or requests.expired:

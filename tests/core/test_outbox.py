@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from bench.harness import count_statements
 from core.outbox import EVENT_TYPES, checked_event_type, emit_event, emit_events
+from domain.peer.expiry import MATCH_EXPIRED, REQUEST_EXPIRED
 from domain.peer.sweep import WRITE_MATCHES
 from models import OutboxEvent
 
@@ -62,6 +63,7 @@ def test_unknown_event_type_is_refused(db):
 
 def test_events_built_in_sql_take_their_type_through_the_same_check():
     assert WRITE_MATCHES.compile().params["proposed_type"] == "match.proposed"
+    assert {REQUEST_EXPIRED, MATCH_EXPIRED} == {"request.expired", "match.expired"}
     assert checked_event_type("match.proposed") in EVENT_TYPES
     with pytest.raises(ValueError, match="unknown event type"):
         checked_event_type("match.teleported")
