@@ -15,18 +15,30 @@ from __future__ import annotations
 import uuid
 from typing import Any, Literal
 
-from sqlalchemy import text
-from sqlalchemy.orm import Session
+from sqlalchemy import (
+    ColumnClause,
+    Float,
+    Text,
+    bindparam,
+    case,
+    func,
+    literal_column,
+    select,
+    true,
+)
+from sqlalchemy.dialects.postgresql import aggregate_order_by
+from sqlalchemy.orm import Session, aliased
 
 from core.errors import NotFound
 from core.results import TaskResult
+from core.sql import epoch_seconds, inline, seconds_before_now
 from domain.peer.next_sweep import declines_among, read_topic, swept_requests
 from domain.peer.pairing import UserPair, pair_pool, user_pair
 from domain.peer.pool_lock import pool_lock_held
 from domain.peer.rules import Difficulty
 from domain.peer.stats import DEFAULT_WINDOW_SECONDS, rounded_seconds
 from domain.peer.sweep import free_pairs
-from models.peer import RequestStatus
+from models.peer import Match, MatchRequest, RequestStatus
 
 Reason = Literal[
     "no_partner_in_pool",
@@ -66,62 +78,82 @@ class PeerExplainResult(TaskResult):
     estimated_wait_seconds: float | None
 
 
+_REQUEST = aliased(MatchRequest, name="r")
+_QUEUED = aliased(MatchRequest, name="q")
+_QUEUE_ORDER = (_QUEUED.created_at, _QUEUED.id)
+_NONE: ColumnClause[Any] = literal_column("'{}'")
+
 # The request and its pool in one statement, so both come from one snapshot: a request
 # read as pending is in the pool read with it. How long the request has waited: until
 # now while pending, until its match or its expiry after that (unknown once cancelled).
 # The pool as the sweep sees it: pending requests oldest first (created_at, then id).
-REQUEST_AND_POOL = text(
-    f"""
-    SELECT
-        r.id, r.status, r.difficulty, r.topic,
-        extract(epoch FROM
-            CASE r.status
-                WHEN 'pending' THEN now()
-                WHEN 'matched' THEN m.created_at
-                WHEN 'expired' THEN r.expired_at
-            END - r.created_at
-        ) AS waiting_seconds,
-        pool.*
-    FROM match_requests r
-    LEFT JOIN matches m ON m.id = r.match_id
-    CROSS JOIN LATERAL (
-        SELECT
-            count(*) AS waiting,
-            extract(epoch FROM now() - min(q.created_at)) AS oldest_waiting_seconds,
-            coalesce(array_agg(q.id ORDER BY q.created_at, q.id), '{{}}') AS request_ids,
-            coalesce(array_agg(q.user_id ORDER BY q.created_at, q.id), '{{}}') AS user_ids,
-            {pool_lock_held("r.difficulty", "r.topic")} AS busy
-        FROM match_requests q
-        WHERE q.difficulty = r.difficulty AND q.topic = r.topic AND q.status = 'pending'
-    ) AS pool
-    WHERE r.id = :request_id
-    """
+_WAITED_UNTIL = case(
+    (inline(RequestStatus.PENDING), func.now()),
+    (inline(RequestStatus.MATCHED), Match.created_at),
+    (inline(RequestStatus.EXPIRED), _REQUEST.expired_at),
+    value=_REQUEST.status,
+)
+_POOL = (
+    select(
+        func.count().label("waiting"),
+        epoch_seconds(func.now() - func.min(_QUEUED.created_at)).label("oldest_waiting_seconds"),
+        func.coalesce(func.array_agg(aggregate_order_by(_QUEUED.id, *_QUEUE_ORDER)), _NONE).label(
+            "request_ids"
+        ),
+        func.coalesce(
+            func.array_agg(aggregate_order_by(_QUEUED.user_id, *_QUEUE_ORDER)), _NONE
+        ).label("user_ids"),
+        pool_lock_held(_REQUEST.difficulty, _REQUEST.topic).label("busy"),
+    )
+    .where(
+        _QUEUED.difficulty == _REQUEST.difficulty,
+        _QUEUED.topic == _REQUEST.topic,
+        _QUEUED.status == inline(RequestStatus.PENDING),
+    )
+    .lateral("pool")
+)
+REQUEST_AND_POOL = (
+    select(
+        _REQUEST.id,
+        _REQUEST.status,
+        _REQUEST.difficulty,
+        _REQUEST.topic,
+        epoch_seconds(_WAITED_UNTIL - _REQUEST.created_at).label("waiting_seconds"),
+        *_POOL.c,
+    )
+    .select_from(_REQUEST)
+    .outerjoin(Match, Match.id == _REQUEST.match_id)
+    .join(_POOL, true())
+    .where(_REQUEST.id == bindparam("request_id"))
 )
 
 # Given the request has waited `waited` seconds: the median of what the pool's recent
 # requests that waited longer still had to wait. Unknown (NULL) without such requests.
 # The window's matches are found by time (BRIN on created_at) and filtered by pool: a
 # read bounded by the window, which keeps an index off the sweep's bulk insert.
-REMAINING_WAIT = text(
-    """
-    WITH latest AS (
-        SELECT created_at, request_a, request_b
-        FROM matches
-        WHERE difficulty = :difficulty AND topic = :topic
-          AND created_at > now() - make_interval(secs => :window)
-        ORDER BY created_at DESC
-        LIMIT :samples
-    ),
-    waits AS (
-        SELECT extract(epoch FROM l.created_at - r.created_at) AS seconds
-        FROM latest l
-        JOIN match_requests r ON r.id IN (l.request_a, l.request_b)
-        WHERE r.difficulty = :difficulty AND r.topic = :topic
+_DIFFICULTY = bindparam("difficulty", type_=Text)
+_TOPIC = bindparam("topic", type_=Text)
+_WAITED = bindparam("waited", type_=Float)
+_LATEST = (
+    select(Match.created_at, Match.request_a, Match.request_b)
+    .where(
+        Match.difficulty == _DIFFICULTY,
+        Match.topic == _TOPIC,
+        Match.created_at > seconds_before_now(bindparam("window")),
     )
-    SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds - :waited)
-    FROM waits
-    WHERE seconds > :waited
-    """
+    .order_by(Match.created_at.desc())
+    .limit(bindparam("samples"))
+    .cte("latest")
+)
+_WAITS = (
+    select(epoch_seconds(_LATEST.c.created_at - _REQUEST.created_at).label("seconds"))
+    .select_from(_LATEST)
+    .join(_REQUEST, _REQUEST.id.in_([_LATEST.c.request_a, _LATEST.c.request_b]))
+    .where(_REQUEST.difficulty == _DIFFICULTY, _REQUEST.topic == _TOPIC)
+    .cte("waits")
+)
+REMAINING_WAIT = select(func.percentile_cont(0.5).within_group(_WAITS.c.seconds - _WAITED)).where(
+    _WAITS.c.seconds > _WAITED
 )
 
 
@@ -149,7 +181,9 @@ def explain_request(
     request has a partner but its pair is not among those the free part lets the next
     sweep of its topic keep: the oldest pairs over all the topic's pools.
     """
-    request = session.execute(REQUEST_AND_POOL, {"request_id": request_id}).one_or_none()
+    request = (
+        session.connection().execute(REQUEST_AND_POOL, {"request_id": request_id}).one_or_none()
+    )
     if request is None:
         raise NotFound(f"request {request_id} not found")
     pool_key = {"difficulty": request.difficulty, "topic": request.topic}
@@ -226,7 +260,7 @@ def estimate_wait(
     """Seconds the pending `request` can expect to wait still (see `explain_request`)."""
     if not LASTING_REASONS.intersection(reasons):
         return 0.0
-    remaining = session.scalar(
+    remaining = session.connection().scalar(
         REMAINING_WAIT,
         {
             **pool_key,

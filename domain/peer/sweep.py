@@ -36,12 +36,14 @@ from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NotRequired
 
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import Text, any_, bindparam, delete, func, or_, select, text
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.followups import relay_due
 from core.outbox import checked_event_type
 from core.results import TaskResult
+from core.sql import inline
 from domain.peer.pairing import (
     Paired,
     Pool,
@@ -55,7 +57,7 @@ from domain.peer.pool_lock import pool_lock_keys
 from domain.peer.relaxation import relax_pairs
 from domain.peer.rules import DECLINE_COOLDOWN_SECONDS
 from domain.peer.shares import claim_limits
-from models.peer import Match, MatchReservation, MatchStatus
+from models.peer import Match, MatchRequest, MatchReservation, MatchStatus, RequestStatus
 
 # Pools with two or more pending requests (one alone has nobody to pair with), and how
 # many each holds, so a sweep of every pool can be split into shares of similar size.
@@ -72,24 +74,26 @@ WAITING_POOLS = text(
 
 # Each pool of the topics under a transaction-scoped advisory lock keyed by a hash of
 # the pool; `locked` is false for a pool another sweep holds.
-LOCK_POOLS = text(
-    f"""
-    SELECT
-        difficulty,
-        topic,
-        waiting,
-        pg_try_advisory_xact_lock({pool_lock_keys("difficulty", "topic")}) AS locked
-    FROM (
-        SELECT difficulty, topic, count(*) AS waiting
-        FROM match_requests
-        WHERE status = 'pending' AND topic = ANY(CAST(:topics AS text[]))
-          AND (CAST(:difficulty AS text) IS NULL OR difficulty = :difficulty)
-        GROUP BY difficulty, topic
-        HAVING count(*) >= :fewest  -- fewest_waiting()
-    ) AS pools
-    ORDER BY topic, difficulty
-    """
+_ONE_DIFFICULTY = bindparam("difficulty", type_=Text)
+_LOCKABLE_POOLS = (
+    select(MatchRequest.difficulty, MatchRequest.topic, func.count().label("waiting"))
+    .where(
+        MatchRequest.status == inline(RequestStatus.PENDING),
+        MatchRequest.topic == any_(bindparam("topics", type_=ARRAY(Text))),
+        or_(_ONE_DIFFICULTY.is_(None), MatchRequest.difficulty == _ONE_DIFFICULTY),
+    )
+    .group_by(MatchRequest.difficulty, MatchRequest.topic)
+    .having(func.count() >= bindparam("fewest"))  # fewest_waiting()
+    .subquery("pools")
 )
+LOCK_POOLS = select(
+    _LOCKABLE_POOLS.c.difficulty,
+    _LOCKABLE_POOLS.c.topic,
+    _LOCKABLE_POOLS.c.waiting,
+    func.pg_try_advisory_xact_lock(
+        *pool_lock_keys(_LOCKABLE_POOLS.c.difficulty, _LOCKABLE_POOLS.c.topic)
+    ).label("locked"),
+).order_by(_LOCKABLE_POOLS.c.topic, _LOCKABLE_POOLS.c.difficulty)
 
 # A claim takes this many requests per pool beyond what the reservation can pair, so a
 # few incompatible requests among the oldest (a user and the partner they declined) do
@@ -375,10 +379,18 @@ def sweep_topics(
     """
     relaxing = relax_after is not None and difficulty is None
     with sessions.begin() as session:
-        pools = session.execute(
-            LOCK_POOLS,
-            {"topics": list(topics), "difficulty": difficulty, "fewest": fewest_waiting(relaxing)},
-        ).all()
+        pools = (
+            session.connection()
+            .execute(
+                LOCK_POOLS,
+                {
+                    "topics": list(topics),
+                    "difficulty": difficulty,
+                    "fewest": fewest_waiting(relaxing),
+                },
+            )
+            .all()
+        )
         waiting = {(row.difficulty, row.topic): row.waiting for row in pools if row.locked}
         busy = len(waiting) < len(pools)
         wanted = pairs_wanted(waiting, relaxing)

@@ -6,7 +6,7 @@ import uuid
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import func, literal, select, text
 
 from core.db import get_engine
 from core.errors import NotFound
@@ -143,8 +143,7 @@ def test_a_pool_a_running_sweep_holds_is_busy(worker, db):
     # Another connection holds the pool's lock, as a sweep does while it pairs the pool.
     with get_engine().connect() as holder:
         holder.execute(
-            text(f"SELECT pg_advisory_xact_lock({pool_lock_keys(':difficulty', ':topic')})"),
-            {"difficulty": "Medium", "topic": topic},
+            select(func.pg_advisory_xact_lock(*pool_lock_keys(literal("Medium"), literal(topic))))
         )
         answer = explain(first.id)
         # The sweep skips the pool it cannot lock.
