@@ -73,6 +73,8 @@ class Dispatcher:
         # One connection of its own, in autocommit: it listens, claims and releases.
         with self._engine.connect() as connection:
             connection = connection.execution_options(isolation_level="AUTOCOMMIT")
+            # SQL text: LISTEN names its channel as an identifier, which neither a bound
+            # parameter nor a Core construct can supply; the channel is our constant.
             connection.execute(text(f"LISTEN {DISPATCH_CHANNEL}"))
             notices = connection.connection.driver_connection
             assert isinstance(notices, psycopg.Connection)

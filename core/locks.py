@@ -6,10 +6,10 @@ PostgreSQL, so locks of different domains cannot collide on a hand-picked number
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, Integer, bindparam, func, select
 from sqlalchemy.orm import Session
 
-_LOCK = text("SELECT pg_advisory_xact_lock(hashtext(:name))")
+_LOCK = select(func.pg_advisory_xact_lock(func.hashtext(bindparam("name"), type_=Integer)))
 
 
 def hold_advisory_lock(session: Session | Connection, name: str) -> None:
