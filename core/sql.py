@@ -14,6 +14,7 @@ from sqlalchemy import (
     Numeric,
     Text,
     bindparam,
+    cast,
     func,
     literal,
     literal_column,
@@ -72,3 +73,10 @@ def epoch_seconds(
 ) -> ColumnElement[Decimal]:
     """Seconds since the epoch of a timestamp, or seconds in an interval."""
     return type_coerce(func.extract("epoch", moment), Numeric())
+
+
+def epoch_microseconds(
+    moment: ColumnElement[Any] | InstrumentedAttribute[Any],
+) -> ColumnElement[int]:
+    """Whole microseconds since the epoch of a timestamp, as a bigint."""
+    return cast(epoch_seconds(moment) * literal_column("1000000"), BigInteger)

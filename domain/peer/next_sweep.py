@@ -27,11 +27,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import BigInteger, Text, any_, bindparam, cast, func, literal_column, select
+from sqlalchemy import Text, any_, bindparam, cast, func, select
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.orm import Session
 
-from core.sql import epoch_seconds, id_array, inline, seconds_before_now
+from core.sql import epoch_microseconds, id_array, inline, seconds_before_now
 from domain.peer.pairing import PoolQueue, UserPair
 from domain.peer.rules import DECLINE_COOLDOWN_SECONDS
 from domain.peer.shares import claim_limits
@@ -40,7 +40,6 @@ from models.peer import MatchRequest, PeerDecline, RequestStatus
 
 # Oldest first, as a sweep claims a pool.
 _QUEUE_ORDER = (MatchRequest.created_at, MatchRequest.id)
-_MICROSECONDS = literal_column("1000000", BigInteger)
 
 # Every pool of a topic as a sweep claims it: pending requests of each difficulty,
 # oldest first; and the database's clock, which decides who is overdue for relaxation.
@@ -52,12 +51,9 @@ TOPIC_POOLS = (
         ),
         func.array_agg(aggregate_order_by(MatchRequest.user_id, *_QUEUE_ORDER)).label("user_ids"),
         func.array_agg(
-            aggregate_order_by(
-                cast(epoch_seconds(MatchRequest.created_at) * _MICROSECONDS, BigInteger),
-                *_QUEUE_ORDER,
-            )
+            aggregate_order_by(epoch_microseconds(MatchRequest.created_at), *_QUEUE_ORDER)
         ).label("created_us"),
-        cast(epoch_seconds(func.now()) * _MICROSECONDS, BigInteger).label("now_us"),
+        epoch_microseconds(func.now()).label("now_us"),
     )
     .where(
         MatchRequest.topic == bindparam("topic"),

@@ -34,16 +34,31 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass
-from typing import NotRequired
+from typing import Any, NotRequired
 
-from sqlalchemy import Text, any_, bindparam, delete, func, or_, select, text
+from sqlalchemy import (
+    BindParameter,
+    CursorResult,
+    Integer,
+    Text,
+    any_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+    text,
+    true,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.followups import relay_due
 from core.outbox import checked_event_type
 from core.results import TaskResult
-from core.sql import inline
+from core.sql import epoch_microseconds, inline, seconds_before_now
 from domain.peer.pairing import (
     Paired,
     Pool,
@@ -57,30 +72,36 @@ from domain.peer.pool_lock import pool_lock_keys
 from domain.peer.relaxation import relax_pairs
 from domain.peer.rules import DECLINE_COOLDOWN_SECONDS
 from domain.peer.shares import claim_limits
-from models.peer import Match, MatchRequest, MatchReservation, MatchStatus, RequestStatus
+from models.peer import (
+    Match,
+    MatchRequest,
+    MatchReservation,
+    MatchStatus,
+    PeerDecline,
+    RequestStatus,
+)
 
 # Pools with two or more pending requests (one alone has nobody to pair with), and how
 # many each holds, so a sweep of every pool can be split into shares of similar size.
-WAITING_POOLS = text(
-    """
-    SELECT difficulty, topic, count(*) AS waiting
-    FROM match_requests
-    WHERE status = 'pending'
-      AND (CAST(:difficulty AS text) IS NULL OR difficulty = :difficulty)
-    GROUP BY difficulty, topic
-    HAVING count(*) >= 2
-    """
+_ONE_DIFFICULTY = bindparam("difficulty", type_=Text)
+_PENDING_OF_DIFFICULTY = (
+    MatchRequest.status == inline(RequestStatus.PENDING),
+    or_(_ONE_DIFFICULTY.is_(None), MatchRequest.difficulty == _ONE_DIFFICULTY),
+)
+WAITING_POOLS = (
+    select(MatchRequest.difficulty, MatchRequest.topic, func.count().label("waiting"))
+    .where(*_PENDING_OF_DIFFICULTY)
+    .group_by(MatchRequest.difficulty, MatchRequest.topic)
+    .having(func.count() >= literal_column("2"))
 )
 
 # Each pool of the topics under a transaction-scoped advisory lock keyed by a hash of
 # the pool; `locked` is false for a pool another sweep holds.
-_ONE_DIFFICULTY = bindparam("difficulty", type_=Text)
 _LOCKABLE_POOLS = (
     select(MatchRequest.difficulty, MatchRequest.topic, func.count().label("waiting"))
     .where(
-        MatchRequest.status == inline(RequestStatus.PENDING),
         MatchRequest.topic == any_(bindparam("topics", type_=ARRAY(Text))),
-        or_(_ONE_DIFFICULTY.is_(None), MatchRequest.difficulty == _ONE_DIFFICULTY),
+        *_PENDING_OF_DIFFICULTY,
     )
     .group_by(MatchRequest.difficulty, MatchRequest.topic)
     .having(func.count() >= bindparam("fewest"))  # fewest_waiting()
@@ -135,16 +156,13 @@ CLAIM_POOLS = text(
 
 # Declines of the last hour. People decline by hand, so there are few: a big claim reads
 # them all, which costs less than matching them against its users.
-RECENT_DECLINES = text(
-    """
-    SELECT user_low, user_high
-    FROM peer_declines
-    WHERE declined_at > now() - make_interval(secs => :cooldown)
-    """
+_COOLDOWN: BindParameter[int] = bindparam("cooldown")
+RECENT_DECLINES = select(PeerDecline.user_low, PeerDecline.user_high).where(
+    PeerDecline.declined_at > seconds_before_now(_COOLDOWN)
 )
 
 # The database's clock, for how long requests have waited (their created_at is its too).
-NOW_US = text("SELECT CAST(extract(epoch FROM now()) * 1000000 AS bigint)")
+NOW_US = select(epoch_microseconds(func.now()))
 
 # Claims of at most this many users read only the declines between two of them.
 FEW_USERS = 2_000
@@ -171,37 +189,44 @@ OPEN_MATCH_BUDGET_LOCK = "matchops.peer.open_matches"
 
 # A reservation lost in a crash is harmless (the matches it covers commit with a flush
 # of their own), so its commit need not wait for the disk.
-RESERVATION_LOCK = text(
-    "SELECT set_config('synchronous_commit', 'off', true), pg_advisory_xact_lock(hashtext(:name))"
+RESERVATION_LOCK = select(
+    func.set_config(inline("synchronous_commit"), inline("off"), true()),
+    func.pg_advisory_xact_lock(func.hashtext(bindparam("name"), type_=Integer)),
 )
 
 # What is left of the cap: the cap minus open matches minus live reservations.
 # Reservations older than `:stale_after` seconds belong to a sweep that died before
 # deleting its row. Open matches are counted no further than the cap: beyond it nothing
 # is free anyway.
-FREE_PAIRS_SQL = """
-    :cap
-    - (SELECT count(*) FROM (
-        SELECT FROM matches WHERE status = 'pending_confirmation' LIMIT :cap
-      ) AS open_matches)
-    - (SELECT coalesce(sum(pairs), 0) FROM peer_match_reservations
-       WHERE reserved_at > now() - make_interval(secs => :stale_after))
-"""
+_CAP: BindParameter[int] = bindparam("cap", type_=Integer)
+_OPEN_MATCHES_UP_TO_CAP = (
+    select(literal_column("1"))
+    .where(Match.status == inline(MatchStatus.PENDING_CONFIRMATION))
+    .limit(_CAP)
+    .subquery("open_matches")
+)
+_FREE = (
+    _CAP
+    - select(func.count()).select_from(_OPEN_MATCHES_UP_TO_CAP).scalar_subquery()
+    - select(func.coalesce(func.sum(MatchReservation.pairs), 0))
+    .where(MatchReservation.reserved_at > seconds_before_now(bindparam("stale_after")))
+    .scalar_subquery()
+)
 
 # What is left of the cap, up to what the sweep can use.
-RESERVE = text(
-    f"""
-    WITH free AS MATERIALIZED (
-        SELECT least(:wanted, {FREE_PAIRS_SQL}) AS pairs
-    )
-    INSERT INTO peer_match_reservations (pairs)
-    SELECT pairs FROM free WHERE pairs > 0
-    RETURNING id, pairs
-    """
+_FREE_FOR_SWEEP = (
+    select(func.least(bindparam("wanted"), _FREE).label("pairs"))
+    .cte("free")
+    .prefix_with("MATERIALIZED")
+)
+RESERVE = (
+    insert(MatchReservation)
+    .from_select(["pairs"], select(_FREE_FOR_SWEEP.c.pairs).where(_FREE_FOR_SWEEP.c.pairs > 0))
+    .returning(MatchReservation.id, MatchReservation.pairs)
 )
 
 # What is left of the cap, read without reserving it (for `peer.explain`).
-FREE_PAIRS = text(f"SELECT {FREE_PAIRS_SQL}")
+FREE_PAIRS = select(_FREE)
 
 # One statement writes every match, both requests of each and its `match.proposed`
 # event. The pairs arrive as two comma-separated id lists: one text parameter each,
@@ -352,7 +377,7 @@ def waiting_topics(session: Session, difficulty: str | None) -> dict[str, int]:
     """Topics with a pool (of `difficulty`, when given) that has two or more pending
     requests, and how many such requests each topic holds."""
     topics: dict[str, int] = {}
-    for row in session.execute(WAITING_POOLS, {"difficulty": difficulty}):
+    for row in session.connection().execute(WAITING_POOLS, {"difficulty": difficulty}):
         topics[row.topic] = topics.get(row.topic, 0) + row.waiting
     return topics
 
@@ -431,7 +456,9 @@ def pairs_wanted(waiting: Mapping[Pool, int], relaxing: bool) -> int:
 def free_pairs(session: Session, cap: int, stale_after: int) -> int:
     """Pairs the cap has room for now, counted as `reserve` counts them (see
     FREE_PAIRS_SQL), without reserving any; zero or less when it has none."""
-    return int(session.scalar(FREE_PAIRS, {"cap": cap, "stale_after": stale_after}) or 0)
+    return int(
+        session.connection().scalar(FREE_PAIRS, {"cap": cap, "stale_after": stale_after}) or 0
+    )
 
 
 def reserve(
@@ -439,10 +466,12 @@ def reserve(
 ) -> Reservation | None:
     """Reserve up to `wanted` pairs of the open-match cap in a transaction of its own."""
     with sessions.begin() as session:
-        session.execute(RESERVATION_LOCK, {"name": OPEN_MATCH_BUDGET_LOCK})
-        row = session.execute(
-            RESERVE, {"wanted": wanted, "cap": cap, "stale_after": stale_after}
-        ).one_or_none()
+        session.connection().execute(RESERVATION_LOCK, {"name": OPEN_MATCH_BUDGET_LOCK})
+        row = (
+            session.connection()
+            .execute(RESERVE, {"wanted": wanted, "cap": cap, "stale_after": stale_after})
+            .one_or_none()
+        )
     return None if row is None else Reservation(row.id, row.pairs)
 
 
@@ -484,10 +513,13 @@ def claim_and_pair(
     ]
     if not queues:
         return Pairing([], [])
+    declines: CursorResult[Any]
     if sum(len(queue.user_ids) for queue in queues) > FEW_USERS:
-        declines = session.execute(RECENT_DECLINES, {"cooldown": DECLINE_COOLDOWN_SECONDS})
+        declines = session.connection().execute(
+            RECENT_DECLINES, {"cooldown": DECLINE_COOLDOWN_SECONDS}
+        )
     else:
-        declines = session.execute(
+        declines = session.connection().execute(
             RECENT_DECLINES_AMONG,
             {
                 "users": ",".join(row.user_ids for row in rows),
@@ -496,7 +528,11 @@ def claim_and_pair(
         )
     declined: set[UserPair] = {(row.user_low, row.user_high) for row in declines}
     return pair_claimed(
-        queues, declined, reservation.pairs, relax_after, lambda: int(session.scalar(NOW_US) or 0)
+        queues,
+        declined,
+        reservation.pairs,
+        relax_after,
+        lambda: int(session.connection().scalar(NOW_US) or 0),
     )
 
 
