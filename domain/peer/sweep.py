@@ -37,12 +37,14 @@ from dataclasses import dataclass
 from typing import Any, NotRequired
 
 from sqlalchemy import (
+    BigInteger,
     BindParameter,
     CursorResult,
     Integer,
     Text,
     any_,
     bindparam,
+    cast,
     delete,
     func,
     insert,
@@ -170,17 +172,19 @@ FEW_USERS = 2_000
 # Declines of the last hour between two of the claimed users, for a small claim (a
 # triggered sweep of one topic), which runs far more often than a big one. The users
 # travel as one comma-separated text and are matched by semi-joins.
-RECENT_DECLINES_AMONG = text(
-    """
-    WITH claimed AS MATERIALIZED (
-        SELECT unnest(CAST(string_to_array(:users, ',') AS bigint[])) AS user_id
+_CLAIMED_USERS = (
+    select(
+        func.unnest(
+            cast(func.string_to_array(bindparam("users"), literal_column("','")), ARRAY(BigInteger))
+        ).label("user_id")
     )
-    SELECT user_low, user_high
-    FROM peer_declines
-    WHERE user_low IN (SELECT user_id FROM claimed)
-      AND user_high IN (SELECT user_id FROM claimed)
-      AND declined_at > now() - make_interval(secs => :cooldown)
-    """
+    .cte("claimed")
+    .prefix_with("MATERIALIZED")
+)
+RECENT_DECLINES_AMONG = select(PeerDecline.user_low, PeerDecline.user_high).where(
+    PeerDecline.user_low.in_(select(_CLAIMED_USERS.c.user_id)),
+    PeerDecline.user_high.in_(select(_CLAIMED_USERS.c.user_id)),
+    PeerDecline.declined_at > seconds_before_now(_COOLDOWN),
 )
 
 # The cap on open matches is global: every reservation of it is counted and taken under
