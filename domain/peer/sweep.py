@@ -39,6 +39,7 @@ from typing import Any, NotRequired
 from sqlalchemy import (
     BigInteger,
     BindParameter,
+    ColumnElement,
     CursorResult,
     Integer,
     Text,
@@ -54,7 +55,7 @@ from sqlalchemy import (
     text,
     true,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.followups import relay_due
@@ -128,32 +129,49 @@ CLAIM_SLACK = 16
 # free. Each pool comes back as one row of three comma-separated lists (request ids,
 # user ids, created_at in microseconds), each oldest first: turning thousands of rows
 # into Python objects costs more than the whole claim.
-CLAIM_POOLS = text(
-    """
-    SELECT p.difficulty, p.topic, r.request_ids, r.user_ids, r.created_us
-    FROM unnest(
-        CAST(:difficulties AS text[]), CAST(:topics AS text[]), CAST(:limits AS int[])
-    ) AS p(difficulty, topic, claimable)
-    CROSS JOIN LATERAL (
-        SELECT
-            string_agg(id::text, ',' ORDER BY created_at, id) AS request_ids,
-            string_agg(user_id::text, ',' ORDER BY created_at, id) AS user_ids,
-            string_agg(
-                CAST(extract(epoch FROM created_at) * 1000000 AS bigint)::text,
-                ','
-                ORDER BY created_at, id
-            ) AS created_us
-        FROM (
-            SELECT id, user_id, created_at
-            FROM match_requests
-            WHERE difficulty = p.difficulty AND topic = p.topic AND status = 'pending'
-            ORDER BY created_at, id
-            LIMIT p.claimable
-            FOR UPDATE SKIP LOCKED
-        ) AS pending
-    ) AS r
-    WHERE r.request_ids IS NOT NULL
-    """
+_CLAIMS = (
+    func.unnest(
+        bindparam("difficulties", type_=ARRAY(Text)),
+        bindparam("topics", type_=ARRAY(Text)),
+        bindparam("limits", type_=ARRAY(Integer)),
+    )
+    .table_valued("difficulty", "topic", "claimable")
+    .render_derived(name="p")
+)
+_CLAIMED = (
+    select(MatchRequest.id, MatchRequest.user_id, MatchRequest.created_at)
+    .where(
+        MatchRequest.difficulty == _CLAIMS.c.difficulty,
+        MatchRequest.topic == _CLAIMS.c.topic,
+        MatchRequest.status == inline(RequestStatus.PENDING),
+    )
+    .order_by(MatchRequest.created_at, MatchRequest.id)
+    .limit(_CLAIMS.c.claimable)
+    .with_for_update(skip_locked=True)
+    # Reads the pool of the claim row it is joined to, rather than every claim row.
+    .correlate(_CLAIMS)
+    .subquery("pending")
+)
+
+
+def _oldest_first_list(value: ColumnElement[Any]) -> ColumnElement[str]:
+    """The claimed rows' `value`s as one comma-separated text, oldest first."""
+    return func.string_agg(
+        cast(value, Text),
+        aggregate_order_by(literal_column("','"), _CLAIMED.c.created_at, _CLAIMED.c.id),
+    )
+
+
+_CLAIMED_LISTS = select(
+    _oldest_first_list(_CLAIMED.c.id).label("request_ids"),
+    _oldest_first_list(_CLAIMED.c.user_id).label("user_ids"),
+    _oldest_first_list(epoch_microseconds(_CLAIMED.c.created_at)).label("created_us"),
+).lateral("r")
+CLAIM_POOLS = (
+    select(_CLAIMS.c.difficulty, _CLAIMS.c.topic, *_CLAIMED_LISTS.c)
+    .select_from(_CLAIMS)
+    .join(_CLAIMED_LISTS, true())
+    .where(_CLAIMED_LISTS.c.request_ids.is_not(None))
 )
 
 # Declines of the last hour. People decline by hand, so there are few: a big claim reads
@@ -498,14 +516,18 @@ def claim_and_pair(
 ) -> Pairing:
     """Claim the oldest requests of each pool the reservation can pair, and pair them:
     within pools first, then (with `relax_after`) what is left across adjacent ones."""
-    rows = session.execute(
-        CLAIM_POOLS,
-        {
-            "difficulties": [difficulty for difficulty, _ in waiting],
-            "topics": [topic for _, topic in waiting],
-            "limits": claim_limits(waiting, reservation.pairs, CLAIM_SLACK),
-        },
-    ).all()
+    rows = (
+        session.connection()
+        .execute(
+            CLAIM_POOLS,
+            {
+                "difficulties": [difficulty for difficulty, _ in waiting],
+                "topics": [topic for _, topic in waiting],
+                "limits": claim_limits(waiting, reservation.pairs, CLAIM_SLACK),
+            },
+        )
+        .all()
+    )
     queues = [
         PoolQueue(
             (row.difficulty, row.topic),
