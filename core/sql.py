@@ -20,9 +20,12 @@ from sqlalchemy import (
     literal_column,
     select,
     type_coerce,
+    update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy.sql import Select
+from sqlalchemy.sql.dml import Update
 
 
 def id_array(name: str, ids: Iterable[int] | None = None) -> BindParameter[Sequence[int]]:
@@ -80,3 +83,21 @@ def epoch_microseconds(
 ) -> ColumnElement[int]:
     """Whole microseconds since the epoch of a timestamp, as a bigint."""
     return cast(epoch_seconds(moment) * literal_column("1000000"), BigInteger)
+
+
+def skip_locked_update(
+    key: InstrumentedAttribute[Any],
+    due: Select[Any],
+    still: ColumnElement[bool],
+    *,
+    name: str = "due",
+    of: Any = None,
+) -> Update:
+    """An UPDATE of the rows whose `key` `due` selects, once they are row-locked.
+
+    Rows another transaction holds are skipped and left to the next run; `still` is
+    checked again on the locked row, which another transaction may have changed between
+    `due`'s snapshot and the lock.
+    """
+    locked = due.with_for_update(skip_locked=True, of=of).cte(name)
+    return update(key.class_).where(key == locked.c[key.key], still)

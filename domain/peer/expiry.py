@@ -29,7 +29,7 @@ from core.audit import record_audit
 from core.followups import relay_due, sweep_due
 from core.outbox import checked_event_type
 from core.results import TaskResult
-from core.sql import inline, json_object, seconds_before_now
+from core.sql import inline, json_object, seconds_before_now, skip_locked_update
 from models.peer import Match, MatchRequest, MatchStatus, RequestStatus
 from models.platform import OutboxEvent
 
@@ -43,24 +43,19 @@ _NO_USERS = cast(literal_column("'[]'"), JSONB)
 # gets a full timeout to find its next partner). Rows another transaction holds (a
 # sweep claiming them, a cancel) are skipped and picked up by the next run.
 _TIMEOUT: BindParameter[int] = bindparam("timeout")
-_DUE_REQUESTS = (
-    select(MatchRequest.id)
-    .where(
-        MatchRequest.status == inline(RequestStatus.PENDING),
-        MatchRequest.created_at < seconds_before_now(_TIMEOUT),
-        or_(
-            MatchRequest.requeued_at.is_(None),
-            MatchRequest.requeued_at < seconds_before_now(_TIMEOUT),
-        ),
-    )
-    .with_for_update(skip_locked=True)
-    .cte("due")
-)
+_PENDING = MatchRequest.status == inline(RequestStatus.PENDING)
 _EXPIRED_REQUESTS = (
-    update(MatchRequest)
-    .where(
-        MatchRequest.id == _DUE_REQUESTS.c.id,
-        MatchRequest.status == inline(RequestStatus.PENDING),
+    skip_locked_update(
+        MatchRequest.id,
+        select(MatchRequest.id).where(
+            _PENDING,
+            MatchRequest.created_at < seconds_before_now(_TIMEOUT),
+            or_(
+                MatchRequest.requeued_at.is_(None),
+                MatchRequest.requeued_at < seconds_before_now(_TIMEOUT),
+            ),
+        ),
+        _PENDING,
     )
     .values(status=RequestStatus.EXPIRED, expired_at=func.now())
     .returning(
@@ -101,20 +96,10 @@ EXPIRE_REQUESTS = (
 
 # A match unconfirmed at its deadline expires: a side that had said yes goes back to
 # pending at its original place, the other side's request expires.
-_DUE_MATCHES = (
-    select(Match.id)
-    .where(
-        Match.status == inline(MatchStatus.PENDING_CONFIRMATION),
-        Match.confirm_deadline <= func.now(),
-    )
-    .with_for_update(skip_locked=True)
-    .cte("due")
-)
+_OPEN = Match.status == inline(MatchStatus.PENDING_CONFIRMATION)
 _EXPIRED_MATCHES = (
-    update(Match)
-    .where(
-        Match.id == _DUE_MATCHES.c.id,
-        Match.status == inline(MatchStatus.PENDING_CONFIRMATION),
+    skip_locked_update(
+        Match.id, select(Match.id).where(_OPEN, Match.confirm_deadline <= func.now()), _OPEN
     )
     .values(status=MatchStatus.EXPIRED)
     .returning(

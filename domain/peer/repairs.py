@@ -2,48 +2,35 @@
 
 from __future__ import annotations
 
-from sqlalchemy import exists, func, select, update
+from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
 
-from core.sql import inline
+from core.sql import inline, skip_locked_update
 from domain.peer import session_store
 from domain.peer.session_store import SessionStore
 from domain.peer.sessions import question_json
-from models.peer import (
-    CollabSession,
-    Match,
-    MatchRequest,
-    MatchStatus,
-    Question,
-    RequestStatus,
-    SessionStatus,
-)
+from models import CollabSession, Match, MatchRequest, Question
+from models.peer import MatchStatus, RequestStatus, SessionStatus
 
 # A request left `matched` to a match that does not exist, or that was cancelled or
 # expired without its requests being moved, goes back to pending at its place. Rows
 # another transaction holds are left to the next run.
-_ORPHANED = (
-    select(MatchRequest.id)
-    .where(
-        MatchRequest.status == inline(RequestStatus.MATCHED),
+_MATCHED = MatchRequest.status == inline(RequestStatus.MATCHED)
+REQUEUE_ORPHANED_REQUESTS = skip_locked_update(
+    MatchRequest.id,
+    select(MatchRequest.id).where(
+        _MATCHED,
         ~exists().where(
             Match.id == MatchRequest.match_id,
             Match.status.in_(
                 [inline(MatchStatus.PENDING_CONFIRMATION), inline(MatchStatus.CONFIRMED)]
             ),
         ),
-    )
-    .with_for_update(of=MatchRequest, skip_locked=True)
-    .cte("orphaned")
-)
-REQUEUE_ORPHANED_REQUESTS = (
-    update(MatchRequest)
-    .where(
-        MatchRequest.id == _ORPHANED.c.id,
-        MatchRequest.status == inline(RequestStatus.MATCHED),
-    )
-    .values(status=RequestStatus.PENDING, match_id=None, requeued_at=func.now())
-)
+    ),
+    _MATCHED,
+    name="orphaned",
+    of=MatchRequest,
+).values(status=RequestStatus.PENDING, match_id=None, requeued_at=func.now())
 
 
 def requeue_orphaned_requests(session: Session) -> int:
