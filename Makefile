@@ -27,7 +27,7 @@ stop: $(STAMP)
 # Several test processes, each with a database and a Redis db of its own (tests/isolation.py).
 TEST_PROCESSES ?= 3
 test: $(STAMP)
-	$(BIN)/pytest -n $(TEST_PROCESSES) --dist loadgroup tests/
+	$(BIN)/pytest -n $(TEST_PROCESSES) tests/
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 
 import pytest
 from sqlalchemy.orm import Session
+from xdist.remote import Producer
 
 from core.db import session_factory
 from core.settings import get_settings
@@ -81,8 +82,6 @@ def pytest_configure(config: pytest.Config) -> None:
     """The rabbitmq marker; embedded servers where DATABASE_URL / BROKER_URL are unset;
     and stop the run once, before any test, when DATABASE_URL is not a scratch database."""
     config.addinivalue_line("markers", "rabbitmq: needs the RabbitMQ named by RABBITMQ_URL")
-    # pytest-xdist's own marker, declared for runs without it (`-p no:xdist`).
-    config.addinivalue_line("markers", "xdist_group(name): run in one test process")
     try:
         if not hasattr(config, "workerinput"):
             # The run's own servers; with pytest-xdist, this is the controlling process,
@@ -102,6 +101,16 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_unconfigure() -> None:
     """Stop the embedded servers this session started."""
     _embedded_servers.close()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(
+    config: pytest.Config, log: Producer
+) -> isolation.SharedVhostTogether | None:
+    """With `-n` and the default distribution, the RabbitMQ tests stay in one process."""
+    if config.getvalue("dist") != "load":
+        return None
+    return isolation.SharedVhostTogether(config, log)
 
 
 def pytest_report_header() -> str:

@@ -32,8 +32,9 @@ from tests.support import (
     wait_for,
 )
 
-# One test process at a time on the run's one vhost: its queues are shared.
-pytestmark = [pytest.mark.rabbitmq, pytest.mark.xdist_group("rabbitmq")]
+# These tests share the run's one vhost: under xdist they run in one process
+# (`tests.isolation.TOGETHER`).
+pytestmark = pytest.mark.rabbitmq
 
 QUEUE_ARGUMENTS = {
     "x-queue-type": "quorum",
