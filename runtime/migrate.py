@@ -51,6 +51,7 @@ def recreate_schema(database_url: str) -> None:
     name = url.database or ""
     admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
+        # A system catalogue, not one of the models: plain SQL says it best.
         exists = conn.scalar(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name})
         if not exists:
             conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
