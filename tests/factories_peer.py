@@ -11,8 +11,8 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
+from domain.peer.budget import free_pairs
 from domain.peer.session_store import session_key, session_store
-from domain.peer.sweep import free_pairs
 from models import Match, MatchRequest, Question
 from tests.factories import make_user
 from tests.support import run_task

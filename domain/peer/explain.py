@@ -32,12 +32,12 @@ from sqlalchemy.orm import Session, aliased
 from core.errors import NotFound
 from core.results import TaskResult
 from core.sql import epoch_seconds, inline, seconds_before_now
+from domain.peer.budget import free_pairs
 from domain.peer.next_sweep import declines_among, read_topic, swept_requests
 from domain.peer.pairing import UserPair, pair_pool, user_pair
 from domain.peer.pool_lock import pool_lock_held
 from domain.peer.rules import Difficulty
 from domain.peer.stats import DEFAULT_WINDOW_SECONDS, rounded_seconds
-from domain.peer.sweep import free_pairs
 from models.peer import Match, MatchRequest, RequestStatus
 
 Reason = Literal[

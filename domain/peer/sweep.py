@@ -11,17 +11,16 @@ One sweep:
   1. lock the topics' pools that no other sweep holds (a busy pool is skipped, not
      waited on) and count their pending requests;
   2. reserve part of the open-match cap in a short transaction of its own, under the
-     one global lock: the cap minus open matches minus other sweeps' live reservations;
+     one global lock: the cap minus open matches minus other sweeps' live reservations
+     (domain.peer.budget);
   3. claim (row-lock) only the oldest requests of each pool that the reservation can
      pair (`claim_limits`), pair them in memory (domain.peer.pairing), keep the oldest
      pairs that fit;
   4. write matches, requests and `match.proposed` events in one statement, delete the
      reservation in the same transaction, and commit.
 
-Open matches plus live reservations never exceed the cap, whatever the number of sweeps
-racing: each reservation is counted and taken under the lock, and turns into matches
-in the commit that drops it. Reserving in its own transaction keeps that lock for
-milliseconds, so the claims and writes of different topics run side by side.
+Reserving in its own transaction keeps the cap's lock for milliseconds, so the claims
+and writes of different topics run side by side.
 
 The `match.proposed` events are written by the write statement rather than through
 `core.outbox.emit_events`: their payloads (the new match ids, the deadlines) only exist
@@ -31,7 +30,6 @@ type is bound from `core.outbox.checked_event_type`, the check `emit_events` app
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NotRequired
@@ -46,9 +44,7 @@ from sqlalchemy import (
     any_,
     bindparam,
     cast,
-    delete,
     func,
-    insert,
     literal_column,
     or_,
     select,
@@ -62,6 +58,7 @@ from core.followups import relay_due
 from core.outbox import checked_event_type
 from core.results import TaskResult
 from core.sql import epoch_microseconds, inline, seconds_before_now
+from domain.peer.budget import Reservation, release, release_in, reserve
 from domain.peer.pairing import (
     Paired,
     Pool,
@@ -76,10 +73,7 @@ from domain.peer.relaxation import relax_pairs
 from domain.peer.rules import DECLINE_COOLDOWN_SECONDS
 from domain.peer.shares import claim_limits
 from models.peer import (
-    Match,
     MatchRequest,
-    MatchReservation,
-    MatchStatus,
     PeerDecline,
     RequestStatus,
 )
@@ -204,51 +198,6 @@ RECENT_DECLINES_AMONG = select(PeerDecline.user_low, PeerDecline.user_high).wher
     PeerDecline.user_high.in_(select(_CLAIMED_USERS.c.user_id)),
     PeerDecline.declined_at > seconds_before_now(_COOLDOWN),
 )
-
-# The cap on open matches is global: every reservation of it is counted and taken under
-# this one lock, held only by the short reserving transaction.
-OPEN_MATCH_BUDGET_LOCK = "matchops.peer.open_matches"
-
-# A reservation lost in a crash is harmless (the matches it covers commit with a flush
-# of their own), so its commit need not wait for the disk.
-RESERVATION_LOCK = select(
-    func.set_config(inline("synchronous_commit"), inline("off"), true()),
-    func.pg_advisory_xact_lock(func.hashtext(bindparam("name"), type_=Integer)),
-)
-
-# What is left of the cap: the cap minus open matches minus live reservations.
-# Reservations older than `:stale_after` seconds belong to a sweep that died before
-# deleting its row. Open matches are counted no further than the cap: beyond it nothing
-# is free anyway.
-_CAP: BindParameter[int] = bindparam("cap", type_=Integer)
-_OPEN_MATCHES_UP_TO_CAP = (
-    select(literal_column("1"))
-    .where(Match.status == inline(MatchStatus.PENDING_CONFIRMATION))
-    .limit(_CAP)
-    .subquery("open_matches")
-)
-_FREE = (
-    _CAP
-    - select(func.count()).select_from(_OPEN_MATCHES_UP_TO_CAP).scalar_subquery()
-    - select(func.coalesce(func.sum(MatchReservation.pairs), 0))
-    .where(MatchReservation.reserved_at > seconds_before_now(bindparam("stale_after")))
-    .scalar_subquery()
-)
-
-# What is left of the cap, up to what the sweep can use.
-_FREE_FOR_SWEEP = (
-    select(func.least(bindparam("wanted"), _FREE).label("pairs"))
-    .cte("free")
-    .prefix_with("MATERIALIZED")
-)
-RESERVE = (
-    insert(MatchReservation)
-    .from_select(["pairs"], select(_FREE_FOR_SWEEP.c.pairs).where(_FREE_FOR_SWEEP.c.pairs > 0))
-    .returning(MatchReservation.id, MatchReservation.pairs)
-)
-
-# What is left of the cap, read without reserving it (for `peer.explain`).
-FREE_PAIRS = select(_FREE)
 
 # One statement writes every match, both requests of each and its `match.proposed`
 # event. The pairs arrive as two comma-separated id lists: one text parameter each,
@@ -380,26 +329,6 @@ class PeerSweepResult(TaskResult):
     shares: NotRequired[int]
 
 
-@dataclass(frozen=True)
-class Reservation:
-    """Part of the open-match cap held until the sweep's matches are written."""
-
-    id: uuid.UUID
-    pairs: int
-
-
-def count_open_matches(session: Session) -> int:
-    """Matches awaiting confirmation right now."""
-    return int(
-        session.scalar(
-            select(func.count())
-            .select_from(Match)
-            .where(Match.status == MatchStatus.PENDING_CONFIRMATION)
-        )
-        or 0
-    )
-
-
 def waiting_topics(session: Session, difficulty: str | None) -> dict[str, int]:
     """Topics with a pool (of `difficulty`, when given) that has two or more pending
     requests, and how many such requests each topic holds."""
@@ -478,39 +407,6 @@ def pairs_wanted(waiting: Mapping[Pool, int], relaxing: bool) -> int:
     if relaxing:
         wanted = max(wanted, sum(waiting.values()) // 2)
     return wanted
-
-
-def free_pairs(session: Session, cap: int, stale_after: int) -> int:
-    """Pairs the cap has room for now, counted as `reserve` counts them (see
-    FREE_PAIRS_SQL), without reserving any; zero or less when it has none."""
-    return int(
-        session.connection().scalar(FREE_PAIRS, {"cap": cap, "stale_after": stale_after}) or 0
-    )
-
-
-def reserve(
-    sessions: sessionmaker[Session], wanted: int, cap: int, stale_after: int
-) -> Reservation | None:
-    """Reserve up to `wanted` pairs of the open-match cap in a transaction of its own."""
-    with sessions.begin() as session:
-        session.connection().execute(RESERVATION_LOCK, {"name": OPEN_MATCH_BUDGET_LOCK})
-        row = (
-            session.connection()
-            .execute(RESERVE, {"wanted": wanted, "cap": cap, "stale_after": stale_after})
-            .one_or_none()
-        )
-    return None if row is None else Reservation(row.id, row.pairs)
-
-
-def release(sessions: sessionmaker[Session], reservation: Reservation) -> None:
-    """Give a reservation back after the sweep failed before writing its matches."""
-    with sessions.begin() as session:
-        release_in(session, reservation)
-
-
-def release_in(session: Session, reservation: Reservation) -> None:
-    """Drop the reservation in `session`'s transaction: its matches now count instead."""
-    session.execute(delete(MatchReservation).where(MatchReservation.id == reservation.id))
 
 
 def claim_and_pair(

@@ -11,9 +11,9 @@ from sqlalchemy import func, literal, select, text
 from core.db import get_engine
 from core.errors import NotFound
 from core.settings import get_settings
+from domain.peer.budget import count_open_matches
 from domain.peer.pairing import user_pair
 from domain.peer.pool_lock import pool_lock_keys
-from domain.peer.sweep import count_open_matches
 from tests.factories import unique
 from tests.factories_peer import (
     cap_with_room,

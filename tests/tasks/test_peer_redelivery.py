@@ -10,7 +10,7 @@ from sqlalchemy import text
 
 from core.db import get_engine
 from core.locks import hold_advisory_lock
-from domain.peer.sweep import OPEN_MATCH_BUDGET_LOCK
+from domain.peer.budget import OPEN_MATCH_BUDGET_LOCK
 from tests.factories import unique
 from tests.factories_peer import make_pool, matches_of_topic, request_row
 from tests.support import queue_taken_from, run_task, running_worker, send, wait_for

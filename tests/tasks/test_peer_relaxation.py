@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from domain.peer.sweep import count_open_matches
+from domain.peer.budget import count_open_matches
 from tests.factories import events_of, unique
 from tests.factories_peer import make_request, matches_of_topic, request_row
 from tests.support import WorkerProcess, run_task, worker_taking_over

@@ -6,7 +6,7 @@ import uuid
 
 from sqlalchemy import text
 
-from domain.peer.sweep import count_open_matches
+from domain.peer.budget import count_open_matches
 from tests.factories import events_of, unique
 from tests.factories_peer import (
     make_pool,

@@ -20,9 +20,9 @@ from core.db import session_factory
 from core.followups import sweep_followup
 from core.outbox import emit_event
 from core.settings import get_settings
+from domain.peer.budget import count_open_matches
 from domain.peer.requests import create_request
 from domain.peer.session_store import session_store
-from domain.peer.sweep import count_open_matches
 from tests.api.support import task_events
 from tests.factories import make_user, unique
 from tests.factories_peer import make_pool, pairs_of_topic

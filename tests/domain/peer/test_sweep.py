@@ -9,8 +9,9 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from core.db import session_factory
+from domain.peer.budget import count_open_matches
 from domain.peer.pairing import pair_pool, user_pair
-from domain.peer.sweep import CLAIM_SLACK, SweepOutcome, count_open_matches, sweep_topics
+from domain.peer.sweep import CLAIM_SLACK, SweepOutcome, sweep_topics
 from models.peer import MatchRequest, PeerDecline
 from tests.factories import unique
 from tests.factories_peer import make_pool, make_request, matches_of_topic
