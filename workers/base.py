@@ -249,13 +249,15 @@ def _declare(
             # concurrent delivery recorded an outcome first (then that one stands).
             return _replay(_record_failure(context, exc))
         except TRANSIENT_ERRORS as exc:
-            if request.retries >= self.max_retries:  # Celery gives up on this one
-                _record_failure_quietly(context, exc)
-            else:
+            if request.retries < self.max_retries:  # Celery tries again
                 _mark_quietly(context, ledger.RETRY)
+                raise
+            if (stood := _record_failure_quietly(context, exc)) is not None:
+                return _replay(stood)
             raise
         except Exception as exc:
-            _record_failure_quietly(context, exc)
+            if (stood := _record_failure_quietly(context, exc)) is not None:
+                return _replay(stood)
             raise
 
     run.__doc__ = body.__doc__ or description
@@ -300,11 +302,20 @@ def _give_up(context: TaskContext, deliveries: int) -> Any:
     return _replay(_record_failure(context, GaveUp(f"gave up after {deliveries} deliveries")))
 
 
-def _record_failure_quietly(context: TaskContext, error: BaseException) -> None:
-    # A bug or a time limit failed the task; the database may be what failed, so the
-    # original error is what propagates either way.
-    with contextlib.suppress(*TRANSIENT_ERRORS):
-        _record_failure(context, error)
+def _record_failure_quietly(context: TaskContext, error: BaseException) -> ledger.Outcome | None:
+    """Record a bug's or a time limit's failure; the outcome another delivery of the task
+    recorded first, if one did (it is the answer then), else None.
+
+    The database may be what failed, so the original error is what propagates
+    otherwise, recorded or not.
+    """
+    failure = ledger.Outcome(ledger.FAILURE, error=describe_failure(error))
+    with contextlib.suppress(*TRANSIENT_ERRORS), session_factory().begin() as session:
+        try:
+            ledger.record_first_outcome(session, context.task_id, failure)
+        except ledger.Superseded as superseded:
+            return superseded.outcome
+    return None
 
 
 def _mark_quietly(context: TaskContext, state: str) -> None:

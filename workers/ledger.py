@@ -61,6 +61,7 @@ class Delivery:
 # which cost more than the database's own work on them. They run as Core statements, on
 # the session's connection where there is a session: they load no ORM objects, and the
 # ORM's execution path would cost as much again.
+UNFINISHED = TaskRun.finished_at.is_(None)
 _counted = insert(TaskRun).values(
     task_id=bindparam("run_id"),
     name=bindparam("run_name"),
@@ -78,7 +79,7 @@ COUNT_DELIVERY = _counted.on_conflict_do_update(
         "deliveries": TaskRun.deliveries + 1,
         "started_at": func.coalesce(TaskRun.started_at, func.now()),
         # The existing row's values: a finished task keeps its outcome.
-        "state": case((TaskRun.finished_at.is_(None), STARTED), else_=TaskRun.state),
+        "state": case((UNFINISHED, STARTED), else_=TaskRun.state),
     },
 ).returning(
     TaskRun.deliveries,
@@ -98,7 +99,7 @@ CLAIM_RUN = (
 )
 RECORD_OUTCOME = (
     update(TaskRun)
-    .where(TaskRun.task_id == bindparam("run_id"), TaskRun.finished_at.is_(None))
+    .where(TaskRun.task_id == bindparam("run_id"), UNFINISHED)
     .values(
         state=bindparam("run_state"),
         result=bindparam("run_result"),
@@ -147,19 +148,20 @@ class Superseded(Exception):
 
 def record_outcome(session: Session, task_id: str, outcome: Outcome) -> Outcome:
     """Write the outcome unless one is recorded already; returns the one that stands."""
-    connection = session.connection()
-    if _write_outcome(connection, task_id, outcome):
-        return outcome
-    stored = connection.execute(RECORDED_OUTCOME, {"run_id": uuid.UUID(task_id)}).one()
-    return _outcome(stored) or outcome
+    try:
+        record_first_outcome(session, task_id, outcome)
+    except Superseded as superseded:
+        return superseded.outcome
+    return outcome
 
 
 def record_first_outcome(session: Session, task_id: str, outcome: Outcome) -> None:
     """Write the outcome in the transaction of the task's work, or raise `Superseded`
     (carrying the outcome that stands) when another delivery recorded one first."""
-    stood = record_outcome(session, task_id, outcome)
-    if stood is not outcome:
-        raise Superseded(stood)
+    connection = session.connection()
+    if not _write_outcome(connection, task_id, outcome):
+        stored = connection.execute(RECORDED_OUTCOME, {"run_id": uuid.UUID(task_id)}).one()
+        raise Superseded(_outcome(stored) or outcome)
 
 
 def _write_outcome(connection: Connection, task_id: str, outcome: Outcome) -> bool:
@@ -178,9 +180,7 @@ def _write_outcome(connection: Connection, task_id: str, outcome: Outcome) -> bo
 def mark_state(connection: Connection, task_id: str, state: str) -> None:
     """Show a state (RETRY) of an unfinished task; a finished one keeps its outcome."""
     connection.execute(
-        update(TaskRun)
-        .where(TaskRun.task_id == uuid.UUID(task_id), _unfinished())
-        .values(state=state)
+        update(TaskRun).where(TaskRun.task_id == uuid.UUID(task_id), UNFINISHED).values(state=state)
     )
 
 
@@ -193,10 +193,6 @@ def record_progress(connection: Connection, task_id: str, progress: dict[str, An
             set_={"progress": statement.excluded.progress, "updated_at": func.now()},
         )
     )
-
-
-def _unfinished() -> Any:
-    return TaskRun.finished_at.is_(None)
 
 
 def _outcome(row: Any) -> Outcome | None:

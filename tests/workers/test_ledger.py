@@ -15,6 +15,7 @@ from models.users import User
 from tests.factories import make_user, next_id
 from tests.support import lock_waiters, wait_for
 from workers import ledger
+from workers.base import _record_failure_quietly
 
 
 def _existing(*user_ids: int) -> set[int]:
@@ -68,3 +69,26 @@ def test_a_delivery_after_the_outcome_is_recorded_is_superseded_at_once():
             session, context.task_id, ledger.Outcome(ledger.SUCCESS, {"delivery": 2})
         )
     assert raised.value.outcome == recorded
+
+
+def test_a_delivery_failing_beside_another_answers_the_outcome_that_stands():
+    context = TaskContext(task_id=str(uuid.uuid4()), task_name="events.publish", caller="test")
+    with get_bookkeeping_engine().connect() as connection:
+        ledger.begin_delivery(connection, context, {}, "test")
+    recorded = ledger.Outcome(ledger.SUCCESS, {"delivery": 1})
+    with session_factory().begin() as session:
+        ledger.record_first_outcome(session, context.task_id, recorded)
+
+    # A bug in the second delivery does not overwrite the first one's success.
+    assert _record_failure_quietly(context, RuntimeError("boom")) == recorded
+
+
+def test_a_failure_with_no_outcome_standing_is_recorded():
+    context = TaskContext(task_id=str(uuid.uuid4()), task_name="events.publish", caller="test")
+    with get_bookkeeping_engine().connect() as connection:
+        ledger.begin_delivery(connection, context, {}, "test")
+
+    assert _record_failure_quietly(context, RuntimeError("boom")) is None
+    with session_factory().begin() as session, pytest.raises(ledger.Superseded) as stood:
+        ledger.record_first_outcome(session, context.task_id, ledger.Outcome(ledger.SUCCESS))
+    assert stood.value.outcome.state == ledger.FAILURE
