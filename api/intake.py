@@ -23,16 +23,13 @@ import psycopg
 
 from api.errors import ApiError, unavailable
 from api.submission import NewTask, record_tasks_async
-from core.outages import DATABASE
+from core.db import CONNECT_TIMEOUT_SECONDS
+from core.outages import DATABASE, DATABASE_ERRORS
 
 logger = logging.getLogger("api")
 
 # Tasks recorded by one statement at the most; the rest go in the next one.
 MAX_BATCH = 500
-# A dead database must answer 503 quickly, not hold every caller.
-CONNECT_TIMEOUT_SECONDS = 5
-# psycopg's outages: the server refused, went away or did not answer in time.
-OUTAGE_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
 
 _Parked = tuple[NewTask, "asyncio.Future[str]"]
 
@@ -91,7 +88,7 @@ class Intake:
                     self._conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS
                 )
             answers = await record_tasks_async(self._connection, [task for task, _ in batch])
-        except OUTAGE_ERRORS as exc:
+        except DATABASE_ERRORS as exc:
             logger.warning("database unreachable while recording %d task(s): %s", len(batch), exc)
             answers = [unavailable(DATABASE) for _ in batch]
             await self._forget_connection()
@@ -111,5 +108,5 @@ class Intake:
         if connection is not None:
             try:
                 await connection.close()
-            except OUTAGE_ERRORS:
+            except DATABASE_ERRORS:
                 logger.debug("closing a broken intake connection failed", exc_info=True)

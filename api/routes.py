@@ -97,7 +97,7 @@ async def enqueue(
     intake: Intake = request.app.state.intake
     task_id = await intake.record(task)
     if enqueue_request.wait is None:
-        return Response(submission.accepted_json(task_id, name), 202, media_type=JSON)
+        return JSONResponse(submission.accepted_body(task_id, name), 202)
     waiters: OutcomeWaiters = request.app.state.waiters
     await waiters.wait(uuid.UUID(task_id), enqueue_request.wait)
     answer = await run_in_threadpool(

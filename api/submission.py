@@ -1,7 +1,8 @@
 """Recording tasks and reading their status, shared by the HTTP routes and the CLI.
 
-Accepted means committed: a task is recorded in `task_runs` (`record_tasks`, many at
-once for the API's intake, one for the CLI's `enqueue_task`), and only then found by
+Accepted means committed: a task is recorded in `task_runs` (`record_tasks_async`, many
+at once for the API's intake; `record_tasks`, one for the CLI's `enqueue_task`), and only
+then found by
 the dispatchers of the workers and beat (core.dispatcher), woken by the commit. A task
 whose publish never happens is published again, so nothing accepted is lost and
 nothing is half-enqueued. Status is read from the same table.
@@ -313,13 +314,6 @@ def accepted_body(task_id: str, name: str) -> dict[str, Any]:
         "state": "PENDING",
         "status_url": f"/v1/tasks/{task_id}",
     }
-
-
-def accepted_json(task_id: str, name: str) -> bytes:
-    """`accepted_body` encoded as JSONResponse would encode it."""
-    return json.dumps(
-        accepted_body(task_id, name), ensure_ascii=False, separators=(",", ":")
-    ).encode()
 
 
 def check_timing(countdown: float | None, wait: float | None) -> None:

@@ -10,6 +10,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.settings import get_settings
 
+# A dead database must surface as an outage within seconds (the task base retries, the
+# API answers 503), not hold every caller.
+CONNECT_TIMEOUT_SECONDS = 5
+
 # Whether a pooled connection is pinged as it is checked out. The API pings: a connection
 # the database dropped would otherwise answer one client with a 503. Worker processes do
 # not (`check_connections_on_use`): a ping is a round trip per task, a tenth of a short
@@ -20,16 +24,15 @@ _ping_on_checkout = True
 
 @lru_cache(maxsize=1)
 def get_engine() -> Engine:
-    """The process's engine. Forked workers dispose it (workers.signals) before first use."""
+    """The process's engine. A forked worker replaces it before first use
+    (`check_connections_on_use`, from workers.signals)."""
     settings = get_settings()
     return create_engine(
         settings.db_url,
         pool_pre_ping=_ping_on_checkout,
         pool_size=5,
         max_overflow=5,
-        # A dead database must surface as OperationalError quickly, so the task base
-        # retries and /readyz answers instead of hanging.
-        connect_args={"connect_timeout": 5},
+        connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS},
     )
 
 
@@ -48,7 +51,10 @@ def get_bookkeeping_engine() -> Engine:
         isolation_level="AUTOCOMMIT",
         pool_size=2,
         max_overflow=3,
-        connect_args={"connect_timeout": 5, "options": "-c synchronous_commit=off"},
+        connect_args={
+            "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+            "options": "-c synchronous_commit=off",
+        },
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import amqp.exceptions
 import kombu.exceptions
+import psycopg
 import redis.exceptions
 import sqlalchemy.exc
 
@@ -17,11 +18,14 @@ BROKER = "broker"
 RESULT_BACKEND = "result backend"
 
 # Deadlocks and serialization failures arrive as OperationalError too: a retry is
-# the right answer to them as well. A full connection pool is TimeoutError.
+# the right answer to them as well. A full connection pool is TimeoutError. psycopg's
+# own errors are what the API's intake meets on its connection outside SQLAlchemy.
 DATABASE_ERRORS: tuple[type[Exception], ...] = (
     sqlalchemy.exc.OperationalError,
     sqlalchemy.exc.InterfaceError,
     sqlalchemy.exc.TimeoutError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
 )
 # AMQP refusals (NotAllowed for a vhost, AccessRefused) are connection errors of the
 # amqp library that kombu does not always wrap.
