@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from celeryconfig import QUEUE_NAMES
 from core.db import session_factory
 from core.settings import get_settings
-from core.sql import epoch_seconds, inline
+from core.sql import epoch_seconds
 from domain.peer.stats import MATCHED_SIDES, WAITING_POOLS
 from models.peer import Match, MatchStatus
 from models.platform import OutboxEvent, TaskRun
@@ -109,7 +109,7 @@ PEER_TIME_TO_MATCH = select(
     *_MATCH_HISTOGRAM.columns(func.greatest(MATCHED_SIDES.c.seconds, 0))
 ).select_from(MATCHED_SIDES)
 
-OPEN_MATCHES = select(func.count()).where(Match.status == inline(MatchStatus.PENDING_CONFIRMATION))
+OPEN_MATCHES = select(func.count()).where(Match.status == MatchStatus.PENDING_CONFIRMATION)
 
 OUTBOX_LAG = select(
     func.count(),

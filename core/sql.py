@@ -50,11 +50,13 @@ def set_local(session: Session, settings: Mapping[str, str]) -> None:
 
 
 def inline(value: str) -> BindParameter[str]:
-    """A constant (a status, an event type, a JSON key) written into the SQL text rather
-    than sent as a parameter.
+    """A constant (an event type, a JSON key, a status that is a `case()` result) written
+    into the SQL text rather than sent as a parameter.
 
-    A partial index (`WHERE status = 'pending'`) serves only a query whose condition it
-    can prove, and a prepared statement's generic plan cannot prove it of a parameter.
+    A status compared with a status column needs none: the column's type
+    (`models.base.StatusText`) writes it into the SQL itself. A partial index
+    (`WHERE status = 'pending'`) serves only a query whose condition it can prove, and a
+    prepared statement's generic plan cannot prove it of a parameter.
     """
     return literal(str(value), Text, literal_execute=True)
 

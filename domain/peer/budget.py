@@ -46,7 +46,7 @@ RESERVATION_LOCK = select(
 _CAP: BindParameter[int] = bindparam("cap", type_=Integer)
 _OPEN_MATCHES_UP_TO_CAP = (
     select(literal_column("1"))
-    .where(Match.status == inline(MatchStatus.PENDING_CONFIRMATION))
+    .where(Match.status == MatchStatus.PENDING_CONFIRMATION)
     .limit(_CAP)
     .subquery("open_matches")
 )

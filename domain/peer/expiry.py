@@ -43,7 +43,7 @@ _NO_USERS = cast(literal_column("'[]'"), JSONB)
 # gets a full timeout to find its next partner). Rows another transaction holds (a
 # sweep claiming them, a cancel) are skipped and picked up by the next run.
 _TIMEOUT: BindParameter[int] = bindparam("timeout")
-_PENDING = MatchRequest.status == inline(RequestStatus.PENDING)
+_PENDING = MatchRequest.status == RequestStatus.PENDING
 _EXPIRED_REQUESTS = (
     skip_locked_update(
         MatchRequest.id,
@@ -96,7 +96,7 @@ EXPIRE_REQUESTS = (
 
 # A match unconfirmed at its deadline expires: a side that had said yes goes back to
 # pending at its original place, the other side's request expires.
-_OPEN = Match.status == inline(MatchStatus.PENDING_CONFIRMATION)
+_OPEN = Match.status == MatchStatus.PENDING_CONFIRMATION
 _EXPIRED_MATCHES = (
     skip_locked_update(
         Match.id, select(Match.id).where(_OPEN, Match.confirm_deadline <= func.now()), _OPEN
@@ -128,7 +128,7 @@ _MOVED = (
     .where(
         MatchRequest.user_id == _SIDES.c.user_id,
         MatchRequest.match_id == _SIDES.c.match_id,
-        MatchRequest.status == inline(RequestStatus.MATCHED),
+        MatchRequest.status == RequestStatus.MATCHED,
     )
     .values(
         status=case(

@@ -108,7 +108,7 @@ _POOL = (
     .where(
         _QUEUED.difficulty == _REQUEST.difficulty,
         _QUEUED.topic == _REQUEST.topic,
-        _QUEUED.status == inline(RequestStatus.PENDING),
+        _QUEUED.status == RequestStatus.PENDING,
     )
     .lateral("pool")
 )

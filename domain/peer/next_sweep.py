@@ -31,7 +31,7 @@ from sqlalchemy import Text, any_, bindparam, cast, func, select
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.orm import Session
 
-from core.sql import epoch_microseconds, id_array, inline, seconds_before_now
+from core.sql import epoch_microseconds, id_array, seconds_before_now
 from domain.peer.pairing import PoolQueue, UserPair
 from domain.peer.rules import DECLINE_COOLDOWN_SECONDS
 from domain.peer.shares import claim_limits
@@ -57,7 +57,7 @@ TOPIC_POOLS = (
     )
     .where(
         MatchRequest.topic == bindparam("topic"),
-        MatchRequest.status == inline(RequestStatus.PENDING),
+        MatchRequest.status == RequestStatus.PENDING,
     )
     .group_by(MatchRequest.difficulty)
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
 
-from core.sql import inline, skip_locked_update
+from core.sql import skip_locked_update
 from domain.peer import session_store
 from domain.peer.session_store import SessionStore
 from domain.peer.sessions import question_json
@@ -15,16 +15,14 @@ from models.peer import MatchStatus, RequestStatus, SessionStatus
 # A request left `matched` to a match that does not exist, or that was cancelled or
 # expired without its requests being moved, goes back to pending at its place. Rows
 # another transaction holds are left to the next run.
-_MATCHED = MatchRequest.status == inline(RequestStatus.MATCHED)
+_MATCHED = MatchRequest.status == RequestStatus.MATCHED
 REQUEUE_ORPHANED_REQUESTS = skip_locked_update(
     MatchRequest.id,
     select(MatchRequest.id).where(
         _MATCHED,
         ~exists().where(
             Match.id == MatchRequest.match_id,
-            Match.status.in_(
-                [inline(MatchStatus.PENDING_CONFIRMATION), inline(MatchStatus.CONFIRMED)]
-            ),
+            Match.status.in_([MatchStatus.PENDING_CONFIRMATION, MatchStatus.CONFIRMED]),
         ),
     ),
     _MATCHED,

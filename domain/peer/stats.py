@@ -25,7 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 from sqlalchemy.types import Uuid
 
-from core.sql import epoch_seconds, inline, seconds_before_now
+from core.sql import epoch_seconds, seconds_before_now
 from models.peer import Match, MatchRequest, RequestStatus
 
 # The window the figures of leaving requests (matched, expired) look back over, unless
@@ -40,7 +40,7 @@ WAITING_POOLS = (
         func.count().label("waiting"),
         func.min(MatchRequest.created_at).label("oldest"),
     )
-    .where(MatchRequest.status == inline(RequestStatus.PENDING))
+    .where(MatchRequest.status == RequestStatus.PENDING)
     .group_by(MatchRequest.difficulty, MatchRequest.topic)
     .subquery("pools")
 )
@@ -89,7 +89,7 @@ _MATCHED = (
 _EXPIRED = (
     select(MatchRequest.difficulty, MatchRequest.topic, func.count().label("expired"))
     .where(
-        MatchRequest.status == inline(RequestStatus.EXPIRED),
+        MatchRequest.status == RequestStatus.EXPIRED,
         MatchRequest.expired_at > seconds_before_now(_WINDOW),
     )
     .group_by(MatchRequest.difficulty, MatchRequest.topic)

@@ -57,7 +57,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.followups import relay_due
 from core.outbox import checked_event_type
 from core.results import TaskResult
-from core.sql import epoch_microseconds, inline, seconds_before_now
+from core.sql import epoch_microseconds, seconds_before_now
 from domain.peer.budget import Reservation, release, release_in, reserve
 from domain.peer.pairing import (
     Paired,
@@ -82,7 +82,7 @@ from models.peer import (
 # many each holds, so a sweep of every pool can be split into shares of similar size.
 _ONE_DIFFICULTY = bindparam("difficulty", type_=Text)
 _PENDING_OF_DIFFICULTY = (
-    MatchRequest.status == inline(RequestStatus.PENDING),
+    MatchRequest.status == RequestStatus.PENDING,
     or_(_ONE_DIFFICULTY.is_(None), MatchRequest.difficulty == _ONE_DIFFICULTY),
 )
 WAITING_POOLS = (
@@ -137,7 +137,7 @@ _CLAIMED = (
     .where(
         MatchRequest.difficulty == _CLAIMS.c.difficulty,
         MatchRequest.topic == _CLAIMS.c.topic,
-        MatchRequest.status == inline(RequestStatus.PENDING),
+        MatchRequest.status == RequestStatus.PENDING,
     )
     .order_by(MatchRequest.created_at, MatchRequest.id)
     .limit(_CLAIMS.c.claimable)
