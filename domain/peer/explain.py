@@ -33,8 +33,9 @@ from core.errors import NotFound
 from core.results import TaskResult
 from core.sql import epoch_seconds, inline, seconds_before_now
 from domain.peer.budget import free_pairs
-from domain.peer.next_sweep import declines_among, read_topic, swept_requests
-from domain.peer.pairing import UserPair, pair_pool, user_pair
+from domain.peer.declines import recent_declines
+from domain.peer.next_sweep import read_topic, swept_requests
+from domain.peer.pairing import pair_pool, user_pair
 from domain.peer.pool_lock import pool_lock_held
 from domain.peer.rules import Difficulty
 from domain.peer.stats import DEFAULT_WINDOW_SECONDS, rounded_seconds
@@ -241,7 +242,7 @@ def partner_reason(session: Session, user_ids: list[int], position: int) -> Reas
     `no_partner_in_pool` (nobody else is left: alone, or the compatible requests go to
     older ones).
     """
-    declined: set[UserPair] = declines_among(session, user_ids) if len(user_ids) >= 2 else set()
+    declined = recent_declines(session, user_ids)
     paired = {each for pair in pair_pool(user_ids, declined) for each in pair}
     if position in paired:
         return None
