@@ -71,29 +71,26 @@ from domain.peer.relaxation import relax_pairs
 from domain.peer.shares import claim_limits
 from models.peer import MatchRequest, RequestStatus
 
-# Pools with two or more pending requests (one alone has nobody to pair with), and how
-# many each holds, so a sweep of every pool can be split into shares of similar size.
+# Each pool's pending requests (of one difficulty, when given), counted.
 _ONE_DIFFICULTY = bindparam("difficulty", type_=Text)
 _PENDING_OF_DIFFICULTY = (
     MatchRequest.status == inline(RequestStatus.PENDING),
     or_(_ONE_DIFFICULTY.is_(None), MatchRequest.difficulty == _ONE_DIFFICULTY),
 )
-WAITING_POOLS = (
+_PENDING_POOLS = (
     select(MatchRequest.difficulty, MatchRequest.topic, func.count().label("waiting"))
     .where(*_PENDING_OF_DIFFICULTY)
     .group_by(MatchRequest.difficulty, MatchRequest.topic)
-    .having(func.count() >= literal_column("2"))
 )
+
+# Pools with two or more pending requests (one alone has nobody to pair with), and how
+# many each holds, so a sweep of every pool can be split into shares of similar size.
+SWEEPABLE_POOLS = _PENDING_POOLS.having(func.count() >= literal_column("2"))
 
 # Each pool of the topics under a transaction-scoped advisory lock keyed by a hash of
 # the pool; `locked` is false for a pool another sweep holds.
 _LOCKABLE_POOLS = (
-    select(MatchRequest.difficulty, MatchRequest.topic, func.count().label("waiting"))
-    .where(
-        MatchRequest.topic == any_(bindparam("topics", type_=ARRAY(Text))),
-        *_PENDING_OF_DIFFICULTY,
-    )
-    .group_by(MatchRequest.difficulty, MatchRequest.topic)
+    _PENDING_POOLS.where(MatchRequest.topic == any_(bindparam("topics", type_=ARRAY(Text))))
     .having(func.count() >= bindparam("fewest"))  # fewest_waiting()
     .subquery("pools")
 )
@@ -298,7 +295,7 @@ def waiting_topics(session: Session, difficulty: str | None) -> dict[str, int]:
     """Topics with a pool (of `difficulty`, when given) that has two or more pending
     requests, and how many such requests each topic holds."""
     topics: dict[str, int] = {}
-    for row in session.connection().execute(WAITING_POOLS, {"difficulty": difficulty}):
+    for row in session.connection().execute(SWEEPABLE_POOLS, {"difficulty": difficulty}):
         topics[row.topic] = topics.get(row.topic, 0) + row.waiting
     return topics
 
