@@ -53,6 +53,9 @@ RECENT_DECLINES_AMONG = select(PeerDecline.user_low, PeerDecline.user_high).wher
     PeerDecline.declined_at > seconds_before_now(_COOLDOWN),
 )
 
+# Declines the cooldown is over for.
+PRUNE_DECLINES = delete(PeerDecline).where(PeerDecline.declined_at <= seconds_before_now(_COOLDOWN))
+
 
 def record_decline(session: Session, declined_by: int, other: int) -> None:
     """Remember that `declined_by` said no to `other`; a repeat restarts the cooldown."""
@@ -85,5 +88,4 @@ def recent_declines(session: Session, user_ids: Sequence[int]) -> set[UserPair]:
 
 def prune_declines(session: Session) -> int:
     """Forget declines older than the cooldown (they no longer keep anyone apart); how many."""
-    cutoff = func.now() - func.make_interval(0, 0, 0, 0, 0, 0, DECLINE_COOLDOWN_SECONDS)
-    return rowcount(session.execute(delete(PeerDecline).where(PeerDecline.declined_at <= cutoff)))
+    return rowcount(session.execute(PRUNE_DECLINES, {"cooldown": DECLINE_COOLDOWN_SECONDS}))
