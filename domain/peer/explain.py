@@ -16,13 +16,11 @@ import uuid
 from typing import Any, Literal
 
 from sqlalchemy import (
-    ColumnClause,
     Float,
     Text,
     bindparam,
     case,
     func,
-    literal_column,
     select,
     true,
 )
@@ -31,7 +29,7 @@ from sqlalchemy.orm import Session, aliased
 
 from core.errors import NotFound
 from core.results import TaskResult
-from core.sql import epoch_seconds, inline, seconds_before_now
+from core.sql import EMPTY_ARRAY, epoch_seconds, inline, seconds_before_now
 from domain.peer.budget import free_pairs
 from domain.peer.declines import recent_declines
 from domain.peer.next_sweep import read_topic, swept_requests
@@ -82,7 +80,6 @@ class PeerExplainResult(TaskResult):
 _REQUEST = aliased(MatchRequest, name="r")
 _QUEUED = aliased(MatchRequest, name="q")
 _QUEUE_ORDER = (_QUEUED.created_at, _QUEUED.id)
-_NONE: ColumnClause[Any] = literal_column("'{}'")
 
 # The request and its pool in one statement, so both come from one snapshot: a request
 # read as pending is in the pool read with it. How long the request has waited: until
@@ -98,11 +95,11 @@ _POOL = (
     select(
         func.count().label("waiting"),
         epoch_seconds(func.now() - func.min(_QUEUED.created_at)).label("oldest_waiting_seconds"),
-        func.coalesce(func.array_agg(aggregate_order_by(_QUEUED.id, *_QUEUE_ORDER)), _NONE).label(
-            "request_ids"
-        ),
         func.coalesce(
-            func.array_agg(aggregate_order_by(_QUEUED.user_id, *_QUEUE_ORDER)), _NONE
+            func.array_agg(aggregate_order_by(_QUEUED.id, *_QUEUE_ORDER)), EMPTY_ARRAY
+        ).label("request_ids"),
+        func.coalesce(
+            func.array_agg(aggregate_order_by(_QUEUED.user_id, *_QUEUE_ORDER)), EMPTY_ARRAY
         ).label("user_ids"),
         pool_lock_held(_REQUEST.difficulty, _REQUEST.topic).label("busy"),
     )
