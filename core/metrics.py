@@ -27,8 +27,8 @@ from celeryconfig import QUEUE_NAMES
 from core.db import session_factory
 from core.settings import get_settings
 from core.sql import epoch_seconds
+from domain.peer.budget import count_open_matches
 from domain.peer.stats import MATCHED_SIDES, WAITING_POOLS
-from models.peer import Match, MatchStatus
 from models.platform import OutboxEvent, TaskRun
 
 # Pools beyond this many label sets are summed under topic="_other" (one per difficulty),
@@ -109,8 +109,6 @@ PEER_TIME_TO_MATCH = select(
     *_MATCH_HISTOGRAM.columns(func.greatest(MATCHED_SIDES.c.seconds, 0))
 ).select_from(MATCHED_SIDES)
 
-OPEN_MATCHES = select(func.count()).where(Match.status == MatchStatus.PENDING_CONFIRMATION)
-
 OUTBOX_LAG = select(
     func.count(),
     func.coalesce(epoch_seconds(func.now() - func.min(OutboxEvent.occurred_at)), 0),
@@ -170,11 +168,11 @@ def peer_time_to_match(session: Session) -> Iterator[Metric]:
 
 def peer_open_matches(session: Session) -> Iterator[Metric]:
     """`matchops_peer_open_matches` against `matchops_peer_open_matches_cap`."""
-    open_matches = session.connection().scalar(OPEN_MATCHES)
+    open_matches = count_open_matches(session)
     yield GaugeMetricFamily(
         "matchops_peer_open_matches",
         "Peer matches awaiting confirmation.",
-        value=float(open_matches or 0),
+        value=float(open_matches),
     )
     yield GaugeMetricFamily(
         "matchops_peer_open_matches_cap",

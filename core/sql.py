@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     BindParameter,
+    ColumnClause,
     ColumnElement,
     Numeric,
     Text,
@@ -26,6 +27,10 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import InstrumentedAttribute, Session
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.dml import Update
+
+# An empty array, untyped: `coalesce(array_agg(...), EMPTY_ARRAY)` for an aggregate of
+# no rows, which is NULL otherwise; the literal takes the aggregate's type.
+EMPTY_ARRAY: ColumnClause[Any] = literal_column("'{}'")
 
 
 def id_array(name: str, ids: Iterable[int] | None = None) -> BindParameter[Sequence[int]]:

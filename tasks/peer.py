@@ -101,7 +101,7 @@ def cancel_task(session: Session, args: PeerCancelArgs) -> PeerCancelResult:
     return cancel_request(session, args.request_id, args.user_id)
 
 
-# Batched: a sweep reserves its share of the cap in a transaction of its own.
+# Own transactions: a sweep reserves its share of the cap in a transaction of its own.
 @own_transactions_task("peer.sweep", args=PeerSweepArgs, result=PeerSweepResult, ignore_result=True)
 def sweep_task(reporter: ProgressReporter, args: PeerSweepArgs) -> PeerSweepResult:
     """Pair pending requests pool by pool, oldest first, into matches awaiting confirmation."""

@@ -73,6 +73,9 @@ RESERVE = (
 # What is left of the cap, read without reserving it (for `peer.explain`).
 FREE_PAIRS = select(_FREE)
 
+# Every open match, not only up to the cap (the metrics endpoint reports it).
+OPEN_MATCHES = select(func.count()).where(Match.status == MatchStatus.PENDING_CONFIRMATION)
+
 
 @dataclass(frozen=True)
 class Reservation:
@@ -84,14 +87,7 @@ class Reservation:
 
 def count_open_matches(session: Session) -> int:
     """Matches awaiting confirmation right now."""
-    return int(
-        session.scalar(
-            select(func.count())
-            .select_from(Match)
-            .where(Match.status == MatchStatus.PENDING_CONFIRMATION)
-        )
-        or 0
-    )
+    return int(session.connection().scalar(OPEN_MATCHES) or 0)
 
 
 def free_pairs(session: Session, cap: int, stale_after: int) -> int:

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy import (
     BindParameter,
-    ColumnClause,
     bindparam,
     case,
     cast,
@@ -29,13 +26,12 @@ from core.audit import record_audit
 from core.followups import relay_due, sweep_due
 from core.outbox import checked_event_type
 from core.results import TaskResult
-from core.sql import inline, json_object, seconds_before_now, skip_locked_update
+from core.sql import EMPTY_ARRAY, inline, json_object, seconds_before_now, skip_locked_update
 from models.peer import Match, MatchRequest, MatchStatus, RequestStatus
 from models.platform import OutboxEvent
 
 REQUEST_EXPIRED = checked_event_type("request.expired")
 MATCH_EXPIRED = checked_event_type("match.expired")
-_NO_IDS: ColumnClause[Any] = literal_column("'{}'")
 _NO_USERS = cast(literal_column("'[]'"), JSONB)
 
 # A pending request expires MATCHING_TIMEOUT_SECONDS after it was made, or after it was
@@ -88,7 +84,7 @@ _REQUESTS_ANNOUNCED = (
 EXPIRE_REQUESTS = (
     select(
         func.count().label("expired"),
-        func.coalesce(func.array_agg(_EXPIRED_REQUESTS.c.id), _NO_IDS).label("request_ids"),
+        func.coalesce(func.array_agg(_EXPIRED_REQUESTS.c.id), EMPTY_ARRAY).label("request_ids"),
     )
     .select_from(_EXPIRED_REQUESTS)
     .add_cte(_REQUESTS_ANNOUNCED)
@@ -180,7 +176,7 @@ EXPIRE_MATCHES = select(
     .where(_MOVED.c.requeued)
     .scalar_subquery()
     .label("requeued"),
-    select(func.coalesce(func.array_agg(_EXPIRED.id), _NO_IDS))
+    select(func.coalesce(func.array_agg(_EXPIRED.id), EMPTY_ARRAY))
     .scalar_subquery()
     .label("match_ids"),
     select(func.array_agg(distinct(_MOVED.c.topic)))

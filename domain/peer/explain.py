@@ -16,13 +16,11 @@ import uuid
 from typing import Any, Literal
 
 from sqlalchemy import (
-    ColumnClause,
     Float,
     Text,
     bindparam,
     case,
     func,
-    literal_column,
     select,
     true,
 )
@@ -31,10 +29,11 @@ from sqlalchemy.orm import Session, aliased
 
 from core.errors import NotFound
 from core.results import TaskResult
-from core.sql import epoch_seconds, inline, seconds_before_now
+from core.sql import EMPTY_ARRAY, epoch_seconds, inline, seconds_before_now
 from domain.peer.budget import free_pairs
-from domain.peer.next_sweep import declines_among, read_topic, swept_requests
-from domain.peer.pairing import UserPair, pair_pool, user_pair
+from domain.peer.declines import recent_declines
+from domain.peer.next_sweep import read_topic, swept_requests
+from domain.peer.pairing import pair_pool, user_pair
 from domain.peer.pool_lock import pool_lock_held
 from domain.peer.rules import Difficulty
 from domain.peer.stats import DEFAULT_WINDOW_SECONDS, rounded_seconds
@@ -81,7 +80,6 @@ class PeerExplainResult(TaskResult):
 _REQUEST = aliased(MatchRequest, name="r")
 _QUEUED = aliased(MatchRequest, name="q")
 _QUEUE_ORDER = (_QUEUED.created_at, _QUEUED.id)
-_NONE: ColumnClause[Any] = literal_column("'{}'")
 
 # The request and its pool in one statement, so both come from one snapshot: a request
 # read as pending is in the pool read with it. How long the request has waited: until
@@ -97,11 +95,11 @@ _POOL = (
     select(
         func.count().label("waiting"),
         epoch_seconds(func.now() - func.min(_QUEUED.created_at)).label("oldest_waiting_seconds"),
-        func.coalesce(func.array_agg(aggregate_order_by(_QUEUED.id, *_QUEUE_ORDER)), _NONE).label(
-            "request_ids"
-        ),
         func.coalesce(
-            func.array_agg(aggregate_order_by(_QUEUED.user_id, *_QUEUE_ORDER)), _NONE
+            func.array_agg(aggregate_order_by(_QUEUED.id, *_QUEUE_ORDER)), EMPTY_ARRAY
+        ).label("request_ids"),
+        func.coalesce(
+            func.array_agg(aggregate_order_by(_QUEUED.user_id, *_QUEUE_ORDER)), EMPTY_ARRAY
         ).label("user_ids"),
         pool_lock_held(_REQUEST.difficulty, _REQUEST.topic).label("busy"),
     )
@@ -241,7 +239,7 @@ def partner_reason(session: Session, user_ids: list[int], position: int) -> Reas
     `no_partner_in_pool` (nobody else is left: alone, or the compatible requests go to
     older ones).
     """
-    declined: set[UserPair] = declines_among(session, user_ids) if len(user_ids) >= 2 else set()
+    declined = recent_declines(session, user_ids)
     paired = {each for pair in pair_pool(user_ids, declined) for each in pair}
     if position in paired:
         return None

@@ -27,16 +27,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Text, any_, bindparam, cast, func, select
+from sqlalchemy import Text, bindparam, cast, func, select
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.orm import Session
 
-from core.sql import epoch_microseconds, id_array, seconds_before_now
+from core.sql import epoch_microseconds
+from domain.peer.declines import recent_declines
 from domain.peer.pairing import PoolQueue, UserPair
-from domain.peer.rules import DECLINE_COOLDOWN_SECONDS
 from domain.peer.shares import claim_limits
 from domain.peer.sweep import CLAIM_SLACK, fewest_waiting, pair_claimed, pairs_wanted
-from models.peer import MatchRequest, PeerDecline, RequestStatus
+from models.peer import MatchRequest, RequestStatus
 
 # Oldest first, as a sweep claims a pool.
 _QUEUE_ORDER = (MatchRequest.created_at, MatchRequest.id)
@@ -62,14 +62,6 @@ TOPIC_POOLS = (
     .group_by(MatchRequest.difficulty)
 )
 
-# Declines within the cooldown among the given users: the ones a sweep would heed.
-_USERS = id_array("users")
-DECLINES_AMONG = select(PeerDecline.user_low, PeerDecline.user_high).where(
-    PeerDecline.user_low == any_(_USERS),
-    PeerDecline.user_high == any_(_USERS),
-    PeerDecline.declined_at > seconds_before_now(bindparam("cooldown")),
-)
-
 
 @dataclass(frozen=True)
 class TopicQueues:
@@ -85,14 +77,6 @@ class TopicQueues:
         return any(request_id in queue.request_ids for queue in self.queues)
 
 
-def declines_among(session: Session, user_ids: list[int]) -> set[UserPair]:
-    """The pairs of these users one of whom declined the other within the cooldown."""
-    rows = session.connection().execute(
-        DECLINES_AMONG, {"users": user_ids, "cooldown": DECLINE_COOLDOWN_SECONDS}
-    )
-    return {(row.user_low, row.user_high) for row in rows}
-
-
 def read_topic(session: Session, topic: str) -> TopicQueues:
     """The topic's pending requests, pool by pool, and the declines among their users."""
     rows = session.connection().execute(TOPIC_POOLS, {"topic": topic}).all()
@@ -101,7 +85,7 @@ def read_topic(session: Session, topic: str) -> TopicQueues:
         for row in rows
     ]
     users = [user for queue in queues for user in queue.user_ids]
-    declined = declines_among(session, users) if len(users) >= 2 else set()
+    declined = recent_declines(session, users)
     return TopicQueues(queues, declined, rows[0].now_us if rows else 0)
 
 

@@ -35,10 +35,7 @@ from dataclasses import dataclass
 from typing import Any, NotRequired
 
 from sqlalchemy import (
-    BigInteger,
-    BindParameter,
     ColumnElement,
-    CursorResult,
     Integer,
     Text,
     any_,
@@ -57,8 +54,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.followups import relay_due
 from core.outbox import checked_event_type
 from core.results import TaskResult
-from core.sql import epoch_microseconds, seconds_before_now
+from core.sql import epoch_microseconds
 from domain.peer.budget import Reservation, release, release_in, reserve
+from domain.peer.declines import recent_declines
 from domain.peer.pairing import (
     Paired,
     Pool,
@@ -70,37 +68,29 @@ from domain.peer.pairing import (
 )
 from domain.peer.pool_lock import pool_lock_keys
 from domain.peer.relaxation import relax_pairs
-from domain.peer.rules import DECLINE_COOLDOWN_SECONDS
 from domain.peer.shares import claim_limits
-from models.peer import (
-    MatchRequest,
-    PeerDecline,
-    RequestStatus,
-)
+from models.peer import MatchRequest, RequestStatus
 
-# Pools with two or more pending requests (one alone has nobody to pair with), and how
-# many each holds, so a sweep of every pool can be split into shares of similar size.
+# Each pool's pending requests (of one difficulty, when given), counted.
 _ONE_DIFFICULTY = bindparam("difficulty", type_=Text)
 _PENDING_OF_DIFFICULTY = (
     MatchRequest.status == RequestStatus.PENDING,
     or_(_ONE_DIFFICULTY.is_(None), MatchRequest.difficulty == _ONE_DIFFICULTY),
 )
-WAITING_POOLS = (
+_PENDING_POOLS = (
     select(MatchRequest.difficulty, MatchRequest.topic, func.count().label("waiting"))
     .where(*_PENDING_OF_DIFFICULTY)
     .group_by(MatchRequest.difficulty, MatchRequest.topic)
-    .having(func.count() >= literal_column("2"))
 )
+
+# Pools with two or more pending requests (one alone has nobody to pair with), and how
+# many each holds, so a sweep of every pool can be split into shares of similar size.
+SWEEPABLE_POOLS = _PENDING_POOLS.having(func.count() >= literal_column("2"))
 
 # Each pool of the topics under a transaction-scoped advisory lock keyed by a hash of
 # the pool; `locked` is false for a pool another sweep holds.
 _LOCKABLE_POOLS = (
-    select(MatchRequest.difficulty, MatchRequest.topic, func.count().label("waiting"))
-    .where(
-        MatchRequest.topic == any_(bindparam("topics", type_=ARRAY(Text))),
-        *_PENDING_OF_DIFFICULTY,
-    )
-    .group_by(MatchRequest.difficulty, MatchRequest.topic)
+    _PENDING_POOLS.where(MatchRequest.topic == any_(bindparam("topics", type_=ARRAY(Text))))
     .having(func.count() >= bindparam("fewest"))  # fewest_waiting()
     .subquery("pools")
 )
@@ -168,36 +158,8 @@ CLAIM_POOLS = (
     .where(_CLAIMED_LISTS.c.request_ids.is_not(None))
 )
 
-# Declines of the last hour. People decline by hand, so there are few: a big claim reads
-# them all, which costs less than matching them against its users.
-_COOLDOWN: BindParameter[int] = bindparam("cooldown")
-RECENT_DECLINES = select(PeerDecline.user_low, PeerDecline.user_high).where(
-    PeerDecline.declined_at > seconds_before_now(_COOLDOWN)
-)
-
 # The database's clock, for how long requests have waited (their created_at is its too).
 NOW_US = select(epoch_microseconds(func.now()))
-
-# Claims of at most this many users read only the declines between two of them.
-FEW_USERS = 2_000
-
-# Declines of the last hour between two of the claimed users, for a small claim (a
-# triggered sweep of one topic), which runs far more often than a big one. The users
-# travel as one comma-separated text and are matched by semi-joins.
-_CLAIMED_USERS = (
-    select(
-        func.unnest(
-            cast(func.string_to_array(bindparam("users"), literal_column("','")), ARRAY(BigInteger))
-        ).label("user_id")
-    )
-    .cte("claimed")
-    .prefix_with("MATERIALIZED")
-)
-RECENT_DECLINES_AMONG = select(PeerDecline.user_low, PeerDecline.user_high).where(
-    PeerDecline.user_low.in_(select(_CLAIMED_USERS.c.user_id)),
-    PeerDecline.user_high.in_(select(_CLAIMED_USERS.c.user_id)),
-    PeerDecline.declined_at > seconds_before_now(_COOLDOWN),
-)
 
 # One statement writes every match, both requests of each and its `match.proposed`
 # event. The pairs arrive as two comma-separated id lists: one text parameter each,
@@ -333,7 +295,7 @@ def waiting_topics(session: Session, difficulty: str | None) -> dict[str, int]:
     """Topics with a pool (of `difficulty`, when given) that has two or more pending
     requests, and how many such requests each topic holds."""
     topics: dict[str, int] = {}
-    for row in session.connection().execute(WAITING_POOLS, {"difficulty": difficulty}):
+    for row in session.connection().execute(SWEEPABLE_POOLS, {"difficulty": difficulty}):
         topics[row.topic] = topics.get(row.topic, 0) + row.waiting
     return topics
 
@@ -440,20 +402,7 @@ def claim_and_pair(
     ]
     if not queues:
         return Pairing([], [])
-    declines: CursorResult[Any]
-    if sum(len(queue.user_ids) for queue in queues) > FEW_USERS:
-        declines = session.connection().execute(
-            RECENT_DECLINES, {"cooldown": DECLINE_COOLDOWN_SECONDS}
-        )
-    else:
-        declines = session.connection().execute(
-            RECENT_DECLINES_AMONG,
-            {
-                "users": ",".join(row.user_ids for row in rows),
-                "cooldown": DECLINE_COOLDOWN_SECONDS,
-            },
-        )
-    declined: set[UserPair] = {(row.user_low, row.user_high) for row in declines}
+    declined = recent_declines(session, [user for queue in queues for user in queue.user_ids])
     return pair_claimed(
         queues,
         declined,
