@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from sqlalchemy import select, text
 
 from api.submission import task_catalogue
+from celeryconfig import QUEUE_NAMES
 from core.db import get_engine
 from models.platform import TaskRun
 from runtime.children import Child
@@ -26,7 +27,7 @@ from workers.app import app
 ROOT = Path(__file__).resolve().parent.parent
 # Per test process, so two suites running side by side keep their own logs.
 TEST_LOGS = ROOT / ".matchops" / "test-logs" / str(os.getpid())
-ALL_QUEUES = "interactive,sweeps,cascades,maintenance,events,celery"
+ALL_QUEUES = ",".join(QUEUE_NAMES)
 # A worker whose pool kills itself at a point a test chooses (tests/killing_worker.py).
 KILLING_WORKER = ("-m", "tests.killing_worker")
 
