@@ -15,7 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 from sqlalchemy.engine import make_url
 from xdist.scheduler.loadscope import LoadScopeScheduling
 
-from core.settings import get_settings
+from core.settings import export_environment
 
 REDIS_DATABASES = 16
 # Test files whose tests run in one process, one after the other.
@@ -29,18 +29,17 @@ def own_share(worker_id: str) -> None:
     The database gets the worker's suffix (`matchops_test_gw1`); a Redis URL's db number
     becomes the URL's db number plus the worker's index.
     """
-    if get_settings.cache_info().currsize:
-        # Whatever read them would go on using the whole run's database and Redis db.
-        raise RuntimeError("the settings were read before this test process took its share")
     index = int(worker_id.removeprefix("gw"))
+    values: dict[str, str] = {}
     if database_url := os.environ.get("DATABASE_URL"):
         url = make_url(database_url)
-        os.environ["DATABASE_URL"] = url.set(
-            database=f"{url.database}_{worker_id}"
-        ).render_as_string(hide_password=False)
+        values["DATABASE_URL"] = url.set(database=f"{url.database}_{worker_id}").render_as_string(
+            hide_password=False
+        )
     for name in ("BROKER_URL", "RESULT_BACKEND"):
         if value := os.environ.get(name):
-            os.environ[name] = _shifted(name, value, worker_id, index)
+            values[name] = _shifted(name, value, worker_id, index)
+    export_environment(values, "this test process took its share")
 
 
 def _shifted(name: str, value: str, worker_id: str, index: int) -> str:
