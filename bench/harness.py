@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from celery import Celery
 from sqlalchemy import Connection, Engine, event
 from sqlalchemy.engine import make_url
 
@@ -24,7 +23,7 @@ from runtime.children import Child
 from runtime.embedded import DEFAULT_HOME
 from runtime.migrate import recreate_schema, upgrade_head
 from runtime.polling import poll_until
-from runtime.stack import StackError
+from runtime.stack import StackError, wait_for_worker
 from workers.app import app
 
 BENCH_LOGS = DEFAULT_HOME / "logs" / "bench"
@@ -142,19 +141,6 @@ def wait_for_workers(children: dict[str, Child], *names: str, timeout: float = 9
     """Block until each named bench worker answers a ping."""
     for name in names:
         wait_for_worker(app, children[name], node_name(name), timeout)
-
-
-def wait_for_worker(celery: Celery, child: Child, node: str, timeout: float = 90) -> None:
-    """Block until the worker `child`, Celery node `node` of `celery`, answers a ping."""
-
-    def answers() -> bool:
-        if not child.running():
-            raise StackError(f"bench worker {child.name} exited:\n{child.log_tail()}")
-        return bool(celery.control.ping(destination=[node], timeout=0.5))
-
-    # A ping waits half a second for its answer by itself.
-    if not poll_until(answers, timeout, interval=0):
-        raise StackError(f"bench worker {child.name} did not answer within {timeout:g}s")
 
 
 def wait_for_api(http: httpx.Client, timeout: float = 60) -> None:

@@ -20,10 +20,9 @@ import statistics
 os.environ["MAX_CONCURRENT_MATCHES"] = "10000000"
 
 import argparse
-import time
 from typing import Any
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, Row, text
 
 from bench.harness import (
     autocommit_connection,
@@ -42,6 +41,7 @@ from domain.peer.pairing import pair_pool
 from domain.peer.rules import DECLINE_COOLDOWN_SECONDS
 from domain.peer.shares import MAX_SHARES, split_topics
 from domain.peer.sweep import sweep_topics, waiting_topics
+from runtime.polling import poll_until
 from workers.app import app
 
 REQUESTS = 100_000
@@ -51,8 +51,10 @@ POOLS = 200
 DECLINES = 2_000
 DEFAULT_CAP = 5_000
 UNCAPPED = int(os.environ["MAX_CONCURRENT_MATCHES"])
-# How often the bench looks whether the sweep is done.
+# How often the bench looks whether the sweep is done, and how long it waits at most
+# (a worker that died mid-sweep would leave it waiting forever).
 POLL_SECONDS = 0.01
+SWEEP_TIMEOUT_SECONDS = 120
 # Whether it is: the fan-out and every share it sent have recorded their outcome in the
 # task ledger, which each does after its last commit. A few rows to read, where counting
 # the matches every 10 ms scanned up to 50,000 rows and, on two cores, took CPU from the
@@ -123,6 +125,10 @@ def reset_to_pending(conn: Connection) -> None:
     conn.exec_driver_sql("CHECKPOINT")
 
 
+# What no sweep may leave, summed over the runs: each run is a sweep of its own.
+FAULTS = ("paired_twice", "declined_pairs")
+
+
 def audit(conn: Connection) -> dict[str, int]:
     """What the sweep left: matches, paired requests, and anything paired twice."""
     return dict(
@@ -163,11 +169,17 @@ def fanned_out_sweep(conn: Connection, expected: int) -> float:
     since = conn.scalar(text("SELECT clock_timestamp()"))
     with timed() as timing:
         fan_out = app.send_task("peer.sweep").id
-        while True:
-            runs = conn.execute(SWEEP_RUNS, {"fan_out": fan_out, "since": since}).one()
-            if runs.shares is not None and runs.finished >= runs.shares:
-                break
-            time.sleep(POLL_SECONDS)
+        runs: list[Row[Any]] = []
+
+        def committed() -> bool:
+            runs[:] = [conn.execute(SWEEP_RUNS, {"fan_out": fan_out, "since": since}).one()]
+            return runs[0].shares is not None and runs[0].finished >= runs[0].shares
+
+        if not poll_until(committed, SWEEP_TIMEOUT_SECONDS, interval=POLL_SECONDS):
+            raise RuntimeError(
+                f"peer.sweep {fan_out} did not finish within {SWEEP_TIMEOUT_SECONDS} s: "
+                f"{runs[0].finished} of its shares ({runs[0].shares} sent) recorded an outcome"
+            )
     matches = conn.scalar(text("SELECT count(*) FROM matches"))
     if matches != expected:
         raise RuntimeError(f"the sweep made {matches} matches, {expected} expected")
@@ -317,6 +329,7 @@ def main() -> None:
     use_bench_database("matchops_bench_peer")
     seconds: list[float] = []
     floors: list[float] = []
+    faults: dict[str, int] = {}
     with (
         autocommit_connection() as conn,
         processes(
@@ -330,6 +343,7 @@ def main() -> None:
             expected = expected_matches(conn)
             seconds.append(fanned_out_sweep(conn, expected))
             checked = audit(conn)
+            faults = {key: faults.get(key, 0) + checked[key] for key in FAULTS}
             # The machine's speed drifts from minute to minute: each sweep gets its own
             # yardstick, measured right after it.
             reset_to_pending(conn)
@@ -374,7 +388,8 @@ def main() -> None:
             ("requests paired per second", f"{rate:,.0f}"),
             (
                 "paired twice / declined pairs matched",
-                f"{checked['paired_twice']} / {checked['declined_pairs']}",
+                f"{faults['paired_twice']} / {faults['declined_pairs']} "
+                f"(over all {options.runs} runs)",
             ),
             ("match.proposed events", f"{checked['events']:,}"),
         ],

@@ -47,7 +47,6 @@ from bench.harness import (
     report,
     use_bench_database,
     wait_for_api,
-    wait_for_worker,
     wait_for_workers,
     worker_argv,
 )
@@ -56,7 +55,7 @@ from core.settings import get_settings
 from runtime.children import Child
 from runtime.embedded import free_port
 from runtime.polling import poll_until
-from runtime.stack import StackError
+from runtime.stack import StackError, wait_for_worker
 from workers.app import app
 
 DIFFICULTIES = ("Easy", "Medium", "Hard")

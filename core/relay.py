@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC
 from typing import Any
 
 from kombu.connection import Connection
 from kombu.entity import Exchange
 from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from core.results import TaskResult
 from models.platform import OutboxEvent
 
 EVENTS_EXCHANGE = Exchange("matching.events", type="topic", durable=True)
 RELAY_BATCH = 500
+# One run relays at most this many batches, then leaves the rest to the next tick,
+# so a large backlog never holds a worker past its time limit.
+MAX_BATCHES_PER_RUN = 40
 
 
 class PublishResult(TaskResult):
@@ -62,6 +66,24 @@ def relay_batch(session: Session, connection: Connection, limit: int = RELAY_BAT
         .values(published_at=func.now())
     )
     return len(rows)
+
+
+def relay_pending(
+    sessions: sessionmaker[Session],
+    connect: Callable[[], Connection],
+    max_batches: int = MAX_BATCHES_PER_RUN,
+) -> int:
+    """Relay unpublished outbox rows batch by batch, each batch in its own transaction,
+    over one broker connection from `connect` (the app's `connection_for_write`)."""
+    published = 0
+    with connect() as connection:
+        for _ in range(max_batches):
+            with sessions.begin() as session:
+                sent = relay_batch(session, connection)
+            published += sent
+            if sent < RELAY_BATCH:
+                break
+    return published
 
 
 def event_body(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from functools import lru_cache
 from urllib.parse import urlsplit
 
@@ -171,3 +173,14 @@ def _is_redis(url: str) -> bool:
 def get_settings() -> Settings:
     """The process-wide settings, read once."""
     return Settings()
+
+
+def export_environment(values: Mapping[str, str], purpose: str) -> None:
+    """Set `values` in the environment, where the settings (read once) will find them.
+
+    A RuntimeError naming `purpose` when the settings were already read: whatever read
+    them would go on using the old values.
+    """
+    if get_settings.cache_info().currsize:
+        raise RuntimeError(f"the settings were read before {purpose}")
+    os.environ.update(values)

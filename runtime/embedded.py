@@ -46,7 +46,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from core.settings import get_settings
+from core.settings import export_environment
 from runtime.children import REPO_ROOT, Child
 from runtime.polling import poll_until
 
@@ -164,15 +164,15 @@ def attach(home: Path = DEFAULT_HOME) -> EmbeddedServers | None:
 
 
 def _export(servers: EmbeddedServers, database: str) -> None:
-    if get_settings.cache_info().currsize:
-        raise RuntimeError("the settings were read before the embedded servers' URLs were set")
+    values: dict[str, str] = {}
     if servers.postgres:
-        os.environ["DATABASE_URL"] = database_url(servers.home, database)
+        values["DATABASE_URL"] = database_url(servers.home, database)
     if servers.redis_port is not None:
         broker = f"redis://127.0.0.1:{servers.redis_port}/0"
-        os.environ["BROKER_URL"] = broker
+        values["BROKER_URL"] = broker
         # An explicit RESULT_BACKEND wins; otherwise results live next to the broker.
-        os.environ.setdefault("RESULT_BACKEND", broker)
+        values["RESULT_BACKEND"] = os.environ.get("RESULT_BACKEND", broker)
+    export_environment(values, "the embedded servers' URLs were set")
 
 
 def stop_running(home: Path = DEFAULT_HOME) -> bool:

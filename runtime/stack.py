@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -29,6 +29,9 @@ from runtime.children import REPO_ROOT, Child
 from runtime.polling import poll_until
 from runtime.stopping import announced, running_tasks
 
+if TYPE_CHECKING:
+    from celery import Celery
+
 READY_TIMEOUT = 90.0
 STOP_TIMEOUT = 30.0
 # After this long without every part gone, stopping says which ones it waits for.
@@ -38,6 +41,30 @@ RUN_TOKEN_TTL = 24 * 3600
 
 class StackError(RuntimeError):
     """A part of the stack failed to start or died; the message includes its log tail."""
+
+
+def wait_for_worker(
+    celery: Celery, child: Child, node: str, timeout: float, *, log_says_ready: bool = False
+) -> None:
+    """Block until the worker `child`, Celery node `node` of `celery`, answers a ping.
+
+    With `log_says_ready`, watch its log for Celery's "`node` ready." line instead: a
+    worker on a broker of its own, which `celery`'s pings never reach. A StackError with
+    the log's last lines when the worker exits first, or does not answer within `timeout`.
+    """
+
+    def ready() -> bool:
+        if not child.running():
+            raise StackError(f"worker {child.name} exited:\n{child.log_tail(60)}")
+        if log_says_ready:
+            return f"{node} ready." in child.log_path.read_text(errors="replace")
+        return bool(celery.control.ping(destination=[node], timeout=0.5))
+
+    # A ping waits half a second for its answer by itself.
+    if not poll_until(ready, timeout, interval=0.2 if log_says_ready else 0):
+        raise StackError(
+            f"worker {child.name} did not answer within {timeout:g}s:\n{child.log_tail(60)}"
+        )
 
 
 def _port_is_free(port: int) -> bool:

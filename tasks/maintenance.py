@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from core.db import session_factory
 from core.reconcile import ReconcileResult, reconcile
+from core.relay import relay_pending
 from core.settings import get_settings
 from domain.peer.session_store import session_store
-from tasks.events import relay_pending
+from workers.app import app
 from workers.base import NoArgs, ProgressReporter, own_transactions_task
 
 
@@ -15,9 +16,10 @@ from workers.base import NoArgs, ProgressReporter, own_transactions_task
 )
 def reconcile_task(reporter: ProgressReporter, args: NoArgs) -> ReconcileResult:
     """Repair what a crash can leave: stuck outbox rows, orphaned state, missing keys."""
+    sessions = session_factory()
     return reconcile(
-        session_factory(),
-        relay=relay_pending,
+        sessions,
+        relay=lambda: relay_pending(sessions, app.connection_for_write),
         store=session_store(),
         audit_retention_days=get_settings().audit_retention_days,
         progress=reporter.progress,

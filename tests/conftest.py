@@ -90,8 +90,9 @@ def pytest_configure(config: pytest.Config) -> None:
             _embedded_servers.enter_context(
                 embedded.serving("matchops_test", embedded.DEFAULT_HOME / "test", share=False)
             )
-        # An xdist worker's own database and Redis db (`tests.isolation`).
-        isolation.own_share()
+        else:
+            # An xdist worker's own database and Redis db (`tests.isolation`).
+            isolation.own_share(config.workerinput["workerid"])
         refuse_unless_scratch(get_settings().db_url)
     except RuntimeError as refusal:
         _embedded_servers.close()

@@ -15,39 +15,34 @@ from urllib.parse import urlsplit, urlunsplit
 from sqlalchemy.engine import make_url
 from xdist.scheduler.loadscope import LoadScopeScheduling
 
-from core.settings import get_settings
+from core.settings import export_environment
 
-# "gw0", "gw1", … in an xdist worker; unset in a plain pytest run.
-WORKER_ID = os.environ.get("PYTEST_XDIST_WORKER", "")
-INDEX = int(WORKER_ID.removeprefix("gw")) if WORKER_ID else 0
-SUFFIX = f"_{WORKER_ID}" if WORKER_ID else ""
 REDIS_DATABASES = 16
 # Test files whose tests run in one process, one after the other.
 TOGETHER = ("tests/workers/test_rabbitmq.py",)
 
 
-def own_share() -> None:
-    """Point DATABASE_URL, BROKER_URL and RESULT_BACKEND, those set, at this worker's share.
+def own_share(worker_id: str) -> None:
+    """Point DATABASE_URL, BROKER_URL and RESULT_BACKEND, those set, at the share of the
+    xdist worker `worker_id` ("gw0", "gw1", …).
 
     The database gets the worker's suffix (`matchops_test_gw1`); a Redis URL's db number
-    moves up by the worker's index (db 1 for gw0, db 2 for gw1, …).
+    becomes the URL's db number plus the worker's index.
     """
-    if not WORKER_ID:
-        return
-    if get_settings.cache_info().currsize:
-        # Whatever read them would go on using the whole run's database and Redis db.
-        raise RuntimeError("the settings were read before this test process took its share")
+    index = int(worker_id.removeprefix("gw"))
+    values: dict[str, str] = {}
     if database_url := os.environ.get("DATABASE_URL"):
         url = make_url(database_url)
-        os.environ["DATABASE_URL"] = url.set(database=f"{url.database}{SUFFIX}").render_as_string(
+        values["DATABASE_URL"] = url.set(database=f"{url.database}_{worker_id}").render_as_string(
             hide_password=False
         )
     for name in ("BROKER_URL", "RESULT_BACKEND"):
         if value := os.environ.get(name):
-            os.environ[name] = _shifted(name, value)
+            values[name] = _shifted(name, value, worker_id, index)
+    export_environment(values, "this test process took its share")
 
 
-def _shifted(name: str, value: str) -> str:
+def _shifted(name: str, value: str, worker_id: str, index: int) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("redis", "rediss"):
         raise RuntimeError(
@@ -55,10 +50,10 @@ def _shifted(name: str, value: str) -> str:
             f"numbered databases keep the workers apart; run it with `pytest -p no:xdist` "
             f"or point {name} at Redis"
         )
-    db = int(parts.path.strip("/") or 0) + INDEX
+    db = int(parts.path.strip("/") or 0) + index
     if db >= REDIS_DATABASES:
         raise RuntimeError(
-            f"{name} {value}: worker {WORKER_ID} would need Redis db {db}, past the last "
+            f"{name} {value}: worker {worker_id} would need Redis db {db}, past the last "
             f"({REDIS_DATABASES - 1}); use a lower db number or fewer workers (-n)"
         )
     return urlunsplit(parts._replace(path=f"/{db}"))

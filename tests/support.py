@@ -17,16 +17,18 @@ from pydantic import ValidationError
 from sqlalchemy import select, text
 
 from api.submission import task_catalogue
+from celeryconfig import QUEUE_NAMES
 from core.db import get_engine
 from models.platform import TaskRun
 from runtime.children import Child
 from runtime.polling import poll_until
+from runtime.stack import wait_for_worker
 from workers.app import app
 
 ROOT = Path(__file__).resolve().parent.parent
 # Per test process, so two suites running side by side keep their own logs.
 TEST_LOGS = ROOT / ".matchops" / "test-logs" / str(os.getpid())
-ALL_QUEUES = "interactive,sweeps,cascades,maintenance,events,celery"
+ALL_QUEUES = ",".join(QUEUE_NAMES)
 # A worker whose pool kills itself at a point a test chooses (tests/killing_worker.py).
 KILLING_WORKER = ("-m", "tests.killing_worker")
 
@@ -75,19 +77,7 @@ class WorkerProcess:
 
     def wait_ready(self, timeout: float = 60) -> None:
         """Block until the worker answers a ping (or, on a broker of its own, says ready)."""
-
-        def ready() -> bool:
-            if not self.child.running():
-                raise RuntimeError(f"worker {self.name} exited:\n{self.log_tail()}")
-            if self.own_broker:
-                return f"{self.name} ready." in self.log_path.read_text(errors="replace")
-            return bool(app.control.ping(destination=[self.name], timeout=0.5))
-
-        # A ping waits half a second for its answer by itself.
-        if not poll_until(ready, timeout, interval=0.2 if self.own_broker else 0):
-            raise RuntimeError(
-                f"worker {self.name} did not answer within {timeout}s:\n{self.log_tail()}"
-            )
+        wait_for_worker(app, self.child, self.name, timeout, log_says_ready=self.own_broker)
 
     def child_pids(self) -> list[int]:
         """Pids of the prefork pool processes."""

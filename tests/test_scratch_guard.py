@@ -16,11 +16,7 @@ def test_a_database_that_is_not_scratch_stops_the_run_with_one_message():
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "tests/test_compose.py", "-q", "-p", "no:cacheprovider"],
         cwd=ROOT,
-        # A run of its own, not a share of this one's (`tests.isolation`).
-        env={
-            **{k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")},
-            "DATABASE_URL": url.render_as_string(hide_password=False),
-        },
+        env={**os.environ, "DATABASE_URL": url.render_as_string(hide_password=False)},
         capture_output=True,
         text=True,
         timeout=120,

@@ -26,7 +26,7 @@ from sqlalchemy import (
     or_,
     select,
 )
-from sqlalchemy.dialects.postgresql import array
+from sqlalchemy.dialects.postgresql import ARRAY, array
 from sqlalchemy.sql.selectable import NamedFromClause
 
 from models.carpool import CarpoolGroup, CarpoolNetwork, GroupMember, MembershipStatus
@@ -139,6 +139,8 @@ def _ids(column: SQLColumnExpression[int]) -> ColumnElement[list[int]]:
     return func.coalesce(
         func.array_agg(distinct(column)).filter(column.is_not(None)),
         array([], type_=BigInteger),
+        # PostgreSQL's ARRAY, whose comparator has `overlap` (`&&`) for eligible_sql.
+        type_=ARRAY(BigInteger),
     )
 
 
@@ -146,6 +148,6 @@ def eligible_sql(reach_a: NamedFromClause, reach_b: NamedFromClause) -> ColumnEl
     """The SQL twin of `eligible`, over two rows of `reach_sql`."""
     return or_(
         reach_a.c.user_id == reach_b.c.user_id,
-        reach_a.c.group_ids.bool_op("&&")(reach_b.c.group_ids),
-        reach_a.c.network_ids.bool_op("&&")(reach_b.c.network_ids),
+        reach_a.c.group_ids.overlap(reach_b.c.group_ids),
+        reach_a.c.network_ids.overlap(reach_b.c.network_ids),
     )
