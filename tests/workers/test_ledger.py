@@ -18,15 +18,21 @@ from workers import ledger
 from workers.base import _record_failure_quietly
 
 
+def _delivered() -> TaskContext:
+    """A task id whose first delivery is counted, as the task base counts it."""
+    context = TaskContext(task_id=str(uuid.uuid4()), task_name="events.publish", caller="test")
+    with get_bookkeeping_engine().connect() as connection:
+        ledger.begin_delivery(connection, context, {}, "test")
+    return context
+
+
 def _existing(*user_ids: int) -> set[int]:
     with session_factory()() as session:
         return set(session.scalars(select(User.id).where(User.id.in_(user_ids))))
 
 
 def test_a_delivery_running_beside_another_rolls_its_work_back_and_answers_the_first():
-    context = TaskContext(task_id=str(uuid.uuid4()), task_name="events.publish", caller="test")
-    with get_bookkeeping_engine().connect() as connection:
-        ledger.begin_delivery(connection, context, {}, "test")
+    context = _delivered()
     # Each delivery's work: a user row of its own.
     first_user, second_user = next_id(), next_id()
     first_outcome = ledger.Outcome(ledger.SUCCESS, {"delivery": 1})
@@ -57,9 +63,7 @@ def test_a_delivery_running_beside_another_rolls_its_work_back_and_answers_the_f
 
 
 def test_a_delivery_after_the_outcome_is_recorded_is_superseded_at_once():
-    context = TaskContext(task_id=str(uuid.uuid4()), task_name="events.publish", caller="test")
-    with get_bookkeeping_engine().connect() as connection:
-        ledger.begin_delivery(connection, context, {}, "test")
+    context = _delivered()
     recorded = ledger.Outcome(ledger.SUCCESS, {"delivery": 1})
     with session_factory().begin() as session:
         ledger.record_first_outcome(session, context.task_id, recorded)
@@ -72,9 +76,7 @@ def test_a_delivery_after_the_outcome_is_recorded_is_superseded_at_once():
 
 
 def test_a_delivery_failing_beside_another_answers_the_outcome_that_stands():
-    context = TaskContext(task_id=str(uuid.uuid4()), task_name="events.publish", caller="test")
-    with get_bookkeeping_engine().connect() as connection:
-        ledger.begin_delivery(connection, context, {}, "test")
+    context = _delivered()
     recorded = ledger.Outcome(ledger.SUCCESS, {"delivery": 1})
     with session_factory().begin() as session:
         ledger.record_first_outcome(session, context.task_id, recorded)
@@ -84,9 +86,7 @@ def test_a_delivery_failing_beside_another_answers_the_outcome_that_stands():
 
 
 def test_a_failure_with_no_outcome_standing_is_recorded():
-    context = TaskContext(task_id=str(uuid.uuid4()), task_name="events.publish", caller="test")
-    with get_bookkeeping_engine().connect() as connection:
-        ledger.begin_delivery(connection, context, {}, "test")
+    context = _delivered()
 
     assert _record_failure_quietly(context, RuntimeError("boom")) is None
     with session_factory().begin() as session, pytest.raises(ledger.Superseded) as stood:
