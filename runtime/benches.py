@@ -16,7 +16,7 @@ from runtime.children import REPO_ROOT
 
 BENCH_DIR = REPO_ROOT / "bench"
 # Shared helpers, not benchmarks.
-NOT_BENCHMARKS = {"__init__", "harness"}
+NOT_BENCHMARKS = {"__init__", "harness", "cpu"}
 
 
 def bench_modules(directory: Path = BENCH_DIR) -> list[str]:
