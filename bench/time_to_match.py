@@ -118,6 +118,9 @@ def consuming(on_event: Callable[[dict[str, Any], float], None]) -> Iterator[Non
                         connection.drain_events(timeout=0.2)
                     except TimeoutError:
                         continue
+            # kombu's Redis transport keeps the binding of an auto-delete queue: left
+            # bound, the queue would take a copy of every later event, for good.
+            queue.bind(connection.default_channel).delete()
 
     consumer = threading.Thread(target=consume, daemon=True)
     consumer.start()

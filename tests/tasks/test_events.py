@@ -10,21 +10,9 @@ from kombu.entity import Queue
 from sqlalchemy import func, select
 
 from core.outbox import emit_events
-from core.relay import EVENTS_EXCHANGE
 from models import OutboxEvent
-from tests.support import run_task, send
+from tests.support import bound_to_events, run_task, send
 from workers.app import app
-
-
-def _bound_queue(connection, routing_key: str = "#") -> Queue:
-    queue = Queue(
-        f"test-events-{uuid.uuid4().hex[:8]}",
-        exchange=EVENTS_EXCHANGE,
-        routing_key=routing_key,
-        auto_delete=True,
-    )
-    queue(connection.default_channel).declare()
-    return queue
 
 
 def _drain(connection, queue: Queue) -> list[dict]:
@@ -39,8 +27,10 @@ def _drain(connection, queue: Queue) -> list[dict]:
 
 def test_two_relays_publish_each_event_exactly_once(worker, db):
     marker = uuid.uuid4().hex
-    with app.connection_for_write() as connection:
-        queue = _bound_queue(connection)
+    with (
+        app.connection_for_write() as connection,
+        bound_to_events(connection, f"test-events-{marker[:8]}") as queue,
+    ):
         emit_events(db, "match.proposed", [{"marker": marker, "n": n} for n in range(1200)])
         db.commit()
 
@@ -67,8 +57,10 @@ def test_two_relays_publish_each_event_exactly_once(worker, db):
 
 def test_routing_key_is_the_event_type(worker, db):
     marker = uuid.uuid4().hex
-    with app.connection_for_write() as connection:
-        expired_only = _bound_queue(connection, routing_key="request.expired")
+    with (
+        app.connection_for_write() as connection,
+        bound_to_events(connection, f"test-events-{marker[:8]}", "request.expired") as expired_only,
+    ):
         emit_events(db, "request.expired", [{"marker": marker}])
         emit_events(db, "match.found", [{"marker": marker}])
         db.commit()

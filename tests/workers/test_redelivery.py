@@ -9,12 +9,17 @@ import signal
 import uuid
 from collections import Counter
 
-from kombu.entity import Queue
-
 from core.db import get_engine
 from core.outbox import emit_events
-from core.relay import EVENTS_EXCHANGE
-from tests.support import lock_waiters, queue_taken_from, running_worker, send, task_run, wait_for
+from tests.support import (
+    bound_to_events,
+    lock_waiters,
+    queue_taken_from,
+    running_worker,
+    send,
+    task_run,
+    wait_for,
+)
 from workers.app import app
 
 
@@ -27,14 +32,8 @@ def test_relay_killed_mid_task_is_redelivered_and_publishes_each_event_once(work
         queue_taken_from(worker, "events"),
         app.connection_for_write() as connection,
         running_worker("victim", queues="events", concurrency=1) as victim,
+        bound_to_events(connection, f"test-kill-{marker[:8]}", "match.found") as queue,
     ):
-        queue = Queue(
-            f"test-kill-{marker[:8]}",
-            exchange=EVENTS_EXCHANGE,
-            routing_key="match.found",
-            auto_delete=True,
-        )
-        queue(connection.default_channel).declare()
         # Bound first: any relay running meanwhile publishes these to the queue too.
         emit_events(db, "match.found", [{"marker": marker, "n": n} for n in range(50)])
         db.commit()

@@ -1,0 +1,58 @@
+"""The relay under a broker outage: nothing is marked published that did not go out."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from kombu.connection import Connection
+from sqlalchemy import func, select
+
+from core.db import session_factory
+from core.followups import take_followups
+from core.outages import TRANSIENT_ERRORS
+from core.outbox import emit_events
+from core.relay import relay_pending
+from models import OutboxEvent
+from runtime.embedded import free_port
+from tests.support import bound_to_events
+from workers.app import app
+
+
+def _unpublished(db, marker: str) -> int:
+    return int(
+        db.scalar(
+            select(func.count())
+            .select_from(OutboxEvent)
+            .where(OutboxEvent.published_at.is_(None), OutboxEvent.data["marker"].astext == marker)
+        )
+        or 0
+    )
+
+
+def test_an_unreachable_broker_leaves_every_event_to_the_next_relay(db):
+    marker = uuid.uuid4().hex
+    emit_events(db, "match.found", [{"marker": marker, "n": n} for n in range(30)])
+    # No triggered relay: this test's relays are the only ones to run.
+    take_followups(db)
+    db.commit()
+    nowhere = f"redis://127.0.0.1:{free_port()}/0"
+
+    with pytest.raises(TRANSIENT_ERRORS):
+        relay_pending(session_factory(), lambda: Connection(nowhere, connect_timeout=1))
+    assert _unpublished(db, marker) == 30
+
+    with (
+        app.connection_for_write() as connection,
+        bound_to_events(connection, f"test-relay-{marker[:8]}", "match.found") as queue,
+    ):
+        relay_pending(session_factory(), app.connection_for_write)
+        bound = queue(connection.default_channel)
+        received = []
+        while (message := bound.get(no_ack=True)) is not None:
+            received.append(message.payload)
+    assert _unpublished(db, marker) == 0
+    # In the order they were written, each once.
+    assert [body["data"]["n"] for body in received if body["data"]["marker"] == marker] == list(
+        range(30)
+    )
