@@ -1,0 +1,157 @@
+"""The outbox relay: `relay_pending` publishing a backlog of events to `matching.events`
+with consumers' queues bound, against kombu publishing the same bodies with no outbox.
+
+Yardsticks, in the same run and to the same bound queues: kombu's publish batch (the
+framework's floor: what the relay's broker side costs at best) and one publish per
+event (how the relay published before it batched).
+
+`python -m bench.relay [--events 20000] [--queues 1 3]` (scratch database
+`matchops_bench_relay` on DATABASE_URL's server). Goal: the relay within 2x the floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from kombu.connection import Connection
+from kombu.entity import Queue
+
+from bench.harness import count_statements, report, timed, use_bench_database
+from core.db import session_factory
+from core.followups import take_followups
+from core.outbox import emit_events
+from core.relay import EVENTS_EXCHANGE, relay_pending
+from workers.app import app
+
+# Events written per statement while the backlog is built.
+WRITE_CHUNK = 5_000
+
+
+@contextmanager
+def bound_queues(connection: Connection, count: int) -> Iterator[list[Queue]]:
+    """`count` queues bound to every event type, deleted afterwards (kombu's Redis
+    transport would keep their bindings)."""
+    queues = [
+        Queue(f"bench-relay-{uuid.uuid4().hex[:8]}", exchange=EVENTS_EXCHANGE, routing_key="#")
+        for _ in range(count)
+    ]
+    for queue in queues:
+        queue(connection.default_channel).declare()
+    try:
+        yield queues
+    finally:
+        for queue in queues:
+            queue(connection.default_channel).delete()
+
+
+def write_backlog(events: int) -> None:
+    """`events` unpublished `match.proposed` rows, no relay triggered."""
+    for first in range(0, events, WRITE_CHUNK):
+        with session_factory().begin() as session:
+            count = min(WRITE_CHUNK, events - first)
+            emit_events(
+                session,
+                "match.proposed",
+                [{"match_id": str(uuid.uuid4()), "users": [first + n, -1]} for n in range(count)],
+            )
+            take_followups(session)
+
+
+def bodies(events: int) -> list[dict[str, Any]]:
+    """Event bodies shaped as the relay's."""
+    now = datetime.now(UTC).isoformat()
+    return [
+        {
+            "event_id": str(uuid.uuid4()),
+            "type": "match.proposed",
+            "occurred_at": now,
+            "data": {"match_id": str(uuid.uuid4()), "users": [n, -1]},
+        }
+        for n in range(events)
+    ]
+
+
+def publish_all(connection: Connection, messages: list[dict[str, Any]], batch: bool) -> None:
+    """Publish `messages` to `matching.events`, in one kombu batch or one by one."""
+    producer = connection.Producer(serializer="json")
+    with ExitStack() as stack:
+        if batch:
+            stack.enter_context(producer.batch(max_size=len(messages)))
+        for message in messages:
+            producer.publish(
+                message,
+                exchange=EVENTS_EXCHANGE,
+                routing_key=message["type"],
+                declare=[EVENTS_EXCHANGE],
+                delivery_mode=2,
+            )
+
+
+def queued(connection: Connection, queues: list[Queue]) -> int:
+    """Messages waiting in `queues`, which are then emptied."""
+    total = 0
+    for queue in queues:
+        bound = queue(connection.default_channel)
+        total += bound.queue_declare(passive=True).message_count
+        bound.purge()
+    return total
+
+
+def measure(events: int, queue_count: int) -> None:
+    """One relay of `events` and both yardsticks, with `queue_count` queues bound."""
+    with app.connection_for_write() as connection, bound_queues(connection, queue_count) as queues:
+        write_backlog(events)
+        with count_statements() as statements, timed() as relay:
+            published = relay_pending(session_factory(), app.connection_for_write)
+        relayed = queued(connection, queues)
+        messages = bodies(events)
+        with timed() as floor:
+            publish_all(connection, messages, batch=True)
+        floor_count = queued(connection, queues)
+        with timed() as one_by_one:
+            publish_all(connection, messages, batch=False)
+        single_count = queued(connection, queues)
+    report(
+        f"relay of {events:,} events, {queue_count} queue(s) bound",
+        [
+            (
+                "events.publish (relay_pending)",
+                f"{relay.seconds:.2f} s, {published / relay.seconds:,.0f} events/s, "
+                f"{statements.value} statements, {relayed:,} messages queued",
+            ),
+            (
+                "kombu batch, no outbox (floor)",
+                f"{floor.seconds:.2f} s, {events / floor.seconds:,.0f} events/s, "
+                f"{floor_count:,} messages queued",
+            ),
+            (
+                "kombu one publish per event",
+                f"{one_by_one.seconds:.2f} s, {events / one_by_one.seconds:,.0f} events/s, "
+                f"{single_count:,} messages queued",
+            ),
+            ("relay against the floor", f"{relay.seconds / floor.seconds:.2f}x (goal <= 2x)"),
+            ("one by one against the relay", f"{one_by_one.seconds / relay.seconds:.2f}x slower"),
+        ],
+    )
+
+
+def main() -> None:
+    """Relay a backlog with one and with several consumers' queues bound."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=20_000, help="events in the backlog")
+    parser.add_argument(
+        "--queues", type=int, nargs="+", default=[1, 3], help="bound queues, one run each"
+    )
+    options = parser.parse_args()
+    use_bench_database("matchops_bench_relay")
+    for queue_count in options.queues:
+        measure(options.events, queue_count)
+
+
+if __name__ == "__main__":
+    main()
