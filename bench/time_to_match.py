@@ -295,8 +295,8 @@ def finished_at(meta: dict[str, Any]) -> datetime:
 
 
 def drain_rates(first_user: int) -> list[tuple[float, float]]:
-    """DRAIN_ROUNDS rounds, each draining `peer.request` on a worker of two processes and
-    the bare no-op on one of its own: (request, no-op) per round.
+    """DRAIN_ROUNDS rounds after one to warm up, each draining `peer.request` on a worker of
+    two processes and the bare no-op on one of its own: (request, no-op) per round.
 
     The matchops worker runs alone, without beat or triggers, so no sweep of the drained
     requests shares its processes.
@@ -315,7 +315,11 @@ def drain_rates(first_user: int) -> list[tuple[float, float]]:
         try:
             wait_for_workers(children, "worker")
             wait_for_worker(_noop.app, noop_worker, name, timeout=60)
-            for round_index in range(DRAIN_ROUNDS):
+            # Unreported: the first tasks a fresh worker runs pay for its warm-up (each
+            # process's connections and prepared statements).
+            drain_rate(app, node_name("worker"), "interactive", partial(send_request, first_user))
+            drain_rate(_noop.app, name, _noop.QUEUE, lambda _index: _noop.noop.delay())
+            for round_index in range(1, DRAIN_ROUNDS + 1):
                 first = first_user + round_index * DRAIN_TASKS
                 request = drain_rate(
                     app, node_name("worker"), "interactive", partial(send_request, first)
@@ -357,7 +361,7 @@ def main() -> None:
     os.environ["MAX_CONCURRENT_MATCHES"] = "10000000"
     get_settings.cache_clear()
     per_phase = options.rate * options.seconds
-    make_users(1, 2 * per_phase + DRAIN_ROUNDS * DRAIN_TASKS)
+    make_users(1, 2 * per_phase + (DRAIN_ROUNDS + 1) * DRAIN_TASKS)
     triggered = drive(options, database, 1, triggers=True)
     report_phase(options, "commit triggers", triggered)
     beat_only = drive(options, database, 1 + per_phase, triggers=False)
