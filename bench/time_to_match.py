@@ -7,7 +7,8 @@ Prints p50/p95/p99 of (a) the second request of a pair accepted (202) -> its
 consumed, the rate the API accepted and the CPU each part of the stack spent per request,
 then the same run with commit triggers off (beat's safety tick alone) and the ratio;
 last, in rounds, the rate at which a two-process worker drains a queue of waiting
-`peer.request` tasks against a bare Celery no-op task on the same pool.
+`peer.request` tasks, and of tasks with an empty body through the same task base (its
+floor, `bench._floor`), against a bare Celery no-op task on the same pool.
 
 `python -m bench.time_to_match [--rate 200] [--seconds 60] [--pools 50]` (scratch
 database `matchops_bench_ttm` on DATABASE_URL's server). Goals: p99 (a) < 300 ms and
@@ -42,7 +43,7 @@ from kombu.message import Message
 from sqlalchemy import text
 
 from api.auth import issue_token
-from bench import _noop
+from bench import _floor, _noop
 from bench.cpu import cpu_rows, read_cpu
 from bench.harness import (
     BENCH_LOGS,
@@ -294,9 +295,10 @@ def finished_at(meta: dict[str, Any]) -> datetime:
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
-def drain_rates(first_user: int) -> list[tuple[float, float]]:
-    """DRAIN_ROUNDS rounds after one to warm up, each draining `peer.request` on a worker of
-    two processes and the bare no-op on one of its own: (request, no-op) per round.
+def drain_rates(first_user: int) -> list[tuple[float, float, float]]:
+    """DRAIN_ROUNDS rounds after one to warm up, each draining `peer.request` and the task
+    base's floor (`bench.floor`, an empty body) on a worker of two processes, and the bare
+    no-op on one of its own: (request, floor, no-op) tasks/s per round.
 
     The matchops worker runs alone, without beat or triggers, so no sweep of the drained
     requests shares its processes.
@@ -307,28 +309,33 @@ def drain_rates(first_user: int) -> list[tuple[float, float]]:
         [sys.executable, "-m", "celery", "-A", "bench._noop", "worker", "-c", "2", "-n", name],
         BENCH_LOGS / "noop.log",
     )
+    worker = node_name("worker")
     rounds = []
     with processes(
-        env={"COMMIT_TRIGGERS": "false"}, worker=worker_argv("worker", "-c", "2")
+        env={"COMMIT_TRIGGERS": "false"},
+        worker=worker_argv("worker", "-c", "2", "-I", "bench._floor"),
     ) as children:
         noop_worker.start()
         try:
             wait_for_workers(children, "worker")
             wait_for_worker(_noop.app, noop_worker, name, timeout=60)
-            # Unreported: the first tasks a fresh worker runs pay for its warm-up (each
-            # process's connections and prepared statements).
-            drain_rate(app, node_name("worker"), "interactive", partial(send_request, first_user))
-            drain_rate(_noop.app, name, _noop.QUEUE, lambda _index: _noop.noop.delay())
-            for round_index in range(1, DRAIN_ROUNDS + 1):
+            # Round 0 is unreported: the first tasks a fresh worker runs pay for its
+            # warm-up (each process's connections and prepared statements).
+            for round_index in range(DRAIN_ROUNDS + 1):
                 first = first_user + round_index * DRAIN_TASKS
-                request = drain_rate(
-                    app, node_name("worker"), "interactive", partial(send_request, first)
-                )
+                request = drain_rate(app, worker, "interactive", partial(send_request, first))
+                floor = drain_rate(app, worker, "interactive", send_floor)
                 noop = drain_rate(_noop.app, name, _noop.QUEUE, lambda _index: _noop.noop.delay())
-                rounds.append((request, noop))
+                if round_index:
+                    rounds.append((request, floor, noop))
         finally:
             noop_worker.stop(30)
     return rounds
+
+
+def send_floor(index: int) -> AsyncResult[Any]:
+    """Send one `bench.floor` task."""
+    return app.send_task(_floor.NAME, kwargs={"index": index})
 
 
 def make_users(first: int, count: int) -> None:
@@ -375,19 +382,26 @@ def main() -> None:
     )
     app.control.purge()
     rounds = drain_rates(1 + 2 * per_phase)
-    ratios = sorted(request / noop for request, noop in rounds)
     report(
         f"per-task overhead: {DRAIN_TASKS:,} waiting tasks drained by two prefork processes",
         [
             *(
                 (
                     f"round {index}",
-                    f"peer.request {request:,.0f} tasks/s, bare Celery no-op {noop:,.0f} "
-                    f"tasks/s: {request / noop:.2f}x",
+                    f"peer.request {request:,.0f}/s, task base alone {floor:,.0f}/s, "
+                    f"bare Celery no-op {noop:,.0f}/s: {request / noop:.2f}x and "
+                    f"{floor / noop:.2f}x",
                 )
-                for index, (request, noop) in enumerate(rounds, 1)
+                for index, (request, floor, noop) in enumerate(rounds, 1)
             ),
-            ("median ratio", f"{statistics.median(ratios):.2f}x (goal >= 0.6x)"),
+            (
+                "median, peer.request",
+                f"{statistics.median(r / n for r, _, n in rounds):.2f}x the no-op (goal >= 0.6x)",
+            ),
+            (
+                "median, task base alone",
+                f"{statistics.median(f / n for _, f, n in rounds):.2f}x the no-op",
+            ),
         ],
     )
 
