@@ -15,7 +15,7 @@ from core.outbox import emit_events
 from core.relay import relay_pending
 from models import OutboxEvent
 from runtime.embedded import free_port
-from tests.support import bound_to_events
+from tests.support import bound_to_events, queue_taken_from
 from workers.app import app
 
 
@@ -30,22 +30,24 @@ def _unpublished(db, marker: str) -> int:
     )
 
 
-def test_an_unreachable_broker_leaves_every_event_to_the_next_relay(db):
+def test_an_unreachable_broker_leaves_every_event_to_the_next_relay(worker, db):
     marker = uuid.uuid4().hex
-    emit_events(db, "match.found", [{"marker": marker, "n": n} for n in range(30)])
-    # No triggered relay: this test's relays are the only ones to run.
-    take_followups(db)
-    db.commit()
     nowhere = f"redis://127.0.0.1:{free_port()}/0"
-
-    with pytest.raises(TRANSIENT_ERRORS):
-        relay_pending(session_factory(), lambda: Connection(nowhere, connect_timeout=1))
-    assert _unpublished(db, marker) == 30
-
+    # This test's relays are the only ones to run: none is triggered by its commit, and
+    # the session worker leaves the events queue to nobody meanwhile.
     with (
+        queue_taken_from(worker, "events"),
         app.connection_for_write() as connection,
         bound_to_events(connection, f"test-relay-{marker[:8]}", "match.found") as queue,
     ):
+        emit_events(db, "match.found", [{"marker": marker, "n": n} for n in range(30)])
+        take_followups(db)
+        db.commit()
+
+        with pytest.raises(TRANSIENT_ERRORS):
+            relay_pending(session_factory(), lambda: Connection(nowhere, connect_timeout=1))
+        assert _unpublished(db, marker) == 30
+
         relay_pending(session_factory(), app.connection_for_write)
         bound = queue(connection.default_channel)
         received = []
