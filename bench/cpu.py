@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PROC = Path("/proc")
-TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
 # /proc/PID/stat fields after the command name: state is the first, session the fourth,
 # user and system time the twelfth and thirteenth.
 SESSION_FIELD = 3
@@ -55,17 +55,17 @@ def read_cpu(sessions: Mapping[str, int], database: str) -> CpuReading:
             command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:  # gone since the listing
             continue
+        # `PID (name) state ...`: the name may hold spaces and parentheses itself.
         name_end = stat.rfind(")")
         fields = stat[name_end + 2 :].split()
         used = (int(fields[UTIME_FIELD]) + int(fields[STIME_FIELD])) / TICKS_PER_SECOND
-        pid = int(entry.name)
-        if pid == own:
+        if int(entry.name) == own:
             seconds[BENCH] += used
         elif (part := parts.get(int(fields[SESSION_FIELD]))) is not None:
             seconds[part] += used
         elif command.startswith("postgres:") and f" {database} " in command:
             seconds[POSTGRES] += used
-        elif "redis-server" in stat[: name_end + 1] or command.startswith("redis-server"):
+        elif stat[stat.find("(") + 1 : name_end] == "redis-server":
             seconds[REDIS] += used
     return CpuReading(seconds)
 

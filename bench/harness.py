@@ -14,10 +14,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from kombu.connection import Connection as BrokerConnection
+from kombu.entity import Queue
 from sqlalchemy import Connection, Engine, event
 from sqlalchemy.engine import make_url
 
 from core.db import get_bookkeeping_engine, get_engine, session_factory
+from core.relay import EVENTS_EXCHANGE
 from core.settings import get_settings
 from runtime.children import Child
 from runtime.embedded import DEFAULT_HOME
@@ -106,6 +109,30 @@ def report(title: str, rows: list[tuple[str, str]]) -> None:
     width = max(len(label) for label, _ in rows)
     for label, value in rows:
         print(f"  {label.ljust(width)}  {value}")
+
+
+@contextmanager
+def bound_to_events(
+    connection: BrokerConnection, name: str, routing_key: str = "#"
+) -> Iterator[Queue]:
+    """A queue bound to `matching.events` for the block, deleted after it: kombu's Redis
+    transport keeps an auto-delete queue's binding, and every later relay would push a
+    copy of each event into it, for good."""
+    queue = Queue(name, exchange=EVENTS_EXCHANGE, routing_key=routing_key, auto_delete=True)
+    queue(connection.default_channel).declare()
+    try:
+        yield queue
+    finally:
+        queue(connection.default_channel).delete()
+
+
+def take_events(connection: BrokerConnection, queue: Queue) -> list[dict[str, Any]]:
+    """Every event body waiting in `queue`, which is left empty."""
+    bound = queue(connection.default_channel)
+    bodies = []
+    while (message := bound.get(no_ack=True)) is not None:
+        bodies.append(message.payload)
+    return bodies
 
 
 def worker_argv(name: str, *celery_args: str) -> list[str]:

@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import argparse
 import uuid
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from typing import Any
 
 from kombu.connection import Connection
 from kombu.entity import Queue
 
-from bench.harness import count_statements, report, timed, use_bench_database
+from bench.harness import bound_to_events, count_statements, report, timed, use_bench_database
 from core.db import session_factory
 from core.followups import take_followups
 from core.outbox import emit_events
@@ -30,23 +29,6 @@ from workers.app import app
 
 # Events written per statement while the backlog is built.
 WRITE_CHUNK = 5_000
-
-
-@contextmanager
-def bound_queues(connection: Connection, count: int) -> Iterator[list[Queue]]:
-    """`count` queues bound to every event type, deleted afterwards (kombu's Redis
-    transport would keep their bindings)."""
-    queues = [
-        Queue(f"bench-relay-{uuid.uuid4().hex[:8]}", exchange=EVENTS_EXCHANGE, routing_key="#")
-        for _ in range(count)
-    ]
-    for queue in queues:
-        queue(connection.default_channel).declare()
-    try:
-        yield queues
-    finally:
-        for queue in queues:
-            queue(connection.default_channel).delete()
 
 
 def write_backlog(events: int) -> None:
@@ -104,7 +86,13 @@ def queued(connection: Connection, queues: list[Queue]) -> int:
 
 def measure(events: int, queue_count: int) -> None:
     """One relay of `events` and both yardsticks, with `queue_count` queues bound."""
-    with app.connection_for_write() as connection, bound_queues(connection, queue_count) as queues:
+    with app.connection_for_write() as connection, ExitStack() as bindings:
+        queues = [
+            bindings.enter_context(
+                bound_to_events(connection, f"bench-relay-{uuid.uuid4().hex[:8]}")
+            )
+            for _ in range(queue_count)
+        ]
         write_backlog(events)
         with count_statements() as statements, timed() as relay:
             published = relay_pending(session_factory(), app.connection_for_write)

@@ -38,7 +38,6 @@ import httpx
 from celery import Celery
 from celery.result import AsyncResult
 from kombu.connection import Connection
-from kombu.entity import Queue
 from kombu.message import Message
 from sqlalchemy import text
 
@@ -48,6 +47,7 @@ from bench.cpu import cpu_rows, read_cpu
 from bench.harness import (
     BENCH_LOGS,
     autocommit_connection,
+    bound_to_events,
     node_name,
     processes,
     report,
@@ -56,7 +56,6 @@ from bench.harness import (
     wait_for_workers,
     worker_argv,
 )
-from core.relay import EVENTS_EXCHANGE
 from core.settings import get_settings
 from runtime.children import Child
 from runtime.embedded import free_port
@@ -100,13 +99,10 @@ def consuming(on_event: Callable[[dict[str, Any], float], None]) -> Iterator[Non
     bound = threading.Event()
 
     def consume() -> None:
-        queue = Queue(
-            f"bench-ttm-{os.getpid()}",
-            exchange=EVENTS_EXCHANGE,
-            routing_key="match.*",
-            auto_delete=True,
-        )
-        with Connection(get_settings().broker) as connection:
+        with (
+            Connection(get_settings().broker) as connection,
+            bound_to_events(connection, f"bench-ttm-{os.getpid()}", "match.*") as queue,
+        ):
 
             def received(body: dict[str, Any], message: Message) -> None:
                 on_event(body, time.perf_counter())
@@ -119,9 +115,6 @@ def consuming(on_event: Callable[[dict[str, Any], float], None]) -> Iterator[Non
                         connection.drain_events(timeout=0.2)
                     except TimeoutError:
                         continue
-            # kombu's Redis transport keeps the binding of an auto-delete queue: left
-            # bound, the queue would take a copy of every later event, for good.
-            queue.bind(connection.default_channel).delete()
 
     consumer = threading.Thread(target=consume, daemon=True)
     consumer.start()

@@ -16,11 +16,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import kombu.exceptions
 from celery import Celery
 from sqlalchemy import Connection, bindparam, func, select, update
 
-from core.outages import BROKER_ERRORS
+from core.outages import BROKER_ERRORS, publish_batch
 from models.platform import TaskRun
 
 logger = logging.getLogger("matchops.dispatch")
@@ -75,29 +74,21 @@ def publish(app: Celery, dispatches: Sequence[Dispatch]) -> None:
 
     Results are read from `task_runs`, so the result backend stores none for them
     (one Redis write less per task) and the publisher subscribes to no result channel.
-    On Redis the messages go out in one pipeline (kombu's publish batch), one round trip
-    for the claim instead of one per task; on RabbitMQ each publish still waits for its
-    confirm. An error leaves the whole claim to be released and claimed again.
+    The claim goes out as one batch (`publish_batch`). An error leaves the whole claim to
+    be released and claimed again.
     """
     if not dispatches:
         return
-    with app.producer_or_acquire() as producer:
-        # The pipeline is sent when the batch closes, outside kombu's retrying publish:
-        # its failure is the transport's own error, made the broker error it is here.
-        failures = producer.connection.connection_errors + producer.connection.channel_errors
-        try:
-            with producer.batch(max_size=len(dispatches)):
-                for dispatch in dispatches:
-                    app.send_task(
-                        dispatch.name,
-                        kwargs=dispatch.args,
-                        task_id=dispatch.task_id,
-                        producer=producer,
-                        ignore_result=True,
-                        retry_policy=PUBLISH_RETRY_POLICY,
-                    )
-        except failures as exc:
-            raise kombu.exceptions.OperationalError(str(exc)) from exc
+    with app.producer_or_acquire() as producer, publish_batch(producer, len(dispatches)):
+        for dispatch in dispatches:
+            app.send_task(
+                dispatch.name,
+                kwargs=dispatch.args,
+                task_id=dispatch.task_id,
+                producer=producer,
+                ignore_result=True,
+                retry_policy=PUBLISH_RETRY_POLICY,
+            )
 
 
 def check_broker(app: Celery, timeout: float) -> None:

@@ -6,12 +6,12 @@ from collections.abc import Callable
 from datetime import UTC
 from typing import Any
 
-import kombu.exceptions
 from kombu.connection import Connection
 from kombu.entity import Exchange
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.outages import publish_batch
 from core.results import TaskResult
 from models.platform import OutboxEvent
 
@@ -53,23 +53,16 @@ def relay_batch(session: Session, connection: Connection, limit: int = RELAY_BAT
         return 0
     producer = connection.Producer(serializer="json")
     publish = connection.ensure(producer, producer.publish, max_retries=3)
-    # On Redis the batch's messages go out in one pipeline as the block ends, one round
-    # trip instead of one per event and bound queue; RabbitMQ confirms each as it goes.
-    # The pipeline is sent outside kombu's retrying publish, so its failure is the
-    # transport's own error, made the broker error it is here: the rows stay unpublished.
-    failures = connection.connection_errors + connection.channel_errors
-    try:
-        with producer.batch(max_size=len(rows)):
-            for row in rows:
-                publish(
-                    event_body(row.event_id, row.type, row.occurred_at, row.data),
-                    exchange=EVENTS_EXCHANGE,
-                    routing_key=row.type,
-                    declare=[EVENTS_EXCHANGE],
-                    delivery_mode=2,
-                )
-    except failures as exc:
-        raise kombu.exceptions.OperationalError(str(exc)) from exc
+    # A failed batch raises before the rows are marked: they stay for the next run.
+    with publish_batch(producer, len(rows)):
+        for row in rows:
+            publish(
+                event_body(row.event_id, row.type, row.occurred_at, row.data),
+                exchange=EVENTS_EXCHANGE,
+                routing_key=row.type,
+                declare=[EVENTS_EXCHANGE],
+                delivery_mode=2,
+            )
     session.execute(
         update(OutboxEvent)
         .where(OutboxEvent.id.in_([row.id for row in rows]))

@@ -13,14 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from celery.result import AsyncResult
-from kombu.entity import Queue
 from pydantic import ValidationError
 from sqlalchemy import select, text
 
 from api.submission import task_catalogue
 from celeryconfig import QUEUE_NAMES
 from core.db import get_engine
-from core.relay import EVENTS_EXCHANGE
 from models.platform import TaskRun
 from runtime.children import Child
 from runtime.polling import poll_until
@@ -180,18 +178,6 @@ def lock_waiters(query_like: str | None = None) -> int:
     # A fresh connection each time: pg_stat_activity is a per-transaction snapshot.
     with get_engine().connect() as conn:
         return int(conn.scalar(text(sql), params) or 0)
-
-
-@contextmanager
-def bound_to_events(connection: Any, name: str, routing_key: str = "#") -> Iterator[Queue]:
-    """A queue bound to `matching.events` for the block, deleted after it: kombu's Redis
-    transport keeps an auto-delete queue's binding, and every later relay would fill it."""
-    queue = Queue(name, exchange=EVENTS_EXCHANGE, routing_key=routing_key, auto_delete=True)
-    queue(connection.default_channel).declare()
-    try:
-        yield queue
-    finally:
-        queue(connection.default_channel).delete()
 
 
 @contextmanager

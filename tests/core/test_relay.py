@@ -8,6 +8,7 @@ import pytest
 from kombu.connection import Connection
 from sqlalchemy import func, select
 
+from bench.harness import bound_to_events, take_events
 from core.db import session_factory
 from core.followups import take_followups
 from core.outages import TRANSIENT_ERRORS
@@ -15,7 +16,7 @@ from core.outbox import emit_events
 from core.relay import relay_pending
 from models import OutboxEvent
 from runtime.embedded import free_port
-from tests.support import bound_to_events, queue_taken_from
+from tests.support import queue_taken_from
 from workers.app import app
 
 
@@ -49,10 +50,7 @@ def test_an_unreachable_broker_leaves_every_event_to_the_next_relay(worker, db):
         assert _unpublished(db, marker) == 30
 
         relay_pending(session_factory(), app.connection_for_write)
-        bound = queue(connection.default_channel)
-        received = []
-        while (message := bound.get(no_ack=True)) is not None:
-            received.append(message.payload)
+        received = take_events(connection, queue)
     assert _unpublished(db, marker) == 0
     # In the order they were written, each once.
     assert [body["data"]["n"] for body in received if body["data"]["marker"] == marker] == list(

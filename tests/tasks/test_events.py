@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections import Counter
 
-from kombu.entity import Queue
 from sqlalchemy import func, select
 
+from bench.harness import bound_to_events, take_events
 from core.outbox import emit_events
 from models import OutboxEvent
-from tests.support import bound_to_events, run_task, send
+from tests.support import run_task, send
 from workers.app import app
-
-
-def _drain(connection, queue: Queue) -> list[dict]:
-    bodies = []
-    bound = queue(connection.default_channel)
-    while (message := bound.get(no_ack=True)) is not None:
-        bodies.append(
-            json.loads(message.body) if isinstance(message.body, (str, bytes)) else message.body
-        )
-    return bodies
 
 
 def test_two_relays_publish_each_event_exactly_once(worker, db):
@@ -40,7 +29,7 @@ def test_two_relays_publish_each_event_exactly_once(worker, db):
         second.get(timeout=60)
         run_task("events.publish")
 
-        mine = [b for b in _drain(connection, queue) if b["data"].get("marker") == marker]
+        mine = [b for b in take_events(connection, queue) if b["data"].get("marker") == marker]
     counts = Counter(body["event_id"] for body in mine)
     assert len(counts) == 1200
     assert set(counts.values()) == {1}
@@ -66,6 +55,8 @@ def test_routing_key_is_the_event_type(worker, db):
         db.commit()
         run_task("events.publish")
         types = [
-            b["type"] for b in _drain(connection, expired_only) if b["data"].get("marker") == marker
+            b["type"]
+            for b in take_events(connection, expired_only)
+            if b["data"].get("marker") == marker
         ]
     assert types == ["request.expired"]

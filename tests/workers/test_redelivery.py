@@ -3,16 +3,15 @@ runs again, and its effect happens once."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import uuid
 from collections import Counter
 
+from bench.harness import bound_to_events, take_events
 from core.db import get_engine
 from core.outbox import emit_events
 from tests.support import (
-    bound_to_events,
     lock_waiters,
     queue_taken_from,
     running_worker,
@@ -71,11 +70,7 @@ def test_relay_killed_mid_task_is_redelivered_and_publishes_each_event_once(work
         # (SKIP LOCKED); the next relay, as beat or a commit would send it, takes them.
         send("events.publish").get(timeout=60)
 
-        bound = queue(connection.default_channel)
-        bodies = []
-        while (message := bound.get(no_ack=True)) is not None:
-            body = message.body
-            bodies.append(json.loads(body) if isinstance(body, (str, bytes)) else body)
+        bodies = take_events(connection, queue)
 
     mine = Counter(b["event_id"] for b in bodies if b["data"].get("marker") == marker)
     assert len(mine) == 50
