@@ -107,8 +107,9 @@ def sweep_task(reporter: ProgressReporter, args: PeerSweepArgs) -> PeerSweepResu
     """Pair pending requests pool by pool, oldest first, into matches awaiting confirmation."""
     if args.topics is None and args.topic is None:
         # Fan out: a few tasks over shares of whole topics, for any workers to take.
+        relax_after = get_settings().peer_relax_after_seconds
         with session_factory().begin() as session:
-            shares = split_topics(waiting_topics(session, args.difficulty))
+            shares = split_topics(waiting_topics(session, args.difficulty, relax_after))
         for share in shares:
             app.send_task("peer.sweep", kwargs={"difficulty": args.difficulty, "topics": share})
         return {"matched": 0, "shares": len(shares)}

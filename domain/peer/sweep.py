@@ -54,7 +54,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.followups import relay_due
 from core.outbox import checked_event_type
 from core.results import TaskResult
-from core.sql import epoch_microseconds
+from core.sql import epoch_microseconds, seconds_before_now
 from domain.peer.budget import Reservation, release, release_in, reserve
 from domain.peer.declines import recent_declines
 from domain.peer.pairing import (
@@ -67,7 +67,7 @@ from domain.peer.pairing import (
     pair_queues,
 )
 from domain.peer.pool_lock import pool_lock_keys
-from domain.peer.relaxation import relax_pairs
+from domain.peer.relaxation import adjacent, relax_pairs
 from domain.peer.shares import claim_limits
 from models.peer import MatchRequest, RequestStatus
 
@@ -86,6 +86,15 @@ _PENDING_POOLS = (
 # Pools with two or more pending requests (one alone has nobody to pair with), and how
 # many each holds, so a sweep of every pool can be split into shares of similar size.
 SWEEPABLE_POOLS = _PENDING_POOLS.having(func.count() >= literal_column("2"))
+
+# With relaxation on, every pool with a pending request, and whether its oldest has
+# waited past the threshold: one alone may then find a partner next door.
+POOLS_WITH_OVERDUE = _PENDING_POOLS.add_columns(
+    (
+        func.min(MatchRequest.created_at)
+        < seconds_before_now(bindparam("relax_after", type_=Integer))
+    ).label("overdue")
+)
 
 # Each pool of the topics under a transaction-scoped advisory lock keyed by a hash of
 # the pool; `locked` is false for a pool another sweep holds.
@@ -291,13 +300,45 @@ class PeerSweepResult(TaskResult):
     shares: NotRequired[int]
 
 
-def waiting_topics(session: Session, difficulty: str | None) -> dict[str, int]:
-    """Topics with a pool (of `difficulty`, when given) that has two or more pending
-    requests, and how many such requests each topic holds."""
-    topics: dict[str, int] = {}
-    for row in session.connection().execute(SWEEPABLE_POOLS, {"difficulty": difficulty}):
-        topics[row.topic] = topics.get(row.topic, 0) + row.waiting
-    return topics
+def waiting_topics(
+    session: Session, difficulty: str | None, relax_after: int | None = None
+) -> dict[str, int]:
+    """Topics a sweep of every pool (of `difficulty`, when given) has work in, and how
+    many pending requests each holds for it.
+
+    A topic has work when a pool of it has two or more pending requests; with
+    `relax_after` seconds (and no `difficulty`: a sweep of one difficulty never relaxes)
+    also when the oldest request of a pool has waited longer than that and an adjacent
+    difficulty of the topic has a pending request, however few either pool holds. A
+    quiet topic's lone Easy and lone Medium are thus swept once one of them is overdue,
+    by whichever sweep of every pool comes next (beat's safety tick at the latest).
+    """
+    if relax_after is None or difficulty is not None:
+        topics: dict[str, int] = {}
+        for row in session.connection().execute(SWEEPABLE_POOLS, {"difficulty": difficulty}):
+            topics[row.topic] = topics.get(row.topic, 0) + row.waiting
+        return topics
+    pools: dict[str, dict[str, tuple[int, bool]]] = {}
+    rows = session.connection().execute(
+        POOLS_WITH_OVERDUE, {"difficulty": None, "relax_after": relax_after}
+    )
+    for row in rows:
+        pools.setdefault(row.topic, {})[row.difficulty] = (row.waiting, row.overdue)
+    return {
+        topic: sum(waiting for waiting, _ in levels.values())
+        for topic, levels in pools.items()
+        if _has_work(levels)
+    }
+
+
+def _has_work(levels: Mapping[str, tuple[int, bool]]) -> bool:
+    """Whether a topic's pools (difficulty: pending count, oldest overdue) hold a pair:
+    one within a pool, or an overdue request with someone of an adjacent difficulty."""
+    return any(
+        waiting >= 2
+        or (overdue and any(adjacent(level, other) for other in levels if other != level))
+        for level, (waiting, overdue) in levels.items()
+    )
 
 
 def sweep_topics(

@@ -11,7 +11,8 @@ from sqlalchemy.orm import Session
 from core.db import session_factory
 from domain.peer.budget import count_open_matches
 from domain.peer.pairing import pair_pool, user_pair
-from domain.peer.sweep import CLAIM_SLACK, SweepOutcome, sweep_topics
+from domain.peer.shares import split_topics
+from domain.peer.sweep import CLAIM_SLACK, SweepOutcome, sweep_topics, waiting_topics
 from models.peer import MatchRequest, PeerDecline
 from tests.factories import unique
 from tests.factories_peer import make_pool, make_request, matches_of_topic
@@ -19,16 +20,30 @@ from tests.factories_peer import make_pool, make_request, matches_of_topic
 DIFFICULTIES = ("Easy", "Medium", "Hard")
 
 
-def sweep(topic: str, *, max_open_matches: int = 10**6) -> SweepOutcome:
-    """One sweep of every pool of `topic`."""
+RELAX_AFTER = 30
+
+
+def sweep(
+    topic: str | list[str], *, max_open_matches: int = 10**6, relax_after: int | None = None
+) -> SweepOutcome:
+    """One sweep of every pool of `topic` (or of several topics, as a share)."""
     return sweep_topics(
         session_factory(),
-        topics=[topic],
+        topics=[topic] if isinstance(topic, str) else topic,
         difficulty=None,
         max_open_matches=max_open_matches,
         confirm_seconds=120,
         stale_after=150,
+        relax_after=relax_after,
     )
+
+
+def share_of(topic: str, relax_after: int | None) -> list[str] | None:
+    """The share of a sweep of every pool that holds `topic`, or None when that sweep
+    finds no work in it."""
+    with session_factory().begin() as session:
+        shares = split_topics(waiting_topics(session, None, relax_after))
+    return next((share for share in shares if topic in share), None)
 
 
 def counted(db: Session, rows: str, topic: str | list[str]) -> int:
@@ -115,3 +130,37 @@ def test_sweeps_racing_under_a_tight_cap_never_exceed_it_or_pair_twice(db):
     assert len(paired) == 2 * 25
     assert {count for _, count in paired} == {1}
     assert counted(db, "matches WHERE topic = ANY(:t) AND user_a = user_b", topics) == 0
+
+
+def test_a_sweep_of_every_pool_relaxes_a_quiet_topic(db):
+    topic = unique("topic")
+    easy = make_request(db, topic=topic, difficulty="Easy", age_seconds=RELAX_AFTER + 5)
+    medium = make_request(db, topic=topic, difficulty="Medium", age_seconds=1)
+    db.commit()
+
+    # Without relaxation the topic holds no pair; with it, the overdue Easy request and
+    # the Medium one next door are work for a sweep of every pool.
+    assert share_of(topic, None) is None
+    share = share_of(topic, RELAX_AFTER)
+    assert share is not None
+    with session_factory().begin() as session:
+        assert waiting_topics(session, None, RELAX_AFTER)[topic] == 2
+
+    assert sweep(share, relax_after=RELAX_AFTER).matched >= 1
+    [match] = matches_of_topic(db, topic)
+    assert (match.user_a, match.user_b, match.difficulty) == (easy.user_id, medium.user_id, "Easy")
+
+
+def test_a_sweep_of_every_pool_leaves_a_quiet_topic_with_nobody_to_relax_with(db):
+    early, apart, alone = unique("topic"), unique("topic"), unique("topic")
+    # Adjacent but neither overdue yet; overdue but two steps apart; overdue and alone.
+    make_request(db, topic=early, difficulty="Easy", age_seconds=RELAX_AFTER - 10)
+    make_request(db, topic=early, difficulty="Medium", age_seconds=RELAX_AFTER - 10)
+    make_request(db, topic=apart, difficulty="Easy", age_seconds=RELAX_AFTER + 5)
+    make_request(db, topic=apart, difficulty="Hard", age_seconds=RELAX_AFTER + 5)
+    make_request(db, topic=alone, difficulty="Medium", age_seconds=RELAX_AFTER + 5)
+    db.commit()
+
+    with session_factory().begin() as session:
+        found = waiting_topics(session, None, RELAX_AFTER)
+    assert not {early, apart, alone} & found.keys()
