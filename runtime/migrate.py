@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from alembic import command
@@ -27,23 +28,33 @@ def upgrade_head(database_url: str | None = None) -> None:
 
 
 # Only scratch databases may be wiped: the test suite and the benches rebuild theirs.
+# A marker counts as a whole word of the name, between underscores, hyphens or other
+# non-alphanumerics: matchops_test_gw0 is scratch, "latest" and "contest" are not.
 SCRATCH_MARKERS = ("test", "bench")
+_NAME_WORDS = re.compile(r"[^a-z0-9]+")
+
+
+def is_scratch(name: str) -> bool:
+    """Whether a database name has "test" or "bench" as one of its words."""
+    return any(word in SCRATCH_MARKERS for word in _NAME_WORDS.split(name.lower()))
 
 
 def refuse_unless_scratch(database_url: str) -> None:
-    """RuntimeError unless the database's name marks it as scratch ("test" or "bench")."""
+    """RuntimeError unless the database's name marks it as scratch ("test" or "bench"
+    as a word of it)."""
     name = make_url(database_url).database or ""
-    if not any(marker in name for marker in SCRATCH_MARKERS):
+    if not is_scratch(name):
         raise RuntimeError(
-            f"refusing to wipe database {name!r}: only scratch databases whose name contains "
-            "'test' or 'bench' are rebuilt (for example matchops_test). Point DATABASE_URL at one."
+            f"refusing to wipe database {name!r}: only scratch databases with 'test' or "
+            "'bench' as a word of their name are rebuilt (for example matchops_test). "
+            "Point DATABASE_URL at one."
         )
 
 
 def recreate_schema(database_url: str) -> None:
     """Create the database if missing and give it an empty public schema.
 
-    Refuses any database whose name does not contain "test" or "bench", because
+    Refuses any database without "test" or "bench" as a word of its name, because
     everything in it is dropped.
     """
     refuse_unless_scratch(database_url)
