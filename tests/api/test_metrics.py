@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from core.metrics import MAX_POOL_SERIES, OTHER_TOPIC
 from core.settings import get_settings
+from domain.peer.rules import DIFFICULTY_LADDER
 from tests.api.support import client_for
 from tests.factories import next_id, unique
 from tests.factories_peer import backdate_request, make_pool, make_request, swept_match
@@ -40,6 +41,35 @@ def _value(samples: dict[str, list[Sample]], name: str, **labels: str) -> float:
 MATCHED_SIDES_COUNT = (
     "SELECT count(*) FROM matches m JOIN match_requests r ON r.id IN (m.request_a, m.request_b)"
 )
+
+
+def _pool_series(db: Session) -> dict[tuple[str, str], float]:
+    """What `matchops_peer_waiting_requests` must say, from the table by contract section
+    7: every pool its own label set while they fit, else the biggest pools (ranked by size,
+    then difficulty and topic, in the database's own order) keep theirs and the rest are
+    summed per difficulty under topic="_other", one set each, within the limit."""
+    db.rollback()  # a fresh snapshot
+    pools = db.execute(
+        text(
+            "SELECT difficulty, topic, count(*) AS waiting FROM match_requests "
+            "WHERE status = 'pending' GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2"
+        )
+    ).all()
+    if len(pools) <= MAX_POOL_SERIES:
+        return {(d, t): float(n) for d, t, n in pools}
+    kept = MAX_POOL_SERIES - len(DIFFICULTY_LADDER)  # room for an "_other" set of each
+    series = {(d, t): float(n) for d, t, n in pools[:kept]}
+    for difficulty, _, waiting in pools[kept:]:
+        key = (difficulty, OTHER_TOPIC)
+        series[key] = series.get(key, 0.0) + waiting
+    return series
+
+
+def _scraped_pools(samples: dict[str, list[Sample]]) -> dict[tuple[str, str], float]:
+    return {
+        (s.labels["difficulty"], s.labels["topic"]): s.value
+        for s in samples["matchops_peer_waiting_requests"]
+    }
 
 
 def _count(db: Session, sql: str) -> int:
@@ -112,19 +142,9 @@ def test_every_series_after_a_peer_workload(
             samples = _scrape(metrics_reader)
         unpublished = _count(db, "SELECT count(*) FROM outbox WHERE published_at IS NULL")
 
-    # Pools: the metric equals the table, pool by pool, while there are fewer than the cap.
-    pools = db.execute(
-        text(
-            "SELECT difficulty, topic, count(*) FROM match_requests "
-            "WHERE status = 'pending' GROUP BY 1, 2"
-        )
-    ).all()
-    if len(pools) <= MAX_POOL_SERIES:
-        scraped = {
-            (s.labels["difficulty"], s.labels["topic"]): s.value
-            for s in samples["matchops_peer_waiting_requests"]
-        }
-        assert scraped == {(d, t): float(n) for d, t, n in pools}
+    # Pools: the metric equals the table, pool by pool (or summed under "_other" beyond
+    # the limit, when other tests left that many pools pending).
+    assert _scraped_pools(samples) == _pool_series(db)
     assert _value(samples, "matchops_peer_waiting_requests", difficulty="Hard", topic=waiting) == 2
     oldest_wait = _value(
         samples, "matchops_peer_oldest_wait_seconds", difficulty="Hard", topic=waiting
@@ -193,8 +213,13 @@ def test_time_to_match_counts_never_drop_when_a_match_is_declined(
 def test_pools_beyond_the_cap_are_summed_under_other(
     db: Session, metrics_reader: httpx.Client, own_topics: str
 ):
+    # Pools of one request in two difficulties, and a few bigger ones, which keep their
+    # own label sets however the one-request pools are ranked among themselves.
     for index in range(MAX_POOL_SERIES + 5):
-        make_request(db, topic=f"{own_topics}-{index:03d}", difficulty="Easy")
+        difficulty = ("Easy", "Medium")[index % 2]
+        make_pool(
+            db, 3 if index < 5 else 1, topic=f"{own_topics}-{index:03d}", difficulty=difficulty
+        )
     db.commit()
 
     samples = _scrape(metrics_reader)
@@ -202,6 +227,11 @@ def test_pools_beyond_the_cap_are_summed_under_other(
     waiting = samples["matchops_peer_waiting_requests"]
     assert len(waiting) <= MAX_POOL_SERIES
     assert len(samples["matchops_peer_oldest_wait_seconds"]) == len(waiting)
-    assert any(s.labels["topic"] == OTHER_TOPIC for s in waiting)
+    scraped = _scraped_pools(samples)
+    assert any(topic == OTHER_TOPIC for _, topic in scraped)
+    assert scraped == _pool_series(db)
+    for index in range(5):
+        difficulty = ("Easy", "Medium")[index % 2]
+        assert scraped[(difficulty, f"{own_topics}-{index:03d}")] == 3
     pending = _count(db, "SELECT count(*) FROM match_requests WHERE status = 'pending'")
     assert sum(s.value for s in waiting) == pending
