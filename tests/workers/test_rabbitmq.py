@@ -115,11 +115,49 @@ def test_the_relay_publishes_events_to_rabbitmq_with_confirms(database, db, rabb
     assert task_run(task_id).state == "SUCCESS"
     # Events earlier tests left unpublished go out in the same relay: this one among them.
     assert {"marker": marker} in published
-    # Marked published only after the broker confirmed it.
+    # Marked published once relayed; that the relay waits for the broker's confirm is
+    # shown by the refused publish below.
     published_at = db.scalar(
         select(OutboxEvent.published_at).where(OutboxEvent.data["marker"].astext == marker)
     )
     assert published_at is not None
+
+
+def test_a_publish_the_broker_refuses_leaves_the_event_unpublished(database, db, rabbitmq_url: str):
+    # A queue that is always full and refuses what it cannot take: RabbitMQ answers a
+    # publish routed to it with a negative confirm, which only a publisher in confirm
+    # mode hears of. Without confirms the relay would mark the event published, lost.
+    env = _on_rabbitmq(rabbitmq_url)
+    marker = uuid.uuid4().hex
+    event_type = "carpool.match.removed"
+    with Connection(rabbitmq_url) as connection:
+        refusing = Queue(
+            f"test-refusing-{marker[:8]}",
+            exchange=EVENTS_EXCHANGE,
+            routing_key=event_type,
+            queue_arguments={"x-max-length": 0, "x-overflow": "reject-publish"},
+        )
+        bound = refusing(connection.default_channel)
+        bound.declare()
+        try:
+            emit_events(db, event_type, [{"marker": marker}])
+            db.commit()
+            task_id = str(uuid.uuid4())
+            with running_worker(
+                "relay-refused-on-rabbitmq", queues="events", extra_env=env
+            ) as relay:
+                _send_from_matchops(env, "events.publish", task_id)
+                # Retried as a broker outage, with backoff, until the retries run out.
+                wait_for(lambda: task_finished(task_id), timeout=90, what="the refused relay")
+        finally:
+            bound.delete()
+    assert task_run(task_id).state == "FAILURE"
+    assert "amqp.exceptions.MessageNacked" in relay.log_path.read_text(errors="replace")
+    db.rollback()
+    published_at = db.scalar(
+        select(OutboxEvent.published_at).where(OutboxEvent.data["marker"].astext == marker)
+    )
+    assert published_at is None
 
 
 def test_a_bare_celery_app_sends_to_matchops_on_rabbitmq(database, db, rabbitmq_url: str):
