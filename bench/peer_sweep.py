@@ -74,6 +74,8 @@ RECENT_DECLINES_SQL = (
     "SELECT user_low, user_high FROM peer_declines "
     f"WHERE declined_at > now() - interval '{DECLINE_COOLDOWN_SECONDS} seconds'"
 )
+# Reads of the fan-out timed per variant, one after the other.
+FAN_OUT_ROUNDS = 20
 # Sweeps timed per variant; each gets freshly built data.
 RUNS = 3
 # The one-at-a-time baseline walks the requests of this many pools; its rate is what
@@ -205,6 +207,19 @@ def sweep_in_process(cap: int, shares: int) -> tuple[int, int, int, float]:
             )
             matched, claimed = matched + done.matched, claimed + done.claimed
     return matched, claimed, statements.value, timing.seconds
+
+
+def fan_out_reads(relax_after: int, rounds: int = FAN_OUT_ROUNDS) -> tuple[float, float]:
+    """Median seconds of the fan-out's read of topics with work, without relaxation and
+    with it (every pool's oldest wait compared with `relax_after`), interleaved."""
+    plain: list[float] = []
+    relaxing: list[float] = []
+    for _ in range(rounds):
+        for seconds, relax in ((plain, None), (relaxing, relax_after)):
+            with session_factory().begin() as session, timed() as timing:
+                waiting_topics(session, None, relax)
+            seconds.append(timing.seconds)
+    return statistics.median(plain), statistics.median(relaxing)
 
 
 def spread(seconds: list[float]) -> str:
@@ -351,6 +366,7 @@ def main() -> None:
 
     with autocommit_connection() as conn:
         build_data(conn, options.requests)
+        plain_read, relaxing_read = fan_out_reads(relax_after=30)
         _, _, one_statements, one_seconds = sweep_in_process(UNCAPPED, shares=1)
         build_data(conn, options.requests)
         capped, locked, capped_statements, capped_seconds = sweep_in_process(
@@ -386,6 +402,11 @@ def main() -> None:
                 + f" (median {statistics.median(ratios):.2f}x)",
             ),
             ("requests paired per second", f"{rate:,.0f}"),
+            (
+                "the fan-out's read of topics with work, without / with relaxation",
+                f"{plain_read * 1000:.1f} ms / {relaxing_read * 1000:.1f} ms "
+                f"({relaxing_read / plain_read:.2f}x; medians of {FAN_OUT_ROUNDS} interleaved)",
+            ),
             (
                 "paired twice / declined pairs matched",
                 f"{faults['paired_twice']} / {faults['declined_pairs']} "
