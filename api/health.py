@@ -5,13 +5,15 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from typing import Any
 
 from sqlalchemy import text
 
 from core.db import get_engine
 from core.dispatch import BROKER_PROBE_ERRORS
 from core.dispatch import check_broker as check_broker_of
+from core.supervision import BROKER_WATCH, down_here, down_in_fleet, fault_point, supervise
 from workers.app import app
 
 logger = logging.getLogger("api")
@@ -38,9 +40,13 @@ CHECKS: dict[str, Callable[[], None]] = {"database": check_database, "broker": c
 
 
 def readiness() -> dict[str, str]:
-    """`"ok"` or what went wrong, per dependency, within CHECK_TIMEOUT_SECONDS for all."""
+    """`"ok"` or what went wrong, per dependency, within CHECK_TIMEOUT_SECONDS for all;
+    then every supervised part (core.supervision) that is down, in this process or in any
+    other that shares the session store, with why and where."""
     futures = {name: _probes.submit(check) for name, check in CHECKS.items()}
-    wait(futures.values(), timeout=CHECK_TIMEOUT_SECONDS)
+    fleet = _probes.submit(down_in_fleet)
+    pending: list[Future[Any]] = [*futures.values(), fleet]
+    wait(pending, timeout=CHECK_TIMEOUT_SECONDS)
     answers = {}
     for name, future in futures.items():
         if not future.done():
@@ -51,6 +57,9 @@ def readiness() -> dict[str, str]:
             answers[name] = "unreachable"
         else:
             answers[name] = "ok"
+    if fleet.done() and fleet.exception() is None:
+        answers.update(fleet.result())
+    answers.update(down_here())
     return answers
 
 
@@ -64,7 +73,7 @@ class BrokerWatch:
     def __init__(self) -> None:
         self.down = False
         self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="broker-watch", daemon=True)
+        self._thread = threading.Thread(target=self._supervised, name="broker-watch", daemon=True)
 
     def start(self) -> None:
         """Probe once now (so a refusal is known before the first enqueue), then keep at it."""
@@ -76,8 +85,12 @@ class BrokerWatch:
         self._stopping.set()
         self._thread.join(CHECK_TIMEOUT_SECONDS + 1)
 
+    def _supervised(self) -> None:
+        supervise(BROKER_WATCH, self._run, self._stopping)
+
     def _run(self) -> None:
         while not self._stopping.wait(PROBE_INTERVAL_SECONDS):
+            fault_point(BROKER_WATCH)
             self._probe()
 
     def _probe(self) -> None:

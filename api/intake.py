@@ -25,6 +25,7 @@ from api.errors import ApiError, unavailable
 from api.submission import NewTask, record_tasks_async
 from core.db import CONNECT_TIMEOUT_SECONDS
 from core.outages import DATABASE, DATABASE_ERRORS
+from core.supervision import INTAKE_WRITER, fault_point, supervise_async
 
 logger = logging.getLogger("api")
 
@@ -49,7 +50,8 @@ class Intake:
         """Start the writer on the running event loop."""
         self._stopping = False
         self._arrived = asyncio.Event()
-        self._writer = asyncio.get_running_loop().create_task(self._run(), name="intake")
+        writer = supervise_async(INTAKE_WRITER, self._run, lambda: self._stopping)
+        self._writer = asyncio.get_running_loop().create_task(writer, name="intake")
 
     async def stop(self) -> None:
         """Record what is parked, then stop."""
@@ -70,14 +72,18 @@ class Intake:
     async def _run(self) -> None:
         arrived = self._arrived
         assert arrived is not None
-        while not self._stopping:
-            await arrived.wait()
-            arrived.clear()
-            # What parks during one commit is the next batch.
+        while True:
+            # What parks during one commit is the next batch; after a restart, what
+            # parked while the writer was down.
             while self._parked:
                 batch = self._parked[:MAX_BATCH]
                 del self._parked[:MAX_BATCH]
                 await self._record(batch)
+            if self._stopping:
+                return
+            await arrived.wait()
+            arrived.clear()
+            fault_point(INTAKE_WRITER)
 
     async def _record(self, batch: list[_Parked]) -> None:
         answers: list[str | ApiError] | BaseException

@@ -251,7 +251,9 @@ async def healthz() -> dict[str, str]:
     summary="Readiness",
 )
 def readyz() -> Any:
-    """200 when PostgreSQL and the broker answer, else 503 naming which is down."""
+    """200 when PostgreSQL and the broker answer and no supervised background loop (a
+    dispatcher, the broker watch, the intake writer, an event flusher) waits to restart,
+    else 503 naming which is down."""
     checks = readiness()
     down = [name for name, answer in checks.items() if answer != "ok"]
     if not down:

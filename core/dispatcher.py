@@ -31,6 +31,7 @@ from core.dispatch import (
     release,
 )
 from core.outages import BROKER_ERRORS, DATABASE_ERRORS
+from core.supervision import DISPATCHER, fault_point, supervise
 
 logger = logging.getLogger("matchops.dispatch")
 
@@ -48,7 +49,7 @@ class Dispatcher:
         self._interval = interval
         self._redispatch_after = redispatch_after
         self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="dispatcher", daemon=True)
+        self._thread = threading.Thread(target=self._supervised, name="dispatcher", daemon=True)
         # Why the broker refused the last publish; None while it answers.
         self.broker_error: str | None = None
 
@@ -60,6 +61,10 @@ class Dispatcher:
         """Stop after the current round."""
         self._stopping.set()
         self._thread.join(timeout)
+
+    def _supervised(self) -> None:
+        # Anything but an outage (a bug, an AMQP channel refusal) restarts the loop.
+        supervise(DISPATCHER, self._run, self._stopping)
 
     def _run(self) -> None:
         while not self._stopping.is_set():
@@ -80,6 +85,7 @@ class Dispatcher:
             assert isinstance(notices, psycopg.Connection)
             next_lost = 0.0
             while not self._stopping.is_set():
+                fault_point(DISPATCHER)
                 # Claimed in batches until none is left, so a burst is published at once.
                 claimed = CLAIM_BATCH
                 while claimed == CLAIM_BATCH:

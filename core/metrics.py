@@ -1,4 +1,5 @@
-"""The Prometheus series of `GET /metrics`, read from PostgreSQL and the broker at scrape time.
+"""The Prometheus series of `GET /metrics`, read from PostgreSQL, the broker and (for
+the restarts of supervised loops) the session store at scrape time.
 
 Nothing is counted in process memory: the API may run as several processes, and the
 workers that do the work are other processes again, so every figure is read from where
@@ -8,6 +9,7 @@ one query; a new series is one more reader in `DATABASE_SERIES`.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -27,9 +29,13 @@ from celeryconfig import QUEUE_NAMES
 from core.db import session_factory
 from core.settings import get_settings
 from core.sql import epoch_seconds
+from core.supervision import STORE_ERRORS as SUPERVISION_STORE_ERRORS
+from core.supervision import restarts_in_fleet
 from domain.peer.budget import count_open_matches
 from domain.peer.stats import MATCHED_SIDES, WAITING_POOLS
 from models.platform import OutboxEvent, TaskRun
+
+logger = logging.getLogger("api")
 
 # Pools beyond this many label sets are summed under topic="_other" (one per difficulty),
 # so a service that invents topics cannot blow up the scraper's memory.
@@ -257,6 +263,25 @@ def _waiting(connection: Connection, queue: str) -> int:
             return 0
 
 
+def thread_restarts() -> Iterator[Metric]:
+    """`matchops_thread_restarts_total{thread}`: restarts of each supervised loop after an
+    unexpected error, over every process (core.supervision); left out while the session
+    store does not answer, rather than failing the whole scrape."""
+    try:
+        restarts = restarts_in_fleet()
+    except SUPERVISION_STORE_ERRORS as exc:
+        logger.warning("metrics: thread restarts unread, the session store did not answer: %s", exc)
+        return
+    counter = CounterMetricFamily(
+        "matchops_thread_restarts",
+        "Restarts of a supervised background loop after an unexpected error.",
+        labels=["thread"],
+    )
+    for thread, count in restarts.items():
+        counter.add_metric([thread], float(count))
+    yield counter
+
+
 class MatchopsCollector(Collector):
     """Reads every series afresh on each scrape."""
 
@@ -267,6 +292,7 @@ class MatchopsCollector(Collector):
             for reader in DATABASE_SERIES:
                 metrics.extend(reader(session))
         metrics.extend(queue_lengths(QUEUE_NAMES))
+        metrics.extend(thread_restarts())
         return metrics
 
 

@@ -13,6 +13,8 @@ from typing import Any
 
 from celery.worker.consumer import Consumer as CeleryConsumer
 
+from core.supervision import EVENT_FLUSHER, Supervisor, fault_point
+
 # Long enough to gather the events of several tasks, short enough that nobody watching
 # Flower notices.
 EVENT_FLUSH_SECONDS = 0.05
@@ -24,6 +26,7 @@ class Consumer(CeleryConsumer):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._event_flush_due = False
+        self._flusher = Supervisor(EVENT_FLUSHER)
 
     def on_send_event_buffered(self) -> None:
         """Called by the event dispatcher for every buffered event: flush soon, once."""
@@ -33,8 +36,19 @@ class Consumer(CeleryConsumer):  # type: ignore[misc]
         self.hub.call_later(EVENT_FLUSH_SECONDS, self._flush_due_events)
 
     def _flush_due_events(self) -> None:
+        try:
+            fault_point(EVENT_FLUSHER)
+            self._flush_events()
+        except Exception as error:
+            # The hub would log it and go on, but no flush would be due until the next
+            # event, and nothing would tell: back off, flush again, count it.
+            self.hub.call_later(self._flusher.failed(error), self._restart_flusher)
+            return
         self._event_flush_due = False
-        self._flush_events()
+
+    def _restart_flusher(self) -> None:
+        self._flusher.restarted()
+        self._flush_due_events()
 
     def shutdown(self) -> None:
         """Send the events still waiting for their timer before the dispatcher closes."""
