@@ -39,7 +39,8 @@ class EnqueueRequest(BaseModel):
         allow_inf_nan=False,
         json_schema_extra={"minimum": 0},
         description="Run no sooner than this many seconds from now (at most "
-        "MAX_COUNTDOWN_SECONDS, which stays below the broker's visibility timeout).",
+        "MAX_COUNTDOWN_SECONDS, 86400 by default). The task waits in PostgreSQL and is "
+        "published once due, so a countdown never waits in the broker.",
     )
     wait: float | None = Field(
         None,

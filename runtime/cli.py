@@ -37,8 +37,9 @@ UNREACHABLE = 3
 
 EXIT_CODES = (
     "Exit status: 0 answered (task accepted, running or succeeded); 1 the API refused "
-    "the call or the task failed; 2 a usage mistake; 3 the database, broker or result "
-    "backend is unreachable."
+    "the call or the task failed; 2 a usage mistake, or no servers to use (neither "
+    "DATABASE_URL and BROKER_URL set nor embedded servers running); 3 the database, broker "
+    "or result backend is unreachable."
 )
 
 
