@@ -179,3 +179,14 @@ def test_prometheus_reads_the_metrics_read_token_the_token_service_writes():
     assert SERVICES["prometheus"]["depends_on"]["metrics-token"] == {
         "condition": "service_completed_successfully"
     }
+
+
+def test_grafana_refuses_to_start_without_its_admin_password():
+    grafana = SERVICES["grafana"]
+    assert grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == "${GRAFANA_ADMIN_PASSWORD:-}"
+    shell, flag, script = grafana["entrypoint"]
+    assert (shell, flag) == ("sh", "-c")
+    # Compose turns `$$` into `$`: the container's shell reads its own variable.
+    assert script.startswith('test -n "$$GF_SECURITY_ADMIN_PASSWORD" ||')
+    assert "GRAFANA_ADMIN_PASSWORD is not set" in script
+    assert script.endswith("exec /run.sh")
