@@ -146,34 +146,29 @@ def failure_label(error_type: ColumnElement[Any]) -> ColumnElement[str]:
 
 # Failures and redispatches count the rows still in task_runs plus what pruned rows
 # counted (task_run_totals), in one statement: one snapshot, so a prune committing
-# between two reads cannot count a row twice or not at all. Every task name seen gets
-# its series, at 0 until something happens: an alert on `increase()` then sees the
-# first gave-up task too, which a series appearing at 1 would hide.
+# between two reads cannot count a row twice or not at all, and one pass over the
+# table for both. Every task name seen gets its series, at 0 until something happens:
+# an alert on `increase()` then sees the first gave-up task too, which a series
+# appearing at 1 would hide.
 _FAILED = TaskRun.state == states.FAILURE
-_failed = union_all(
+_outcomes = union_all(
     select(
         TaskRun.name,
         case((_FAILED, failure_label(TaskRun.error["type"].astext)), else_="").label("failure"),
         func.count().filter(_FAILED).label("failures"),
+        func.sum(TaskRun.redispatches).label("redispatches"),
     ).group_by(TaskRun.name, "failure"),
-    select(TaskRunTotal.name, TaskRunTotal.error, TaskRunTotal.failures),
+    select(TaskRunTotal.name, TaskRunTotal.error, TaskRunTotal.failures, TaskRunTotal.redispatches),
 ).subquery()
-TASK_FAILURES = (
-    select(_failed.c.name, _failed.c.failure, func.sum(_failed.c.failures))
-    .group_by(_failed.c.name, _failed.c.failure)
-    .order_by(_failed.c.name, _failed.c.failure)
-)
-
-_redispatched = union_all(
-    select(TaskRun.name, func.sum(TaskRun.redispatches).label("redispatches")).group_by(
-        TaskRun.name
-    ),
-    select(TaskRunTotal.name, TaskRunTotal.redispatches),
-).subquery()
-TASK_REDISPATCHES = (
-    select(_redispatched.c.name, func.sum(_redispatched.c.redispatches))
-    .group_by(_redispatched.c.name)
-    .order_by(_redispatched.c.name)
+TASK_OUTCOMES = (
+    select(
+        _outcomes.c.name,
+        _outcomes.c.failure,
+        func.sum(_outcomes.c.failures),
+        func.sum(_outcomes.c.redispatches),
+    )
+    .group_by(_outcomes.c.name, _outcomes.c.failure)
+    .order_by(_outcomes.c.name, _outcomes.c.failure)
 )
 
 # Tasks due and not handed to the broker: new ones wait milliseconds for a dispatcher,
@@ -274,12 +269,14 @@ def task_queue_wait(session: Session) -> Iterator[Metric]:
     yield family
 
 
-def task_failures(session: Session) -> Iterator[Metric]:
-    """`matchops_tasks_failed_total{task,error}` and `matchops_tasks_gave_up_total{task}`.
+def task_outcomes(session: Session) -> Iterator[Metric]:
+    """`matchops_tasks_failed_total{task,error}`, `matchops_tasks_gave_up_total{task}` and
+    `matchops_task_redispatches_total{task}`.
 
     Every task whose recorded outcome is FAILURE counts once, whatever its deliveries;
-    those that gave up after TASK_MAX_DELIVERIES count in both series. Pruned rows stay
-    counted (task_run_totals), so neither series goes down.
+    those that gave up after TASK_MAX_DELIVERIES count in both failure series. A
+    redispatch is a publish by a dispatcher's scan of a task that had no outcome.
+    Pruned rows stay counted (task_run_totals), so no series goes down.
     """
     failed = CounterMetricFamily(
         "matchops_tasks_failed",
@@ -291,30 +288,27 @@ def task_failures(session: Session) -> Iterator[Metric]:
         "Tasks that ended as FAILURE after TASK_MAX_DELIVERIES deliveries, by name.",
         labels=["task"],
     )
-    gave_up_by_task: dict[str, float] = {}
-    for name, error, count in session.connection().execute(TASK_FAILURES):
-        gave_up_by_task.setdefault(name, 0.0)
-        if error == GaveUp.__name__:
-            gave_up_by_task[name] = float(count)
-        if error:  # "" is the tasks that did not fail
-            failed.add_metric([name, error], float(count))
-    for name, count in gave_up_by_task.items():
-        gave_up.add_metric([name], count)
-    yield failed
-    yield gave_up
-
-
-def task_redispatches(session: Session) -> Iterator[Metric]:
-    """`matchops_task_redispatches_total{task}`: publishes of tasks that had no outcome
-    `REDISPATCH_AFTER_SECONDS` after their last one (pruned rows stay counted)."""
-    counter = CounterMetricFamily(
+    redispatches = CounterMetricFamily(
         "matchops_task_redispatches",
         "Tasks published again by a dispatcher because they had no outcome, by name.",
         labels=["task"],
     )
-    for name, count in session.connection().execute(TASK_REDISPATCHES):
-        counter.add_metric([name], float(count))
-    yield counter
+    gave_up_by_task: dict[str, float] = {}
+    redispatches_by_task: dict[str, float] = {}
+    for name, error, failures, published in session.connection().execute(TASK_OUTCOMES):
+        gave_up_by_task.setdefault(name, 0.0)
+        redispatches_by_task[name] = redispatches_by_task.get(name, 0.0) + float(published)
+        if error == GaveUp.__name__:
+            gave_up_by_task[name] = float(failures)
+        if error:  # "" is the tasks that did not fail
+            failed.add_metric([name, error], float(failures))
+    for name, count in gave_up_by_task.items():
+        gave_up.add_metric([name], count)
+    for name, count in redispatches_by_task.items():
+        redispatches.add_metric([name], count)
+    yield failed
+    yield gave_up
+    yield redispatches
 
 
 def dispatch_lag(session: Session) -> Iterator[Metric]:
@@ -339,8 +333,7 @@ DATABASE_SERIES: tuple[SeriesReader, ...] = (
     outbox,
     tasks_accepted,
     task_queue_wait,
-    task_failures,
-    task_redispatches,
+    task_outcomes,
     dispatch_lag,
 )
 
