@@ -2,7 +2,7 @@
 
 Nothing is counted in process memory: the API may run as several processes, and the
 workers that do the work are other processes again, so every figure is read from where
-the work leaves its trace. Each reader below is one series (or a closely tied pair) and
+the work leaves its trace. Each reader below is one series (or a few closely tied) and
 one query; a new series is one more reader in `DATABASE_SERIES`.
 """
 

@@ -5,7 +5,6 @@ API; every dashboard query runs there without error."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -100,10 +99,8 @@ def test_a_stopped_worker_fires_the_stuck_queue_alert(
             seen.extend(state for state in states if state not in seen)
             return "firing" in states
 
-        started = time.monotonic()
         wait_for(firing, timeout=40, what="MatchopsQueueStuck to fire")
         assert seen == ["pending", "firing"], seen
-        assert time.monotonic() - started < 40
 
         # Every query of the dashboard runs against the scraped series.
         dashboard = json.loads((DASHBOARDS / "matchops.json").read_text())
