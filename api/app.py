@@ -13,6 +13,7 @@ from fastapi_offline import FastAPIOffline
 from api.errors import install_error_handlers
 from api.health import BrokerWatch
 from api.intake import Intake
+from api.metrics import CountRefusals
 from api.metrics import router as metrics_router
 from api.middleware import MAX_BODY_BYTES, BodySizeLimit, CatchAll
 from api.routes import router
@@ -87,4 +88,6 @@ def create_app() -> FastAPI:
     # Added last is outermost: the size limit runs before anything reads the body.
     app.add_middleware(CatchAll)
     app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
+    # Outside the size limit: a body refused there is an enqueue refused too.
+    app.add_middleware(CountRefusals)
     return app

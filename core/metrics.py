@@ -3,7 +3,7 @@ the restarts of supervised loops) the session store at scrape time.
 
 Nothing is counted in process memory: the API may run as several processes, and the
 workers that do the work are other processes again, so every figure is read from where
-the work leaves its trace. Each reader below is one series (or a closely tied pair) and
+the work leaves its trace. Each reader below is one series (or a few closely tied) and
 one query; a new series is one more reader in `DATABASE_SERIES`.
 """
 
@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import kombu.exceptions
+from celery import states
 from kombu.connection import Connection
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -22,18 +23,19 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector, CollectorRegistry
-from sqlalchemy import ColumnElement, bindparam, case, func, or_, select
+from sqlalchemy import ColumnElement, bindparam, case, func, or_, select, union_all
 from sqlalchemy.orm import Session
 
 from celeryconfig import QUEUE_NAMES
 from core.db import session_factory
+from core.errors import DOMAIN_ERRORS, GaveUp
 from core.settings import get_settings
 from core.sql import epoch_seconds
 from core.supervision import STORE_ERRORS as SUPERVISION_STORE_ERRORS
 from core.supervision import restarts_in_fleet
 from domain.peer.budget import count_open_matches
 from domain.peer.stats import MATCHED_SIDES, WAITING_POOLS
-from models.platform import OutboxEvent, TaskRun
+from models.platform import OutboxEvent, TaskRun, TaskRunTotal
 
 logger = logging.getLogger("api")
 
@@ -46,6 +48,12 @@ OTHER_TOPIC = "_other"
 TIME_TO_MATCH_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 # Seconds a task waits for a worker: well under a second when workers keep up.
 TASK_WAIT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0, 300.0)
+
+# Error types a failure keeps as its `error` label: the domain's refusals, the tasks that
+# gave up, and the soft time limit; any other type (a bug, an outage that outlasted the
+# retries) is summed under "_other", so a failing task cannot invent label values.
+FAILURE_LABELS = (*DOMAIN_ERRORS, GaveUp.__name__, "SoftTimeLimitExceeded")
+OTHER_ERROR = "_other"
 
 SeriesReader = Callable[[Session], Iterable[Metric]]
 
@@ -135,6 +143,46 @@ TASK_QUEUE_WAIT = (
     .where(TaskRun.started_at.is_not(None))
     .group_by(TaskRun.name)
 )
+
+
+def failure_label(error_type: ColumnElement[Any]) -> ColumnElement[str]:
+    """The `error` label of a failure whose error type is `error_type`."""
+    return case((error_type.in_(FAILURE_LABELS), error_type), else_=OTHER_ERROR)
+
+
+# Failures and redispatches count the rows still in task_runs plus what pruned rows
+# counted (task_run_totals), in one statement: one snapshot, so a prune committing
+# between two reads cannot count a row twice or not at all, and one pass over the
+# table for both. Every task name seen gets its series, at 0 until something happens:
+# an alert on `increase()` then sees the first gave-up task too, which a series
+# appearing at 1 would hide.
+_FAILED = TaskRun.state == states.FAILURE
+_outcomes = union_all(
+    select(
+        TaskRun.name,
+        case((_FAILED, failure_label(TaskRun.error["type"].astext)), else_="").label("failure"),
+        func.count().filter(_FAILED).label("failures"),
+        func.sum(TaskRun.redispatches).label("redispatches"),
+    ).group_by(TaskRun.name, "failure"),
+    select(TaskRunTotal.name, TaskRunTotal.error, TaskRunTotal.failures, TaskRunTotal.redispatches),
+).subquery()
+TASK_OUTCOMES = (
+    select(
+        _outcomes.c.name,
+        _outcomes.c.failure,
+        func.sum(_outcomes.c.failures),
+        func.sum(_outcomes.c.redispatches),
+    )
+    .group_by(_outcomes.c.name, _outcomes.c.failure)
+    .order_by(_outcomes.c.name, _outcomes.c.failure)
+)
+
+# Tasks due and not handed to the broker: new ones wait milliseconds for a dispatcher,
+# so an old one means no dispatcher runs (or none can reach the broker).
+DISPATCH_LAG = select(
+    func.count(),
+    func.coalesce(epoch_seconds(func.now() - func.min(TaskRun.due_at)), 0),
+).where(TaskRun.dispatched_at.is_(None), TaskRun.due_at <= func.now())
 
 
 def peer_pools(session: Session) -> Iterator[Metric]:
@@ -227,6 +275,63 @@ def task_queue_wait(session: Session) -> Iterator[Metric]:
     yield family
 
 
+def task_outcomes(session: Session) -> Iterator[Metric]:
+    """`matchops_tasks_failed_total{task,error}`, `matchops_tasks_gave_up_total{task}` and
+    `matchops_task_redispatches_total{task}`.
+
+    Every task whose recorded outcome is FAILURE counts once, whatever its deliveries;
+    those that gave up after TASK_MAX_DELIVERIES count in both failure series. A
+    redispatch is a publish by a dispatcher's scan of a task that had no outcome.
+    Pruned rows stay counted (task_run_totals), so no series goes down.
+    """
+    failed = CounterMetricFamily(
+        "matchops_tasks_failed",
+        "Tasks that ended as FAILURE, by name and error type.",
+        labels=["task", "error"],
+    )
+    gave_up = CounterMetricFamily(
+        "matchops_tasks_gave_up",
+        "Tasks that ended as FAILURE after TASK_MAX_DELIVERIES deliveries, by name.",
+        labels=["task"],
+    )
+    redispatches = CounterMetricFamily(
+        "matchops_task_redispatches",
+        "Tasks published again by a dispatcher because they had no outcome, by name.",
+        labels=["task"],
+    )
+    gave_up_by_task: dict[str, float] = {}
+    redispatches_by_task: dict[str, float] = {}
+    for name, error, failures, published in session.connection().execute(TASK_OUTCOMES):
+        gave_up_by_task.setdefault(name, 0.0)
+        redispatches_by_task[name] = redispatches_by_task.get(name, 0.0) + float(published)
+        if error == GaveUp.__name__:
+            gave_up_by_task[name] = float(failures)
+        if error:  # "" is the tasks that did not fail
+            failed.add_metric([name, error], float(failures))
+    for name, count in gave_up_by_task.items():
+        gave_up.add_metric([name], count)
+    for name, count in redispatches_by_task.items():
+        redispatches.add_metric([name], count)
+    yield failed
+    yield gave_up
+    yield redispatches
+
+
+def dispatch_lag(session: Session) -> Iterator[Metric]:
+    """`matchops_tasks_undispatched` and `matchops_task_dispatch_lag_seconds`."""
+    count, lag = session.connection().execute(DISPATCH_LAG).one()
+    yield GaugeMetricFamily(
+        "matchops_tasks_undispatched",
+        "Accepted tasks that are due and not yet handed to the broker.",
+        value=float(count),
+    )
+    yield GaugeMetricFamily(
+        "matchops_task_dispatch_lag_seconds",
+        "How long the oldest due, undispatched task has been due (0 when none).",
+        value=max(float(lag), 0.0),
+    )
+
+
 DATABASE_SERIES: tuple[SeriesReader, ...] = (
     peer_pools,
     peer_time_to_match,
@@ -234,6 +339,8 @@ DATABASE_SERIES: tuple[SeriesReader, ...] = (
     outbox,
     tasks_accepted,
     task_queue_wait,
+    task_outcomes,
+    dispatch_lag,
 )
 
 

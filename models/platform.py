@@ -83,6 +83,19 @@ class TaskRun(Base):
     finished_at: Mapped[datetime | None]
 
 
+class TaskRunTotal(Base):
+    """What pruned `task_runs` rows counted, so the failure and redispatch counters of
+    `GET /metrics` never go down: one row per task name and error label (`""` for the
+    tasks that did not fail), added to as `maintenance.reconcile` deletes finished rows."""
+
+    __tablename__ = "task_run_totals"
+
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    error: Mapped[str] = mapped_column(Text, primary_key=True)
+    failures: Mapped[int] = mapped_column(BigInteger)
+    redispatches: Mapped[int] = mapped_column(BigInteger)
+
+
 class TaskProgress(Base):
     """Progress a long task reports while it runs; kept apart from `task_runs`, whose
     row the running task holds locked until it records its outcome."""

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
+import shlex
+from pathlib import Path, PurePosixPath
 
 import pytest
 import yaml
 
+from core.settings import Settings
 from runtime.cli import parse_command_line, subcommand_names
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -15,7 +17,8 @@ COMPOSE_TEXT = (ROOT / "docker-compose.yml").read_text()
 COMPOSE = yaml.safe_load(COMPOSE_TEXT)
 SERVICES: dict = COMPOSE["services"]
 MATCHOPS_SERVICES = {"migrate", "api", "worker", "beat", "flower"}
-SECRETS = ("AUTH_SECRET", "FLOWER_BASIC_AUTH", "POSTGRES_PASSWORD")
+SECRETS = ("AUTH_SECRET", "FLOWER_BASIC_AUTH", "POSTGRES_PASSWORD", "GRAFANA_ADMIN_PASSWORD")
+OBSERVABILITY = {"metrics-token", "prometheus", "grafana"}
 
 
 def test_every_role_of_the_contract_is_a_service():
@@ -113,3 +116,77 @@ def test_both_locks_agree_on_every_version():
 
     production, development = pins("prod.lock"), pins("dev.lock")
     assert {name: development.get(name) for name in production} == production
+
+
+def _mounts(name: str) -> dict[str, str]:
+    """A service's volumes: what is mounted (a named volume, or a path of this
+    repository) by where it is mounted."""
+    mounts = {}
+    for volume in SERVICES[name]["volumes"]:
+        source, target, *_ = volume.split(":")
+        mounts[target] = source
+    return mounts
+
+
+def test_monitoring_is_an_opt_in_profile():
+    for name, service in SERVICES.items():
+        expected = ["observability"] if name in OBSERVABILITY else None
+        assert service.get("profiles") == expected, name
+
+
+def test_prometheus_and_grafana_mount_the_shipped_files():
+    for name in ("prometheus", "grafana"):
+        for source in _mounts(name).values():
+            if source.startswith("./"):
+                assert (ROOT / source).exists(), (name, source)
+    prometheus = _mounts("prometheus")
+    assert prometheus["/etc/prometheus/prometheus.yml"] == "./deploy/prometheus/prometheus.yml"
+    config = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    (rules,) = config["rule_files"]
+    assert prometheus[str(PurePosixPath(rules).parent)] == "./deploy/prometheus/rules"
+    (job,) = config["scrape_configs"]
+    api_port = SERVICES["api"]["command"][SERVICES["api"]["command"].index("--port") + 1]
+    assert job["static_configs"] == [{"targets": [f"api:{api_port}"]}]
+
+    grafana = _mounts("grafana")
+    provisioning = ROOT / grafana["/etc/grafana/provisioning"]
+    datasources = yaml.safe_load((provisioning / "datasources/prometheus.yml").read_text())
+    assert [source["url"] for source in datasources["datasources"]] == ["http://prometheus:9090"]
+    dashboards = yaml.safe_load((provisioning / "dashboards/matchops.yml").read_text())
+    (provider,) = dashboards["providers"]
+    assert grafana[provider["options"]["path"]] == "./deploy/grafana/dashboards"
+
+
+def test_prometheus_reads_the_metrics_read_token_the_token_service_writes():
+    service = SERVICES["metrics-token"]
+    shell, flag, script = service["command"]
+    assert (shell, flag) == ("sh", "-c")
+    *command, redirect, written = shlex.split(script)
+    assert redirect == ">"
+    assert command[0] == "matchops"
+    args = parse_command_line(command[1:])
+    assert (args.command, args.scope) == ("token", ["metrics:read"])
+    assert args.ttl <= Settings.model_fields["max_token_ttl_seconds"].default
+    assert "AUTH_SECRET" in service["environment"]
+
+    token_volume = PurePosixPath(written).parent
+    assert _mounts("metrics-token")[str(token_volume)] == "metrics-token"
+    config = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    (job,) = config["scrape_configs"]
+    read = PurePosixPath(job["authorization"]["credentials_file"])
+    assert _mounts("prometheus")[str(read.parent)] == "metrics-token"
+    assert read.name == PurePosixPath(written).name
+    assert SERVICES["prometheus"]["depends_on"]["metrics-token"] == {
+        "condition": "service_completed_successfully"
+    }
+
+
+def test_grafana_refuses_to_start_without_its_admin_password():
+    grafana = SERVICES["grafana"]
+    assert grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == "${GRAFANA_ADMIN_PASSWORD:-}"
+    shell, flag, script = grafana["entrypoint"]
+    assert (shell, flag) == ("sh", "-c")
+    # Compose turns `$$` into `$`: the container's shell reads its own variable.
+    assert script.startswith('test -n "$$GF_SECURITY_ADMIN_PASSWORD" ||')
+    assert "GRAFANA_ADMIN_PASSWORD is not set" in script
+    assert script.endswith("exec /run.sh")
