@@ -57,7 +57,9 @@ def test_sweep_killed_while_holding_its_claim_is_redone_cleanly(worker, db):
         blocker_pid = blocker.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
         try:
             result = send("peer.sweep", difficulty="Easy", topic=topic)
-            wait_for(lambda: len(_sweeps_at_the_budget_lock(blocker_pid)) == 1, "sweep to block")
+            wait_for(
+                lambda: len(_sweeps_at_the_budget_lock(blocker_pid)) == 1, what="sweep to block"
+            )
             killed = _sweeps_at_the_budget_lock(blocker_pid)
             (child,) = victim.child_pids()
             os.kill(child, signal.SIGKILL)
