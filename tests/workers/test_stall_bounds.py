@@ -25,7 +25,7 @@ from sqlalchemy import Text, func, literal, select, text
 from sqlalchemy.orm import Session
 
 from core.db import get_bookkeeping_engine, get_engine, libpq_conninfo, session_factory
-from core.settings import get_settings
+from core.settings import Settings, get_settings
 from domain.peer.pool_lock import pool_lock_keys
 from models.platform import TaskRun
 from tests.factories import events_of, unique
@@ -33,6 +33,7 @@ from tests.factories_mentorship import make_mentee, make_mentor
 from tests.factories_peer import make_pool, matches_of_topic
 from tests.support import ROOT, send, task_run, wait_for, worker_taking_over
 from workers import ledger
+from workers.base import MatchopsTask, lock_retry_countdown
 
 # The frozen client's own bound: short, so the test sees it end in seconds. Its
 # session asks the server for it exactly as every matchops session does.
@@ -228,3 +229,28 @@ def test_a_sweep_finding_its_pool_held_backs_off_instead_of_looping(worker, db: 
     assert 2 <= during_hold <= MOST_SWEEPS_DURING_HOLD, during_hold
     # Once the pool is free the next sweep pairs it, at most the longest backoff later.
     wait_for(lambda: len(matches_of_topic(db, topic)) == 2, timeout=20, what="the pool paired")
+
+
+@pytest.mark.parametrize("silent", [4, 30, 600])
+def test_lock_retries_outlast_any_silent_holder(silent):
+    # Each retry's shortest wait seen over many draws of the jitter, summed: a task
+    # retried as often as the task base allows is still there when the holder is gone.
+    retries = MatchopsTask.max_retries
+    shortest = [
+        min(lock_retry_countdown(n, retries, silent) for _ in range(200)) for n in range(retries)
+    ]
+    assert sum(shortest) > silent
+    assert shortest == sorted(shortest)
+
+
+@pytest.mark.parametrize(
+    ("values", "named"),
+    [
+        ({"db_lock_timeout_ms": 30000}, "DB_LOCK_TIMEOUT_MS"),
+        ({"db_lock_timeout_ms": 20000, "task_soft_time_limit": 15}, "TASK_SOFT_TIME_LIMIT"),
+        ({"db_silent_client_seconds": 200}, "DB_SILENT_CLIENT_SECONDS"),
+    ],
+)
+def test_stall_bounds_that_do_not_fit_together_are_refused_at_start_up(values, named):
+    with pytest.raises(ValueError, match=named):
+        Settings(**values)
