@@ -31,8 +31,17 @@ from models.platform import TaskRun
 from tests.factories import events_of, unique
 from tests.factories_mentorship import make_mentee, make_mentor
 from tests.factories_peer import make_pool, matches_of_topic
-from tests.support import ROOT, send, task_run, wait_for, worker_taking_over
+from tests.support import (
+    ROOT,
+    lock_waiters,
+    send,
+    task_finished,
+    task_run,
+    wait_for,
+    worker_taking_over,
+)
 from workers import ledger
+from workers.app import app
 from workers.base import MatchopsTask, lock_retry_countdown
 
 # The frozen client's own bound: short, so the test sees it end in seconds. Its
@@ -189,6 +198,44 @@ def test_a_frozen_clients_lock_goes_within_its_bound_and_a_task_behind_it_runs_o
     # It met the lock, stepped back and came again: more than one delivery, one outcome.
     assert run.deliveries >= 2
     assert len(events_of(db, "mentorship.matched", mentee_id=mentee.id)) == 1
+
+
+def test_a_delivery_finding_its_task_row_held_steps_back_and_runs_once(worker, db: Session):
+    held_topic, free_topic = unique("row-held"), unique("row-free")
+    make_pool(db, 2, topic=held_topic)
+    make_pool(db, 2, topic=free_topic)
+    task_id = str(uuid.uuid4())
+    db.add(
+        TaskRun(
+            task_id=uuid.UUID(task_id),
+            name="peer.sweep",
+            args={"topic": held_topic},
+            caller="test",
+            origin="test",
+            dispatched_at=func.now(),  # published by this test below, by no dispatcher
+        )
+    )
+    db.commit()
+
+    # One process only: a delivery waiting on its row would leave none for other work.
+    with worker_taking_over(worker, "sweeps", "row-held-single", {}, concurrency=1):
+        with session_factory().begin() as other_delivery:
+            other_delivery.execute(text("SET LOCAL idle_in_transaction_session_timeout = 0"))
+            ledger.claim_run(other_delivery, task_id, 60)
+            held = app.send_task(
+                "peer.sweep", kwargs={"topic": held_topic}, task_id=task_id, ignore_result=False
+            )
+            wait_for(lambda: lock_waiters("%task_runs%") == 1, what="the delivery to meet the row")
+            free = send("peer.sweep", topic=free_topic)
+            assert free.get(timeout=30) == {"matched": 1}
+            assert not task_finished(task_id)
+        assert held.get(timeout=90) == {"matched": 1}
+
+    run = task_run(task_id)
+    assert run.state == ledger.SUCCESS
+    # The deliveries that met the held row were not counted: they did nothing.
+    assert run.deliveries == 1
+    assert len(matches_of_topic(db, held_topic)) == 1
 
 
 def _sweeps_of(topic: str) -> int:
