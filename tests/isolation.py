@@ -19,7 +19,8 @@ from core.settings import export_environment
 
 REDIS_DATABASES = 16
 # Test files whose tests run in one process, one after the other.
-TOGETHER = ("tests/workers/test_rabbitmq.py",)
+# The multi-host tests share one deployment of namespaces and servers, built once.
+TOGETHER = ("tests/workers/test_rabbitmq.py", "tests/hosts/test_hosts.py")
 
 
 def own_share(worker_id: str) -> None:
