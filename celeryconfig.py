@@ -12,6 +12,12 @@ from urllib.parse import urlsplit
 from kombu.entity import Exchange, Queue
 
 from beat_schedule import BEAT_SCHEDULE
+from core.redis_options import (
+    REDIS_CLIENT_OPTIONS,
+    REDIS_CONNECT_TIMEOUT,
+    REDIS_HEALTH_CHECK_SECONDS,
+    REDIS_SOCKET_TIMEOUT,
+)
 from core.settings import Settings
 
 # On RabbitMQ, queues are durable quorum queues that drop a message to the dead-letter
@@ -110,11 +116,16 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # counts as handed over only once the broker has it.
         "broker_transport_options": {
             "visibility_timeout": settings.broker_visibility_timeout,
-            **({"confirm_publish": True} if rabbitmq else {}),
+            **({"confirm_publish": True} if rabbitmq else REDIS_CLIENT_OPTIONS),
         },
         "result_backend_transport_options": {
             "visibility_timeout": settings.broker_visibility_timeout
         },
+        # Redis connections give up on a Redis that stopped answering (core.redis_options).
+        "redis_socket_timeout": REDIS_SOCKET_TIMEOUT,
+        "redis_socket_connect_timeout": REDIS_CONNECT_TIMEOUT,
+        "redis_socket_keepalive": True,
+        "redis_backend_health_check_interval": REDIS_HEALTH_CHECK_SECONDS,
         "broker_connection_retry_on_startup": True,
         # A stuck task is interrupted (soft: it can roll back) and then killed (hard).
         "task_soft_time_limit": settings.task_soft_time_limit,

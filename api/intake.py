@@ -23,7 +23,6 @@ import psycopg
 
 from api.errors import ApiError, unavailable
 from api.submission import NewTask, record_tasks_async
-from core.db import CONNECT_TIMEOUT_SECONDS
 from core.outages import DATABASE, DATABASE_ERRORS
 
 logger = logging.getLogger("api")
@@ -84,8 +83,9 @@ class Intake:
         try:
             # The writer keeps its connection: no pool checkout and ping per batch.
             if self._connection is None:
+                # The conninfo carries the connection's timeouts (core.db.libpq_conninfo).
                 self._connection = await psycopg.AsyncConnection.connect(
-                    self._conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS
+                    self._conninfo, autocommit=True
                 )
             answers = await record_tasks_async(self._connection, [task for task, _ in batch])
         except DATABASE_ERRORS as exc:

@@ -57,6 +57,14 @@ TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
 )
 
 
+def waited_for_lock(error: BaseException) -> bool:
+    """Whether `error` is a statement giving up on another transaction's lock
+    (`lock_timeout`): a transient error whose holder may be a silent client that the
+    server has yet to cut off, so it is worth another try only after a while."""
+    cause = getattr(error, "orig", None) or error
+    return isinstance(cause, psycopg.errors.LockNotAvailable)
+
+
 def component_of(error: BaseException) -> str | None:
     """The part an outage error belongs to, or None when the error is no outage."""
     for component, errors in OUTAGES:

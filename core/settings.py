@@ -77,6 +77,16 @@ class Settings(BaseSettings):
     # time-to-match bench makes).
     commit_triggers: bool = True
 
+    # The longest a silent client's PostgreSQL session keeps its transaction open and
+    # its locks held: a worker host that lost power or its network, a frozen process.
+    # Every connection matchops opens asks the server for it (core.db.session_options):
+    # idle-in-transaction timeout, server keepalives and TCP user timeout.
+    db_silent_client_seconds: int = Field(30, ge=4, le=600)
+    # How long a statement waits for another transaction's lock before it gives up; the
+    # task base then retries the task later (workers.base) instead of holding a worker
+    # process behind a transaction that may never end.
+    db_lock_timeout_ms: int = Field(3000, ge=100)
+
     @model_validator(mode="after")
     def _limits_fit_together(self) -> Settings:
         # Each limit must end before the next one takes over, or a slow task would be
@@ -93,7 +103,33 @@ class Settings(BaseSettings):
                 f"VISIBILITY_TIMEOUT ({self.visibility_timeout}) must be above "
                 f"TASK_TIME_LIMIT ({self.task_time_limit})"
             )
+        self._stall_bounds_fit()
         return self
+
+    def _stall_bounds_fit(self) -> None:
+        # A lock wait must end well before the soft limit would end the task instead,
+        # and within the time a silent holder may keep its locks, or giving up early
+        # would buy nothing.
+        lock_wait_seconds = self.db_lock_timeout_ms / 1000
+        if not lock_wait_seconds < self.db_silent_client_seconds:
+            raise ValueError(
+                f"DB_LOCK_TIMEOUT_MS ({self.db_lock_timeout_ms}) must be below "
+                f"DB_SILENT_CLIENT_SECONDS ({self.db_silent_client_seconds}) in seconds: "
+                "lower DB_LOCK_TIMEOUT_MS"
+            )
+        if not lock_wait_seconds < self.task_soft_time_limit:
+            raise ValueError(
+                f"DB_LOCK_TIMEOUT_MS ({self.db_lock_timeout_ms}) must be below "
+                f"TASK_SOFT_TIME_LIMIT ({self.task_soft_time_limit}) in seconds: "
+                "lower DB_LOCK_TIMEOUT_MS"
+            )
+        # A task's guard transaction is legitimately idle while the task runs, up to
+        # the hard limit; the silent-client bound is for everything else.
+        if not self.db_silent_client_seconds < self.task_time_limit:
+            raise ValueError(
+                f"DB_SILENT_CLIENT_SECONDS ({self.db_silent_client_seconds}) must be below "
+                f"TASK_TIME_LIMIT ({self.task_time_limit})"
+            )
 
     @property
     def broker_visibility_timeout(self) -> int:

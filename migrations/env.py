@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool
 
+from core.db import connect_args
 from core.locks import hold_advisory_lock
 from core.settings import get_settings
 from models import Base
@@ -15,7 +16,11 @@ target_metadata = Base.metadata
 def run_migrations_online() -> None:
     """Run migrations on DATABASE_URL in one transaction."""
     url = context.config.get_main_option("sqlalchemy.url") or get_settings().db_url
-    engine = create_engine(url, poolclass=pool.NullPool)
+    # The timeouts of every matchops connection, but no lock timeout: a migration waits
+    # for the tasks holding its tables (a silent one at most DB_SILENT_CLIENT_SECONDS).
+    engine = create_engine(
+        url, poolclass=pool.NullPool, connect_args=connect_args(get_settings(), lock_timeout=False)
+    )
     with engine.connect() as connection:
         context.configure(connection=connection, target_metadata=target_metadata)
         with context.begin_transaction():

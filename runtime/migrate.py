@@ -9,6 +9,9 @@ from alembic.config import Config
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from core.db import connect_args
+from core.settings import get_settings
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
@@ -49,14 +52,17 @@ def recreate_schema(database_url: str) -> None:
     refuse_unless_scratch(database_url)
     url = make_url(database_url)
     name = url.database or ""
-    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    arguments = connect_args(get_settings(), lock_timeout=False)
+    admin = create_engine(
+        url.set(database="postgres"), isolation_level="AUTOCOMMIT", connect_args=arguments
+    )
     with admin.connect() as conn:
         # A system catalogue, not one of the models: plain SQL says it best.
         exists = conn.scalar(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name})
         if not exists:
             conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
     admin.dispose()
-    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    engine = create_engine(url, isolation_level="AUTOCOMMIT", connect_args=arguments)
     with engine.connect() as conn:
         conn.exec_driver_sql("DROP SCHEMA IF EXISTS public CASCADE")
         conn.exec_driver_sql("CREATE SCHEMA public")

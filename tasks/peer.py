@@ -30,6 +30,11 @@ from workers.app import app
 from workers.base import NoArgs, ProgressReporter, TaskArgs, own_transactions_task, task
 from workers.triggers import mark_started, send_coalesced
 
+# How soon a sweep that found its topic's pool held by another comes back, at the
+# soonest and at the latest (`busy_pool_backoff`); the latest is beat's peer-sweep tick.
+BUSY_POOL_FIRST_WAIT = 0.25
+BUSY_POOL_LONGEST_WAIT = 10.0
+
 Topic = Annotated[
     str,
     StringConstraints(
@@ -130,8 +135,21 @@ def sweep_task(reporter: ProgressReporter, args: PeerSweepArgs) -> PeerSweepResu
     if done.busy and followup is not None:
         # Another sweep holds a pool and may have claimed before this one was queued:
         # come back after it rather than leave the newcomers to beat's safety tick.
-        send_coalesced([followup])
+        send_coalesced([followup], countdown=busy_pool_backoff(done.held_for))
     return {"matched": done.matched}
+
+
+def busy_pool_backoff(held_for: float) -> float:
+    """Seconds before a sweep that found its pool held comes back: as long again as the
+    holder has held it, between BUSY_POOL_FIRST_WAIT and BUSY_POOL_LONGEST_WAIT.
+
+    A sweep holds a pool for milliseconds, so the first return is soon; a pool held
+    longer (a silent host's transaction, until the server ends it) is looked at after
+    waits that double, a handful of sweeps in a minute rather than one every few
+    hundred milliseconds. The longest wait is beat's safety tick, which sweeps every
+    pool as often anyway.
+    """
+    return min(max(held_for, BUSY_POOL_FIRST_WAIT), BUSY_POOL_LONGEST_WAIT)
 
 
 @task("peer.confirm", args=PeerConfirmArgs, result=PeerConfirmResult)

@@ -29,6 +29,9 @@ ROOT = Path(__file__).resolve().parent.parent
 # Per test process, so two suites running side by side keep their own logs.
 TEST_LOGS = ROOT / ".matchops" / "test-logs" / str(os.getpid())
 ALL_QUEUES = ",".join(QUEUE_NAMES)
+# For a worker of a test that kills a task while it waits on a lock the test holds: the
+# wait lasts until the test has seen it, rather than the default lock timeout.
+LONG_LOCK_WAIT = {"DB_LOCK_TIMEOUT_MS": "20000"}
 # A worker whose pool kills itself at a point a test chooses (tests/killing_worker.py).
 KILLING_WORKER = ("-m", "tests.killing_worker")
 
@@ -167,8 +170,13 @@ def wait_for(predicate: Callable[[], object], timeout: float = 30, what: str = "
 def lock_waiters(query_like: str | None = None) -> int:
     """Sessions of this database waiting on a lock, optionally only those whose query
     matches `query_like` (an ILIKE pattern such as '%FROM outbox%')."""
+    return len(lock_waiter_pids(query_like))
+
+
+def lock_waiter_pids(query_like: str | None = None) -> set[int]:
+    """Backend pids of the sessions `lock_waiters` counts."""
     sql = (
-        "SELECT count(*) FROM pg_stat_activity "
+        "SELECT pid FROM pg_stat_activity "
         "WHERE datname = current_database() AND wait_event_type = 'Lock'"
     )
     params: dict[str, str] = {}
@@ -177,7 +185,7 @@ def lock_waiters(query_like: str | None = None) -> int:
         params["pattern"] = query_like
     # A fresh connection each time: pg_stat_activity is a per-transaction snapshot.
     with get_engine().connect() as conn:
-        return int(conn.scalar(text(sql), params) or 0)
+        return set(conn.scalars(text(sql), params))
 
 
 @contextmanager

@@ -25,6 +25,12 @@ A later delivery of the id (a redelivery, a redispatch, a sibling sending the sa
 twice) replays the recorded outcome and changes nothing; a delivery past
 TASK_MAX_DELIVERIES ends the task as FAILURE ("gave up after N deliveries").
 
+No delivery waits long on another transaction's lock: every statement gives up after
+DB_LOCK_TIMEOUT_MS, and the task is tried again after waits that grow to
+DB_SILENT_CLIENT_SECONDS (`lock_retry_countdown`), by when the server has ended the
+holder's transaction even if its host went silent. The worker process serves other
+tasks meanwhile.
+
 Time limits and the task log format (`task_name[task_id]` on every line) are
 worker-wide, in celeryconfig.py.
 """
@@ -32,6 +38,7 @@ worker-wide, in celeryconfig.py.
 from __future__ import annotations
 
 import contextlib
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -51,7 +58,7 @@ from core.errors import (
     describe_failure,
     rebuild_failure,
 )
-from core.outages import TRANSIENT_ERRORS
+from core.outages import TRANSIENT_ERRORS, waited_for_lock
 from core.settings import get_settings
 from core.values import unstorable_values
 from workers import ledger
@@ -198,7 +205,8 @@ def own_transactions_task(
             if context is None:
                 return to_jsonable_python(body(ProgressReporter(task, None), parsed))
             with session_factory().begin() as guard:
-                if (recorded := ledger.claim_run(guard, context.task_id)) is not None:
+                idle = get_settings().task_time_limit
+                if (recorded := ledger.claim_run(guard, context.task_id, idle)) is not None:
                     return _replay(recorded)
                 result = to_jsonable_python(body(ProgressReporter(task, context), parsed))
                 stood = ledger.record_outcome(
@@ -228,10 +236,7 @@ def _declare(
         name=name, description=description, args_model=args, result_adapter=TypeAdapter(result)
     )
 
-    def run(self: Task, **kwargs: Any) -> Any:
-        request = self.request
-        if request.id is None or request.is_eager:  # called directly: no ledger
-            return call(self, None, kwargs)
+    def deliver(self: Task, request: Any, kwargs: dict[str, Any]) -> Any:
         sent_by = TaskContext(task_id=request.id, task_name=name, caller=_caller_of(request))
         with get_bookkeeping_engine().connect() as connection:
             delivery = ledger.begin_delivery(connection, sent_by, kwargs, sent_by.caller)
@@ -260,6 +265,22 @@ def _declare(
                 return _replay(stood)
             raise
 
+    def run(self: Task, **kwargs: Any) -> Any:
+        request = self.request
+        if request.id is None or request.is_eager:  # called directly: no ledger
+            return call(self, None, kwargs)
+        try:
+            return deliver(self, request, kwargs)
+        except TRANSIENT_ERRORS as exc:
+            if waited_for_lock(exc) and request.retries < self.max_retries:
+                # Another transaction held a lock past the lock timeout: try again once
+                # it may be over rather than after Celery's quick first backoffs.
+                countdown = lock_retry_countdown(
+                    request.retries, self.max_retries, get_settings().db_silent_client_seconds
+                )
+                raise self.retry(exc=exc, countdown=countdown) from None
+            raise
+
     run.__doc__ = body.__doc__ or description
     run.__name__ = body.__name__
     # Every task is idempotent (the contract), so every message is acknowledged only
@@ -274,6 +295,18 @@ def _declare(
         **options,
     )(run)
     return created
+
+
+def lock_retry_countdown(retries: int, max_retries: int, silent_seconds: int) -> float:
+    """Seconds before the next try of a task whose statement gave up on a lock.
+
+    The waits double up to `silent_seconds` (DB_SILENT_CLIENT_SECONDS) before the last
+    try, so together they outlast the longest a silent client's transaction can hold
+    the lock, jitter included (at least 1.45 times it): a task queued behind a host
+    that vanished still runs, once, after the server has cut that host off.
+    """
+    halvings = max(0, max_retries - 1 - retries)
+    return silent_seconds * 0.5**halvings * random.uniform(0.75, 1.0)
 
 
 def task_specs() -> dict[str, TaskSpec]:

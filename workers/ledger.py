@@ -15,7 +15,12 @@ the first one's outcome and changes nothing:
    trip for the sake of that rare case;
 3. a task with its own transactions cannot roll its committed work back, so it locks
    the row first instead (`claim_run`), in a guard transaction held while it runs: a
-   second delivery waits there, then finds the outcome.
+   second delivery gives up there after the lock timeout and is tried again later,
+   when it finds the outcome.
+
+Every statement here waits for a locked `task_runs` row at most the lock timeout
+(core.db.session_options): a delivery that meets the row held by another, live or
+silent, is retried later by the task base instead of holding its worker process.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, case, func, select, update
+from sqlalchemy import Connection, bindparam, case, func, literal, select, true, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -91,7 +96,15 @@ COUNT_DELIVERY = _counted.on_conflict_do_update(
 )
 _OUTCOME_COLUMNS = (TaskRun.state, TaskRun.result, TaskRun.error, TaskRun.finished_at)
 CLAIM_RUN = (
-    select(*_OUTCOME_COLUMNS)
+    select(
+        *_OUTCOME_COLUMNS,
+        # The guard transaction sits idle while the task's own transactions run, so the
+        # silent-client bound of every other transaction (core.db.session_options)
+        # would end it mid-task: it may idle as long as the task may run.
+        func.set_config(
+            literal("idle_in_transaction_session_timeout"), bindparam("guard_idle"), true()
+        ).label("guard_idle"),
+    )
     .where(TaskRun.task_id == bindparam("run_id"))
     # NO KEY: progress rows reference this one, and their foreign-key check must not
     # wait for the lock their own task holds.
@@ -131,9 +144,19 @@ def begin_delivery(
     return Delivery(count=row.deliveries, caller=row.caller, outcome=_outcome(row))
 
 
-def claim_run(session: Session, task_id: str) -> Outcome | None:
-    """Lock the task's row until the transaction ends; its outcome if it has one."""
-    row = session.connection().execute(CLAIM_RUN, {"run_id": uuid.UUID(task_id)}).one()
+def claim_run(session: Session, task_id: str, idle_seconds: int) -> Outcome | None:
+    """Lock the task's row until the transaction ends; its outcome if it has one.
+
+    The transaction may stay idle `idle_seconds` (the task's hard time limit, after
+    which its process is gone) while the task works on other connections. Another
+    delivery holding the row makes this give up after the lock timeout (a transient
+    error: the task base tries again later) rather than wait for it.
+    """
+    row = (
+        session.connection()
+        .execute(CLAIM_RUN, {"run_id": uuid.UUID(task_id), "guard_idle": f"{idle_seconds}s"})
+        .one()
+    )
     return _outcome(row)
 
 
@@ -178,10 +201,18 @@ def _write_outcome(connection: Connection, task_id: str, outcome: Outcome) -> bo
 
 
 def mark_state(connection: Connection, task_id: str, state: str) -> None:
-    """Show a state (RETRY) of an unfinished task; a finished one keeps its outcome."""
-    connection.execute(
-        update(TaskRun).where(TaskRun.task_id == uuid.UUID(task_id), UNFINISHED).values(state=state)
+    """Show a state (RETRY) of an unfinished task; a finished one keeps its outcome.
+
+    A row another delivery holds locked is left as it is: that delivery's outcome or
+    state is the one to show, and waiting for it would hold this process.
+    """
+    unlocked = (
+        select(TaskRun.task_id)
+        .where(TaskRun.task_id == uuid.UUID(task_id), UNFINISHED)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
     )
+    connection.execute(update(TaskRun).where(TaskRun.task_id == unlocked).values(state=state))
 
 
 def record_progress(connection: Connection, task_id: str, progress: dict[str, Any]) -> None:

@@ -45,19 +45,22 @@ def queued_key(followup: Followup) -> str:
     return QUEUED_PREFIX + followup.key
 
 
-def send_coalesced(followups: Iterable[Followup]) -> int:
-    """Send each follow-up unless the same one is already queued; returns how many were sent."""
+def send_coalesced(followups: Iterable[Followup], countdown: float = FOLLOWUP_DELAY_SECONDS) -> int:
+    """Send each follow-up, to start in `countdown` seconds, unless the same one is
+    already queued; returns how many were sent."""
     wanted = sorted(followups, key=lambda followup: followup.key)
+    # The key outlives the countdown, so commits meanwhile ride along with this one.
+    queued_ms = QUEUED_TTL_MS + int(countdown * 1000)
     pipe = session_store().pipeline(transaction=False)
     for followup in wanted:
-        pipe.set(queued_key(followup), "1", nx=True, px=QUEUED_TTL_MS)
+        pipe.set(queued_key(followup), "1", nx=True, px=queued_ms)
     sent = 0
     for followup, fresh in zip(wanted, pipe.execute(), strict=True):
         if fresh:
             app.send_task(
                 followup.task,
                 kwargs=followup.arguments(),
-                countdown=FOLLOWUP_DELAY_SECONDS,
+                countdown=countdown,
                 headers={CALLER_HEADER: "trigger"},
             )
             sent += 1

@@ -19,6 +19,7 @@ import redis
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+from core.redis_options import REDIS_CLIENT_OPTIONS
 from core.settings import get_settings
 from domain.peer.rules import SESSION_LANGUAGE
 
@@ -33,7 +34,7 @@ def session_store() -> SessionStore:
     if parts.scheme == "redis+socket":
         # kombu's spelling of a unix socket; redis-py calls it unix://
         url = urlunsplit(("unix", "", parts.path, parts.query, ""))
-    return redis.Redis.from_url(url, decode_responses=True, socket_timeout=5)
+    return redis.Redis.from_url(url, decode_responses=True, **REDIS_CLIENT_OPTIONS)
 
 
 def session_key(session_id: uuid.UUID | str) -> str:

@@ -66,7 +66,7 @@ from domain.peer.pairing import (
     pair_count,
     pair_queues,
 )
-from domain.peer.pool_lock import pool_lock_keys
+from domain.peer.pool_lock import POOLS_HELD_FOR, pool_lock_keys
 from domain.peer.relaxation import relax_pairs
 from domain.peer.shares import claim_limits
 from models.peer import MatchRequest, RequestStatus
@@ -276,11 +276,13 @@ class Pairing:
 @dataclass(frozen=True)
 class SweepOutcome:
     """What one sweep did: matches created, requests it row-locked to make them,
-    and whether a pool was busy."""
+    whether a pool was busy, and for how many seconds the youngest transaction holding
+    a busy pool had been open."""
 
     matched: int
     claimed: int
     busy: bool
+    held_for: float = 0.0
 
 
 class PeerSweepResult(TaskResult):
@@ -335,13 +337,15 @@ def sweep_topics(
             .all()
         )
         waiting = {(row.difficulty, row.topic): row.waiting for row in pools if row.locked}
-        busy = len(waiting) < len(pools)
+        held = [(row.difficulty, row.topic) for row in pools if not row.locked]
+        busy = bool(held)
+        held_for = held_longest_for(session, held) if held else 0.0
         wanted = pairs_wanted(waiting, relaxing)
         if not wanted:
-            return SweepOutcome(0, 0, busy)
+            return SweepOutcome(0, 0, busy, held_for)
         reservation = reserve(sessions, wanted, max_open_matches, stale_after)
         if reservation is None:
-            return SweepOutcome(0, 0, busy)
+            return SweepOutcome(0, 0, busy, held_for)
         try:
             pairing = claim_and_pair(
                 session, waiting, reservation, relax_after if relaxing else None
@@ -353,7 +357,17 @@ def sweep_topics(
             raise
         if created:
             relay_due(session)
-    return SweepOutcome(created, pairing.claimed, busy)
+    return SweepOutcome(created, pairing.claimed, busy, held_for)
+
+
+def held_longest_for(session: Session, pools: Sequence[Pool]) -> float:
+    """Seconds the youngest transaction holding one of `pools` has been open (0 when
+    none still holds one): how long a busy pool has been busy, at least."""
+    held_for = session.connection().scalar(
+        POOLS_HELD_FOR,
+        {"difficulties": [difficulty for difficulty, _ in pools], "topics": [t for _, t in pools]},
+    )
+    return float(held_for or 0.0)
 
 
 def fewest_waiting(relaxing: bool) -> int:

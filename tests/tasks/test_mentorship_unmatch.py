@@ -19,7 +19,16 @@ from tests.factories_mentorship import (
     relationship_between,
     send_message,
 )
-from tests.support import lock_waiters, queue_taken_from, run_task, running_worker, send, wait_for
+from tests.support import (
+    LONG_LOCK_WAIT,
+    lock_waiter_pids,
+    lock_waiters,
+    queue_taken_from,
+    run_task,
+    running_worker,
+    send,
+    wait_for,
+)
 
 
 def _messages_between(db, a, b) -> int:
@@ -168,23 +177,27 @@ def test_unmatch_killed_mid_task_runs_again_and_cascades_once(worker, db):
     # Only the worker this test kills consumes the cascades queue meanwhile.
     with (
         queue_taken_from(worker, "cascades"),
-        running_worker("unmatch-victim", queues="cascades", concurrency=1) as victim,
+        # A lock wait as long as the test needs to see it and kill the process in it.
+        running_worker(
+            "unmatch-victim", queues="cascades", concurrency=1, extra_env=LONG_LOCK_WAIT
+        ) as victim,
     ):
         # Holding the users row parks the unmatch inside its transaction.
         with holding_user_row(mentor.id):
             result = send("mentorship.unmatch", user_id=mentee.id, other_id=mentor.id)
             wait_for(lambda: lock_waiters() == 1, what="unmatch to block")
+            killed = lock_waiter_pids()
             (child,) = victim.child_pids()
             os.kill(child, signal.SIGKILL)
             wait_for(
                 lambda: child not in victim.child_pids() and bool(victim.child_pids()),
                 what="a replacement child",
             )
-            # The redelivery waits for the rows the killed run's backend waits for too: that
-            # backend finds its client gone only once the users row is free.
+            # The redelivery waits for the rows the killed run's backend waits for too,
+            # until the server finds that backend's client gone.
             wait_for(
-                lambda: lock_waiters() == 2,
-                what="the redelivered unmatch to wait beside the killed one",
+                lambda: lock_waiter_pids() - killed,
+                what="the redelivered unmatch to wait for the row",
             )
         answer = result.get(timeout=60)
 

@@ -13,22 +13,28 @@ from core.locks import hold_advisory_lock
 from domain.peer.budget import OPEN_MATCH_BUDGET_LOCK
 from tests.factories import unique
 from tests.factories_peer import make_pool, matches_of_topic, request_row
-from tests.support import queue_taken_from, run_task, running_worker, send, wait_for
+from tests.support import (
+    LONG_LOCK_WAIT,
+    queue_taken_from,
+    run_task,
+    running_worker,
+    send,
+    wait_for,
+)
 
 
-def _sweeps_at_the_budget_lock(blocker_pid: int) -> int:
+def _sweeps_at_the_budget_lock(blocker_pid: int) -> set[int]:
     """Backends of sweeps waiting for (or just given) the open-match budget lock."""
     with get_engine().connect() as conn:
-        return int(
-            conn.scalar(
+        return set(
+            conn.scalars(
                 text(
-                    "SELECT count(*) FROM pg_stat_activity "
+                    "SELECT pid FROM pg_stat_activity "
                     "WHERE state <> 'idle' AND pid NOT IN (pg_backend_pid(), :blocker) "
                     "AND query LIKE '%pg_advisory_xact_lock(hashtext%'"
                 ),
                 {"blocker": blocker_pid},
             )
-            or 0
         )
 
 
@@ -39,7 +45,10 @@ def test_sweep_killed_while_holding_its_claim_is_redone_cleanly(worker, db):
 
     with (
         queue_taken_from(worker, "sweeps"),
-        running_worker("peer-victim", queues="sweeps", concurrency=1) as victim,
+        # A lock wait as long as the test needs to see it and kill the process in it.
+        running_worker(
+            "peer-victim", queues="sweeps", concurrency=1, extra_env=LONG_LOCK_WAIT
+        ) as victim,
     ):
         # Hold the open-match budget so the sweep stops after claiming its pool.
         blocker = get_engine().connect()
@@ -48,19 +57,24 @@ def test_sweep_killed_while_holding_its_claim_is_redone_cleanly(worker, db):
         blocker_pid = blocker.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
         try:
             result = send("peer.sweep", difficulty="Easy", topic=topic)
-            wait_for(lambda: _sweeps_at_the_budget_lock(blocker_pid) == 1, what="sweep to block")
+            wait_for(
+                lambda: len(_sweeps_at_the_budget_lock(blocker_pid)) == 1, what="sweep to block"
+            )
+            killed = _sweeps_at_the_budget_lock(blocker_pid)
             (child,) = victim.child_pids()
             os.kill(child, signal.SIGKILL)
             # The transaction holding the pool dies with its connection, so the pool is
             # free at once: the message comes back, runs again in the replacement process
-            # and waits for the budget beside the dead sweep's orphaned reservation.
-            wait_for(lambda: _sweeps_at_the_budget_lock(blocker_pid) == 2, what="rerun to block")
+            # and waits for the budget, while the dead sweep's orphaned reservation waits
+            # until the server finds its client gone.
+            wait_for(
+                lambda: _sweeps_at_the_budget_lock(blocker_pid) - killed, what="rerun to block"
+            )
         finally:
             blocker.exec_driver_sql("COMMIT")
             blocker.close()
         assert result.get(timeout=60) == {"matched": 3}
-        # Given the lock, the orphaned reservation finds its client gone and rolls back.
-        wait_for(lambda: _sweeps_at_the_budget_lock(blocker_pid) == 0, what="orphan to go")
+        wait_for(lambda: not _sweeps_at_the_budget_lock(blocker_pid), what="orphan to go")
         assert "WorkerLostError" in victim.log_path.read_text() or (
             "Process 'ForkPoolWorker" in victim.log_path.read_text()
         )

@@ -12,6 +12,8 @@ from bench.harness import bound_to_events, take_events
 from core.db import get_engine
 from core.outbox import emit_events
 from tests.support import (
+    LONG_LOCK_WAIT,
+    lock_waiter_pids,
     lock_waiters,
     queue_taken_from,
     running_worker,
@@ -30,7 +32,9 @@ def test_relay_killed_mid_task_is_redelivered_and_publishes_each_event_once(work
     with (
         queue_taken_from(worker, "events"),
         app.connection_for_write() as connection,
-        running_worker("victim", queues="events", concurrency=1) as victim,
+        running_worker(
+            "victim", queues="events", concurrency=1, extra_env=LONG_LOCK_WAIT
+        ) as victim,
         bound_to_events(connection, f"test-kill-{marker[:8]}", "match.found") as queue,
     ):
         # Bound first: any relay running meanwhile publishes these to the queue too.
@@ -44,6 +48,7 @@ def test_relay_killed_mid_task_is_redelivered_and_publishes_each_event_once(work
         try:
             result = send("events.publish")
             wait_for(lambda: lock_waiters("%FROM outbox%") == 1, what="relay to block")
+            killed = lock_waiter_pids("%FROM outbox%")
             (child,) = victim.child_pids()
             os.kill(child, signal.SIGKILL)
             # The pool replaces the child and the requeued message runs again.
@@ -53,10 +58,10 @@ def test_relay_killed_mid_task_is_redelivered_and_publishes_each_event_once(work
             )
             # The killed run's guard transaction ended with its connection, so the
             # redelivery gets as far as the outbox too; the killed run's relay statement
-            # still waits there until it finds its client gone (once the outbox is free).
+            # waits there until the server finds its client gone.
             wait_for(
-                lambda: lock_waiters("%FROM outbox%") == 2,
-                what="the redelivered relay to block beside the killed one",
+                lambda: lock_waiter_pids("%FROM outbox%") - killed,
+                what="the redelivered relay to block",
             )
             assert result.state != "FAILURE"
         finally:
