@@ -70,6 +70,8 @@ BASE_SETTINGS = {
     "REDISPATCH_AFTER_SECONDS": "5",
     "TASK_SOFT_TIME_LIMIT": "15",
     "TASK_TIME_LIMIT": "20",
+    # The longest a silent host keeps its transactions and locks (README, Scale out).
+    "DB_SILENT_CLIENT_SECONDS": "10",
     "COMMIT_TRIGGERS": "true",
     "LOG_LEVEL": "INFO",
     "AUTH_SECRET": AUTH_SECRET,

@@ -3,7 +3,7 @@
 Each host is a network namespace (tests/hosts/harness.py); the faults are made in the
 router. The cases share one deployment, in the order written: the work spread over both
 hosts, a host cut off mid-transaction, the partition healed, a slow and lossy link.
-Run with `-s` to see the partition's figures (also `python -m bench.partition`).
+`-rP` shows the partition's figures in the report (or `python -m bench.partition`).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from sqlalchemy import text
 
 from runtime.polling import poll_until
 from tests.hosts.harness import (
+    BASE_SETTINGS,
     DB_ADDRESS,
     ROUTER_SIDE,
     Deployment,
@@ -38,13 +39,18 @@ from tests.hosts.scenarios import (
 if reason := unavailable():
     pytest.skip(f"no separate hosts on this machine: {reason}", allow_module_level=True)
 
-# How long PostgreSQL keeps a silent host's transaction and locks (the README, "Scale
-# out"), plus one redispatch of the held tasks and their run on the healthy host.
-HOLD_BOUND_SECONDS = 30.0
-HELD_TASKS_BOUND = HOLD_BOUND_SECONDS + 5 + 10
+# How long PostgreSQL keeps a silent host's transactions and locks (DB_SILENT_CLIENT_SECONDS,
+# README "Scale out"). A copy that met the held lock tries again after waits that grow
+# to that bound (workers.base), so the held tasks end within twice it, plus a redispatch.
+SILENT_SECONDS = float(BASE_SETTINGS["DB_SILENT_CLIENT_SECONDS"])
+HELD_TASKS_BOUND = 2 * SILENT_SECONDS + float(BASE_SETTINGS["REDISPATCH_AFTER_SECONDS"]) + 5
 # A healthy task's normal time on this shared machine: accepted to outcome, at most
 # this many times the slowest of the same batch without a partition (and a floor).
 NORMAL_FACTOR, NORMAL_FLOOR = 3.0, 5.0
+# PostgreSQL connections of a worker machine running `matchops worker -c N` (README,
+# Scale out: connection budget): its dispatcher's, and four per pool process.
+CONCURRENCY = 2
+WORKER_MACHINE_CONNECTIONS = 1 + 4 * CONCURRENCY
 # Sweeps of the held pool while it is held: a back-off, not a loop.
 MAX_SWEEPS_OF_HELD_POOL = 20
 
@@ -53,8 +59,8 @@ MAX_SWEEPS_OF_HELD_POOL = 20
 def hosts() -> Iterator[Deployment]:
     """The deployment with a worker on each worker host."""
     with deployment() as built:
-        built.start_worker("a")
-        built.start_worker("b")
+        built.start_worker("a", concurrency=CONCURRENCY)
+        built.start_worker("b", concurrency=CONCURRENCY)
         yield built
 
 
@@ -68,9 +74,7 @@ def events(hosts: Deployment) -> Iterator[TaskEvents]:
 @pytest.fixture(scope="module")
 def cut_off(hosts: Deployment, events: TaskEvents) -> Partition:
     """Host a cut off while it holds a sweep and a request, measured (still cut off)."""
-    figures = partition(hosts, events, wait=HELD_TASKS_BOUND + 15)
-    print("\n" + figures.report())
-    return figures
+    return partition(hosts, events, wait=HELD_TASKS_BOUND + 15)
 
 
 def test_work_spreads_over_both_hosts_and_runs_once(hosts: Deployment, events: TaskEvents):
@@ -97,13 +101,16 @@ def test_work_spreads_over_both_hosts_and_runs_once(hosts: Deployment, events: T
     assert peer_invariants(hosts) == []
     by_host = events.done_by_host(started)
     total = sum(by_host.values())
-    print(f"\ntasks done by host: {dict(by_host)}")
+    connections = {host: sessions_of(hosts, host) for host in ("a", "b")}
+    print(f"\ntasks done by host: {dict(by_host)}; PostgreSQL sessions by host: {connections}")
+    assert all(count <= WORKER_MACHINE_CONNECTIONS for count in connections.values())
     assert by_host["worker@host-a"] >= total * 0.2
     assert by_host["worker@host-b"] >= total * 0.2
 
 
 def test_a_host_cut_off_mid_transaction_holds_nothing_else_up(cut_off: Partition):
     figures = cut_off
+    print(figures.report())
     # It really was caught mid-transaction: PostgreSQL kept its sessions open.
     assert figures.idle_in_transaction >= 2
     normal = max(NORMAL_FLOOR, NORMAL_FACTOR * figures.baseline.slowest)
