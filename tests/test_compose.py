@@ -161,7 +161,7 @@ def test_shared_settings_file_names_every_shared_setting_at_its_default():
     for name, value in values.items():
         default = Settings.model_fields[name.lower()].default
         assert default is not None, f"{name} is unset by default: comment it out"
-        parsed = Settings(**{name.lower(): value}).__getattribute__(name.lower())
+        parsed = getattr(Settings.model_validate({name.lower(): value}), name.lower())
         assert parsed == default, f"matchops.env {name}={value}, the default is {default}"
     for name in unset:
         assert Settings.model_fields[name.lower()].default is None

@@ -50,6 +50,8 @@ PG_BIN = Path("/usr/lib/postgresql/15/bin")
 LOGS = ROOT / ".matchops" / "test-logs" / str(os.getpid()) / "hosts"
 AUTH_SECRET = "hosts-" + "0" * 40
 DATABASE = "matchops"
+# Namespaces are named after the test process that made them: `matchops-hosts-<pid>-db`.
+NAMESPACE_PREFIX = "matchops-hosts-"
 # The servers accept other hosts only with these, as a deployment across machines must.
 DB_PASSWORD = "hosts-db-secret"
 REDIS_PASSWORD = "hosts-redis-secret"
@@ -391,7 +393,14 @@ class Deployment:
         """`argv` inside `host`, logged to the folder, stopped when the deployment ends."""
         prefix: list[str] = []
         if user is not None:
-            prefix = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups"]
+            # The change of user clears the signal the child gets when this process dies.
+            prefix = [
+                "setpriv",
+                f"--reuid={user}",
+                f"--regid={user}",
+                "--init-groups",
+                "--pdeathsig=keep",
+            ]
         child = Child(name, self.network.command(host, [*prefix, *argv]), LOGS / f"{name}.log", env)
         child.start()
         self.children.append(child)
@@ -638,15 +647,35 @@ class Deployment:
             child.stop(10, group=True)
 
 
+def remove_orphans() -> None:
+    """Delete the namespaces of test processes that died without removing theirs (killed
+    outright); their servers died with them."""
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    for line in listed.splitlines():
+        name = line.split()[0] if line.split() else ""
+        owner = name.removeprefix(NAMESPACE_PREFIX).split("-", 1)[0]
+        if name.startswith(NAMESPACE_PREFIX) and owner.isdigit() and not _alive(int(owner)):
+            subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 @contextlib.contextmanager
 def deployment(settings: Mapping[str, str] | None = None) -> Iterator[Deployment]:
     """Hosts and a deployment on them (no worker yet); all of it gone when the block ends.
 
     Names carry this process's id, so test runs side by side never share a namespace.
     """
+    remove_orphans()
     folder = Path(tempfile.mkdtemp(prefix="matchops-hosts-"))
     folder.chmod(0o755)
-    network = Network(f"mo{os.getpid()}")
+    network = Network(f"{NAMESPACE_PREFIX}{os.getpid()}")
     built: Deployment | None = None
     try:
         network.build()
