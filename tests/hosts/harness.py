@@ -50,7 +50,8 @@ PG_BIN = Path("/usr/lib/postgresql/15/bin")
 LOGS = ROOT / ".matchops" / "test-logs" / str(os.getpid()) / "hosts"
 AUTH_SECRET = "hosts-" + "0" * 40
 DATABASE = "matchops"
-# Namespaces are named after the test process that made them: `matchops-hosts-<pid>-db`.
+# Namespaces and the temporary folder are named after the test process that made them:
+# `matchops-hosts-<pid>-db`.
 NAMESPACE_PREFIX = "matchops-hosts-"
 # The servers accept other hosts only with these, as a deployment across machines must.
 DB_PASSWORD = "hosts-db-secret"
@@ -648,14 +649,21 @@ class Deployment:
 
 
 def remove_orphans() -> None:
-    """Delete the namespaces of test processes that died without removing theirs (killed
-    outright); their servers died with them."""
+    """Delete the namespaces and folders of test processes that died without removing
+    theirs (killed outright); their servers died with them."""
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    for line in listed.splitlines():
-        name = line.split()[0] if line.split() else ""
-        owner = name.removeprefix(NAMESPACE_PREFIX).split("-", 1)[0]
-        if name.startswith(NAMESPACE_PREFIX) and owner.isdigit() and not _alive(int(owner)):
+    names = [line.split()[0] for line in listed.splitlines() if line.strip()]
+    for name in names:
+        if _orphaned(name):
             subprocess.run(["ip", "netns", "del", name], check=False)
+    for folder in Path(tempfile.gettempdir()).glob(f"{NAMESPACE_PREFIX}*"):
+        if _orphaned(folder.name):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _orphaned(name: str) -> bool:
+    owner = name.removeprefix(NAMESPACE_PREFIX).split("-", 1)[0]
+    return name.startswith(NAMESPACE_PREFIX) and owner.isdigit() and not _alive(int(owner))
 
 
 def _alive(pid: int) -> bool:
@@ -673,7 +681,7 @@ def deployment(settings: Mapping[str, str] | None = None) -> Iterator[Deployment
     Names carry this process's id, so test runs side by side never share a namespace.
     """
     remove_orphans()
-    folder = Path(tempfile.mkdtemp(prefix="matchops-hosts-"))
+    folder = Path(tempfile.mkdtemp(prefix=f"{NAMESPACE_PREFIX}{os.getpid()}-"))
     folder.chmod(0o755)
     network = Network(f"{NAMESPACE_PREFIX}{os.getpid()}")
     built: Deployment | None = None
