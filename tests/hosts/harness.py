@@ -68,6 +68,16 @@ LOSS_PRIORITY = 10
 # Classic BPF, `ld rand` (SKF_AD_OFF + SKF_AD_RANDOM); below the threshold: into DROP.
 BPF_RANDOM = "4,32 0 0 4294963256,53 1 0 {threshold},6 0 0 4294967295,6 0 0 0"
 
+# The private cluster's programs run as the system's `postgres` user. The change of user
+# clears the signal a child gets when this process dies; `keep` sets it again.
+AS_POSTGRES = (
+    "setpriv",
+    "--reuid=postgres",
+    "--regid=postgres",
+    "--init-groups",
+    "--pdeathsig=keep",
+)
+
 # What the deployment's processes read, besides the URLs.
 BASE_SETTINGS = {
     "REDISPATCH_AFTER_SECONDS": "5",
@@ -145,51 +155,14 @@ class Network:
             self._drop_class(f"r-{host}")
 
     def _drop_class(self, link: str) -> None:
-        self.run_in(
-            "router",
-            "tc",
-            "qdisc",
-            "add",
-            "dev",
-            link,
-            "root",
-            "handle",
-            "1:",
-            "htb",
-            "default",
-            "10",
-        )
+        self.tc(f"qdisc add dev {link} root handle 1: htb default 10")
         for classid in (PASS, DROP):
-            self.run_in(
-                "router",
-                "tc",
-                "class",
-                "add",
-                "dev",
-                link,
-                "parent",
-                "1:",
-                "classid",
-                classid,
-                "htb",
-                "rate",
-                "10gbit",
-            )
-        self.run_in(
-            "router",
-            "tc",
-            "qdisc",
-            "add",
-            "dev",
-            link,
-            "parent",
-            DROP,
-            "handle",
-            "20:",
-            "pfifo",
-            "limit",
-            "0",
-        )
+            self.tc(f"class add dev {link} parent 1: classid {classid} htb rate 10gbit")
+        self.tc(f"qdisc add dev {link} parent {DROP} handle 20: pfifo limit 0")
+
+    def tc(self, command: str) -> None:
+        """`tc` in the router, its arguments written as one line."""
+        self.run_in("router", "tc", *command.split())
 
     def run_in(self, host: str, *argv: str) -> None:
         """A command inside `host`'s namespace."""
@@ -201,62 +174,33 @@ class Network:
 
     def cut(self, host: str) -> None:
         """Partition worker host `host`: the router drops everything to and from it."""
-        prio = str(CUT_PRIORITY[host])
-        self._filter(f"r-{host}", prio, "u32", "match", "u32", "0", "0")
-        self._filter("r-db", prio, "u32", "match", "ip", "src", f"{WORKER_ADDRESSES[host]}/32")
+        prio = CUT_PRIORITY[host]
+        self._drop(f"r-{host}", prio, "u32 match u32 0 0")
+        self._drop("r-db", prio, f"u32 match ip src {WORKER_ADDRESSES[host]}/32")
 
     def heal(self, host: str) -> None:
         """End the partition of `host`."""
-        prio = str(CUT_PRIORITY[host])
         for link in (f"r-{host}", "r-db"):
-            self.run_in("router", "tc", "filter", "del", "dev", link, "parent", "1:", "prio", prio)
+            self.tc(f"filter del dev {link} parent 1: prio {CUT_PRIORITY[host]}")
 
     def lose(self, fraction: float) -> None:
         """Drop `fraction` of the packets the router forwards, at random, on every link."""
-        threshold = str(int(fraction * 2**32))
+        program = BPF_RANDOM.format(threshold=int(fraction * 2**32))
         for host in ("db", *WORKER_ADDRESSES):
-            self._filter(
-                f"r-{host}",
-                str(LOSS_PRIORITY),
-                "bpf",
-                "bytecode",
-                BPF_RANDOM.format(threshold=threshold),
+            # The program holds spaces: one argument, not split.
+            self.run_in(
+                "router",
+                *f"tc filter add dev r-{host} parent 1: protocol ip prio {LOSS_PRIORITY}".split(),
+                *("bpf", "bytecode", program, "flowid", DROP),
             )
 
     def stop_losing(self) -> None:
         """Remove the random loss."""
         for host in ("db", *WORKER_ADDRESSES):
-            self.run_in(
-                "router",
-                "tc",
-                "filter",
-                "del",
-                "dev",
-                f"r-{host}",
-                "parent",
-                "1:",
-                "prio",
-                str(LOSS_PRIORITY),
-            )
+            self.tc(f"filter del dev r-{host} parent 1: prio {LOSS_PRIORITY}")
 
-    def _filter(self, link: str, prio: str, *match: str) -> None:
-        self.run_in(
-            "router",
-            "tc",
-            "filter",
-            "add",
-            "dev",
-            link,
-            "parent",
-            "1:",
-            "protocol",
-            "ip",
-            "prio",
-            prio,
-            *match,
-            "flowid",
-            DROP,
-        )
+    def _drop(self, link: str, prio: int, match: str) -> None:
+        self.tc(f"filter add dev {link} parent 1: protocol ip prio {prio} {match} flowid {DROP}")
 
     def remove(self) -> None:
         """Delete every namespace made (their veths go with them)."""
@@ -368,7 +312,9 @@ class Deployment:
 
     # --- the database host ------------------------------------------------------------
 
-    def urls(self, database: str = f"{DB_ADDRESS}:5432", redis: str = f"{DB_ADDRESS}:6379"):
+    def urls(
+        self, database: str = f"{DB_ADDRESS}:5432", redis: str = f"{DB_ADDRESS}:6379"
+    ) -> dict[str, str]:
         """The four URLs every process of the deployment gets, through `database` and
         `redis` (HOST:PORT: the servers, or a relay in front of them)."""
         return {
@@ -389,19 +335,10 @@ class Deployment:
         name: str,
         argv: Sequence[str],
         env: Mapping[str, str | None],
-        user: str | None = None,
+        as_postgres: bool = False,
     ) -> Child:
         """`argv` inside `host`, logged to the folder, stopped when the deployment ends."""
-        prefix: list[str] = []
-        if user is not None:
-            # The change of user clears the signal the child gets when this process dies.
-            prefix = [
-                "setpriv",
-                f"--reuid={user}",
-                f"--regid={user}",
-                "--init-groups",
-                "--pdeathsig=keep",
-            ]
+        prefix = AS_POSTGRES if as_postgres else ()
         child = Child(name, self.network.command(host, [*prefix, *argv]), LOGS / f"{name}.log", env)
         child.start()
         self.children.append(child)
@@ -424,77 +361,35 @@ class Deployment:
         password_file.write_text(DB_PASSWORD + "\n")
         shutil.chown(password_file, "postgres", "postgres")
         # The test process comes in through the unix socket; the hosts with a password.
-        sh(
-            "setpriv",
-            "--reuid=postgres",
-            "--regid=postgres",
-            "--init-groups",
-            str(PG_BIN / "initdb"),
-            "-D",
-            str(data),
-            "-U",
-            "postgres",
-            "--auth-local=trust",
-            "--auth-host=scram-sha-256",
-            f"--pwfile={password_file}",
-            "--no-sync",
-            "-E",
-            "UTF8",
-        )
+        initdb = f"-D {data} -U postgres --auth-local=trust --auth-host=scram-sha-256 "
+        initdb += f"--pwfile={password_file} --no-sync -E UTF8"
+        sh(*AS_POSTGRES, str(PG_BIN / "initdb"), *initdb.split())
         password_file.unlink()
         with (data / "pg_hba.conf").open("a") as hba:
             hba.write("host all all 10.77.0.0/16 scram-sha-256\n")
+        options = {
+            "listen_addresses": DB_ADDRESS,
+            "unix_socket_directories": self.sockets,
+            "fsync": "off",
+            "synchronous_commit": "off",
+            "max_connections": 200,
+        }
         postgres = self.start(
             "db",
             "postgres",
-            [
-                str(PG_BIN / "postgres"),
-                "-D",
-                str(data),
-                "-c",
-                f"listen_addresses={DB_ADDRESS}",
-                "-c",
-                f"unix_socket_directories={self.sockets}",
-                "-c",
-                "fsync=off",
-                "-c",
-                "synchronous_commit=off",
-                "-c",
-                "max_connections=200",
-            ],
+            [str(PG_BIN / "postgres"), "-D", str(data)]
+            + [arg for name, value in options.items() for arg in ("-c", f"{name}={value}")],
             {},
-            user="postgres",
+            as_postgres=True,
         )
         postgres.stop_signal = signal.SIGINT
-        self.start(
-            "db",
-            "redis",
-            [
-                "redis-server",
-                "--bind",
-                DB_ADDRESS,
-                "--port",
-                "6379",
-                "--unixsocket",
-                str(self.sockets / "redis.sock"),
-                "--unixsocketperm",
-                "777",
-                "--requirepass",
-                REDIS_PASSWORD,
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            {},
-        )
+        redis = f"--bind {DB_ADDRESS} --port 6379 --unixsocket {self.sockets / 'redis.sock'} "
+        redis += f"--unixsocketperm 777 --requirepass {REDIS_PASSWORD} --appendonly no"
+        self.start("db", "redis", ["redis-server", *redis.split(), "--save", ""], {})
         if not poll_until(lambda: (self.sockets / ".s.PGSQL.5432").exists(), 30):
             raise RuntimeError(f"PostgreSQL did not start:\n{postgres.log_tail()}")
         sh(
-            "setpriv",
-            "--reuid=postgres",
-            "--regid=postgres",
-            "--init-groups",
+            *AS_POSTGRES,
             str(PG_BIN / "createdb"),
             "-h",
             str(self.sockets),
