@@ -39,6 +39,7 @@ from bench.harness import (
 )
 from core.db import get_bookkeeping_engine
 from core.dispatcher import Dispatcher
+from core.redis_options import REDIS_CLIENT_OPTIONS
 from core.settings import get_settings
 from models.platform import TaskRun
 from runtime.children import Child
@@ -145,7 +146,7 @@ def main() -> None:
         raise SystemExit("bench.enqueue needs wrk: apt-get install wrk")
 
     use_bench_database("matchops_bench_enqueue")
-    broker = redis.Redis.from_url(get_settings().broker)
+    broker = redis.Redis.from_url(get_settings().broker, **REDIS_CLIENT_OPTIONS)
     broker.delete(QUEUE)
     token = issue_token(SECRET, "bench", ["*"], 3600)
     settings = get_settings()

@@ -111,9 +111,11 @@ def claim_lost(
     """Mark as dispatched now, and return, tasks published more than `redispatch_after`
     seconds ago that have no outcome and that nobody is running.
 
-    A task running right now holds its row locked (workers.base) and is skipped. The
-    wait doubles with each redispatch (up to 64 times): a task that only sits in a long
-    broker backlog is not copied into it again and again.
+    A task running right now holds its row locked (workers.base) and is skipped; a
+    delivery on a host that vanished loses that lock within DB_SILENT_CLIENT_SECONDS
+    (server keepalives, core.db.session_options), and only then is its task published
+    again. The wait doubles with each redispatch (up to 64 times): a task that only sits
+    in a long broker backlog is not copied into it again and again.
     """
     earliest = func.now() - func.make_interval(0, 0, 0, 0, 0, 0, redispatch_after)
     backoff = func.power(2, func.least(TaskRun.redispatches, MAX_BACKOFF_DOUBLINGS))

@@ -103,10 +103,10 @@ class Settings(BaseSettings):
                 f"VISIBILITY_TIMEOUT ({self.visibility_timeout}) must be above "
                 f"TASK_TIME_LIMIT ({self.task_time_limit})"
             )
-        self._stall_bounds_fit()
         return self
 
-    def _stall_bounds_fit(self) -> None:
+    @model_validator(mode="after")
+    def _stall_bounds_fit(self) -> Settings:
         # A lock wait must end well before the soft limit would end the task instead,
         # and within the time a silent holder may keep its locks, or giving up early
         # would buy nothing.
@@ -128,8 +128,9 @@ class Settings(BaseSettings):
         if not self.db_silent_client_seconds < self.task_time_limit:
             raise ValueError(
                 f"DB_SILENT_CLIENT_SECONDS ({self.db_silent_client_seconds}) must be below "
-                f"TASK_TIME_LIMIT ({self.task_time_limit})"
+                f"TASK_TIME_LIMIT ({self.task_time_limit}): lower DB_SILENT_CLIENT_SECONDS"
             )
+        return self
 
     @property
     def broker_visibility_timeout(self) -> int:

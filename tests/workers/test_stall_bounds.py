@@ -25,14 +25,24 @@ from sqlalchemy import Text, func, literal, select, text
 from sqlalchemy.orm import Session
 
 from core.db import get_bookkeeping_engine, get_engine, libpq_conninfo, session_factory
-from core.settings import get_settings
+from core.settings import Settings, get_settings
 from domain.peer.pool_lock import pool_lock_keys
 from models.platform import TaskRun
 from tests.factories import events_of, unique
 from tests.factories_mentorship import make_mentee, make_mentor
 from tests.factories_peer import make_pool, matches_of_topic
-from tests.support import ROOT, send, task_run, wait_for, worker_taking_over
+from tests.support import (
+    ROOT,
+    lock_waiters,
+    send,
+    task_finished,
+    task_run,
+    wait_for,
+    worker_taking_over,
+)
 from workers import ledger
+from workers.app import app
+from workers.base import MatchopsTask, lock_retry_countdown
 
 # The frozen client's own bound: short, so the test sees it end in seconds. Its
 # session asks the server for it exactly as every matchops session does.
@@ -190,6 +200,44 @@ def test_a_frozen_clients_lock_goes_within_its_bound_and_a_task_behind_it_runs_o
     assert len(events_of(db, "mentorship.matched", mentee_id=mentee.id)) == 1
 
 
+def test_a_delivery_finding_its_task_row_held_steps_back_and_runs_once(worker, db: Session):
+    held_topic, free_topic = unique("row-held"), unique("row-free")
+    make_pool(db, 2, topic=held_topic)
+    make_pool(db, 2, topic=free_topic)
+    task_id = str(uuid.uuid4())
+    db.add(
+        TaskRun(
+            task_id=uuid.UUID(task_id),
+            name="peer.sweep",
+            args={"topic": held_topic},
+            caller="test",
+            origin="test",
+            dispatched_at=func.now(),  # published by this test below, by no dispatcher
+        )
+    )
+    db.commit()
+
+    # One process only: a delivery waiting on its row would leave none for other work.
+    with worker_taking_over(worker, "sweeps", "row-held-single", {}, concurrency=1):
+        with session_factory().begin() as other_delivery:
+            other_delivery.execute(text("SET LOCAL idle_in_transaction_session_timeout = 0"))
+            ledger.claim_run(other_delivery, task_id, 60)
+            held = app.send_task(
+                "peer.sweep", kwargs={"topic": held_topic}, task_id=task_id, ignore_result=False
+            )
+            wait_for(lambda: lock_waiters("%task_runs%") == 1, what="the delivery to meet the row")
+            free = send("peer.sweep", topic=free_topic)
+            assert free.get(timeout=30) == {"matched": 1}
+            assert not task_finished(task_id)
+        assert held.get(timeout=90) == {"matched": 1}
+
+    run = task_run(task_id)
+    assert run.state == ledger.SUCCESS
+    # The deliveries that met the held row were not counted: they did nothing.
+    assert run.deliveries == 1
+    assert len(matches_of_topic(db, held_topic)) == 1
+
+
 def _sweeps_of(topic: str) -> int:
     with get_engine().connect() as connection:
         return int(
@@ -228,3 +276,28 @@ def test_a_sweep_finding_its_pool_held_backs_off_instead_of_looping(worker, db: 
     assert 2 <= during_hold <= MOST_SWEEPS_DURING_HOLD, during_hold
     # Once the pool is free the next sweep pairs it, at most the longest backoff later.
     wait_for(lambda: len(matches_of_topic(db, topic)) == 2, timeout=20, what="the pool paired")
+
+
+@pytest.mark.parametrize("silent", [4, 30, 600])
+def test_lock_retries_outlast_any_silent_holder(silent):
+    # Each retry's shortest wait seen over many draws of the jitter, summed: a task
+    # retried as often as the task base allows is still there when the holder is gone.
+    retries = MatchopsTask.max_retries
+    shortest = [
+        min(lock_retry_countdown(n, retries, silent) for _ in range(200)) for n in range(retries)
+    ]
+    assert sum(shortest) > silent
+    assert shortest == sorted(shortest)
+
+
+@pytest.mark.parametrize(
+    ("values", "named"),
+    [
+        ({"db_lock_timeout_ms": 30000}, "DB_LOCK_TIMEOUT_MS"),
+        ({"db_lock_timeout_ms": 20000, "task_soft_time_limit": 15}, "TASK_SOFT_TIME_LIMIT"),
+        ({"db_silent_client_seconds": 200}, "DB_SILENT_CLIENT_SECONDS"),
+    ],
+)
+def test_stall_bounds_that_do_not_fit_together_are_refused_at_start_up(values, named):
+    with pytest.raises(ValueError, match=named):
+        Settings(**values)
