@@ -384,7 +384,9 @@ class Deployment:
         )
         postgres.stop_signal = signal.SIGINT
         redis = f"--bind {DB_ADDRESS} --port 6379 --unixsocket {self.sockets / 'redis.sock'} "
-        redis += f"--unixsocketperm 777 --requirepass {REDIS_PASSWORD} --appendonly no"
+        redis += f"--unixsocketperm 777 --requirepass {REDIS_PASSWORD} --appendonly no "
+        # As README "Scale out" says to set it: drop a vanished host's connections.
+        redis += "--tcp-keepalive 15"
         self.start("db", "redis", ["redis-server", *redis.split(), "--save", ""], {})
         if not poll_until(lambda: (self.sockets / ".s.PGSQL.5432").exists(), 30):
             raise RuntimeError(f"PostgreSQL did not start:\n{postgres.log_tail()}")

@@ -140,6 +140,15 @@ def sessions_of(
         return _sessions_of(conn, host, state, query_like, waiting)
 
 
+def both_waiting(deployment: Deployment) -> bool:
+    """Host a's sweep waits to write its matches and its request to insert, both now."""
+    with deployment.engine.connect() as conn:
+        return bool(
+            _sessions_of(conn, "a", query_like="%WITH pairs%", waiting=True)
+            and _sessions_of(conn, "a", query_like="%INSERT INTO match_requests%", waiting=True)
+        )
+
+
 @dataclass
 class Partition:
     """What the partition scenario measured. Times in seconds after the cut."""
@@ -225,33 +234,26 @@ def partition(deployment: Deployment, events: TaskEvents, wait: float) -> Partit
         request_gate = deployment.engine.connect()
         # The sweep claims the pool, then waits to write its matches.
         sweep_gate.execute(text("LOCK TABLE matches IN SHARE MODE"))
-        sweep_id = deployment.enqueue("peer.sweep", difficulty=DIFFICULTY, topic=HELD_TOPIC)
-        if not poll_until(
-            lambda: sessions_of(deployment, "a", query_like="%WITH pairs%", waiting=True), 30
-        ):
-            raise RuntimeError("the sweep never reached host a's write")
         # The request waits on the one-open-request index behind an uncommitted row.
         request_gate.execute(
             text("INSERT INTO match_requests (user_id, difficulty, topic) VALUES (:u, :d, 'gate')"),
             {"u": gate_user, "d": DIFFICULTY},
         )
+        sweep_id = deployment.enqueue("peer.sweep", difficulty=DIFFICULTY, topic=HELD_TOPIC)
         request_id = deployment.enqueue(
             "peer.request", user_id=gate_user, difficulty=DIFFICULTY, topic=HELD_TOPIC
         )
-        if not poll_until(
-            lambda: sessions_of(
-                deployment, "a", query_like="%INSERT INTO match_requests%", waiting=True
-            ),
-            30,
-        ):
-            raise RuntimeError("the request never reached host a's insert")
-    deployment.network.cut("a")
-    cut_at, cut_clock = deployment.now(), time.time()
-    # PostgreSQL now finishes both statements and answers a host that is gone.
-    request_gate.rollback()
-    sweep_gate.rollback()
-    request_gate.close()
-    sweep_gate.close()
+        # Both at once: a wait longer than DB_LOCK_TIMEOUT_MS gives up, and the task comes
+        # back to wait again a moment later.
+        if not poll_until(lambda: both_waiting(deployment), 60, interval=0.05):
+            raise RuntimeError("host a never had the sweep and the request waiting at once")
+        deployment.network.cut("a")
+        cut_at, cut_clock = deployment.now(), time.time()
+        # PostgreSQL now finishes both statements and answers a host that is gone.
+        request_gate.rollback()
+        sweep_gate.rollback()
+        request_gate.close()
+        sweep_gate.close()
     poll_until(lambda: sessions_of(deployment, "a", state="idle in transaction") >= 2, 5)
     idle = sessions_of(deployment, "a", state="idle in transaction")
     arriving_ids = [
