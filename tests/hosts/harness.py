@@ -45,7 +45,18 @@ from runtime.polling import poll_until
 
 ROOT = Path(__file__).resolve().parents[2]
 MATCHOPS = ROOT / ".venv" / "bin" / "matchops"
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+def _newest_postgres() -> Path:
+    """The bin folder of the newest PostgreSQL the system packages installed."""
+    found = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+        key=lambda path: int(path.parent.parent.name) if path.parent.parent.name.isdigit() else 0,
+    )
+    return found[-1].parent if found else Path("/usr/lib/postgresql/15/bin")
+
+
+PG_BIN = _newest_postgres()
 # Kept after the run (the temporary folder is not), for a failure's post-mortem.
 LOGS = ROOT / ".matchops" / "test-logs" / str(os.getpid()) / "hosts"
 AUTH_SECRET = "hosts-" + "0" * 40

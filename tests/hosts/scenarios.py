@@ -18,7 +18,7 @@ from functools import partial
 from sqlalchemy import Connection, text
 
 from runtime.polling import poll_until
-from tests.hosts.harness import WORKER_ADDRESSES, Deployment, Outcome, TaskEvents
+from tests.hosts.harness import DB_ADDRESS, WORKER_ADDRESSES, Deployment, Outcome, TaskEvents
 
 DIFFICULTY = "Easy"
 HELD_TOPIC = "held"
@@ -124,7 +124,8 @@ def _sessions_of(
         sql += " AND wait_event_type = 'Lock'"
     if state is not None:
         sql += " AND state = :state"
-    params = {"address": WORKER_ADDRESSES[host], "query": query_like, "state": state}
+    address = DB_ADDRESS if host == "db" else WORKER_ADDRESSES[host]
+    params = {"address": address, "query": query_like, "state": state}
     return int(conn.scalar(text(sql), params) or 0)
 
 

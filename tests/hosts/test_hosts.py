@@ -51,6 +51,8 @@ NORMAL_FACTOR, NORMAL_FLOOR = 3.0, 5.0
 # Scale out: connection budget): its dispatcher's, and four per pool process.
 CONCURRENCY = 2
 WORKER_MACHINE_CONNECTIONS = 1 + 4 * CONCURRENCY
+# The database host's API (16 at most) and beat (its dispatcher's).
+API_AND_BEAT_CONNECTIONS = 16 + 1
 # Sweeps of the held pool while it is held: a back-off, not a loop.
 MAX_SWEEPS_OF_HELD_POOL = 20
 
@@ -101,9 +103,11 @@ def test_work_spreads_over_both_hosts_and_runs_once(hosts: Deployment, events: T
     assert peer_invariants(hosts) == []
     by_host = events.done_by_host(started)
     total = sum(by_host.values())
-    connections = {host: sessions_of(hosts, host) for host in ("a", "b")}
+    connections = {host: sessions_of(hosts, host) for host in ("a", "b", "db")}
     print(f"\ntasks done by host: {dict(by_host)}; PostgreSQL sessions by host: {connections}")
-    assert all(count <= WORKER_MACHINE_CONNECTIONS for count in connections.values())
+    assert connections["a"] <= WORKER_MACHINE_CONNECTIONS
+    assert connections["b"] <= WORKER_MACHINE_CONNECTIONS
+    assert connections["db"] <= API_AND_BEAT_CONNECTIONS
     assert by_host["worker@host-a"] >= total * 0.2
     assert by_host["worker@host-b"] >= total * 0.2
 
