@@ -3,8 +3,8 @@
 `make test` runs the suite in several processes (pytest-xdist). Each process starts a
 Celery worker of its own, so each needs its own queues and its own rows: a task one
 process sends must never reach another's worker, which would run it against the wrong
-database. The RabbitMQ tests share the run's one vhost, so they all run in one process
-(`SharedVhostTogether`). Without xdist nothing changes.
+database. The RabbitMQ tests share the run's one vhost, and the multi-host tests one
+deployment of their own, so each file of them runs in one process (`SharedVhostTogether`). Without xdist nothing changes.
 """
 
 from __future__ import annotations
