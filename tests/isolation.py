@@ -4,7 +4,8 @@
 Celery worker of its own, so each needs its own queues and its own rows: a task one
 process sends must never reach another's worker, which would run it against the wrong
 database. The RabbitMQ tests share the run's one vhost, and the multi-host tests one
-deployment of their own, so each file of them runs in one process (`SharedVhostTogether`). Without xdist nothing changes.
+deployment of their own, so each file of them runs in one process
+(`SharedVhostTogether`). Without xdist nothing changes.
 """
 
 from __future__ import annotations
