@@ -3,7 +3,8 @@
 `make test` runs the suite in several processes (pytest-xdist). Each process starts a
 Celery worker of its own, so each needs its own queues and its own rows: a task one
 process sends must never reach another's worker, which would run it against the wrong
-database. The RabbitMQ tests share the run's one vhost, so they all run in one process
+database. The RabbitMQ tests share the run's one vhost, and the multi-host tests one
+deployment of their own, so each file of them runs in one process
 (`SharedVhostTogether`). Without xdist nothing changes.
 """
 
@@ -19,7 +20,8 @@ from core.settings import export_environment
 
 REDIS_DATABASES = 16
 # Test files whose tests run in one process, one after the other.
-TOGETHER = ("tests/workers/test_rabbitmq.py",)
+# The multi-host tests share one deployment of namespaces and servers, built once.
+TOGETHER = ("tests/workers/test_rabbitmq.py", "tests/hosts/test_hosts.py")
 
 
 def own_share(worker_id: str) -> None:

@@ -190,3 +190,139 @@ def test_grafana_refuses_to_start_without_its_admin_password():
     assert script.startswith('test -n "$$GF_SECURITY_ADMIN_PASSWORD" ||')
     assert "GRAFANA_ADMIN_PASSWORD is not set" in script
     assert script.endswith("exec /run.sh")
+
+
+# --- scale out: worker machines (README, Scale out) -------------------------------------
+
+WORKER_TEXT = (ROOT / "docker-compose.worker.yml").read_text()
+WORKER_COMPOSE = yaml.safe_load(WORKER_TEXT)
+SCALE_OUT_TEXT = (ROOT / "docker-compose.scale-out.yml").read_text()
+SCALE_OUT: dict = yaml.safe_load(SCALE_OUT_TEXT)["services"]
+SHARED_ENV = ROOT / "matchops.env"
+# Per machine: where it connects (each machine's own spelling of the same servers), its
+# secrets, and how much it logs.
+PER_MACHINE = {
+    "database_url",
+    "broker_url",
+    "result_backend",
+    "session_redis_url",
+    "auth_secret",
+    "log_level",
+}
+
+
+def _shared_lines() -> tuple[dict[str, str], set[str]]:
+    """matchops.env: its settings, and the names of the commented (unset) ones."""
+    values, unset = {}, set()
+    for line in SHARED_ENV.read_text().splitlines():
+        if match := re.fullmatch(r"# ([A-Z_]+)=\S*", line):
+            unset.add(match.group(1))
+        elif line and not line.startswith("#"):
+            name, _, value = line.partition("=")
+            values[name] = value
+    return values, unset
+
+
+def _readme_section(title: str) -> str:
+    text = (ROOT / "README.md").read_text()
+    return text.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_shared_settings_file_names_every_shared_setting_at_its_default():
+    from core.settings import Settings
+
+    values, unset = _shared_lines()
+    shared = {name.upper() for name in Settings.model_fields} - {n.upper() for n in PER_MACHINE}
+    assert set(values) | unset == shared
+    assert not set(values) & unset
+    for name, value in values.items():
+        default = Settings.model_fields[name.lower()].default
+        assert default is not None, f"{name} is unset by default: comment it out"
+        parsed = getattr(Settings.model_validate({name.lower(): value}), name.lower())
+        assert parsed == default, f"matchops.env {name}={value}, the default is {default}"
+    for name in unset:
+        assert Settings.model_fields[name.lower()].default is None
+
+
+def test_readme_scale_out_names_every_setting_that_must_be_identical():
+    section = _readme_section("Scale out")
+    values, unset = _shared_lines()
+    missing = [
+        name
+        for name in [
+            *values,
+            *unset,
+            "DATABASE_URL",
+            "BROKER_URL",
+            "RESULT_BACKEND",
+            "SESSION_REDIS_URL",
+        ]
+        if f"`{name}`" not in section
+    ]
+    assert missing == []
+
+
+def test_every_matchops_container_gets_the_shared_settings():
+    for name in MATCHOPS_SERVICES:
+        assert SERVICES[name]["env_file"] == "matchops.env"
+    assert WORKER_COMPOSE["services"]["worker"]["env_file"] == "matchops.env"
+
+
+def test_worker_machine_runs_a_real_worker_with_a_healthcheck():
+    worker = WORKER_COMPOSE["services"]["worker"]
+    assert set(WORKER_COMPOSE["services"]) == {"worker"}
+    command = worker["command"]
+    assert command[0] == "matchops" and command[1] == "worker"
+    from celery.bin.worker import worker as celery_worker
+
+    options = {opt for param in celery_worker.params for opt in param.opts}
+    celery_args = parse_command_line(command[1:]).celery_args
+    assert {arg for arg in celery_args if arg.startswith("-")} <= options
+    assert worker["build"] == "."
+    assert worker["healthcheck"]["test"] == SERVICES["worker"]["healthcheck"]["test"]
+    assert worker["stop_grace_period"] == SERVICES["worker"]["stop_grace_period"]
+
+
+def _servers(url: str) -> tuple[str, str]:
+    """What a URL reaches once its host and password are set aside: scheme, user and path."""
+    parts = re.fullmatch(r"([a-z+]+)://([^:@]*):[^@]*@[^/]+(/.*)", url)
+    assert parts, url
+    return f"{parts.group(1)}://{parts.group(2)}", parts.group(3)
+
+
+def test_worker_machine_reaches_the_same_databases_as_the_database_machine():
+    worker_env = WORKER_COMPOSE["services"]["worker"]["environment"]
+    main_env = SERVICES["worker"]["environment"]
+    assert _servers(worker_env["DATABASE_URL"]) == _servers(main_env["DATABASE_URL"])
+    for name in ("BROKER_URL", "RESULT_BACKEND"):
+        assert _servers(worker_env[name]) == _servers(SCALE_OUT["worker"]["environment"][name])
+        # The unset SESSION_REDIS_URL then defaults to the same database everywhere.
+    assert "SESSION_REDIS_URL" not in worker_env and "SESSION_REDIS_URL" not in main_env
+    for url in worker_env.values():
+        if "://" in url:
+            assert "${MATCHOPS_DB_HOST:?" in url
+
+
+def test_worker_machine_secrets_come_from_its_env_file_never_a_default():
+    for secret in ("POSTGRES_PASSWORD", "REDIS_PASSWORD"):
+        uses = re.findall(r"\$\{" + secret + r"([^}]*)\}", WORKER_TEXT)
+        assert uses and all(use == ":-" for use in uses), (secret, uses)
+
+
+def test_database_machine_exposes_postgres_and_redis_behind_passwords():
+    assert SCALE_OUT["postgres"]["ports"] == ["5432:5432"]
+    assert SCALE_OUT["redis"]["ports"] == ["6379:6379"]
+    # No POSTGRES_HOST_AUTH_METHOD=trust: the image then asks other hosts for the password.
+    assert "POSTGRES_HOST_AUTH_METHOD" not in SERVICES["postgres"]["environment"]
+    script = SCALE_OUT["redis"]["command"][-1]
+    assert 'test -n "$$REDIS_PASSWORD" || {' in script and "exit 1" in script
+    assert "requirepass" in script
+    assert SCALE_OUT["redis"]["environment"]["REDISCLI_AUTH"] == "${REDIS_PASSWORD:-}"
+    for name in MATCHOPS_SERVICES:
+        env = SCALE_OUT[name]["environment"]
+        for url in (env["BROKER_URL"], env["RESULT_BACKEND"]):
+            assert url.startswith("redis://:${REDIS_PASSWORD:-}@redis:6379/")
+        assert _servers(env["BROKER_URL"]) != _servers(env["RESULT_BACKEND"])
+    assert set(SCALE_OUT) <= set(SERVICES)
+    uses = re.findall(r"\$\{REDIS_PASSWORD([^}]*)\}", SCALE_OUT_TEXT)
+    assert uses and all(use == ":-" for use in uses)
