@@ -9,6 +9,7 @@ from sqlalchemy import CursorResult, Engine, Result, create_engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.settings import get_settings
+from core.tracing import trace_engine
 
 # A dead database must surface as an outage within seconds (the task base retries, the
 # API answers 503), not hold every caller.
@@ -27,12 +28,14 @@ def get_engine() -> Engine:
     """The process's engine. A forked worker replaces it before first use
     (`check_connections_on_use`, from workers.signals)."""
     settings = get_settings()
-    return create_engine(
-        settings.db_url,
-        pool_pre_ping=_ping_on_checkout,
-        pool_size=5,
-        max_overflow=5,
-        connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS},
+    return trace_engine(
+        create_engine(
+            settings.db_url,
+            pool_pre_ping=_ping_on_checkout,
+            pool_size=5,
+            max_overflow=5,
+            connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS},
+        )
     )
 
 
@@ -46,15 +49,17 @@ def get_bookkeeping_engine() -> Engine:
     all the same. Never for domain effects or for accepting a task.
     """
     settings = get_settings()
-    return create_engine(
-        settings.db_url,
-        isolation_level="AUTOCOMMIT",
-        pool_size=2,
-        max_overflow=3,
-        connect_args={
-            "connect_timeout": CONNECT_TIMEOUT_SECONDS,
-            "options": "-c synchronous_commit=off",
-        },
+    return trace_engine(
+        create_engine(
+            settings.db_url,
+            isolation_level="AUTOCOMMIT",
+            pool_size=2,
+            max_overflow=3,
+            connect_args={
+                "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+                "options": "-c synchronous_commit=off",
+            },
+        )
     )
 
 

@@ -31,6 +31,11 @@ class OutboxEvent(Base):
     occurred_at: Mapped[datetime] = mapped_column(server_default=func.now())
     data: Mapped[dict[str, Any]]
     published_at: Mapped[datetime | None]
+    # W3C traceparent of the task whose transaction wrote the event (tracing on), which
+    # the relay continues; the transaction declares it, every insert inherits it.
+    traceparent: Mapped[str | None] = mapped_column(
+        Text, server_default=text("NULLIF(current_setting('matchops.traceparent', true), '')")
+    )
 
 
 class TaskRun(Base):
@@ -81,6 +86,9 @@ class TaskRun(Base):
     # `{"type", "message", "status"}` of a failed task.
     error: Mapped[dict[str, Any] | None]
     finished_at: Mapped[datetime | None]
+    # W3C traceparent of the span that recorded the task (tracing on): every dispatch of
+    # the task continues that trace.
+    traceparent: Mapped[str | None] = mapped_column(Text)
 
 
 class TaskProgress(Base):
