@@ -12,6 +12,11 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base
 
+# The trace context a transaction declared (core.tracing), NULL outside one: unset, or
+# reset to '' once a traced transaction ended. Spelled as PostgreSQL renders it, so the
+# schema comparison with the migrations finds it unchanged.
+TRANSACTION_TRACEPARENT = "NULLIF(current_setting('matchops.traceparent'::text, true), ''::text)"
+
 
 class OutboxEvent(Base):
     """An event written in the same transaction as the change it reports.
@@ -34,7 +39,7 @@ class OutboxEvent(Base):
     # W3C traceparent of the task whose transaction wrote the event (tracing on), which
     # the relay continues; the transaction declares it, every insert inherits it.
     traceparent: Mapped[str | None] = mapped_column(
-        Text, server_default=text("NULLIF(current_setting('matchops.traceparent', true), '')")
+        Text, server_default=text(TRANSACTION_TRACEPARENT)
     )
 
 

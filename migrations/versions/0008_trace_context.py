@@ -20,7 +20,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 # NULL outside a traced transaction: unset, or reset to '' once one has ended.
-OUTBOX_TRACEPARENT_DEFAULT = "NULLIF(current_setting('matchops.traceparent', true), '')"
+OUTBOX_TRACEPARENT_DEFAULT = "NULLIF(current_setting('matchops.traceparent'::text, true), ''::text)"
 
 
 def upgrade() -> None:
