@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import statistics
@@ -29,6 +30,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -130,8 +132,27 @@ def tracing_env(endpoint: str) -> dict[str, str]:
     return {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}
 
 
+@dataclass(frozen=True)
+class Api:
+    """A running API: its base URL and its main process."""
+
+    url: str
+    pid: int
+
+    def cpu_seconds(self) -> float:
+        """CPU time the API's processes (uvicorn and its workers) have used so far."""
+        children = subprocess.run(["pgrep", "-P", str(self.pid)], capture_output=True, text=True)
+        ticks = 0
+        for pid in [self.pid, *map(int, children.stdout.split())]:
+            # Fields 14 and 15 of /proc/PID/stat: user and system time, in clock ticks;
+            # the command name before them is in parentheses and may hold spaces.
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
-def api_server(processes: int, env: dict[str, str] | None = None) -> Iterator[str]:
+def api_server(processes: int, env: dict[str, str] | None = None) -> Iterator[Api]:
     """The API as `matchops api` runs it, on a free port, for the bench's database."""
     port = free_port()
     command = [
@@ -157,7 +178,7 @@ def api_server(processes: int, env: dict[str, str] | None = None) -> Iterator[st
         server.start()
         with httpx.Client(base_url=url, timeout=1) as http:
             wait_for_api(http)
-        yield url
+        yield Api(url, server.pid)
     finally:
         server.stop(20)
 
@@ -204,7 +225,8 @@ def main() -> None:
     turns: dict[str, list[dict[str, float]]] = {}
     with ExitStack() as servers:
         scratch = servers.enter_context(tempfile.TemporaryDirectory())
-        url = servers.enter_context(api_server(options.processes))
+        api = servers.enter_context(api_server(options.processes))
+        url = api.url
         script = post_script(Path(scratch), token)
         wrk(f"{url}/healthz", 2, options.connections)  # warm-up
         health = wrk(f"{url}/healthz", options.seconds, options.connections)
@@ -216,7 +238,7 @@ def main() -> None:
         if options.tracing:
             sink = servers.enter_context(span_sink())
             traced = servers.enter_context(api_server(options.processes, tracing_env(sink)))
-            turns = tracing_turns(url, traced, script, options)
+            turns = tracing_turns(api, traced, script, options)
     dispatcher.stop()
     broker.delete(QUEUE)
     send_rate = raw_send_task(5000)
@@ -247,34 +269,43 @@ def main() -> None:
 
 
 def tracing_turns(
-    url: str, traced: str, script: Path, options: argparse.Namespace
+    untraced: Api, traced: Api, script: Path, options: argparse.Namespace
 ) -> dict[str, list[dict[str, float]]]:
-    """wrk against the API with tracing off and the one with it on, in turns."""
+    """wrk against the API with tracing off and the one with it on, in turns; each run
+    also gives the API's CPU time per request, which other load on the machine does not
+    inflate as it does the wall-clock figures."""
     turns: dict[str, list[dict[str, float]]] = {"off": [], "on": []}
-    wrk(f"{traced}/v1/tasks/peer.request", 2, options.connections, script)  # warm-up
+    wrk(f"{traced.url}/v1/tasks/peer.request", 2, options.connections, script)  # warm-up
     for _ in range(options.rounds):
-        for mode, base in (("off", url), ("on", traced)):
-            turns[mode].append(
-                wrk(f"{base}/v1/tasks/peer.request", options.seconds, options.connections, script)
+        for mode, api in (("off", untraced), ("on", traced)):
+            before = api.cpu_seconds()
+            run = wrk(
+                f"{api.url}/v1/tasks/peer.request", options.seconds, options.connections, script
             )
+            run["cpu_us"] = (api.cpu_seconds() - before) / (run["rps"] * options.seconds) * 1e6
+            turns[mode].append(run)
     return turns
 
 
 def report_tracing(turns: dict[str, list[dict[str, float]]], options: argparse.Namespace) -> None:
-    """Median throughput and p99 of each mode, and their ratio."""
+    """Median throughput, p99 and API CPU per request of each mode, and their ratios."""
     median = {
-        mode: {key: statistics.median(run[key] for run in runs) for key in ("rps", "p99")}
+        mode: {key: statistics.median(run[key] for run in runs) for key in ("rps", "p99", "cpu_us")}
         for mode, runs in turns.items()
     }
     rows = [
         (
             f"tracing {mode}",
             f"{median[mode]['rps']:,.0f}/s  p99 {median[mode]['p99']:.1f} ms  "
+            f"API CPU {median[mode]['cpu_us']:.0f} us/request  "
             f"(runs: {', '.join(format(run['rps'], ',.0f') for run in turns[mode])})",
         )
         for mode in ("off", "on")
     ]
     rows.append(("on / off throughput", f"{median['on']['rps'] / median['off']['rps']:.0%}"))
+    rows.append(
+        ("on / off API CPU per request", f"{median['on']['cpu_us'] / median['off']['cpu_us']:.2f}x")
+    )
     report(
         f"enqueue with tracing off and on, in turns: {options.rounds} x {options.seconds} s each, "
         f"medians",

@@ -58,7 +58,7 @@ def relay_batch(session: Session, connection: Connection, limit: int = RELAY_BAT
     # A failed batch raises before the rows are marked: they stay for the next run.
     with publish_batch(producer, len(rows)):
         for row in rows:
-            with tracing.relaying(row.type, str(row.event_id), row.traceparent) as headers:
+            with tracing.relaying(row.type, row.event_id, row.traceparent) as headers:
                 publish(
                     event_body(row.event_id, row.type, row.occurred_at, row.data),
                     exchange=EVENTS_EXCHANGE,

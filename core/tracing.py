@@ -114,13 +114,13 @@ def dispatching(
 
 
 def relaying(
-    event_type: str, event_id: str, traceparent: str | None
+    event_type: str, event_id: object, traceparent: str | None
 ) -> AbstractContextManager[dict[str, str] | None]:
     """A span around publishing one event, in the trace of the task that wrote it; yields
     the message headers that carry it on (None while tracing is off)."""
     if _on is None:
         return _OFF
-    return _relaying(_on.tracer, event_type, event_id, traceparent)
+    return _relaying(_on.tracer, event_type, str(event_id), traceparent)
 
 
 def _set_up(settings: Settings, role: str) -> _Tracing:
