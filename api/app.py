@@ -19,6 +19,7 @@ from api.middleware import MAX_BODY_BYTES, BodySizeLimit, CatchAll
 from api.routes import router
 from api.submission import finished_among, task_catalogue
 from api.waiters import OutcomeWaiters
+from core import tracing
 from core.db import libpq_conninfo
 from core.settings import get_settings
 
@@ -63,6 +64,8 @@ def create_app() -> FastAPI:
     """Build the API; raises `MissingSetting` naming AUTH_SECRET when it is unset or short."""
     settings = get_settings()
     auth_secret = settings.api_secret
+    # Before anything opens an engine: their statements are traced from the start.
+    tracing.configure("api")
     # Import every task module now, so the first request does not pay for it and a
     # broken task module stops start-up instead of a request.
     task_catalogue()

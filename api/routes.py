@@ -8,6 +8,7 @@ itself.
 
 from __future__ import annotations
 
+import dataclasses
 import email.message
 import json
 import uuid
@@ -44,6 +45,7 @@ from api.schemas import (
     TaskStatus,
 )
 from api.waiters import OutcomeWaiters
+from core import tracing
 from core.outages import BROKER
 
 router = APIRouter()
@@ -95,7 +97,10 @@ async def enqueue(
         wait=enqueue_request.wait,
     )
     intake: Intake = request.app.state.intake
-    task_id = await intake.record(task)
+    with tracing.recording(name, task.task_id) as traceparent:
+        if traceparent is not None:
+            task = dataclasses.replace(task, traceparent=traceparent)
+        task_id = await intake.record(task)
     if enqueue_request.wait is None:
         return JSONResponse(submission.accepted_body(task_id, name), 202)
     waiters: OutcomeWaiters = request.app.state.waiters

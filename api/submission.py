@@ -85,6 +85,8 @@ class NewTask:
     idempotency_key: str | None
     countdown: float | None
     problem: str | None = None
+    # W3C traceparent of the span that records it (tracing on; core.tracing).
+    traceparent: str | None = None
 
 
 def prepare_task(
@@ -122,11 +124,14 @@ def prepare_task(
 # Both statements are psycopg's own SQL: the API's intake sends them on an asyncio
 # connection, `record_tasks` through SQLAlchemy's driver-level execute.
 INSERT_TASKS = f"""
-    INSERT INTO task_runs (task_id, name, args, caller, origin, idempotency_key, state, due_at)
+    INSERT INTO task_runs (
+        task_id, name, args, caller, origin, idempotency_key, state, due_at, traceparent
+    )
     SELECT t.task_id, t.name, t.args, t.caller, 'api', t.idempotency_key,
-           'PENDING', now() + make_interval(secs => t.countdown)
+           'PENDING', now() + make_interval(secs => t.countdown), t.traceparent
     FROM jsonb_to_recordset(CAST(%(tasks)s AS jsonb)) AS t(
-        task_id uuid, name text, args jsonb, caller text, idempotency_key text, countdown float8
+        task_id uuid, name text, args jsonb, caller text, idempotency_key text, countdown float8,
+        traceparent text
     )
     ON CONFLICT (caller, idempotency_key) DO NOTHING
     RETURNING task_id, pg_notify('{DISPATCH_CHANNEL}', '')
@@ -182,6 +187,7 @@ def insertion(tasks: Sequence[NewTask]) -> dict[str, str] | None:
             "caller": task.caller,
             "idempotency_key": task.idempotency_key,
             "countdown": task.countdown or 0.0,
+            "traceparent": task.traceparent,
         }
         for task in tasks
         if task.problem is None

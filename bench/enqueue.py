@@ -6,8 +6,12 @@ One run, three figures on the same machine in the same minute:
      a dispatcher in this bench process publishes what commits, as a worker's would);
   3. `send_task` of the same task from one Python process, no HTTP, no database.
 Goal: enqueue at least half of /healthz's throughput, with p99 under 50 ms.
+With `--tracing`, a second API with tracing on (its spans go over OTLP/HTTP to a sink in
+this process) takes turns with the first, `--rounds` times each, so the two share whatever
+else the machine is doing.
 
 Usage: python -m bench.enqueue [--seconds 10] [--connections 16] [--processes 1]
+                               [--tracing] [--rounds 3]
 Needs `wrk` (Debian package `wrk`).
 """
 
@@ -15,15 +19,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 import redis
@@ -91,8 +101,59 @@ def post_script(directory: Path, token: str) -> Path:
     return script
 
 
+class _Discard(BaseHTTPRequestHandler):
+    """Takes an OTLP/HTTP export and answers 200 (an empty response message)."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
 @contextmanager
-def api_server(processes: int) -> Iterator[str]:
+def span_sink() -> Iterator[str]:
+    """An OTLP/HTTP endpoint that takes spans and keeps none; its URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Discard)
+    thread = threading.Thread(target=server.serve_forever, name="span-sink", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def tracing_env(endpoint: str) -> dict[str, str]:
+    """The standard environment that switches tracing on, exporting to `endpoint`."""
+    return {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}
+
+
+@dataclass(frozen=True)
+class Api:
+    """A running API: its base URL and its main process."""
+
+    url: str
+    pid: int
+
+    def cpu_seconds(self) -> float:
+        """CPU time the API's processes (uvicorn and its workers) have used so far."""
+        children = subprocess.run(["pgrep", "-P", str(self.pid)], capture_output=True, text=True)
+        ticks = 0
+        for pid in [self.pid, *map(int, children.stdout.split())]:
+            # Fields 14 and 15 of /proc/PID/stat: user and system time, in clock ticks;
+            # the command name before them is in parentheses and may hold spaces.
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
+
+
+@contextmanager
+def api_server(processes: int, env: dict[str, str] | None = None) -> Iterator[Api]:
     """The API as `matchops api` runs it, on a free port, for the bench's database."""
     port = free_port()
     command = [
@@ -111,13 +172,14 @@ def api_server(processes: int) -> Iterator[str]:
     ]
     if processes > 1:
         command += ["--workers", str(processes)]
-    server = Child("api", command, BENCH_LOGS / "enqueue-api.log", {"AUTH_SECRET": SECRET})
+    log = BENCH_LOGS / f"enqueue-api{'-traced' if env else ''}.log"
+    server = Child("api", command, log, {"AUTH_SECRET": SECRET, **(env or {})})
     url = f"http://127.0.0.1:{port}"
     try:
         server.start()
         with httpx.Client(base_url=url, timeout=1) as http:
             wait_for_api(http)
-        yield url
+        yield Api(url, server.pid)
     finally:
         server.stop(20)
 
@@ -141,6 +203,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--processes", type=int, default=1, help="API processes")
+    parser.add_argument(
+        "--tracing", action="store_true", help="also enqueue with tracing on, in turns"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="turns of each with --tracing")
     options = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("bench.enqueue needs wrk: apt-get install wrk")
@@ -157,7 +223,11 @@ def main() -> None:
         redispatch_after=settings.redispatch_after_seconds,
     )
     dispatcher.start()
-    with tempfile.TemporaryDirectory() as scratch, api_server(options.processes) as url:
+    turns: dict[str, list[dict[str, float]]] = {}
+    with ExitStack() as servers:
+        scratch = servers.enter_context(tempfile.TemporaryDirectory())
+        api = servers.enter_context(api_server(options.processes))
+        url = api.url
         script = post_script(Path(scratch), token)
         wrk(f"{url}/healthz", 2, options.connections)  # warm-up
         health = wrk(f"{url}/healthz", options.seconds, options.connections)
@@ -166,6 +236,10 @@ def main() -> None:
         time.sleep(1)  # what the dispatcher has not published a second later, it never did
         accepted = recorded_tasks() - before
         published = int(broker.llen(QUEUE))
+        if options.tracing:
+            sink = servers.enter_context(span_sink())
+            traced = servers.enter_context(api_server(options.processes, tracing_env(sink)))
+            turns = tracing_turns(api, traced, script, options)
     dispatcher.stop()
     broker.delete(QUEUE)
     send_rate = raw_send_task(5000)
@@ -190,6 +264,53 @@ def main() -> None:
             ("enqueue p99", f"{enqueue['p99']:.1f} ms (goal < 50 ms)"),
             ("accepted (rows) / published", f"{accepted:,} / {published:,}"),
         ],
+    )
+    if turns:
+        report_tracing(turns, options)
+
+
+def tracing_turns(
+    untraced: Api, traced: Api, script: Path, options: argparse.Namespace
+) -> dict[str, list[dict[str, float]]]:
+    """wrk against the API with tracing off and the one with it on, in turns; each run
+    also gives the API's CPU time per request, which other load on the machine does not
+    inflate as it does the wall-clock figures."""
+    turns: dict[str, list[dict[str, float]]] = {"off": [], "on": []}
+    wrk(f"{traced.url}/v1/tasks/peer.request", 2, options.connections, script)  # warm-up
+    for _ in range(options.rounds):
+        for mode, api in (("off", untraced), ("on", traced)):
+            before = api.cpu_seconds()
+            run = wrk(
+                f"{api.url}/v1/tasks/peer.request", options.seconds, options.connections, script
+            )
+            run["cpu_us"] = (api.cpu_seconds() - before) / (run["rps"] * options.seconds) * 1e6
+            turns[mode].append(run)
+    return turns
+
+
+def report_tracing(turns: dict[str, list[dict[str, float]]], options: argparse.Namespace) -> None:
+    """Median throughput, p99 and API CPU per request of each mode, and their ratios."""
+    median = {
+        mode: {key: statistics.median(run[key] for run in runs) for key in ("rps", "p99", "cpu_us")}
+        for mode, runs in turns.items()
+    }
+    rows = [
+        (
+            f"tracing {mode}",
+            f"{median[mode]['rps']:,.0f}/s  p99 {median[mode]['p99']:.1f} ms  "
+            f"API CPU {median[mode]['cpu_us']:.0f} us/request  "
+            f"(runs: {', '.join(format(run['rps'], ',.0f') for run in turns[mode])})",
+        )
+        for mode in ("off", "on")
+    ]
+    rows.append(("on / off throughput", f"{median['on']['rps'] / median['off']['rps']:.0%}"))
+    rows.append(
+        ("on / off API CPU per request", f"{median['on']['cpu_us'] / median['off']['cpu_us']:.2f}x")
+    )
+    report(
+        f"enqueue with tracing off and on, in turns: {options.rounds} x {options.seconds} s each, "
+        f"medians",
+        rows,
     )
 
 

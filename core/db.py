@@ -10,6 +10,7 @@ from sqlalchemy import CursorResult, Engine, Result, create_engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.settings import Settings, get_settings
+from core.tracing import trace_engine
 
 # A dead database must surface as an outage within seconds (the task base retries, the
 # API answers 503), not hold every caller.
@@ -83,12 +84,14 @@ def get_engine() -> Engine:
     """The process's engine. A forked worker replaces it before first use
     (`check_connections_on_use`, from workers.signals)."""
     settings = get_settings()
-    return create_engine(
-        settings.db_url,
-        pool_pre_ping=_ping_on_checkout,
-        pool_size=5,
-        max_overflow=5,
-        connect_args=connect_args(settings),
+    return trace_engine(
+        create_engine(
+            settings.db_url,
+            pool_pre_ping=_ping_on_checkout,
+            pool_size=5,
+            max_overflow=5,
+            connect_args=connect_args(settings),
+        )
     )
 
 
@@ -104,12 +107,14 @@ def get_bookkeeping_engine() -> Engine:
     settings = get_settings()
     arguments = connect_args(settings)
     arguments["options"] += " -c synchronous_commit=off"
-    return create_engine(
-        settings.db_url,
-        isolation_level="AUTOCOMMIT",
-        pool_size=2,
-        max_overflow=3,
-        connect_args=arguments,
+    return trace_engine(
+        create_engine(
+            settings.db_url,
+            isolation_level="AUTOCOMMIT",
+            pool_size=2,
+            max_overflow=3,
+            connect_args=arguments,
+        )
     )
 
 

@@ -19,6 +19,7 @@ from typing import Any
 from celery import Celery
 from sqlalchemy import Connection, bindparam, func, select, update
 
+from core import tracing
 from core.outages import BROKER_ERRORS, publish_batch
 from models.platform import TaskRun
 
@@ -47,6 +48,8 @@ class Dispatch:
     task_id: str
     name: str
     args: dict[str, Any]
+    # W3C traceparent stored with the task: every publish of it continues that trace.
+    traceparent: str | None = None
 
 
 def _marking(claimed: Any) -> Any:
@@ -54,7 +57,7 @@ def _marking(claimed: Any) -> Any:
     return (
         update(TaskRun)
         .where(TaskRun.task_id.in_(claimed.scalar_subquery()))
-        .returning(TaskRun.task_id, TaskRun.name, TaskRun.args)
+        .returning(TaskRun.task_id, TaskRun.name, TaskRun.args, TaskRun.traceparent)
     )
 
 
@@ -81,14 +84,15 @@ def publish(app: Celery, dispatches: Sequence[Dispatch]) -> None:
         return
     with app.producer_or_acquire() as producer, publish_batch(producer, len(dispatches)):
         for dispatch in dispatches:
-            app.send_task(
-                dispatch.name,
-                kwargs=dispatch.args,
-                task_id=dispatch.task_id,
-                producer=producer,
-                ignore_result=True,
-                retry_policy=PUBLISH_RETRY_POLICY,
-            )
+            with tracing.dispatching(dispatch.name, dispatch.task_id, dispatch.traceparent):
+                app.send_task(
+                    dispatch.name,
+                    kwargs=dispatch.args,
+                    task_id=dispatch.task_id,
+                    producer=producer,
+                    ignore_result=True,
+                    retry_policy=PUBLISH_RETRY_POLICY,
+                )
 
 
 def check_broker(app: Celery, timeout: float) -> None:
@@ -144,7 +148,7 @@ def _mark_dispatched(
 
 
 def _dispatches(result: Any) -> list[Dispatch]:
-    return [Dispatch(str(row.task_id), row.name, row.args) for row in result]
+    return [Dispatch(str(row.task_id), row.name, row.args, row.traceparent) for row in result]
 
 
 def release(connection: Connection, dispatches: Sequence[Dispatch]) -> None:

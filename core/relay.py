@@ -11,6 +11,7 @@ from kombu.entity import Exchange
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from core import tracing
 from core.outages import publish_batch
 from core.results import TaskResult
 from models.platform import OutboxEvent
@@ -43,6 +44,7 @@ def relay_batch(session: Session, connection: Connection, limit: int = RELAY_BAT
             OutboxEvent.type,
             OutboxEvent.occurred_at,
             OutboxEvent.data,
+            OutboxEvent.traceparent,
         )
         .where(OutboxEvent.published_at.is_(None))
         .order_by(OutboxEvent.id)
@@ -56,13 +58,15 @@ def relay_batch(session: Session, connection: Connection, limit: int = RELAY_BAT
     # A failed batch raises before the rows are marked: they stay for the next run.
     with publish_batch(producer, len(rows)):
         for row in rows:
-            publish(
-                event_body(row.event_id, row.type, row.occurred_at, row.data),
-                exchange=EVENTS_EXCHANGE,
-                routing_key=row.type,
-                declare=[EVENTS_EXCHANGE],
-                delivery_mode=2,
-            )
+            with tracing.relaying(row.type, row.event_id, row.traceparent) as headers:
+                publish(
+                    event_body(row.event_id, row.type, row.occurred_at, row.data),
+                    exchange=EVENTS_EXCHANGE,
+                    routing_key=row.type,
+                    declare=[EVENTS_EXCHANGE],
+                    delivery_mode=2,
+                    headers=headers,
+                )
     session.execute(
         update(OutboxEvent)
         .where(OutboxEvent.id.in_([row.id for row in rows]))

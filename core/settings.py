@@ -86,6 +86,16 @@ class Settings(BaseSettings):
     # task base then retries the task later (workers.base) instead of holding a worker
     # process behind a transaction that may never end.
     db_lock_timeout_ms: int = Field(3000, ge=100)
+    # Tracing (README, Tracing), by OpenTelemetry's own variables. On when a traces
+    # exporter is named or an OTLP endpoint is set, unless OTEL_SDK_DISABLED; the SDK
+    # reads the rest of OTEL_* (headers, timeouts, sampler, batch sizes) itself.
+    otel_sdk_disabled: bool = False
+    otel_traces_exporter: str | None = None
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_exporter_otlp_traces_endpoint: str | None = None
+    otel_exporter_otlp_protocol: str | None = None
+    otel_exporter_otlp_traces_protocol: str | None = None
+    otel_service_name: str = "matchops"
 
     @model_validator(mode="after")
     def _limits_fit_together(self) -> Settings:
@@ -131,6 +141,23 @@ class Settings(BaseSettings):
                 f"TASK_TIME_LIMIT ({self.task_time_limit}): lower DB_SILENT_CLIENT_SECONDS"
             )
         return self
+
+    @model_validator(mode="after")
+    def _trace_export_installed(self) -> Settings:
+        _check_trace_export(self)
+        return self
+
+    @property
+    def trace_exporters(self) -> list[str]:
+        """The span exporters tracing sends to (`otlp`, `console`); empty while it is off."""
+        if self.otel_sdk_disabled:
+            return []
+        named = self.otel_traces_exporter
+        if named is None:
+            endpoint = self.otel_exporter_otlp_traces_endpoint or self.otel_exporter_otlp_endpoint
+            return ["otlp"] if endpoint else []
+        exporters = [name.strip() for name in named.split(",") if name.strip()]
+        return [] if exporters == ["none"] else exporters
 
     @property
     def broker_visibility_timeout(self) -> int:
@@ -199,6 +226,26 @@ class Settings(BaseSettings):
                 return candidate
         raise MissingSetting(
             "No Redis is configured for session keys. Export SESSION_REDIS_URL=redis://host:6379/0."
+        )
+
+
+TRACE_EXPORTERS = ("otlp", "console")
+OTLP_PROTOCOL = "http/protobuf"
+
+
+def _check_trace_export(settings: Settings) -> None:
+    for name in settings.trace_exporters:
+        if name not in TRACE_EXPORTERS:
+            raise ValueError(
+                f"OTEL_TRACES_EXPORTER names {name!r}; matchops exports spans with "
+                f"{' or '.join(TRACE_EXPORTERS)} (or none)"
+            )
+    protocol = settings.otel_exporter_otlp_traces_protocol or settings.otel_exporter_otlp_protocol
+    if "otlp" in settings.trace_exporters and protocol not in (None, OTLP_PROTOCOL):
+        raise ValueError(
+            f"OTLP protocol {protocol!r} is not installed; matchops ships the {OTLP_PROTOCOL} "
+            "exporter: set OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf and point "
+            "OTEL_EXPORTER_OTLP_ENDPOINT at the collector's HTTP port (4318)"
         )
 
 

@@ -12,6 +12,11 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base
 
+# The trace context a transaction declared (core.tracing), NULL outside one: unset, or
+# reset to '' once a traced transaction ended. Spelled as PostgreSQL renders it, so the
+# schema comparison with the migrations finds it unchanged.
+TRANSACTION_TRACEPARENT = "NULLIF(current_setting('matchops.traceparent'::text, true), ''::text)"
+
 
 class OutboxEvent(Base):
     """An event written in the same transaction as the change it reports.
@@ -31,6 +36,11 @@ class OutboxEvent(Base):
     occurred_at: Mapped[datetime] = mapped_column(server_default=func.now())
     data: Mapped[dict[str, Any]]
     published_at: Mapped[datetime | None]
+    # W3C traceparent of the task whose transaction wrote the event (tracing on), which
+    # the relay continues; the transaction declares it, every insert inherits it.
+    traceparent: Mapped[str | None] = mapped_column(
+        Text, server_default=text(TRANSACTION_TRACEPARENT)
+    )
 
 
 class TaskRun(Base):
@@ -81,6 +91,9 @@ class TaskRun(Base):
     # `{"type", "message", "status"}` of a failed task.
     error: Mapped[dict[str, Any] | None]
     finished_at: Mapped[datetime | None]
+    # W3C traceparent of the span that recorded the task (tracing on): every dispatch of
+    # the task continues that trace.
+    traceparent: Mapped[str | None] = mapped_column(Text)
 
 
 class TaskRunTotal(Base):

@@ -5,13 +5,32 @@ from __future__ import annotations
 from typing import Any
 
 from billiard.einfo import ExceptionInfo
-from celery.signals import beat_init, task_failure, worker_process_init, worker_ready
+from celery.signals import (
+    beat_init,
+    task_failure,
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_ready,
+)
 
 from celeryconfig import DEAD_LETTER_QUEUE, on_rabbitmq
+from core import tracing
 from core.db import check_connections_on_use, get_bookkeeping_engine
 from core.dispatcher import Dispatcher
 from core.errors import DomainError
 from core.settings import get_settings
+
+
+@worker_init.connect
+def _trace_worker(**_: Any) -> None:
+    # Before the pool forks, so every pool process inherits it (README, Tracing).
+    tracing.configure("worker")
+
+
+@worker_process_shutdown.connect
+def _export_queued_spans(**_: Any) -> None:
+    tracing.flush()
 
 
 @worker_process_init.connect
@@ -47,6 +66,7 @@ def _dispatch_from_worker(sender: Any, **_: Any) -> None:
 
 @beat_init.connect
 def _dispatch_from_beat(sender: Any, **_: Any) -> None:
+    tracing.configure("beat")
     _start_dispatcher(sender.app)
 
 
