@@ -39,10 +39,16 @@ def check_broker() -> None:
 CHECKS: dict[str, Callable[[], None]] = {"database": check_database, "broker": check_broker}
 
 
-def readiness() -> dict[str, str]:
-    """`"ok"` or what went wrong, per dependency, within CHECK_TIMEOUT_SECONDS for all;
-    then every supervised part (core.supervision) that is down, in this process or in any
-    other that shares the session store, with why and where."""
+def readiness() -> tuple[dict[str, str], dict[str, str]]:
+    """What this API depends on, and what is down elsewhere in the fleet.
+
+    First `"ok"` or what went wrong, per dependency, within CHECK_TIMEOUT_SECONDS for
+    all, with this process's own supervised parts (core.supervision) that are down: any
+    of these makes the API unready. Then the supervised parts down in other processes
+    that share the session store (a worker's dispatcher or event flusher), with why and
+    where: named for the operator, but no reason to take this API out of service, which
+    records tasks all the same while a worker's loop restarts.
+    """
     futures = {name: _probes.submit(check) for name, check in CHECKS.items()}
     fleet = _probes.submit(down_in_fleet)
     pending: list[Future[Any]] = [*futures.values(), fleet]
@@ -57,10 +63,9 @@ def readiness() -> dict[str, str]:
             answers[name] = "unreachable"
         else:
             answers[name] = "ok"
-    if fleet.done() and fleet.exception() is None:
-        answers.update(fleet.result())
     answers.update(down_here())
-    return answers
+    elsewhere = fleet.result() if fleet.done() and fleet.exception() is None else {}
+    return answers, elsewhere
 
 
 class BrokerWatch:

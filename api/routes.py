@@ -256,12 +256,16 @@ async def healthz() -> dict[str, str]:
     summary="Readiness",
 )
 def readyz() -> Any:
-    """200 when PostgreSQL and the broker answer and no supervised background loop (a
-    dispatcher, the broker watch, the intake writer, an event flusher) waits to restart,
-    else 503 naming which is down."""
-    checks = readiness()
+    """200 when PostgreSQL and the broker answer and none of this process's supervised
+    background loops (the broker watch, the intake writer) waits to restart, else 503
+    naming which is down. Loops of other processes (a worker's dispatcher or event
+    flusher) that wait to restart are named under `elsewhere`."""
+    checks, elsewhere = readiness()
     down = [name for name, answer in checks.items() if answer != "ok"]
     if not down:
-        return {"status": "ready", "checks": checks}
+        return {"status": "ready", "checks": checks, "elsewhere": elsewhere}
     message = "not ready: " + ", ".join(f"{name} {checks[name]}" for name in down)
-    return JSONResponse({**error_body("unavailable", message), "checks": checks}, status_code=503)
+    return JSONResponse(
+        {**error_body("unavailable", message), "checks": checks, "elsewhere": elsewhere},
+        status_code=503,
+    )

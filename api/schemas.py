@@ -97,6 +97,8 @@ class Readiness(BaseModel):
 
     status: Literal["ready"]
     checks: dict[str, str]
+    # Supervised loops of other processes (`{part}@{host}:{pid}`) waiting to restart.
+    elsewhere: dict[str, str] = {}
 
 
 class Health(BaseModel):

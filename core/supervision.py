@@ -8,12 +8,14 @@ stopped with no sign. Under supervision an unexpected exception is logged with i
 traceback, the loop waits a bounded, jittered backoff and starts again, and meanwhile
 the part counts as down:
 
-- in this process (`down_here`), which the API's `/readyz` reads for its own parts;
+- in this process (`down_here`): the API's `/readyz` answers 503 while one of its own
+  parts is down;
 - fleet-wide in Redis (the session store): a counter of restarts per part, which
   `/metrics` exports as `matchops_thread_restarts_total{thread}`, and an entry per
-  process while the part is down, which `/readyz` also reads, so a worker's dead
-  dispatcher shows on the API's probe. An entry carries its own deadline, so a process
-  killed while down does not leave it behind.
+  process while the part is down, which `/readyz` names under `elsewhere`, so a
+  worker's dead dispatcher shows on the API's probe without taking the API out of
+  service. An entry carries its own deadline, so a process killed while down does not
+  leave it behind.
 
 `fault_point(part)`, called once per round of each loop, raises `InjectedFault` while
 faults are pending for the part: tests inject them with `inject_fault`, or into a
@@ -210,8 +212,9 @@ def restarts_here() -> dict[str, int]:
 
 
 def down_in_fleet() -> dict[str, str]:
-    """Parts down in any process sharing the session store, with why and where; empty
-    when the store does not answer (this process's own parts are in `down_here`)."""
+    """Parts down in the other processes sharing the session store, as
+    `{part}@{host}:{pid}` → why; empty when the store does not answer (this process's
+    own parts are in `down_here`)."""
     try:
         # The store decodes its answers (decode_responses).
         entries = cast(dict[str, str], session_store().hgetall(DOWN_KEY))
@@ -223,8 +226,8 @@ def down_in_fleet() -> dict[str, str]:
     for field, value in entries.items():
         part, _, process = field.partition("@")
         entry = json.loads(value)
-        if entry["until"] > now and part in PARTS:
-            down[part] = f"{entry['reason']} in {process}"
+        if entry["until"] > now and part in PARTS and process != PROCESS:
+            down[field] = entry["reason"]
     return down
 
 

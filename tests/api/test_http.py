@@ -40,7 +40,11 @@ def test_healthz_needs_no_token(anonymous: httpx.Client):
 def test_readyz_answers_200_when_database_and_broker_answer(anonymous: httpx.Client):
     response = anonymous.get("/readyz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ready", "checks": {"database": "ok", "broker": "ok"}}
+    assert response.json() == {
+        "status": "ready",
+        "checks": {"database": "ok", "broker": "ok"},
+        "elsewhere": {},
+    }
 
 
 def test_openapi_documents_the_bearer_scheme(anonymous: httpx.Client):
