@@ -24,6 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from api import submission
+from api.admission import Admission
 from api.auth import (
     CurrentCaller,
     authenticate,
@@ -34,6 +35,7 @@ from api.auth import (
 from api.errors import ErrorBody, error_body, unavailable
 from api.health import BrokerWatch, readiness
 from api.intake import Intake
+from api.refusals import Refusals
 from api.schemas import (
     FINAL_STATES,
     EnqueueRequest,
@@ -58,6 +60,10 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
         409: "The idempotency key was used before with another task or other args.",
         413: "The request body is over 64 KiB.",
         422: "The body or the task's args do not fit the schema; the message names the field.",
+        429: (
+            "The task's queue is behind (MAX_QUEUE_WAIT_SECONDS): nothing was enqueued; "
+            "try again after the `Retry-After` header's seconds."
+        ),
         503: "The database, broker or result backend is unreachable; nothing was enqueued.",
     }
     documented: dict[int | str, dict[str, Any]] = {
@@ -94,6 +100,11 @@ async def enqueue(
         countdown=enqueue_request.countdown,
         wait=enqueue_request.wait,
     )
+    admission: Admission = request.app.state.admission
+    if (overloaded := admission.refusal(name)) is not None:
+        refusals: Refusals = request.app.state.refusals
+        refusals.count(overloaded.status)
+        raise overloaded
     intake: Intake = request.app.state.intake
     task_id = await intake.record(task)
     if enqueue_request.wait is None:
@@ -184,7 +195,7 @@ router.add_api_route(
     response_model_exclude_unset=True,
     responses={
         200: {"model": TaskStatus, "description": "With `wait`: the task finished in time."},
-        **_errors(401, 403, 404, 409, 413, 422, 503),
+        **_errors(401, 403, 404, 409, 413, 422, 429, 503),
     },
     summary="Enqueue a task",
     description=(

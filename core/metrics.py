@@ -29,7 +29,7 @@ from core.settings import get_settings
 from core.sql import epoch_seconds
 from domain.peer.budget import count_open_matches
 from domain.peer.stats import MATCHED_SIDES, WAITING_POOLS
-from models.platform import OutboxEvent, TaskRun
+from models.platform import EnqueueRefusal, OutboxEvent, TaskRun
 
 # Pools beyond this many label sets are summed under topic="_other" (one per difficulty),
 # so a service that invents topics cannot blow up the scraper's memory.
@@ -116,6 +116,10 @@ OUTBOX_LAG = select(
 
 TASKS_ACCEPTED = (
     select(TaskRun.name, func.count()).where(TaskRun.origin == "api").group_by(TaskRun.name)
+)
+
+ENQUEUE_REFUSALS = select(EnqueueRefusal.status, EnqueueRefusal.refused).order_by(
+    EnqueueRefusal.status
 )
 
 _WAIT_HISTOGRAM = HistogramQuery(TASK_WAIT_BUCKETS)
@@ -208,6 +212,18 @@ def tasks_accepted(session: Session) -> Iterator[Metric]:
     yield counter
 
 
+def enqueue_refusals(session: Session) -> Iterator[Metric]:
+    """`matchops_enqueue_refused_total{status}`: enqueues the API refused, by HTTP status
+    (429 while a queue is behind, api.admission), as the API processes recorded them
+    (api.refusals)."""
+    counter = CounterMetricFamily(
+        "matchops_enqueue_refused", "Enqueues the API refused, by HTTP status.", labels=["status"]
+    )
+    for status, refused in session.connection().execute(ENQUEUE_REFUSALS):
+        counter.add_metric([str(status)], float(refused))
+    yield counter
+
+
 def task_queue_wait(session: Session) -> Iterator[Metric]:
     """`matchops_task_queue_wait_seconds{task}`: accepted, or due after a countdown → started."""
     family = HistogramMetricFamily(
@@ -227,6 +243,7 @@ DATABASE_SERIES: tuple[SeriesReader, ...] = (
     peer_open_matches,
     outbox,
     tasks_accepted,
+    enqueue_refusals,
     task_queue_wait,
 )
 

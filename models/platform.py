@@ -94,3 +94,14 @@ class TaskProgress(Base):
     )
     progress: Mapped[dict[str, Any]]
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class EnqueueRefusal(Base):
+    """How many enqueues the API refused, by HTTP status, for
+    `matchops_enqueue_refused_total`: a refused call records no task, so nothing else
+    keeps its trace. API processes add what they counted every second or so."""
+
+    __tablename__ = "enqueue_refusals"
+
+    status: Mapped[int] = mapped_column(primary_key=True)
+    refused: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
