@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Annotated, cast
 
@@ -9,7 +10,7 @@ from pydantic import Field, StringConstraints
 from sqlalchemy.orm import Session
 
 from core.db import session_factory
-from core.followups import sweep_followup
+from core.followups import SWEEP_DUE
 from core.settings import get_settings
 from domain.peer.confirm import PeerConfirmResult, confirm_match
 from domain.peer.expiry import PeerExpireResult
@@ -25,10 +26,16 @@ from domain.peer.rules import TOPIC_MAX_LENGTH, TOPIC_PATTERN, Difficulty
 from domain.peer.session_store import session_store
 from domain.peer.sessions import PeerLeaveResult, leave_session
 from domain.peer.shares import split_topics
-from domain.peer.sweep import PeerSweepResult, sweep_topics, waiting_topics
+from domain.peer.sweep import (
+    PeerSweepResult,
+    SweepOutcome,
+    pending_in_topics,
+    sweep_topics,
+    waiting_topics,
+)
 from workers.app import app
 from workers.base import NoArgs, ProgressReporter, TaskArgs, own_transactions_task, task
-from workers.triggers import mark_started, send_coalesced
+from workers.triggers import SEND_ERRORS, claim_due_topics, mark_started, send_coalesced
 
 Topic = Annotated[
     str,
@@ -37,6 +44,8 @@ Topic = Annotated[
     ),
     Field(description="A short topic label such as `arrays` or `dynamic-programming`."),
 ]
+log = logging.getLogger(__name__)
+
 UserId = Annotated[int, Field(gt=0, description="The acting user's id.")]
 
 
@@ -65,6 +74,11 @@ class PeerSweepArgs(TaskArgs):
         min_length=1,
         description="Several topics swept in one transaction (how a sweep of every pool "
         "splits its work); leave out to sweep `topic`, or every pool.",
+    )
+    due: bool = Field(
+        False,
+        description="Sweep every topic that commits made due since the last such sweep "
+        "(how a commit triggers a sweep); leave out otherwise.",
     )
 
 
@@ -105,33 +119,70 @@ def cancel_task(session: Session, args: PeerCancelArgs) -> PeerCancelResult:
 @own_transactions_task("peer.sweep", args=PeerSweepArgs, result=PeerSweepResult, ignore_result=True)
 def sweep_task(reporter: ProgressReporter, args: PeerSweepArgs) -> PeerSweepResult:
     """Pair pending requests pool by pool, oldest first, into matches awaiting confirmation."""
+    if args.due:
+        return _sweep_due_topics()
     if args.topics is None and args.topic is None:
         # Fan out: a few tasks over shares of whole topics, for any workers to take.
         with session_factory().begin() as session:
             shares = split_topics(waiting_topics(session, args.difficulty))
-        for share in shares:
-            app.send_task("peer.sweep", kwargs={"difficulty": args.difficulty, "topics": share})
-        return {"matched": 0, "shares": len(shares)}
+        return _fan_out(shares, args.difficulty)
+    topics = args.topics or [cast(str, args.topic)]
+    done = _sweep(topics, args.difficulty)
+    if done.busy and args.topic is not None:
+        # Another sweep holds a pool and may have claimed before this one was queued:
+        # come back after it rather than leave the newcomers to beat's safety tick.
+        send_coalesced([SWEEP_DUE], topics)
+    return {"matched": done.matched}
+
+
+def _sweep_due_topics() -> PeerSweepResult:
+    # From here on, a commit queues the next sweep of due topics instead of counting on
+    # this one, which takes the topics due so far and may have claimed before it.
+    mark_started(SWEEP_DUE)
+    topics = claim_due_topics()
+    if not topics:
+        return {"matched": 0}
+    try:
+        with session_factory().begin() as session:
+            # One transaction for them all, unless the backlog is big enough to split.
+            shares = split_topics(pending_in_topics(session, topics))
+        if len(shares) > 1:
+            return _fan_out(shares, None)
+        done = _sweep(topics, None)
+    except BaseException:
+        _due_again(topics)
+        raise
+    if done.busy:
+        _due_again(topics)
+    return {"matched": done.matched}
+
+
+def _due_again(topics: list[str]) -> None:
+    # Taken from the set but not swept (a pool was busy, or the sweep failed): the next
+    # sweep of due topics covers them; if that cannot be sent, beat's safety tick does.
+    try:
+        send_coalesced([SWEEP_DUE], topics)
+    except SEND_ERRORS as exc:
+        log.warning("topics left to beat's safety tick: %s (%s)", topics, exc)
+
+
+def _fan_out(shares: list[list[str]], difficulty: str | None) -> PeerSweepResult:
+    for share in shares:
+        app.send_task("peer.sweep", kwargs={"difficulty": difficulty, "topics": share})
+    return {"matched": 0, "shares": len(shares)}
+
+
+def _sweep(topics: list[str], difficulty: str | None) -> SweepOutcome:
     settings = get_settings()
-    followup = None if args.topic is None else sweep_followup(args.topic, args.difficulty)
-    if followup is not None:
-        # From here on, a commit into the topic queues another sweep instead of counting
-        # on this one, which may already have claimed its requests.
-        mark_started(followup)
-    done = sweep_topics(
+    return sweep_topics(
         session_factory(),
-        topics=args.topics or [cast(str, args.topic)],
-        difficulty=args.difficulty,
+        topics=topics,
+        difficulty=difficulty,
         max_open_matches=settings.max_concurrent_matches,
         confirm_seconds=settings.confirm_match_timeout_seconds,
         stale_after=settings.task_time_limit,
         relax_after=settings.peer_relax_after_seconds,
     )
-    if done.busy and followup is not None:
-        # Another sweep holds a pool and may have claimed before this one was queued:
-        # come back after it rather than leave the newcomers to beat's safety tick.
-        send_coalesced([followup])
-    return {"matched": done.matched}
 
 
 @task("peer.confirm", args=PeerConfirmArgs, result=PeerConfirmResult)

@@ -87,6 +87,16 @@ _PENDING_POOLS = (
 # many each holds, so a sweep of every pool can be split into shares of similar size.
 SWEEPABLE_POOLS = _PENDING_POOLS.having(func.count() >= literal_column("2"))
 
+# Pending requests per topic, of the topics named: how big a sweep of them would be.
+PENDING_IN_TOPICS = (
+    select(MatchRequest.topic, func.count().label("waiting"))
+    .where(
+        MatchRequest.status == RequestStatus.PENDING,
+        MatchRequest.topic == any_(bindparam("topics", type_=ARRAY(Text))),
+    )
+    .group_by(MatchRequest.topic)
+)
+
 # Each pool of the topics under a transaction-scoped advisory lock keyed by a hash of
 # the pool; `locked` is false for a pool another sweep holds.
 _LOCKABLE_POOLS = (
@@ -298,6 +308,12 @@ def waiting_topics(session: Session, difficulty: str | None) -> dict[str, int]:
     for row in session.connection().execute(SWEEPABLE_POOLS, {"difficulty": difficulty}):
         topics[row.topic] = topics.get(row.topic, 0) + row.waiting
     return topics
+
+
+def pending_in_topics(session: Session, topics: Sequence[str]) -> dict[str, int]:
+    """Pending requests of each of `topics` that has any."""
+    rows = session.connection().execute(PENDING_IN_TOPICS, {"topics": list(topics)})
+    return {row.topic: row.waiting for row in rows}
 
 
 def sweep_topics(
