@@ -11,9 +11,9 @@ last, in rounds, the rate at which a two-process worker drains a queue of waitin
 floor, `bench._floor`), against a bare Celery no-op task on the same pool.
 
 `python -m bench.time_to_match [--rate 200] [--seconds 60] [--pools 50]` (scratch
-database `matchops_bench_ttm` on DATABASE_URL's server). Goals: p99 (a) < 300 ms and
-p99 (b) < 200 ms at 200 requests/s; at least 5x better than beat alone; `peer.request`
-at least 0.6x the no-op's rate.
+database `matchops_bench_ttm` on DATABASE_URL's server, or `--database`). Goals: p99
+(a) < 300 ms and p99 (b) < 200 ms at 200 requests/s; at least 5x better than beat
+alone; `peer.request` at least 0.6x the no-op's rate.
 
 With `--rates 40,80,120,200` it sweeps the offered rate instead, a fresh stack with
 commit triggers per rate, admission control on (`MAX_QUEUE_WAIT_SECONDS`, from
@@ -417,6 +417,11 @@ def parse_args() -> argparse.Namespace:
         help="offered rate from which the sweep turns admission control on",
     )
     parser.add_argument("--skip-drain", action="store_true", help="no drain rounds")
+    parser.add_argument(
+        "--database",
+        default="matchops_bench_ttm",
+        help="scratch database on DATABASE_URL's server (dropped and recreated)",
+    )
     return parser.parse_args()
 
 
@@ -435,7 +440,7 @@ def main() -> None:
     """Drive the stack with triggers, then with beat alone, and compare (or sweep the
     rates); then the drain rounds."""
     options = parse_args()
-    database = "matchops_bench_ttm"
+    database = options.database
     use_bench_database(database)
     # The cap on open matches is another bench's subject; here nothing may wait on it.
     os.environ["MAX_CONCURRENT_MATCHES"] = "10000000"
