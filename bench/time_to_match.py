@@ -186,8 +186,9 @@ def drive(
     label = "triggers" if triggers else "beat-only"
     total = rate * options.seconds
     timings = Timings()
-    # A backlog left by an interrupted run would be the first thing this stack works on.
-    app.control.purge()
+    # A backlog left by an earlier phase or an interrupted run would be the first thing
+    # this stack works on, and would close the door of admission control at once.
+    forget_backlog()
     with (
         processes(
             env=env,
@@ -272,6 +273,14 @@ def drive(
             elapsed = time.perf_counter() - started
             followups = triggered_since(since)
     return Phase(timings, accepted_rate, cpu, elapsed, pairs, followups)
+
+
+def forget_backlog() -> None:
+    """Drop the messages waiting in the broker and the tasks in the ledger that never
+    finished (of the scratch database)."""
+    app.control.purge()
+    with autocommit_connection() as conn:
+        conn.execute(text("DELETE FROM task_runs WHERE finished_at IS NULL"))
 
 
 def database_now() -> datetime:
