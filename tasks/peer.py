@@ -37,6 +37,8 @@ from workers.app import app
 from workers.base import NoArgs, ProgressReporter, TaskArgs, own_transactions_task, task
 from workers.triggers import SEND_ERRORS, claim_due_topics, mark_started, send_coalesced
 
+log = logging.getLogger(__name__)
+
 Topic = Annotated[
     str,
     StringConstraints(
@@ -44,8 +46,6 @@ Topic = Annotated[
     ),
     Field(description="A short topic label such as `arrays` or `dynamic-programming`."),
 ]
-log = logging.getLogger(__name__)
-
 UserId = Annotated[int, Field(gt=0, description="The acting user's id.")]
 
 
