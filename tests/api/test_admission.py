@@ -5,10 +5,13 @@ recorded, reads and probes still answer, and the door reopens once the queue dra
 from __future__ import annotations
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from core.settings import Settings
 from models.platform import TaskRun
 from runtime.polling import poll_until
 from tests.api.support import api_process, client_for
@@ -131,3 +134,11 @@ def _waited_over(db: Session, task_id: str, seconds: float) -> bool:
         )
     )
     return waited is not None and float(waited) > seconds
+
+
+def test_a_queue_wait_limit_must_be_below_the_redispatch_delay() -> None:
+    with pytest.raises(ValidationError) as refused:
+        Settings(max_queue_wait_seconds=300, redispatch_after_seconds=300)
+    message = str(refused.value)
+    assert "MAX_QUEUE_WAIT_SECONDS (300) must be below REDISPATCH_AFTER_SECONDS (300)" in message
+    assert Settings(max_queue_wait_seconds=2, redispatch_after_seconds=300).max_queue_wait_seconds
