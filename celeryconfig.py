@@ -6,6 +6,7 @@ Every value comes from the settings object; the comments say why it is set so.
 
 from __future__ import annotations
 
+from fnmatch import fnmatchcase
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -62,6 +63,15 @@ TASK_ROUTES = {
     "peer.*": "interactive",
     "mentorship.*": "interactive",
 }
+DEFAULT_QUEUE = "interactive"
+
+
+def queue_of(name: str) -> str:
+    """The queue a task called `name` is published to, as Celery's router reads TASK_ROUTES."""
+    for pattern, queue in TASK_ROUTES.items():
+        if fnmatchcase(name, pattern):
+            return queue
+    return DEFAULT_QUEUE
 
 
 def on_rabbitmq(broker_url: str) -> bool:
@@ -103,7 +113,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_accept_content": ["json"],
         # Declared up front; a task routed to a queue that does not exist fails loudly.
         "task_queues": task_queues(rabbitmq),
-        "task_default_queue": "interactive",
+        "task_default_queue": DEFAULT_QUEUE,
         "task_create_missing_queues": False,
         "task_routes": ([(name, {"queue": queue}) for name, queue in TASK_ROUTES.items()],),
         # One message at a time per process: with acks_late, a prefetched message would

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 from fastapi_offline import FastAPIOffline
 
+from api.admission import Admission
 from api.errors import install_error_handlers
 from api.health import BrokerWatch
 from api.intake import Intake
@@ -32,17 +33,21 @@ caller may use (`["peer.*"]`, `["*"]`). `matchops token --sub NAME --scope 'peer
 prints one.
 
 Errors are `{"error": {"type", "message"}}`: 401, 403, 404, 409, 413 (body over
-64 KiB), 422 (the message names the field and why), 503 (a dependency is down;
-nothing was enqueued).
+64 KiB), 422 (the message names the field and why), 429 (the task's queue is behind,
+with `MAX_QUEUE_WAIT_SECONDS` set: try again after `Retry-After` seconds; nothing was
+enqueued), 503 (a dependency is down; nothing was enqueued).
 """
 
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    # The intake records what the routes accept; the watch knows whether the broker answers.
+    # The intake records what the routes accept; the watch knows whether the broker
+    # answers; admission knows which queues are too far behind.
     broker_watch: BrokerWatch = app.state.broker_watch
     intake: Intake = app.state.intake
+    admission: Admission = app.state.admission
     broker_watch.start()
+    admission.start()
     intake.start()
     # Everything loaded so far (tasks, models, schemas: hundreds of thousands of
     # objects) lives as long as the process. Out of the collector's sight, a full
@@ -52,6 +57,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         await intake.stop()
+        admission.stop()
         broker_watch.stop()
 
 
@@ -84,6 +90,7 @@ def create_app() -> FastAPI:
     app.state.max_token_ttl = settings.max_token_ttl_seconds
     app.state.broker_watch = BrokerWatch()
     app.state.intake = Intake(libpq_conninfo())
+    app.state.admission = Admission(settings.max_queue_wait_seconds)
     app.state.waiters = OutcomeWaiters(finished_among)
     app.include_router(router)
     app.include_router(metrics_router)

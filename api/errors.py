@@ -26,6 +26,7 @@ TYPE_BY_STATUS = {
     409: "idempotency_conflict",
     413: "payload_too_large",
     422: "validation_error",
+    429: "overloaded",
     500: "internal_error",
     503: "unavailable",
 }
@@ -34,11 +35,15 @@ TYPE_BY_STATUS = {
 class ApiError(Exception):
     """An error the API answers with `status` and `{"error": {"type", "message"}}`."""
 
-    def __init__(self, status: int, type: str, message: str) -> None:
+    def __init__(
+        self, status: int, type: str, message: str, headers: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.type = type
         self.message = message
+        # Headers the answer carries besides the body (`Retry-After` of a 429).
+        self.headers = dict(headers or {})
 
     def body(self) -> dict[str, Any]:
         """The JSON body of the answer."""
@@ -96,14 +101,17 @@ def _request_field_errors(exc: RequestValidationError) -> str:
     return describe_field_errors(errors)
 
 
-def _json(status: int, type_: str, message: str) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+def _json(
+    status: int, type_: str, message: str, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    if status == 401:
+        headers = {**(headers or {}), "WWW-Authenticate": "Bearer"}
     return JSONResponse(error_body(type_, message), status_code=status, headers=headers)
 
 
 async def _api_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
-    return _json(exc.status, exc.type, exc.message)
+    return _json(exc.status, exc.type, exc.message, exc.headers)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

@@ -25,6 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from api import submission
+from api.admission import Admission
 from api.auth import (
     CurrentCaller,
     authenticate,
@@ -60,6 +61,10 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
         409: "The idempotency key was used before with another task or other args.",
         413: "The request body is over 64 KiB.",
         422: "The body or the task's args do not fit the schema; the message names the field.",
+        429: (
+            "The task's queue is behind (MAX_QUEUE_WAIT_SECONDS): nothing was enqueued; "
+            "try again after the `Retry-After` header's seconds."
+        ),
         503: "The database, broker or result backend is unreachable; nothing was enqueued.",
     }
     documented: dict[int | str, dict[str, Any]] = {
@@ -96,6 +101,9 @@ async def enqueue(
         countdown=enqueue_request.countdown,
         wait=enqueue_request.wait,
     )
+    admission: Admission = request.app.state.admission
+    if (overloaded := admission.refusal(name)) is not None:
+        raise overloaded
     intake: Intake = request.app.state.intake
     with tracing.recording(name, task.task_id) as traceparent:
         if traceparent is not None:
@@ -189,7 +197,7 @@ router.add_api_route(
     response_model_exclude_unset=True,
     responses={
         200: {"model": TaskStatus, "description": "With `wait`: the task finished in time."},
-        **_errors(401, 403, 404, 409, 413, 422, 503),
+        **_errors(401, 403, 404, 409, 413, 422, 429, 503),
     },
     summary="Enqueue a task",
     description=(

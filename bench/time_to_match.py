@@ -11,9 +11,17 @@ last, in rounds, the rate at which a two-process worker drains a queue of waitin
 floor, `bench._floor`), against a bare Celery no-op task on the same pool.
 
 `python -m bench.time_to_match [--rate 200] [--seconds 60] [--pools 50]` (scratch
-database `matchops_bench_ttm` on DATABASE_URL's server). Goals: p99 (a) < 300 ms and
-p99 (b) < 200 ms at 200 requests/s; at least 5x better than beat alone; `peer.request`
-at least 0.6x the no-op's rate.
+database `matchops_bench_ttm` on DATABASE_URL's server, or `--database`). Goals: p99
+(a) < 300 ms and p99 (b) < 200 ms at 200 requests/s; at least 5x better than beat
+alone; `peer.request` at least 0.6x the no-op's rate.
+
+With `--rates 40,80,120,200` it sweeps the offered rate instead, a fresh stack with
+commit triggers per rate, admission control on (`MAX_QUEUE_WAIT_SECONDS`, from
+`--max-queue-wait`) from `--admission-from` requests/s on, and prints for each rate
+the latencies (a) and (b), the rate accepted, the 429s and how fast they were
+answered, every accepted pair matched or not, the triggered sweeps and relays per
+request (from the ledger) and the CPU per request by part; then the drain rounds
+(unless `--skip-drain`).
 """
 
 from __future__ import annotations
@@ -43,7 +51,7 @@ from sqlalchemy import text
 
 from api.auth import issue_token
 from bench import _floor, _noop
-from bench.cpu import cpu_rows, read_cpu
+from bench.cpu import BENCH, cpu_rows, read_cpu
 from bench.harness import (
     BENCH_LOGS,
     autocommit_connection,
@@ -88,6 +96,8 @@ class Timings:
     to_proposed: list[float] = field(default_factory=list)
     to_found: list[float] = field(default_factory=list)
     refused: int = 0
+    # 429s (admission control) and how long each took to come back.
+    overloaded: list[float] = field(default_factory=list)
     consumed: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -148,21 +158,37 @@ class Phase:
     # and those seconds.
     cpu: dict[str, float]
     elapsed: float
+    # Pairs the accepted requests make, and follow-ups commits sent, by task name.
+    pairs: int = 0
+    followups: dict[str, int] = field(default_factory=dict)
 
 
-def drive(options: argparse.Namespace, database: str, first_user: int, triggers: bool) -> Phase:
-    """Start the stack, drive it at the offered rate, collect both latencies."""
+def drive(
+    options: argparse.Namespace,
+    database: str,
+    first_user: int,
+    triggers: bool,
+    rate: int | None = None,
+    max_queue_wait: float | None = None,
+) -> Phase:
+    """Start the stack, drive it at the offered rate (`rate`, else `--rate`), with
+    admission control after `max_queue_wait` seconds when given, and collect both
+    latencies."""
+    rate = rate or options.rate
     secret = secrets.token_hex(32)
     port = free_port()
     api_url = f"http://127.0.0.1:{port}"
     token = issue_token(secret, "bench", ["*"], 3600)
     headers = {"Authorization": f"Bearer {token}"}
     env = {"AUTH_SECRET": secret, "COMMIT_TRIGGERS": "true" if triggers else "false"}
+    if max_queue_wait is not None:
+        env["MAX_QUEUE_WAIT_SECONDS"] = f"{max_queue_wait:g}"
     label = "triggers" if triggers else "beat-only"
-    total = options.rate * options.seconds
+    total = rate * options.seconds
     timings = Timings()
-    # A backlog left by an interrupted run would be the first thing this stack works on.
-    app.control.purge()
+    # A backlog left by an earlier phase or an interrupted run would be the first thing
+    # this stack works on, and would close the door of admission control at once.
+    forget_backlog()
     with (
         processes(
             env=env,
@@ -177,10 +203,13 @@ def drive(options: argparse.Namespace, database: str, first_user: int, triggers:
         wait_for_api(http)
 
         def enqueue(name: str, args: dict[str, Any]) -> float | None:
+            sent = time.perf_counter()
             answer = http.post(f"/v1/tasks/{name}", json={"args": args})
             if answer.status_code != 202:
                 with timings.lock:
                     timings.refused += 1
+                    if answer.status_code == 429:
+                        timings.overloaded.append(time.perf_counter() - sent)
                 return None
             return time.perf_counter()
 
@@ -224,9 +253,10 @@ def drive(options: argparse.Namespace, database: str, first_user: int, triggers:
         sessions = {f"matchops {name}": child.pid for name, child in children.items()}
         with consuming(on_event):
             cpu_before = read_cpu(sessions, database)
+            since = database_now()
             started = time.perf_counter()
             for index in range(total):
-                delay = started + index / options.rate - time.perf_counter()
+                delay = started + index / rate - time.perf_counter()
                 if delay > 0:
                     time.sleep(delay)
                 calls.submit(request, first_user + index)
@@ -241,7 +271,36 @@ def drive(options: argparse.Namespace, database: str, first_user: int, triggers:
             poll_until(lambda: len(timings.to_found) >= pairs, DRAIN_SECONDS, 0.2)
             cpu = read_cpu(sessions, database).since(cpu_before)
             elapsed = time.perf_counter() - started
-    return Phase(timings, accepted_rate, cpu, elapsed)
+            followups = triggered_since(since)
+    return Phase(timings, accepted_rate, cpu, elapsed, pairs, followups)
+
+
+def forget_backlog() -> None:
+    """Drop the messages waiting in the broker and the tasks in the ledger that never
+    finished (of the scratch database)."""
+    app.control.purge()
+    with autocommit_connection() as conn:
+        conn.execute(text("DELETE FROM task_runs WHERE finished_at IS NULL"))
+
+
+def database_now() -> datetime:
+    """The database's clock: the ledger's times are its."""
+    with autocommit_connection() as conn:
+        now: datetime = conn.scalar(text("SELECT now()"))
+    return now
+
+
+def triggered_since(moment: datetime) -> dict[str, int]:
+    """Tasks commits sent (caller `trigger`) that reached a worker since `moment`, by name."""
+    with autocommit_connection() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT name, count(*) FROM task_runs "
+                "WHERE caller = 'trigger' AND accepted_at >= :moment GROUP BY name"
+            ),
+            {"moment": moment},
+        ).all()
+    return {name: int(count) for name, count in rows}
 
 
 def drain_rate(
@@ -349,19 +408,68 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rate", type=int, default=200, help="requests offered per second")
     parser.add_argument("--seconds", type=int, default=60, help="how long to offer them")
     parser.add_argument("--pools", type=int, default=50, help="pools the users are dealt over")
+    parser.add_argument(
+        "--rates",
+        type=rates_list,
+        help="sweep these offered rates (comma-separated, e.g. 40,80,120,200) instead",
+    )
+    parser.add_argument(
+        "--max-queue-wait",
+        type=float,
+        default=2.0,
+        help="MAX_QUEUE_WAIT_SECONDS of the sweep's stacks from --admission-from on",
+    )
+    parser.add_argument(
+        "--admission-from",
+        type=int,
+        default=200,
+        help="offered rate from which the sweep turns admission control on",
+    )
+    parser.add_argument("--skip-drain", action="store_true", help="no drain rounds")
+    parser.add_argument(
+        "--database",
+        default="matchops_bench_ttm",
+        help="scratch database on DATABASE_URL's server (dropped and recreated)",
+    )
     return parser.parse_args()
 
 
+def rates_list(text: str) -> list[int]:
+    """`40,80,120` as [40, 80, 120]."""
+    try:
+        rates = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of whole rates: {text!r}") from None
+    if not rates or min(rates) <= 0:
+        raise argparse.ArgumentTypeError(f"rates must be positive: {text!r}")
+    return rates
+
+
 def main() -> None:
-    """Drive the stack with triggers, then with beat alone, and compare."""
+    """Drive the stack with triggers, then with beat alone, and compare (or sweep the
+    rates); then the drain rounds."""
     options = parse_args()
-    database = "matchops_bench_ttm"
+    database = options.database
     use_bench_database(database)
     # The cap on open matches is another bench's subject; here nothing may wait on it.
     os.environ["MAX_CONCURRENT_MATCHES"] = "10000000"
     get_settings.cache_clear()
+    phases = options.rates or [options.rate, options.rate]
+    driven = sum(rate * options.seconds for rate in phases)
+    make_users(1, driven + (DRAIN_ROUNDS + 1) * DRAIN_TASKS)
+    if options.rates:
+        sweep_rates(options, database)
+    else:
+        compare_with_beat(options, database)
+    if options.skip_drain:
+        return
+    app.control.purge()
+    report_drain(drain_rates(1 + driven))
+
+
+def compare_with_beat(options: argparse.Namespace, database: str) -> None:
+    """Commit triggers against beat's safety tick alone, at `--rate`."""
     per_phase = options.rate * options.seconds
-    make_users(1, 2 * per_phase + (DRAIN_ROUNDS + 1) * DRAIN_TASKS)
     triggered = drive(options, database, 1, triggers=True)
     report_phase(options, "commit triggers", triggered)
     beat_only = drive(options, database, 1 + per_phase, triggers=False)
@@ -373,8 +481,58 @@ def main() -> None:
             ("(b) p99 ratio", ratio(beat_only.timings.to_found, triggered.timings.to_found)),
         ],
     )
-    app.control.purge()
-    rounds = drain_rates(1 + 2 * per_phase)
+
+
+def sweep_rates(options: argparse.Namespace, database: str) -> None:
+    """One stack with commit triggers per offered rate, each reported as it ends."""
+    first_user = 1
+    for rate in options.rates:
+        admission = options.max_queue_wait if rate >= options.admission_from else None
+        phase = drive(options, database, first_user, True, rate, admission)
+        first_user += rate * options.seconds
+        title = f"{rate} requests/s offered" + (
+            f", MAX_QUEUE_WAIT_SECONDS={admission:g}" if admission is not None else ""
+        )
+        report_sweep_phase(options, title, phase)
+
+
+def report_sweep_phase(options: argparse.Namespace, title: str, phase: Phase) -> None:
+    """One rate of the sweep: latencies, admission, follow-ups and CPU per request."""
+    timings = phase.timings
+    accepted = max(1, len(timings.accepted))
+    stack_cpu = sum(seconds for part, seconds in phase.cpu.items() if part != BENCH)
+    sweeps = phase.followups.get("peer.sweep", 0)
+    relays = phase.followups.get("events.publish", 0)
+    report(
+        f"rate sweep: {title}, for {options.seconds} s over {options.pools} pools",
+        [
+            ("accepted by the API", f"{phase.accepted_rate:,.0f} requests/s"),
+            ("429 (admission control)", f"{len(timings.overloaded):,}, {quick(timings)}"),
+            ("other refusals", f"{timings.refused - len(timings.overloaded):,}"),
+            ("accepted pairs matched", f"{len(timings.to_proposed):,} of {phase.pairs:,}"),
+            ("(a) request -> match.proposed", percentiles(timings.to_proposed)),
+            ("(b) confirm -> match.found", percentiles(timings.to_found)),
+            ("triggered sweeps", f"{sweeps:,}: {sweeps / accepted:.3f} per request"),
+            ("triggered relays", f"{relays:,}: {relays / accepted:.3f} per request"),
+            *cpu_rows(phase.cpu, accepted, "request", phase.elapsed),
+            (
+                "CPU: the stack without the bench",
+                f"{stack_cpu * 1000 / accepted:,.2f} ms per request",
+            ),
+        ],
+    )
+
+
+def quick(timings: Timings) -> str:
+    """How fast the 429s came back: p50 / p99."""
+    if len(timings.overloaded) < 2:
+        return "too few to time"
+    cuts = statistics.quantiles(timings.overloaded, n=100, method="inclusive")
+    return f"answered in p50 {cuts[49] * 1000:,.0f} ms / p99 {cuts[98] * 1000:,.0f} ms"
+
+
+def report_drain(rounds: list[tuple[float, float, float]]) -> None:
+    """The drain rounds against the bare no-op."""
     report(
         f"per-task overhead: {DRAIN_TASKS:,} waiting tasks drained by two prefork processes",
         [

@@ -1,11 +1,16 @@
 """The dispatcher thread: publishes accepted tasks once their records have committed.
 
 It runs in every worker's main process and in beat (workers.signals), so publishing
-costs the API nothing and a stack that can run tasks can always dispatch them. It
-LISTENs on `DISPATCH_CHANNEL`, which the commit of new tasks notifies, and claims and
-publishes them at once (core.dispatch.claim_fresh); every DISPATCH_INTERVAL_SECONDS it
-also claims countdowns that ran out and tasks to dispatch again (claim_lost). Several
-dispatchers share the work through SKIP LOCKED claims.
+costs the API nothing and a stack that can run tasks can always dispatch them. One
+dispatcher leads: the one whose connection holds the session-level advisory lock
+LEADER_LOCK. The leader LISTENs on `DISPATCH_CHANNEL`, which the commit of new tasks
+notifies, and claims and publishes them at once (core.dispatch.claim_fresh), so a
+commit wakes one dispatcher, not all of them. Every DISPATCH_INTERVAL_SECONDS each
+dispatcher, leader or standby, claims countdowns that ran out and tasks to dispatch
+again (claim_lost); a standby also claims fresh tasks then (whatever a leader left), and
+tries to take the lock. When the leader's session ends (its process died, its
+connection broke) PostgreSQL releases the lock and a standby leads within an interval.
+Several dispatchers share the work through SKIP LOCKED claims.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from collections.abc import Callable
 
 import psycopg
 from celery import Celery
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, Integer, func, select, text
 
 from core.dispatch import (
     BROKER_PROBE_ERRORS,
@@ -36,10 +41,16 @@ from core.supervision import DISPATCHER, fault_point, supervise
 logger = logging.getLogger("matchops.dispatch")
 
 PROBE_TIMEOUT_SECONDS = 2.0
+# Held, for as long as its session lasts, by the dispatcher that listens.
+LEADER_LOCK = "matchops.dispatch.leader"
+_LEADER_KEY = func.hashtext(LEADER_LOCK, type_=Integer)
+TRY_LEAD = select(func.pg_try_advisory_lock(_LEADER_KEY))
+STOP_LEADING = select(func.pg_advisory_unlock(_LEADER_KEY))
 
 
 class Dispatcher:
-    """Publishes tasks as their records commit, and lost or due ones every interval."""
+    """Publishes tasks as their records commit (when leading), and lost or due ones
+    every interval."""
 
     def __init__(
         self, app: Celery, engine: Engine, *, interval: float, redispatch_after: int
@@ -52,6 +63,8 @@ class Dispatcher:
         self._thread = threading.Thread(target=self._supervised, name="dispatcher", daemon=True)
         # Why the broker refused the last publish; None while it answers.
         self.broker_error: str | None = None
+        # Whether this dispatcher holds LEADER_LOCK and listens.
+        self.leading = False
 
     def start(self) -> None:
         """Start the thread."""
@@ -69,33 +82,65 @@ class Dispatcher:
     def _run(self) -> None:
         while not self._stopping.is_set():
             try:
-                self._listen()
+                self._serve()
             except DATABASE_ERRORS as exc:
                 logger.warning("dispatcher: database unreachable: %s", exc)
                 self._stopping.wait(self._interval)
+            finally:
+                self.leading = False
 
-    def _listen(self) -> None:
-        # One connection of its own, in autocommit: it listens, claims and releases.
+    def _serve(self) -> None:
+        # One connection of its own, in autocommit: it holds the lock, listens, claims
+        # and releases.
         with self._engine.connect() as connection:
             connection = connection.execution_options(isolation_level="AUTOCOMMIT")
-            # SQL text: LISTEN names its channel as an identifier, which neither a bound
-            # parameter nor a Core construct can supply; the channel is our constant.
-            connection.execute(text(f"LISTEN {DISPATCH_CHANNEL}"))
-            notices = connection.connection.driver_connection
-            assert isinstance(notices, psycopg.Connection)
-            next_lost = 0.0
-            while not self._stopping.is_set():
-                fault_point(DISPATCHER)
+            try:
+                self._rounds(connection)
+            finally:
+                if self.leading:
+                    self._step_down(connection)
+
+    def _rounds(self, connection: Connection) -> None:
+        notices = connection.connection.driver_connection
+        assert isinstance(notices, psycopg.Connection)
+        next_interval = 0.0
+        while not self._stopping.is_set():
+            fault_point(DISPATCHER)
+            interval_due = time.monotonic() >= next_interval
+            if interval_due and not self.leading:
+                self._try_to_lead(connection)
+            if self.leading or interval_due:
                 # Claimed in batches until none is left, so a burst is published at once.
                 claimed = CLAIM_BATCH
                 while claimed == CLAIM_BATCH:
                     claimed = self._dispatch(connection, claim_fresh)
-                if time.monotonic() >= next_lost:
-                    self._dispatch(connection, self._claim_lost)
-                    next_lost = time.monotonic() + self._interval
-                wait = min(self._interval, max(0.0, next_lost - time.monotonic()))
+            if interval_due:
+                self._dispatch(connection, self._claim_lost)
+                next_interval = time.monotonic() + self._interval
+            wait = min(self._interval, max(0.0, next_interval - time.monotonic()))
+            if self.leading:
                 # Any notification means "look again": wait for one, take it and go.
                 list(notices.notifies(timeout=wait, stop_after=1))
+            else:
+                self._stopping.wait(wait)
+
+    def _try_to_lead(self, connection: Connection) -> None:
+        if not connection.scalar(TRY_LEAD):
+            return
+        # SQL text: LISTEN names its channel as an identifier, which neither a bound
+        # parameter nor a Core construct can supply; the channel is our constant.
+        connection.execute(text(f"LISTEN {DISPATCH_CHANNEL}"))
+        self.leading = True
+        logger.info("dispatcher: leading (listening for new tasks)")
+
+    def _step_down(self, connection: Connection) -> None:
+        # The connection goes back to its pool: neither the lock nor the LISTEN may stay
+        # with it. A connection that cannot say so is dropped, which ends both.
+        try:
+            connection.execute(text(f"UNLISTEN {DISPATCH_CHANNEL}"))
+            connection.execute(STOP_LEADING)
+        except DATABASE_ERRORS:
+            connection.invalidate()
 
     def _claim_lost(self, connection: Connection) -> list[Dispatch]:
         return claim_lost(connection, self._redispatch_after)

@@ -1,4 +1,4 @@
-"""Follow-up work a transaction makes due: a sweep of a topic, a run of the outbox relay.
+"""Follow-up work a transaction makes due: a sweep of its topics, a run of the outbox relay.
 
 Domain code records what its writes made due in `session.info`; the worker sends the
 tasks once the transaction has committed (`workers.triggers`), never before, so no
@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 FOLLOWUPS = "matchops.followups"
+DUE_TOPICS = "matchops.due_topics"
 
 
 @dataclass(frozen=True)
@@ -21,7 +22,7 @@ class Followup:
     """A task to send after commit, with its JSON keyword arguments as sorted pairs."""
 
     task: str
-    kwargs: tuple[tuple[str, str], ...] = ()
+    kwargs: tuple[tuple[str, Any], ...] = ()
 
     @property
     def key(self) -> str:
@@ -33,13 +34,17 @@ class Followup:
         return dict(self.kwargs)
 
 
-def sweep_followup(topic: str, difficulty: str | None = None) -> Followup:
-    """A `peer.sweep` of one topic (every difficulty of it unless one is named)."""
-    kwargs = {"topic": topic} if difficulty is None else {"difficulty": difficulty, "topic": topic}
-    return Followup("peer.sweep", tuple(sorted(kwargs.items())))
-
-
+# One `peer.sweep` of every topic that commits made due while it waited to start: under
+# load one sweep covers the topics of many commits, so sweeps per request fall as the
+# rate rises; in a quiet system it covers the one topic of the one commit.
+SWEEP_DUE = Followup("peer.sweep", (("due", True),))
 RELAY = Followup("events.publish")
+
+
+def sweep_of(topic: str) -> Followup:
+    """A sweep of one topic's pools: how a sweep that found a pool of the topic held by
+    another comes back to it later."""
+    return Followup("peer.sweep", (("topic", topic),))
 
 
 def add_followup(session: Session, followup: Followup) -> None:
@@ -48,8 +53,10 @@ def add_followup(session: Session, followup: Followup) -> None:
 
 
 def sweep_due(session: Session, topic: str) -> None:
-    """New or requeued pending requests in `topic`: sweep it after commit."""
-    add_followup(session, sweep_followup(topic))
+    """New or requeued pending requests in `topic`: after commit, the next sweep of due
+    topics covers it."""
+    add_followup(session, SWEEP_DUE)
+    session.info.setdefault(DUE_TOPICS, set()).add(topic)
 
 
 def relay_due(session: Session) -> None:
@@ -57,7 +64,9 @@ def relay_due(session: Session) -> None:
     add_followup(session, RELAY)
 
 
-def take_followups(session: Session) -> set[Followup]:
-    """The follow-ups recorded so far, removed from the session."""
+def take_followups(session: Session) -> tuple[set[Followup], set[str]]:
+    """The follow-ups and the topics due for a sweep recorded so far, removed from the
+    session."""
     followups: set[Followup] = session.info.pop(FOLLOWUPS, set())
-    return followups
+    topics: set[str] = session.info.pop(DUE_TOPICS, set())
+    return followups, topics

@@ -72,6 +72,11 @@ class Settings(BaseSettings):
     # may be paired with one of an adjacent difficulty in its topic. Unset: never.
     peer_relax_after_seconds: int | None = Field(None, gt=0)
 
+    # Admission control: while the oldest accepted task of a queue that has not started
+    # has waited longer than this, the API refuses enqueues for that queue with 429
+    # instead of accepting work nobody will start in time. Unset: never.
+    max_queue_wait_seconds: float | None = Field(None, gt=0)
+
     # Send a sweep of the topic, or the outbox relay, right after a commit that makes
     # one due. Off, pairing and events wait for beat's safety tick (a comparison the
     # time-to-match bench makes).
@@ -112,6 +117,14 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"VISIBILITY_TIMEOUT ({self.visibility_timeout}) must be above "
                 f"TASK_TIME_LIMIT ({self.task_time_limit})"
+            )
+        if self.max_queue_wait_seconds is not None and not (
+            self.max_queue_wait_seconds < self.redispatch_after_seconds
+        ):
+            # Tasks would be published again while the door still took more of them.
+            raise ValueError(
+                f"MAX_QUEUE_WAIT_SECONDS ({self.max_queue_wait_seconds:g}) must be below "
+                f"REDISPATCH_AFTER_SECONDS ({self.redispatch_after_seconds})"
             )
         return self
 

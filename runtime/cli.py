@@ -33,13 +33,17 @@ DEFAULT_API_PORT = 8000
 DEFAULT_FLOWER_PORT = 5555
 DEFAULT_TOKEN_TTL = 3600
 UNREACHABLE = 3
+# The task's queue is behind (MAX_QUEUE_WAIT_SECONDS): nothing was enqueued, try later.
+OVERLOADED = 4
 
 
 EXIT_CODES = (
     "Exit status: 0 answered (task accepted, running or succeeded); 1 the API refused "
     "the call or the task failed; 2 a usage mistake, or no servers to use (neither "
     "DATABASE_URL and BROKER_URL set nor embedded servers running); 3 the database, broker "
-    "or result backend is unreachable."
+    "or result backend is unreachable; 4 the task's queue is behind "
+    "(MAX_QUEUE_WAIT_SECONDS), nothing was enqueued: try again after the seconds the "
+    "message names."
 )
 
 
@@ -351,18 +355,20 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
 
     _refuse_without_broker()
     caller = _cli_caller()
-    answer = _api_call(
-        lambda: enqueue_task(
-            prepare_task(
-                args.name,
-                task_args,
-                caller=caller,
-                idempotency_key=args.idempotency_key,
-                countdown=args.countdown,
-                wait=args.wait,
-            )
+
+    def enqueue() -> dict[str, Any]:
+        task = prepare_task(
+            args.name,
+            task_args,
+            caller=caller,
+            idempotency_key=args.idempotency_key,
+            countdown=args.countdown,
+            wait=args.wait,
         )
-    )
+        _refuse_when_behind(task.name)
+        return enqueue_task(task)
+
+    answer = _api_call(enqueue)
     if args.wait is not None:
         answer = _api_call(lambda: _await_outcome(answer["task_id"], caller, args.wait))
     return _print_answer(answer)
@@ -378,6 +384,24 @@ def _refuse_without_broker() -> None:
         check_broker()
     except BROKER_PROBE_ERRORS:
         raise ApiRefusal(_unavailable(BROKER), UNREACHABLE) from None
+
+
+def _refuse_when_behind(name: str) -> None:
+    """As the API does: with MAX_QUEUE_WAIT_SECONDS set, an enqueue into a queue whose
+    oldest unstarted task waited longer is refused, recording nothing.
+    One read of the queue waits: the command enqueues once."""
+    from api.admission import oldest_waits, refusal
+    from celeryconfig import queue_of
+    from core.db import get_bookkeeping_engine
+
+    limit = get_settings().max_queue_wait_seconds
+    if limit is None:
+        return
+    queue = queue_of(name)
+    with get_bookkeeping_engine().connect() as connection:
+        waited = oldest_waits(connection).get(queue)
+    if waited is not None and (overloaded := refusal(queue, waited, limit)) is not None:
+        raise overloaded
 
 
 def _await_outcome(task_id: str, caller: str, seconds: float) -> dict[str, Any]:
@@ -449,7 +473,7 @@ def _api_call(call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         return call()
     except ApiError as error:
         # The API answers an outage with 503; the command line exits as for any outage.
-        exit_status = UNREACHABLE if error.status == 503 else 1
+        exit_status = {503: UNREACHABLE, 429: OVERLOADED}.get(error.status, 1)
         raise ApiRefusal(error.body(), exit_status) from None
     except TRANSIENT_ERRORS as error:
         component = component_of(error) or "broker"

@@ -37,6 +37,11 @@ STOP_TIMEOUT = 30.0
 # After this long without every part gone, stopping says which ones it waits for.
 SLOW_STOP = 3.0
 RUN_TOKEN_TTL = 24 * 3600
+# Admission control of the local API, unless MAX_QUEUE_WAIT_SECONDS is exported: a
+# task that has not started after this long means the one worker is not keeping up,
+# and callers are told to come back instead of joining the backlog (README,
+# Configuration).
+LOCAL_MAX_QUEUE_WAIT_SECONDS = "5"
 
 
 class StackError(RuntimeError):
@@ -131,8 +136,14 @@ class Stack:
             "api": ["api", "--port", str(self.api_port)],
             "flower": ["flower", "--port", str(self.flower_port)],
         }
+        admission = {
+            "MAX_QUEUE_WAIT_SECONDS": os.environ.get(
+                "MAX_QUEUE_WAIT_SECONDS", LOCAL_MAX_QUEUE_WAIT_SECONDS
+            )
+        }
         for name, argv in parts.items():
-            child = Child.matchops(name, argv, self.log_dir / f"{name}.log")
+            env = admission if name == "api" else None
+            child = Child.matchops(name, argv, self.log_dir / f"{name}.log", env)
             self.children.append(child)
             child.start()
         self._wait_until_ready()

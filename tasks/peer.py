@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Annotated, cast
 
@@ -9,7 +10,7 @@ from pydantic import Field, StringConstraints
 from sqlalchemy.orm import Session
 
 from core.db import session_factory
-from core.followups import sweep_followup
+from core.followups import SWEEP_DUE, sweep_of
 from core.settings import get_settings
 from domain.peer.confirm import PeerConfirmResult, confirm_match
 from domain.peer.expiry import PeerExpireResult
@@ -25,10 +26,18 @@ from domain.peer.rules import TOPIC_MAX_LENGTH, TOPIC_PATTERN, Difficulty
 from domain.peer.session_store import session_store
 from domain.peer.sessions import PeerLeaveResult, leave_session
 from domain.peer.shares import split_topics
-from domain.peer.sweep import PeerSweepResult, sweep_topics, waiting_topics
+from domain.peer.sweep import (
+    PeerSweepResult,
+    SweepOutcome,
+    pending_in_topics,
+    sweep_topics,
+    waiting_topics,
+)
 from workers.app import app
 from workers.base import NoArgs, ProgressReporter, TaskArgs, own_transactions_task, task
-from workers.triggers import mark_started, send_coalesced
+from workers.triggers import SEND_ERRORS, claim_due_topics, mark_started, send_coalesced
+
+log = logging.getLogger(__name__)
 
 # How soon a sweep that found its topic's pool held by another comes back, at the
 # soonest and at the latest (`busy_pool_backoff`); the latest is beat's peer-sweep tick.
@@ -71,6 +80,11 @@ class PeerSweepArgs(TaskArgs):
         description="Several topics swept in one transaction (how a sweep of every pool "
         "splits its work); leave out to sweep `topic`, or every pool.",
     )
+    due: bool = Field(
+        False,
+        description="Sweep every topic that commits made due since the last such sweep "
+        "(how a commit triggers a sweep); leave out otherwise.",
+    )
 
 
 class PeerConfirmArgs(TaskArgs):
@@ -110,34 +124,87 @@ def cancel_task(session: Session, args: PeerCancelArgs) -> PeerCancelResult:
 @own_transactions_task("peer.sweep", args=PeerSweepArgs, result=PeerSweepResult, ignore_result=True)
 def sweep_task(reporter: ProgressReporter, args: PeerSweepArgs) -> PeerSweepResult:
     """Pair pending requests pool by pool, oldest first, into matches awaiting confirmation."""
+    if args.due:
+        return _sweep_due_topics()
     if args.topics is None and args.topic is None:
         # Fan out: a few tasks over shares of whole topics, for any workers to take.
         relax_after = get_settings().peer_relax_after_seconds
         with session_factory().begin() as session:
             shares = split_topics(waiting_topics(session, args.difficulty, relax_after))
-        for share in shares:
-            app.send_task("peer.sweep", kwargs={"difficulty": args.difficulty, "topics": share})
-        return {"matched": 0, "shares": len(shares)}
+        return _fan_out(shares, args.difficulty)
+    topics = args.topics or [cast(str, args.topic)]
+    if args.topic is not None:
+        # From here on, a commit or a held pool queues another sweep of the topic
+        # instead of counting on this one, which may already have claimed its requests.
+        mark_started(sweep_of(args.topic))
+    done = _sweep(topics, args.difficulty)
+    _come_back_to_held(done)
+    return {"matched": done.matched}
+
+
+def _sweep_due_topics() -> PeerSweepResult:
+    # From here on, a commit queues the next sweep of due topics instead of counting on
+    # this one, which takes the topics due so far and may have claimed before it.
+    mark_started(SWEEP_DUE)
+    topics = claim_due_topics()
+    if not topics:
+        return {"matched": 0}
+    try:
+        with session_factory().begin() as session:
+            # One transaction for them all, unless the backlog is big enough to split.
+            shares = split_topics(pending_in_topics(session, topics))
+        if len(shares) > 1:
+            return _fan_out(shares, None)
+        done = _sweep(topics, None)
+    except BaseException:
+        _due_again(topics)
+        raise
+    _come_back_to_held(done)
+    return {"matched": done.matched}
+
+
+def _come_back_to_held(done: SweepOutcome) -> None:
+    # Another sweep held a pool and may have claimed before this one was queued: come
+    # back to each such topic after a wait that grows with the hold (a silent host's
+    # transaction holds a pool until the server ends it), in a sweep of that topic
+    # alone, so the sweeps of every other topic go on meanwhile.
+    if not done.busy:
+        return
+    try:
+        send_coalesced(
+            [sweep_of(topic) for topic in done.held_topics],
+            countdown=busy_pool_backoff(done.held_for),
+        )
+    except SEND_ERRORS as exc:
+        log.warning("held topics left to beat's safety tick: %s (%s)", done.held_topics, exc)
+
+
+def _due_again(topics: list[str]) -> None:
+    # Taken from the set but not swept (the sweep failed): the next sweep of due topics
+    # covers them; if that cannot be sent, beat's safety tick does.
+    try:
+        send_coalesced([SWEEP_DUE], topics)
+    except SEND_ERRORS as exc:
+        log.warning("topics left to beat's safety tick: %s (%s)", topics, exc)
+
+
+def _fan_out(shares: list[list[str]], difficulty: str | None) -> PeerSweepResult:
+    for share in shares:
+        app.send_task("peer.sweep", kwargs={"difficulty": difficulty, "topics": share})
+    return {"matched": 0, "shares": len(shares)}
+
+
+def _sweep(topics: list[str], difficulty: str | None) -> SweepOutcome:
     settings = get_settings()
-    followup = None if args.topic is None else sweep_followup(args.topic, args.difficulty)
-    if followup is not None:
-        # From here on, a commit into the topic queues another sweep instead of counting
-        # on this one, which may already have claimed its requests.
-        mark_started(followup)
-    done = sweep_topics(
+    return sweep_topics(
         session_factory(),
-        topics=args.topics or [cast(str, args.topic)],
-        difficulty=args.difficulty,
+        topics=topics,
+        difficulty=difficulty,
         max_open_matches=settings.max_concurrent_matches,
         confirm_seconds=settings.confirm_match_timeout_seconds,
         stale_after=settings.task_time_limit,
         relax_after=settings.peer_relax_after_seconds,
     )
-    if done.busy and followup is not None:
-        # Another sweep holds a pool and may have claimed before this one was queued:
-        # come back after it rather than leave the newcomers to beat's safety tick.
-        send_coalesced([followup], countdown=busy_pool_backoff(done.held_for))
-    return {"matched": done.matched}
 
 
 def busy_pool_backoff(held_for: float) -> float:

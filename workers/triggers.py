@@ -1,11 +1,17 @@
 """Follow-ups sent right after the commit that made them due, coalesced per follow-up.
 
 Coalescing uses a short-lived Redis key per follow-up (`SET NX`), set after the commit
-and deleted by the task when it starts: while a sweep of a topic is queued and not yet
-started, every further commit into that topic rides along with it, and a commit after
+and deleted by the task when it starts: while a sweep or a relay is queued and not yet
+started, every further commit that makes it due rides along with it, and a commit after
 it started queues the next one, which will see it. A marker row in PostgreSQL would do
-the same inside the transaction, but a burst of requests into one topic would then
-queue on that row's lock; Redis costs one round trip after the commit and no lock.
+the same inside the transaction, but a burst of requests would then queue on that row's
+lock; Redis costs one round trip after the commit and no lock.
+
+Sweeps are coalesced across topics: a commit adds its topics to one Redis set and sends
+the sweep of due topics unless one is queued; that sweep, as it starts, takes the whole
+set (`claim_due_topics`). A topic added before the take is swept by it; one added after
+finds the key deleted and queues the next sweep. So one sweep serves every topic that
+became due in its window, however many, and a lone commit still gets a sweep of its own.
 """
 
 from __future__ import annotations
@@ -27,13 +33,15 @@ from workers.app import app
 log = logging.getLogger(__name__)
 
 QUEUED_PREFIX = "matchops:queued:"
+# Topics commits made due that no sweep has taken yet.
+DUE_TOPICS_KEY = "matchops:due-topics"
 # A key outlives its task only when the message was lost (the broker failed after the
 # SET); then the first commit after this many milliseconds queues the task again, and
 # beat's safety tick covers the time in between.
 QUEUED_TTL_MS = 10_000
 # A triggered follow-up waits this long, and every commit that makes the same one due
-# meanwhile rides along: a burst costs one sweep per window and topic, and one relay
-# per window, instead of one per commit, for 50 ms on the time to match. Under a steady
+# meanwhile rides along: a burst costs one sweep and one relay per window, instead of
+# one per commit or topic, for 50 ms on the time to match. Under a steady
 # stream of requests the relay's window matters most: nearly every task commits an event.
 FOLLOWUP_DELAY_SECONDS = 0.05
 
@@ -45,17 +53,28 @@ def queued_key(followup: Followup) -> str:
     return QUEUED_PREFIX + followup.key
 
 
-def send_coalesced(followups: Iterable[Followup], countdown: float = FOLLOWUP_DELAY_SECONDS) -> int:
-    """Send each follow-up, to start in `countdown` seconds, unless the same one is
-    already queued; returns how many were sent."""
+def send_coalesced(
+    followups: Iterable[Followup],
+    due_topics: Iterable[str] = (),
+    countdown: float = FOLLOWUP_DELAY_SECONDS,
+) -> int:
+    """Add `due_topics` to the topics the next sweep of due topics covers, then send each
+    follow-up, to start in `countdown` seconds, unless the same one is already queued;
+    returns how many were sent."""
     wanted = sorted(followups, key=lambda followup: followup.key)
+    topics = sorted(due_topics)
     # The key outlives the countdown, so commits meanwhile ride along with this one.
     queued_ms = QUEUED_TTL_MS + int(countdown * 1000)
     pipe = session_store().pipeline(transaction=False)
+    # Added before the queued keys are checked: a sweep that has started (its key gone)
+    # either takes these topics or is followed by the one this sends.
+    if topics:
+        pipe.sadd(DUE_TOPICS_KEY, *topics)
     for followup in wanted:
         pipe.set(queued_key(followup), "1", nx=True, px=queued_ms)
+    answers = pipe.execute()[1 if topics else 0 :]
     sent = 0
-    for followup, fresh in zip(wanted, pipe.execute(), strict=True):
+    for followup, fresh in zip(wanted, answers, strict=True):
         if fresh:
             app.send_task(
                 followup.task,
@@ -72,12 +91,22 @@ def mark_started(followup: Followup) -> None:
     session_store().delete(queued_key(followup))
 
 
+def claim_due_topics() -> list[str]:
+    """Called by the sweep of due topics after `mark_started`: the topics it sweeps, taken
+    from the set at once, so each is swept by this sweep or by the next one queued."""
+    pipe = session_store().pipeline(transaction=True)
+    pipe.smembers(DUE_TOPICS_KEY)
+    pipe.delete(DUE_TOPICS_KEY)
+    members, _ = pipe.execute()
+    return sorted(members)
+
+
 def _send_after_commit(session: Session) -> None:
-    followups = take_followups(session)
+    followups, topics = take_followups(session)
     if not followups or not get_settings().commit_triggers:
         return
     try:
-        send_coalesced(followups)
+        send_coalesced(followups, topics)
     except SEND_ERRORS:
         # The work is committed and safe: beat's safety tick sweeps and relays it.
         log.warning("follow-ups not sent after commit: %s", sorted(f.key for f in followups))

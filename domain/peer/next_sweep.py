@@ -1,21 +1,23 @@
 """The next sweep of one topic, replayed in memory: which requests it would pair.
 
 `peer.explain` asks this of a request's topic. A commit that adds pending requests
-triggers a sweep of its topic, every difficulty of it, and that is the sweep replayed
-here, rule by rule with the sweep's own functions: the pools it takes
-(`fewest_waiting`), the pairs it asks the cap for (`pairs_wanted`), the part of the cap
-it gets (what is free, at most what it asks), the oldest requests of each pool it claims
-for that (`claim_limits`), and their pairing (`pair_claimed`: within pools, the oldest
-pairs the budget keeps over all the topic's pools, by the older request's created_at,
-then id; then relaxation across adjacent difficulties with what room is left). Only the
-reads differ: the topic's pending requests in one statement, unlocked.
+triggers a sweep of its topic, every difficulty of it (with the other topics due in the
+same window), and that sweep, as if of this topic alone, is replayed here, rule by rule
+with the sweep's own functions: the pools it takes (`fewest_waiting`), the pairs it asks
+the cap for (`pairs_wanted`), the part of the cap it gets (what is free, at most what it
+asks), the oldest requests of each pool it claims for that (`claim_limits`), and their
+pairing (`pair_claimed`: within pools, the oldest pairs the budget keeps over all the
+topic's pools, by the older request's created_at, then id; then relaxation across
+adjacent difficulties with what room is left). Only the reads differ: the topic's
+pending requests in one statement, unlocked.
 
 What stays approximate, because it is not decided yet when explain answers:
 
 - the budget is what the cap has free now. Sweeps of other topics may take part of it
   first, open matches come and go (confirmed, declined, expired), and the shares of a
-  sweep of every pool (beat's safety tick) rank the pairs of several topics against one
-  another, not those of one topic;
+  sweep of every pool (beat's safety tick), and a triggered sweep of the topics due in
+  one window, rank the pairs of several topics against one another, not those of one
+  topic;
 - a sweep of one difficulty (`peer.sweep` with `difficulty`) ranks one pool's pairs and
   never relaxes;
 - a pool another sweep holds right now is replayed as if free (explain says `pool_busy`

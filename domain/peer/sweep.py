@@ -96,6 +96,16 @@ POOLS_WITH_OVERDUE = _PENDING_POOLS.add_columns(
     ).label("overdue")
 )
 
+# Pending requests per topic, of the topics named: how big a sweep of them would be.
+PENDING_IN_TOPICS = (
+    select(MatchRequest.topic, func.count().label("waiting"))
+    .where(
+        MatchRequest.status == RequestStatus.PENDING,
+        MatchRequest.topic == any_(bindparam("topics", type_=ARRAY(Text))),
+    )
+    .group_by(MatchRequest.topic)
+)
+
 # Each pool of the topics under a transaction-scoped advisory lock keyed by a hash of
 # the pool; `locked` is false for a pool another sweep holds.
 _LOCKABLE_POOLS = (
@@ -284,14 +294,19 @@ class Pairing:
 
 @dataclass(frozen=True)
 class SweepOutcome:
-    """What one sweep did: matches created, requests it row-locked to make them,
-    whether a pool was busy, and for how many seconds the youngest transaction holding
-    a busy pool had been open."""
+    """What one sweep did: matches created, requests it row-locked to make them, the
+    topics of pools another sweep held, and for how many seconds the youngest
+    transaction holding such a pool had been open."""
 
     matched: int
     claimed: int
-    busy: bool
+    held_topics: tuple[str, ...] = ()
     held_for: float = 0.0
+
+    @property
+    def busy(self) -> bool:
+        """Whether a pool was held by another sweep and skipped."""
+        return bool(self.held_topics)
 
 
 class PeerSweepResult(TaskResult):
@@ -343,6 +358,12 @@ def _has_work(levels: Mapping[str, tuple[int, bool]]) -> bool:
     )
 
 
+def pending_in_topics(session: Session, topics: Sequence[str]) -> dict[str, int]:
+    """Pending requests of each of `topics` that has any."""
+    rows = session.connection().execute(PENDING_IN_TOPICS, {"topics": list(topics)})
+    return {row.topic: row.waiting for row in rows}
+
+
 def sweep_topics(
     sessions: sessionmaker[Session],
     *,
@@ -379,14 +400,14 @@ def sweep_topics(
         )
         waiting = {(row.difficulty, row.topic): row.waiting for row in pools if row.locked}
         held = [(row.difficulty, row.topic) for row in pools if not row.locked]
-        busy = bool(held)
+        held_topics = tuple(sorted({topic for _, topic in held}))
         held_for = held_longest_for(session, held) if held else 0.0
         wanted = pairs_wanted(waiting, relaxing)
         if not wanted:
-            return SweepOutcome(0, 0, busy, held_for)
+            return SweepOutcome(0, 0, held_topics, held_for)
         reservation = reserve(sessions, wanted, max_open_matches, stale_after)
         if reservation is None:
-            return SweepOutcome(0, 0, busy, held_for)
+            return SweepOutcome(0, 0, held_topics, held_for)
         try:
             pairing = claim_and_pair(
                 session, waiting, reservation, relax_after if relaxing else None
@@ -398,7 +419,7 @@ def sweep_topics(
             raise
         if created:
             relay_due(session)
-    return SweepOutcome(created, pairing.claimed, busy, held_for)
+    return SweepOutcome(created, pairing.claimed, held_topics, held_for)
 
 
 def held_longest_for(session: Session, pools: Sequence[Pool]) -> float:

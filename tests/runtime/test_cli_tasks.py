@@ -10,8 +10,10 @@ from sqlalchemy.engine import make_url
 
 from core.settings import get_settings
 from runtime.migrate import alembic_config, recreate_schema
+from runtime.polling import poll_until
 from tests.factories import next_id
 from tests.runtime.commands import matchops
+from tests.support import queue_taken_from, task_finished, wait_for
 
 
 def test_enqueue_waits_for_the_result_and_status_reads_it(worker):
@@ -130,3 +132,26 @@ def test_enqueue_exits_3_naming_the_broker_when_it_is_unreachable():
             "message": "the broker is unreachable; nothing was changed, try again later",
         }
     }
+
+
+def test_enqueue_into_a_queue_behind_is_refused_with_its_own_exit_status(worker):
+    behind = {"MAX_QUEUE_WAIT_SECONDS": "1"}
+    args = ("enqueue", "mentorship.rebuild_stats")
+    with queue_taken_from(worker, "maintenance"):
+        first = matchops(*args, env=behind)
+        assert first.returncode == 0, first.stdout + first.stderr
+        answers = []
+
+        def refused_once() -> bool:
+            answers.append(matchops(*args, env=behind))
+            return answers[-1].returncode != 0
+
+        assert poll_until(refused_once, 30, 0.2)
+    accepted = [json.loads(done.stdout)["task_id"] for done in (first, *answers[:-1])]
+    wait_for(lambda: all(task_finished(task_id) for task_id in accepted), timeout=60)
+    refused = answers[-1]
+    assert refused.returncode == 4, refused.stdout + refused.stderr
+    error = json.loads(refused.stdout)["error"]
+    assert error["type"] == "overloaded"
+    assert "'maintenance' queue" in error["message"]
+    assert "Traceback" not in refused.stderr

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,6 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from core.db import session_factory
-from core.followups import sweep_followup
 from core.outbox import emit_event
 from core.settings import get_settings
 from domain.peer.budget import count_open_matches
@@ -36,7 +36,7 @@ from tests.support import (
     task_run,
     wait_for,
 )
-from workers.triggers import QUEUED_TTL_MS, queued_key
+from workers.triggers import DUE_TOPICS_KEY, QUEUED_TTL_MS
 
 TRIGGERS_ON = {"COMMIT_TRIGGERS": "true"}
 
@@ -82,15 +82,14 @@ def test_a_commit_sends_the_sweep_of_its_topic_and_a_rollback_sends_nothing(
             create_request(session, users[3], "Easy", committed)
             # Nothing is sent while the transaction is open: no worker can look for the
             # requests before they exist for it.
-            assert not store.exists(queued_key(sweep_followup(committed)))
+            assert not store.sismember(DUE_TOPICS_KEY, committed)
         # Nobody sends a sweep: the commit did.
         wait_for(lambda: pairs_of_topic(db, committed), what="the triggered sweep")
 
     assert pairs_of_topic(db, committed) == {frozenset(users[2:])}
-    assert len(seen.of("peer.sweep", committed)) == 1
-    # The rolled-back requests never existed, and no sweep was sent for them.
-    assert seen.of("peer.sweep", rolled_back) == []
-    assert not store.exists(queued_key(sweep_followup(rolled_back)))
+    assert len(seen.of("peer.sweep", "due")) == 1
+    # The rolled-back requests never existed, and no sweep is due for them.
+    assert not store.sismember(DUE_TOPICS_KEY, rolled_back)
 
 
 def test_a_burst_into_one_pool_while_its_sweep_waits_queues_that_one_sweep(
@@ -116,9 +115,80 @@ def test_a_burst_into_one_pool_while_its_sweep_waits_queues_that_one_sweep(
 
     # Every commit after the first rode along with its sweep; only a burst that outlasts
     # the queued key's lifetime may queue one more per lifetime.
-    assert 1 <= len(seen.of("peer.sweep", topic)) <= 1 + elapsed_ms // QUEUED_TTL_MS
+    assert 1 <= len(seen.of("peer.sweep", "due")) <= 1 + elapsed_ms // QUEUED_TTL_MS
     paired = {user for pair in pairs_of_topic(db, topic) for user in pair}
     assert paired == set(users)
+
+
+def _triggered_sweeps_since(db: Session, moment: datetime) -> int:
+    """Sweeps commits sent that reached a worker since `moment`, counted in the ledger."""
+    db.rollback()
+    return int(
+        db.scalar(
+            text(
+                "SELECT count(*) FROM task_runs WHERE name = 'peer.sweep' "
+                "AND caller = 'trigger' AND accepted_at >= :moment"
+            ),
+            {"moment": moment},
+        )
+        or 0
+    )
+
+
+def test_a_burst_over_many_topics_costs_a_bounded_number_of_sweeps(worker, triggers_here, db):
+    topics = [unique("topic") for _ in range(50)]
+    users = [make_user(db).id for _ in range(2 * len(topics))]
+    db.commit()
+    began = db.scalar(text("SELECT now()"))
+
+    def request(place: int) -> None:
+        with session_factory().begin() as session:
+            create_request(session, users[place], "Easy", topics[place % len(topics)])
+
+    with queues_taken_from(worker, "sweeps", "events"):
+        # Two requests in each of 50 topics, committed one by one by eight connections
+        # while no worker takes sweeps: every commit finds the sweep of due topics queued.
+        started = time.monotonic()
+        with ThreadPoolExecutor(max_workers=8) as committers:
+            list(committers.map(request, range(len(users))))
+        elapsed_ms = (time.monotonic() - started) * 1000
+        with running_worker("many-topics", queues="sweeps,events", extra_env=TRIGGERS_ON):
+            wait_for(
+                lambda: all(pairs_of_topic(db, topic) for topic in topics),
+                timeout=120,
+                what="a pair in every topic",
+            )
+            swept = _triggered_sweeps_since(db, began)
+
+    # One sweep for the whole burst, and one more per lifetime of the queued key it
+    # may outlast: not one per topic.
+    assert 1 <= swept <= 1 + elapsed_ms // QUEUED_TTL_MS
+    for place, topic in enumerate(topics):
+        assert pairs_of_topic(db, topic) == {frozenset((users[place], users[place + 50]))}
+
+
+def test_a_lone_pair_in_a_quiet_system_is_matched_by_one_sweep(worker, triggers_here, db):
+    topic = unique("topic")
+    users = [make_user(db).id for _ in range(2)]
+    db.commit()
+    with (
+        queues_taken_from(worker, "sweeps", "events"),
+        running_worker("quiet", queues="sweeps,events", extra_env=TRIGGERS_ON),
+    ):
+        # The worker is up and idle: the first sweep it takes is this pair's.
+        began = db.scalar(text("SELECT now()"))
+        for user in users:
+            with session_factory().begin() as session:
+                create_request(session, user, "Easy", topic)
+        committed = time.monotonic()
+        wait_for(lambda: pairs_of_topic(db, topic), timeout=30, what="the pair")
+        matched_ms = (time.monotonic() - committed) * 1000
+        swept = _triggered_sweeps_since(db, began)
+
+    assert pairs_of_topic(db, topic) == {frozenset(users)}
+    assert 1 <= swept <= 2
+    # One window (50 ms) plus a task's round trip; generous for a loaded machine.
+    assert matched_ms < 2_000
 
 
 def test_a_sweep_of_every_pool_fans_out_and_four_processes_keep_a_tight_cap(worker, db):

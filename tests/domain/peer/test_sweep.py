@@ -97,7 +97,7 @@ def test_the_cap_is_reserved_before_the_claim_and_keeps_the_oldest_pairs(db):
     assert done.claimed == 3 * (2 + CLAIM_SLACK)
     assert [m.difficulty for m in matches_of_topic(db, topic)] == ["Hard"] * 3
     assert counted(db, "match_requests WHERE topic = :t AND status = 'pending'", topic) == 114
-    assert sweep(topic, max_open_matches=cap) == SweepOutcome(0, 0, False)
+    assert sweep(topic, max_open_matches=cap) == SweepOutcome(0, 0)
 
 
 def test_sweeps_racing_under_a_tight_cap_never_exceed_it_or_pair_twice(db):
