@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import email.message
 import json
-import uuid
 from collections.abc import Callable, Coroutine
 from functools import partial
 from typing import Any
@@ -99,7 +98,7 @@ async def enqueue(
     if enqueue_request.wait is None:
         return JSONResponse(submission.accepted_body(task_id, name), 202)
     waiters: OutcomeWaiters = request.app.state.waiters
-    await waiters.wait(uuid.UUID(task_id), enqueue_request.wait)
+    await waiters.wait(task_id, enqueue_request.wait)
     answer = await run_in_threadpool(
         partial(submission.describe_task, task_id, reader=caller.sub, may_read_all=True)
     )

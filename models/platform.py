@@ -58,7 +58,8 @@ class TaskRun(Base):
         Index("ix_task_runs_finished_at", "finished_at"),
     )
 
-    task_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    # Any string Celery accepts: a sibling may choose its own ids (`"order-42"`).
+    task_id: Mapped[str] = mapped_column(Text, primary_key=True)
     name: Mapped[str] = mapped_column(Text)
     args: Mapped[dict[str, Any]]
     # The API token's sub, or `beat`, `trigger`, `send_task`.
@@ -89,8 +90,8 @@ class TaskProgress(Base):
 
     __tablename__ = "task_progress"
 
-    task_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("task_runs.task_id", ondelete="CASCADE"), primary_key=True
+    task_id: Mapped[str] = mapped_column(
+        Text, ForeignKey("task_runs.task_id", ondelete="CASCADE"), primary_key=True
     )
     progress: Mapped[dict[str, Any]]
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())

@@ -20,7 +20,6 @@ the first one's outcome and changes nothing:
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,7 +120,7 @@ def begin_delivery(
     row = connection.execute(
         COUNT_DELIVERY,
         {
-            "run_id": uuid.UUID(context.task_id),
+            "run_id": context.task_id,
             "run_name": context.task_name,
             "run_args": args,
             "run_caller": context.caller,
@@ -133,7 +132,7 @@ def begin_delivery(
 
 def claim_run(session: Session, task_id: str) -> Outcome | None:
     """Lock the task's row until the transaction ends; its outcome if it has one."""
-    row = session.connection().execute(CLAIM_RUN, {"run_id": uuid.UUID(task_id)}).one()
+    row = session.connection().execute(CLAIM_RUN, {"run_id": task_id}).one()
     return _outcome(row)
 
 
@@ -160,7 +159,7 @@ def record_first_outcome(session: Session, task_id: str, outcome: Outcome) -> No
     (carrying the outcome that stands) when another delivery recorded one first."""
     connection = session.connection()
     if not _write_outcome(connection, task_id, outcome):
-        stored = connection.execute(RECORDED_OUTCOME, {"run_id": uuid.UUID(task_id)}).one()
+        stored = connection.execute(RECORDED_OUTCOME, {"run_id": task_id}).one()
         raise Superseded(_outcome(stored) or outcome)
 
 
@@ -168,7 +167,7 @@ def _write_outcome(connection: Connection, task_id: str, outcome: Outcome) -> bo
     written = connection.execute(
         RECORD_OUTCOME,
         {
-            "run_id": uuid.UUID(task_id),
+            "run_id": task_id,
             "run_state": outcome.state,
             "run_result": outcome.result,
             "run_error": outcome.error,
@@ -180,13 +179,13 @@ def _write_outcome(connection: Connection, task_id: str, outcome: Outcome) -> bo
 def mark_state(connection: Connection, task_id: str, state: str) -> None:
     """Show a state (RETRY) of an unfinished task; a finished one keeps its outcome."""
     connection.execute(
-        update(TaskRun).where(TaskRun.task_id == uuid.UUID(task_id), UNFINISHED).values(state=state)
+        update(TaskRun).where(TaskRun.task_id == task_id, UNFINISHED).values(state=state)
     )
 
 
 def record_progress(connection: Connection, task_id: str, progress: dict[str, Any]) -> None:
     """Store the latest progress of a running task."""
-    statement = insert(TaskProgress).values(task_id=uuid.UUID(task_id), progress=progress)
+    statement = insert(TaskProgress).values(task_id=task_id, progress=progress)
     connection.execute(
         statement.on_conflict_do_update(
             index_elements=[TaskProgress.task_id],

@@ -21,12 +21,13 @@ from core.outbox import emit_events
 from core.relay import EVENTS_EXCHANGE
 from core.settings import get_settings
 from models import MatchRequest, OutboxEvent
-from tests.factories import make_user
+from tests.factories import make_user, unique
 from tests.support import (
     KILLING_WORKER,
     ROOT,
     WorkerProcess,
     running_worker,
+    sent_twice_with_own_id,
     task_finished,
     task_run,
     wait_for,
@@ -133,6 +134,21 @@ def test_a_bare_celery_app_sends_to_matchops_on_rabbitmq(database, db, rabbitmq_
         kwargs = {"user_id": user.id, "difficulty": "Easy", "topic": "graphs"}
         answer = sibling.send_task("peer.request", kwargs=kwargs).get(timeout=60)
     assert answer["user_id"] == user.id
+
+
+def test_a_sibling_s_own_task_id_runs_once_and_replays_on_rabbitmq(database, db, rabbitmq_url: str):
+    user = make_user(db)
+    db.commit()
+    env = _on_rabbitmq(rabbitmq_url)
+    task_id = unique("order")
+    kwargs = {"user_id": user.id, "difficulty": "Hard", "topic": unique("own-id")}
+    with running_worker("own-ids-on-rabbitmq", queues="celery", extra_env=env):
+        sibling = Celery("sibling", broker=rabbitmq_url, backend=get_settings().backend)
+        first, second = sent_twice_with_own_id(sibling, "peer.request", kwargs, task_id)
+    assert second == first
+    assert db.scalar(select(func.count()).where(MatchRequest.user_id == user.id)) == 1
+    run = task_run(task_id)
+    assert (run.state, run.deliveries) == ("SUCCESS", 2)
 
 
 def test_a_worker_killed_after_its_commit_replays_the_outcome(
