@@ -119,6 +119,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # A stuck task is interrupted (soft: it can roll back) and then killed (hard).
         "task_soft_time_limit": settings.task_soft_time_limit,
         "task_time_limit": settings.task_time_limit,
+        # A task killed at the hard limit is acknowledged, not delivered again (it would
+        # most likely be killed again); the task base records it as FAILURE
+        # (TimeLimitExceeded), which every later delivery of its id replays.
+        "task_acks_on_timeout": True,
         # The API reads states from PostgreSQL (task_runs); Flower sees STARTED in the
         # task events. The stored name/args let `send_task` callers and Flower show what
         # ran.

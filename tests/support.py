@@ -44,6 +44,7 @@ class WorkerProcess:
         log_dir: Path | None = None,
         extra_env: dict[str, str] | None = None,
         entry: tuple[str, ...] = ("-m", "celery", "-A", "workers.app"),
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         self.name = f"{name}@matchops-tests"
         env = extra_env or {}
@@ -58,6 +59,7 @@ class WorkerProcess:
                 "worker",
                 *("-P", "prefork", "-c", str(concurrency), "-Q", queues, "-n", self.name),
                 *("-l", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"),
+                *extra_args,
             ],
             (log_dir or TEST_LOGS) / f"{name}.log",
             env,

@@ -32,17 +32,22 @@ worker-wide, in celeryconfig.py.
 from __future__ import annotations
 
 import contextlib
+import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from billiard.einfo import ExceptionInfo
 from celery import Task
+from celery.exceptions import TimeLimitExceeded
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 from pydantic_core import to_jsonable_python
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from core.context import CALLER_HEADER, TaskContext, attach_context
-from core.db import get_bookkeeping_engine, session_factory
+from core.db import get_bookkeeping_engine, get_engine, session_factory
 from core.errors import (
     DomainError,
     GaveUp,
@@ -64,6 +69,12 @@ FINAL_ERRORS: tuple[type[Exception], ...] = (DomainError, GaveUp, PreviousFailur
 
 # Who may name themselves in the caller header; anything else is a bare `send_task`.
 SENT_BY = frozenset({"beat", "trigger"})
+
+# How long the record of a task killed at its hard time limit waits for the task's row,
+# which the killed process may hold until PostgreSQL sees its connection close.
+TIME_LIMIT_RECORD_LOCK_WAIT = "30s"
+
+logger = logging.getLogger("matchops.tasks")
 
 
 class TaskArgs(BaseModel):
@@ -107,6 +118,30 @@ class MatchopsTask(Task):  # type: ignore[misc]
     max_retries = 5
     # Set on each task by its declaration.
     spec: TaskSpec
+
+    def on_failure(
+        self,
+        exc: Exception,
+        task_id: str,
+        args: Any,
+        kwargs: Any,
+        einfo: ExceptionInfo | None,
+    ) -> None:
+        """A task killed at the hard time limit ends as a recorded FAILURE.
+
+        Celery's main process calls this when the pool kills a task at TASK_TIME_LIMIT,
+        and then acknowledges its message (`task_acks_on_timeout`): a task that ran out
+        of time would run out again, so it is not delivered again. The outcome is written
+        from a thread, because the killed process may still hold the task's row, and it
+        is killed only once this returns.
+        """
+        if isinstance(exc, TimeLimitExceeded):
+            threading.Thread(
+                target=_record_time_limit,
+                args=(task_id, self.name, exc),
+                name=f"time-limit-{task_id}",
+                daemon=True,
+            ).start()
 
 
 def parse_args(name: str, model: type[ArgsT], kwargs: dict[str, Any]) -> ArgsT:
@@ -316,6 +351,33 @@ def _record_failure_quietly(context: TaskContext, error: BaseException) -> ledge
         except ledger.Superseded as superseded:
             return superseded.outcome
     return None
+
+
+def _record_time_limit(task_id: str, name: str, exc: TimeLimitExceeded) -> None:
+    """Record `TimeLimitExceeded` as the outcome of a task killed at its hard limit,
+    unless an outcome stands (a delivery that finished first keeps its own)."""
+    seconds = exc.args[0] if exc.args else get_settings().task_time_limit
+    # Built here: billiard's exception renders its arguments' repr as its message.
+    error = {
+        "type": TimeLimitExceeded.__name__,
+        "message": f"killed at the hard time limit of {seconds} s (TASK_TIME_LIMIT)",
+        "status": 500,
+    }
+    failure = ledger.Outcome(ledger.FAILURE, error=error)
+    try:
+        with get_engine().begin() as connection:
+            # Bounded: a killed task whose query still runs in PostgreSQL holds the row
+            # until that query ends; the dispatcher then hands the task out again.
+            connection.execute(text(f"SET LOCAL lock_timeout = '{TIME_LIMIT_RECORD_LOCK_WAIT}'"))
+            ledger.write_first_outcome(connection, task_id, failure)
+    except TRANSIENT_ERRORS as error:
+        logger.warning(
+            "%s[%s] hit its hard time limit; its failure could not be recorded (%s), so it "
+            "is dispatched again after REDISPATCH_AFTER_SECONDS",
+            name,
+            task_id,
+            error,
+        )
 
 
 def _mark_quietly(context: TaskContext, state: str) -> None:

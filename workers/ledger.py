@@ -158,12 +158,13 @@ def record_first_outcome(session: Session, task_id: str, outcome: Outcome) -> No
     """Write the outcome in the transaction of the task's work, or raise `Superseded`
     (carrying the outcome that stands) when another delivery recorded one first."""
     connection = session.connection()
-    if not _write_outcome(connection, task_id, outcome):
+    if not write_first_outcome(connection, task_id, outcome):
         stored = connection.execute(RECORDED_OUTCOME, {"run_id": task_id}).one()
         raise Superseded(_outcome(stored) or outcome)
 
 
-def _write_outcome(connection: Connection, task_id: str, outcome: Outcome) -> bool:
+def write_first_outcome(connection: Connection, task_id: str, outcome: Outcome) -> bool:
+    """Write the outcome unless one stands; whether it was written."""
     written = connection.execute(
         RECORD_OUTCOME,
         {

@@ -5,8 +5,10 @@ event relay publishing with confirms."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from kombu.connection import Connection
 from kombu.entity import Queue
 from sqlalchemy import func, select
 
+from core.errors import PreviousFailure
 from core.outbox import emit_events
 from core.relay import EVENTS_EXCHANGE
 from core.settings import get_settings
@@ -32,6 +35,7 @@ from tests.support import (
     task_run,
     wait_for,
 )
+from tests.workers.held_task import HELD_WITH_ROW_LOCKED, KILLED, LIMITS, WORKER_ARGS
 
 # These tests share the run's one vhost: under xdist they run in one process
 # (`tests.isolation.TOGETHER`).
@@ -149,6 +153,27 @@ def test_a_sibling_s_own_task_id_runs_once_and_replays_on_rabbitmq(database, db,
     assert db.scalar(select(func.count()).where(MatchRequest.user_id == user.id)) == 1
     run = task_run(task_id)
     assert (run.state, run.deliveries) == ("SUCCESS", 2)
+
+
+def test_a_task_killed_at_its_hard_time_limit_ends_as_a_recorded_failure_on_rabbitmq(
+    database, rabbitmq_url: str
+):
+    env = {**_on_rabbitmq(rabbitmq_url), **LIMITS}
+    task_id = unique("held")
+    sibling = Celery("sibling", broker=rabbitmq_url, backend=get_settings().backend)
+    with running_worker("held-on-rabbitmq", queues="celery", extra_env=env, extra_args=WORKER_ARGS):
+        sibling.send_task(HELD_WITH_ROW_LOCKED, task_id=task_id)
+        wait_for(lambda: task_finished(task_id), timeout=30, what="the recorded time limit")
+        # Acknowledged, not requeued: RabbitMQ would hand a requeued message back at once.
+        time.sleep(3)
+        run = task_run(task_id)
+        assert (run.state, run.deliveries) == ("FAILURE", 1)
+        assert run.error == {"type": "TimeLimitExceeded", "message": KILLED, "status": 500}
+        sibling.AsyncResult(task_id).forget()
+        again = sibling.send_task(HELD_WITH_ROW_LOCKED, task_id=task_id)
+        with pytest.raises(PreviousFailure, match=re.escape(f"TimeLimitExceeded: {KILLED}")):
+            again.get(timeout=20)
+    assert task_run(task_id).deliveries == 2
 
 
 def test_a_worker_killed_after_its_commit_replays_the_outcome(
