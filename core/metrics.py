@@ -23,7 +23,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from sqlalchemy import ColumnElement, bindparam, case, func, or_, select
 from sqlalchemy.orm import Session
 
-from celeryconfig import QUEUE_NAMES
+from celeryconfig import DEAD_LETTER_QUEUE, QUEUE_NAMES
 from core.db import session_factory
 from core.settings import get_settings
 from core.sql import epoch_seconds
@@ -247,6 +247,23 @@ def queue_lengths(queues: Sequence[str]) -> Iterator[Metric]:
     yield gauge
 
 
+def dead_letters() -> Iterator[Metric]:
+    """`matchops_dead_letters`: messages RabbitMQ dropped past a queue's delivery limit
+    (or rejected) and holds in `matchops.dead` for an operator; 0 on Redis."""
+    from workers.app import app
+
+    gauge = GaugeMetricFamily(
+        "matchops_dead_letters",
+        "Messages waiting in the dead-letter queue matchops.dead.",
+    )
+    with app.connection_for_read() as connection:
+        try:
+            gauge.add_metric([], float(_waiting(connection, DEAD_LETTER_QUEUE.name)))
+        except connection.connection_errors as exc:
+            raise kombu.exceptions.OperationalError(str(exc)) from exc
+    yield gauge
+
+
 def _waiting(connection: Connection, queue: str) -> int:
     # A passive declare counts without creating; a queue nobody declared yet holds nothing.
     # Each check gets its own channel: a refused passive declare closes AMQP channels.
@@ -267,6 +284,7 @@ class MatchopsCollector(Collector):
             for reader in DATABASE_SERIES:
                 metrics.extend(reader(session))
         metrics.extend(queue_lengths(QUEUE_NAMES))
+        metrics.extend(dead_letters())
         return metrics
 
 

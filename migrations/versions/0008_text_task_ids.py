@@ -6,6 +6,7 @@ Revises: 0007_peer_reservations
 """
 
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -18,7 +19,7 @@ depends_on: str | Sequence[str] | None = None
 PROGRESS_FK = "fk_task_progress_task_id_task_runs"
 
 
-def _retype(column_type: sa.types.TypeEngine[object], using: str) -> None:
+def _retype(column_type: sa.types.TypeEngine[Any], using: str) -> None:
     op.drop_constraint(PROGRESS_FK, "task_progress", type_="foreignkey")
     for table in ("task_runs", "task_progress"):
         op.alter_column(table, "task_id", type_=column_type, postgresql_using=using)

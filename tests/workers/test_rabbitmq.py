@@ -4,13 +4,17 @@ event relay publishing with confirms."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import amqp.exceptions
 import pytest
@@ -19,6 +23,7 @@ from kombu.connection import Connection
 from kombu.entity import Queue
 from sqlalchemy import func, select
 
+from celeryconfig import DEAD_LETTER_QUEUE, QUEUE_NAMES, SIBLING_QUEUE
 from core.errors import PreviousFailure
 from core.outbox import emit_events
 from core.relay import EVENTS_EXCHANGE
@@ -174,6 +179,90 @@ def test_a_task_killed_at_its_hard_time_limit_ends_as_a_recorded_failure_on_rabb
         with pytest.raises(PreviousFailure, match=re.escape(f"TimeLimitExceeded: {KILLED}")):
             again.get(timeout=20)
     assert task_run(task_id).deliveries == 2
+
+
+def _rabbitmqctl(rabbitmq_url: str, *command: str) -> Any:
+    """What `rabbitmqctl COMMAND -p VHOST` answers, as JSON, for this run's vhost."""
+    assert shutil.which("rabbitmqctl"), "reading queue types and policies needs rabbitmqctl"
+    vhost = unquote(urlsplit(rabbitmq_url).path[1:]) or "/"
+    done = subprocess.run(
+        ["rabbitmqctl", "-q", *command, "-p", vhost, "--formatter", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return json.loads(done.stdout)
+
+
+def test_every_task_queue_is_quorum_with_a_delivery_limit_and_dead_letters(
+    database, rabbitmq_url: str
+):
+    # A worker consuming every queue has declared each one.
+    with running_worker("every-queue-on-rabbitmq", extra_env=_on_rabbitmq(rabbitmq_url)):
+        pass
+    queues = {
+        q["name"]: q
+        for q in _rabbitmqctl(rabbitmq_url, "list_queues", "name", "type", "arguments", "policy")
+    }
+    policies = {
+        p["name"]: json.loads(p["definition"]) for p in _rabbitmqctl(rabbitmq_url, "list_policies")
+    }
+    assert SIBLING_QUEUE in QUEUE_NAMES
+    for name in QUEUE_NAMES:
+        queue = queues[name]
+        arguments = {key: value for key, _type, value in queue["arguments"]}
+        policy = policies.get(queue["policy"], {})
+        assert queue["type"] == "quorum", name
+        limit = arguments.get("x-delivery-limit", policy.get("delivery-limit"))
+        dead_letters = arguments.get("x-dead-letter-exchange", policy.get("dead-letter-exchange"))
+        assert (name, limit, dead_letters) == (name, 20, "matchops.dead")
+
+
+def _dead_letters_gauge(env: dict[str, str]) -> float:
+    """`matchops_dead_letters` as a process of this app on that broker reads it."""
+    code = "from core.metrics import dead_letters; print(next(dead_letters()).samples[0].value)"
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return float(done.stdout)
+
+
+def test_a_poison_message_sent_to_celery_ends_in_matchops_dead(database, rabbitmq_url: str):
+    # It kills its worker before its delivery is counted, every time: only RabbitMQ's
+    # delivery limit on `celery` stops it, by moving it to `matchops.dead`.
+    env = _on_rabbitmq(rabbitmq_url)
+    task_id = unique("poison")
+    kill = {"MATCHOPS_TEST_KILL": f"delivered:{task_id}"}
+    dead_before = _dead_letters_gauge(env)
+    sibling = Celery("sibling", broker=rabbitmq_url, backend=get_settings().backend)
+    with running_worker(
+        "poison-in-celery",
+        queues="celery",
+        concurrency=1,
+        extra_env={**env, **kill},
+        entry=KILLING_WORKER,
+    ):
+        sibling.send_task("events.publish", task_id=task_id)
+        wait_for(
+            lambda: _dead_letters_gauge(env) == dead_before + 1,
+            timeout=180,
+            what="the message in matchops.dead",
+        )
+    assert task_run(task_id) is None  # never counted: the broker alone stopped it
+    with Connection(rabbitmq_url) as connection:
+        dead = DEAD_LETTER_QUEUE(connection.default_channel)
+        ids = []
+        while (message := dead.get()) is not None:
+            ids.append(message.headers.get("id"))
+            message.ack()
+    assert task_id in ids
 
 
 def test_a_worker_killed_after_its_commit_replays_the_outcome(
