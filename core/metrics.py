@@ -209,10 +209,12 @@ def tasks_accepted(session: Session) -> Iterator[Metric]:
 
 
 def task_queue_wait(session: Session) -> Iterator[Metric]:
-    """`matchops_task_queue_wait_seconds{task}`: accepted, or due after a countdown → started."""
+    """`matchops_task_queue_wait_seconds{task}`: accepted, sent, or due after a countdown →
+    started (`task_runs.due_at`, workers.ledger)."""
     family = HistogramMetricFamily(
         "matchops_task_queue_wait_seconds",
-        "Seconds from a task being accepted (or due, after a countdown) to its first start.",
+        "Seconds from a task being accepted or sent (or due, after a countdown) to its first "
+        "start.",
         labels=["task"],
     )
     for name, *values in session.connection().execute(TASK_QUEUE_WAIT):

@@ -68,6 +68,9 @@ class TaskRun(Base):
     origin: Mapped[str] = mapped_column(Text)
     idempotency_key: Mapped[str | None] = mapped_column(Text)
     accepted_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    # Accepted, or after its countdown; for a task the API never saw, when its message
+    # was sent or became due (workers.base), else its first delivery. Queue wait counts
+    # from here.
     due_at: Mapped[datetime] = mapped_column(server_default=func.now())
     # Last handed to the broker; NULL while a countdown waits or after a failed publish.
     dispatched_at: Mapped[datetime | None]

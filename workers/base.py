@@ -36,6 +36,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from billiard.einfo import ExceptionInfo
@@ -46,7 +47,7 @@ from pydantic_core import to_jsonable_python
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from core.context import CALLER_HEADER, TaskContext, attach_context
+from core.context import CALLER_HEADER, SENT_AT_HEADER, TaskContext, attach_context
 from core.db import get_bookkeeping_engine, get_engine, session_factory
 from core.errors import (
     DomainError,
@@ -269,7 +270,9 @@ def _declare(
             return call(self, None, kwargs)
         sent_by = TaskContext(task_id=request.id, task_name=name, caller=_caller_of(request))
         with get_bookkeeping_engine().connect() as connection:
-            delivery = ledger.begin_delivery(connection, sent_by, kwargs, sent_by.caller)
+            delivery = ledger.begin_delivery(
+                connection, sent_by, kwargs, sent_by.caller, _due_since(request)
+            )
         if delivery.outcome is not None:
             return _replay(delivery.outcome)
         # The recorded caller wins: the API's token subject for a task it accepted.
@@ -319,6 +322,19 @@ def task_specs() -> dict[str, TaskSpec]:
 def _caller_of(request: Any) -> str:
     sent_by = request.get(CALLER_HEADER)
     return sent_by if sent_by in SENT_BY else "send_task"
+
+
+def _due_since(request: Any) -> datetime | None:
+    """When the message was sent (its SENT_AT_HEADER) or, if later, its ETA; None when it
+    says neither: a bare `send_task` without a countdown carries no send time (Celery's
+    message protocol has none, and neither Redis nor AMQP messages add one)."""
+    moments = []
+    with contextlib.suppress(TypeError, ValueError, OverflowError, OSError):
+        moments.append(datetime.fromtimestamp(float(request.get(SENT_AT_HEADER)), UTC))
+    with contextlib.suppress(TypeError, ValueError):
+        eta = datetime.fromisoformat(request.eta)
+        moments.append(eta if eta.tzinfo else eta.replace(tzinfo=UTC))
+    return max(moments, default=None)
 
 
 def _replay(outcome: ledger.Outcome) -> Any:

@@ -21,9 +21,10 @@ the first one's outcome and changes nothing:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, case, func, select, update
+from sqlalchemy import Connection, DateTime, bindparam, case, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -67,6 +68,9 @@ _counted = insert(TaskRun).values(
     args=bindparam("run_args"),
     caller=bindparam("run_caller"),
     origin=bindparam("run_origin"),
+    # When the message was sent, or became due, if it says so; else now (its wait then
+    # reads as none).
+    due_at=func.coalesce(bindparam("run_due", type_=DateTime(timezone=True)), func.now()),
     dispatched_at=func.now(),
     started_at=func.now(),
     deliveries=1,
@@ -111,9 +115,14 @@ RECORDED_OUTCOME = select(*_OUTCOME_COLUMNS).where(TaskRun.task_id == bindparam(
 
 
 def begin_delivery(
-    connection: Connection, context: TaskContext, args: dict[str, Any], origin: str
+    connection: Connection,
+    context: TaskContext,
+    args: dict[str, Any],
+    origin: str,
+    due: datetime | None = None,
 ) -> Delivery:
-    """Count a delivery of the task (the row is created for tasks the API never saw).
+    """Count a delivery of the task (the row is created for tasks the API never saw,
+    due at `due`: when its message was sent or became due, if known).
 
     Runs on an autocommit connection: the count must survive whatever happens next.
     """
@@ -125,6 +134,7 @@ def begin_delivery(
             "run_args": args,
             "run_caller": context.caller,
             "run_origin": origin,
+            "run_due": due,
         },
     ).one()
     return Delivery(count=row.deliveries, caller=row.caller, outcome=_outcome(row))
