@@ -265,6 +265,21 @@ def test_a_poison_message_sent_to_celery_ends_in_matchops_dead(database, rabbitm
     assert task_id in ids
 
 
+def test_a_backlog_on_rabbitmq_counts_as_queue_wait(database, rabbitmq_url: str):
+    env = _on_rabbitmq(rabbitmq_url)
+    task_ids = [str(uuid.uuid4()) for _ in range(2)]
+    for task_id in task_ids:
+        kwargs = {"difficulty": "Easy", "topic": unique("backlog")}
+        _send_from_matchops(env, "peer.sweep", task_id, kwargs)
+    # No worker consumes `sweeps` until now: the sweeps waited in RabbitMQ.
+    time.sleep(2)
+    with running_worker("backlog-on-rabbitmq", queues="sweeps", extra_env=env):
+        wait_for(lambda: all(task_finished(t) for t in task_ids), timeout=60, what="the backlog")
+    for task_id in task_ids:
+        run = task_run(task_id)
+        assert (run.started_at - run.due_at).total_seconds() >= 2
+
+
 def test_a_worker_killed_after_its_commit_replays_the_outcome(
     database, db, rabbitmq_url: str, tmp_path: Path
 ):
