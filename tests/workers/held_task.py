@@ -1,6 +1,7 @@
 """Tasks that outlive any time limit: each ignores the soft limit, as a task blocked where
 the soft limit's exception cannot end it would, so only the hard limit stops it. Loaded
-only by the workers of the time-limit tests (`-I tests.workers.held_task`)."""
+only by the workers of the time-limit tests (`-I tests.workers.held_task`), never by the
+tests themselves (tests.workers.held)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,8 @@ from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.orm import Session
 
 from core.results import TaskResult
+from tests.workers.held import HELD_IN_TRANSACTION, HELD_WITH_ROW_LOCKED
 from workers.base import NoArgs, ProgressReporter, own_transactions_task, task
-
-# In a transaction of its own, as most tasks run.
-HELD_IN_TRANSACTION = "tests.held_in_transaction"
-# Holding its `task_runs` row locked while it runs, as a task with its own transactions.
-HELD_WITH_ROW_LOCKED = "tests.held_with_row_locked"
 
 
 class NeverResult(TaskResult):
@@ -41,9 +38,3 @@ def held_in_transaction(session: Session, args: NoArgs) -> NeverResult:
 def held_with_row_locked(reporter: ProgressReporter, args: NoArgs) -> NeverResult:
     """Sleeps while its row is locked until the hard time limit kills it."""
     _outlive_every_limit()
-
-
-# A worker that loads these tasks, and the limits it runs them under.
-WORKER_ARGS = ("-I", __name__)
-LIMITS = {"TASK_SOFT_TIME_LIMIT": "1", "TASK_TIME_LIMIT": "2"}
-KILLED = "killed at the hard time limit of 2 s (TASK_TIME_LIMIT)"

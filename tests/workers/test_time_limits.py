@@ -13,7 +13,7 @@ from api.submission import describe_task
 from core.errors import PreviousFailure
 from tests.factories import unique
 from tests.support import queue_taken_from, running_worker, task_finished, task_run, wait_for
-from tests.workers.held_task import (
+from tests.workers.held import (
     HELD_IN_TRANSACTION,
     HELD_WITH_ROW_LOCKED,
     KILLED,
