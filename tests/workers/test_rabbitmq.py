@@ -278,7 +278,7 @@ def test_a_backlog_on_rabbitmq_counts_as_queue_wait(database, rabbitmq_url: str)
     env = _on_rabbitmq(rabbitmq_url)
     task_ids = [str(uuid.uuid4()) for _ in range(2)]
     for task_id in task_ids:
-        kwargs = {"difficulty": "Easy", "topic": unique("backlog")}
+        kwargs: dict[str, object] = {"difficulty": "Easy", "topic": unique("backlog")}
         _send_from_matchops(env, "peer.sweep", task_id, kwargs)
     # No worker consumes `sweeps` until now: the sweeps waited in RabbitMQ.
     time.sleep(2)
