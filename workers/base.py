@@ -23,7 +23,9 @@ rolls its effects back), and for `own_transactions_task`, which cannot roll back
 the last of its own transactions while the task's `task_runs` row stays locked.
 A later delivery of the id (a redelivery, a redispatch, a sibling sending the same id
 twice) replays the recorded outcome and changes nothing; a delivery past
-TASK_MAX_DELIVERIES ends the task as FAILURE ("gave up after N deliveries").
+TASK_MAX_DELIVERIES ends the task as FAILURE ("gave up after N deliveries"), and a task
+killed at its hard time limit ends as FAILURE (TimeLimitExceeded), recorded by the
+worker's main process (`MatchopsTask.on_failure`).
 
 Time limits and the task log format (`task_name[task_id]` on every line) are
 worker-wide, in celeryconfig.py.
@@ -386,13 +388,13 @@ def _record_time_limit(task_id: str, name: str, exc: TimeLimitExceeded) -> None:
             # until that query ends; the dispatcher then hands the task out again.
             connection.execute(text(f"SET LOCAL lock_timeout = '{TIME_LIMIT_RECORD_LOCK_WAIT}'"))
             ledger.write_first_outcome(connection, task_id, failure)
-    except TRANSIENT_ERRORS as error:
+    except TRANSIENT_ERRORS as outage:
         logger.warning(
             "%s[%s] hit its hard time limit; its failure could not be recorded (%s), so it "
             "is dispatched again after REDISPATCH_AFTER_SECONDS",
             name,
             task_id,
-            error,
+            outage,
         )
 
 
