@@ -43,6 +43,14 @@ MATCHOPS_QUEUES = (
 )
 # Where a sibling's own Celery app sends by default (`send_task` without routes).
 SIBLING_QUEUE = "celery"
+# On RabbitMQ, `celery` gets the delivery limit and dead-letter target of the other
+# queues from a policy the operator sets (README, RabbitMQ): a policy takes no part in
+# the equivalence check of a redeclaration, as queue arguments do, so a sibling's app,
+# declaring the queue with no arguments, is not refused.
+SIBLING_QUEUE_POLICY = {
+    "delivery-limit": RABBITMQ_DELIVERY_LIMIT,
+    "dead-letter-exchange": DEAD_LETTERS.name,
+}
 # Every queue a worker consumes by default and the metrics report.
 QUEUE_NAMES = (*MATCHOPS_QUEUES, SIBLING_QUEUE)
 
@@ -81,9 +89,10 @@ def on_rabbitmq(broker_url: str) -> bool:
 
 def task_queues(rabbitmq: bool) -> tuple[Queue, ...]:
     """Every queue, declared as workers and producers on that kind of broker declare it."""
+    quorum: dict[str, Any] = {"x-queue-type": "quorum"} if rabbitmq else {}
     arguments: dict[str, Any] = (
         {
-            "x-queue-type": "quorum",
+            **quorum,
             "x-delivery-limit": RABBITMQ_DELIVERY_LIMIT,
             "x-dead-letter-exchange": DEAD_LETTERS.name,
         }
@@ -92,10 +101,16 @@ def task_queues(rabbitmq: bool) -> tuple[Queue, ...]:
     )
     return (
         *(Queue(name, durable=True, queue_arguments=arguments) for name in MATCHOPS_QUEUES),
-        # Declared exactly as a sibling's app declares it (durable, classic, on its own
-        # direct exchange), or RabbitMQ would refuse the sibling's declaration as
-        # inequivalent.
-        Queue(SIBLING_QUEUE, Exchange(SIBLING_QUEUE), routing_key=SIBLING_QUEUE, durable=True),
+        # Declared as a sibling's app declares it (durable, on its own direct exchange),
+        # and quorum: on a vhost whose default queue type is quorum, the sibling's
+        # declaration without a type is equivalent to this one (README, RabbitMQ).
+        Queue(
+            SIBLING_QUEUE,
+            Exchange(SIBLING_QUEUE),
+            routing_key=SIBLING_QUEUE,
+            durable=True,
+            queue_arguments=quorum,
+        ),
     )
 
 
@@ -140,6 +155,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # A stuck task is interrupted (soft: it can roll back) and then killed (hard).
         "task_soft_time_limit": settings.task_soft_time_limit,
         "task_time_limit": settings.task_time_limit,
+        # A task killed at the hard limit is acknowledged, not delivered again (it would
+        # most likely be killed again); the task base records it as FAILURE
+        # (TimeLimitExceeded), which every later delivery of its id replays.
+        "task_acks_on_timeout": True,
         # The API reads states from PostgreSQL (task_runs); Flower sees STARTED in the
         # task events. The stored name/args let `send_task` callers and Flower show what
         # ran.

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import email.message
 import json
-import uuid
 from collections.abc import Callable, Coroutine
 from functools import partial
 from typing import Any
@@ -112,7 +111,7 @@ async def enqueue(
     if enqueue_request.wait is None:
         return JSONResponse(submission.accepted_body(task_id, name), 202)
     waiters: OutcomeWaiters = request.app.state.waiters
-    await waiters.wait(uuid.UUID(task_id), enqueue_request.wait)
+    await waiters.wait(task_id, enqueue_request.wait)
     answer = await run_in_threadpool(
         partial(submission.describe_task, task_id, reader=caller.sub, may_read_all=True)
     )

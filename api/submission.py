@@ -130,7 +130,7 @@ INSERT_TASKS = f"""
     SELECT t.task_id, t.name, t.args, t.caller, 'api', t.idempotency_key,
            'PENDING', now() + make_interval(secs => t.countdown), t.traceparent
     FROM jsonb_to_recordset(CAST(%(tasks)s AS jsonb)) AS t(
-        task_id uuid, name text, args jsonb, caller text, idempotency_key text, countdown float8,
+        task_id text, name text, args jsonb, caller text, idempotency_key text, countdown float8,
         traceparent text
     )
     ON CONFLICT (caller, idempotency_key) DO NOTHING
@@ -143,7 +143,7 @@ INSERT_TASKS = f"""
 TASKS_FOR_KEYS = """
     SELECT k.task_id, r.task_id, r.name, r.args = k.args AS same_args
     FROM jsonb_to_recordset(CAST(%(keys)s AS jsonb)) AS k(
-        task_id uuid, caller text, idempotency_key text, args jsonb
+        task_id text, caller text, idempotency_key text, args jsonb
     )
     JOIN task_runs r ON r.caller = k.caller AND r.idempotency_key = k.idempotency_key
 """
@@ -271,7 +271,8 @@ def describe_task(task_id: str, *, reader: str, may_read_all: bool) -> dict[str,
     caller's, one sent with `send_task` or by beat) only with `may_read_all`. Unknown
     ids and tasks the reader may not see are the same 404.
     """
-    canonical = _canonical_task_id(task_id)
+    if "\x00" in task_id:  # no PostgreSQL text holds one, so no task has it
+        raise ApiError(404, "not_found", f"unknown task id {task_id!r}")
     with _reaching(DATABASE, DATABASE_ERRORS), get_bookkeeping_engine().connect() as connection:
         row = connection.execute(
             select(
@@ -284,14 +285,14 @@ def describe_task(task_id: str, *, reader: str, may_read_all: bool) -> dict[str,
                 TaskProgress.progress,
             )
             .outerjoin(TaskProgress, TaskProgress.task_id == TaskRun.task_id)
-            .where(TaskRun.task_id == canonical)
+            .where(TaskRun.task_id == task_id)
         ).one_or_none()
     own = row is not None and row.origin == "api" and row.caller == reader
     if row is None or not (own or may_read_all):
         raise ApiError(404, "not_found", f"unknown task id {task_id!r}")
     if row.state is None:
-        return _legacy_status(str(canonical), row.name)
-    body: dict[str, Any] = {"task_id": str(canonical), "name": row.name, "state": row.state}
+        return _legacy_status(task_id, row.name)
+    body: dict[str, Any] = {"task_id": task_id, "name": row.name, "state": row.state}
     if row.state == "SUCCESS":
         body["result"] = row.result
     elif row.state == "FAILURE":
@@ -301,7 +302,7 @@ def describe_task(task_id: str, *, reader: str, may_read_all: bool) -> dict[str,
     return body
 
 
-def finished_among(task_ids: Collection[uuid.UUID]) -> set[uuid.UUID]:
+def finished_among(task_ids: Collection[str]) -> set[str]:
     """Which of these tasks have an outcome (one indexed read for all of them)."""
     with get_bookkeeping_engine().connect() as connection:
         rows = connection.scalars(
@@ -380,13 +381,6 @@ def _legacy_status(task_id: str, name: str) -> dict[str, Any]:
 
 class TaskFailed(Exception):
     """A failure the result backend holds without an exception it could rebuild."""
-
-
-def _canonical_task_id(task_id: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(task_id)
-    except ValueError:
-        raise ApiError(404, "not_found", f"unknown task id {task_id!r}") from None
 
 
 @contextmanager

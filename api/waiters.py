@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections.abc import Callable, Collection
 
 from anyio import to_thread
@@ -23,12 +22,12 @@ POLL_SECONDS = 0.05
 class OutcomeWaiters:
     """Futures per task id, resolved when `finished(ids)` lists the id."""
 
-    def __init__(self, finished: Callable[[Collection[uuid.UUID]], set[uuid.UUID]]) -> None:
+    def __init__(self, finished: Callable[[Collection[str]], set[str]]) -> None:
         self._finished = finished
-        self._waiting: dict[uuid.UUID, list[asyncio.Future[None]]] = {}
+        self._waiting: dict[str, list[asyncio.Future[None]]] = {}
         self._poller: asyncio.Task[None] | None = None
 
-    async def wait(self, task_id: uuid.UUID, seconds: float) -> None:
+    async def wait(self, task_id: str, seconds: float) -> None:
         """Return once the task has finished, or after `seconds`."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(task_id, []).append(future)

@@ -3,7 +3,7 @@ host does meanwhile.
 
 Builds the multi-host deployment of the tests (tests/hosts/harness.py: network
 namespaces for a database host and two worker hosts behind a router, a private
-PostgreSQL and Redis, real `matchops worker`s, REDISPATCH_AFTER_SECONDS=5), cuts worker
+PostgreSQL and Redis, real `matchops worker`s, the short bounds of its BASE_SETTINGS), cuts worker
 host `a` off while it is inside a `peer.sweep` and a `peer.request`, and prints the time
 from the cut to the held tasks' outcomes and the healthy host's throughput without and
 during the partition, side by side.

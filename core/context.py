@@ -11,6 +11,10 @@ TASK_INFO_KEY = "task"
 # The message header naming who sent a task that did not come through the API (beat
 # sets it); a bare `send_task` sets none.
 CALLER_HEADER = "matchops_caller"
+# The message header saying when it was sent (seconds since the epoch, the sender's
+# clock): every process of this app sets it at publish (workers.signals), so a task's
+# queue wait counts from then even when its `task_runs` row is made at first delivery.
+SENT_AT_HEADER = "matchops_sent_at"
 
 
 @dataclass(frozen=True)

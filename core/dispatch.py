@@ -11,7 +11,6 @@ Countdowns wait here too, so the broker never holds a long ETA.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -148,7 +147,7 @@ def _mark_dispatched(
 
 
 def _dispatches(result: Any) -> list[Dispatch]:
-    return [Dispatch(str(row.task_id), row.name, row.args, row.traceparent) for row in result]
+    return [Dispatch(row.task_id, row.name, row.args, row.traceparent) for row in result]
 
 
 def release(connection: Connection, dispatches: Sequence[Dispatch]) -> None:
@@ -157,7 +156,7 @@ def release(connection: Connection, dispatches: Sequence[Dispatch]) -> None:
         connection.execute(
             update(TaskRun)
             .where(
-                TaskRun.task_id.in_([uuid.UUID(d.task_id) for d in dispatches]),
+                TaskRun.task_id.in_([d.task_id for d in dispatches]),
                 TaskRun.finished_at.is_(None),
             )
             .values(dispatched_at=None)

@@ -26,7 +26,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from sqlalchemy import ColumnElement, bindparam, case, func, or_, select, union_all
 from sqlalchemy.orm import Session
 
-from celeryconfig import QUEUE_NAMES
+from celeryconfig import DEAD_LETTER_QUEUE, QUEUE_NAMES
 from core.db import session_factory
 from core.errors import DOMAIN_ERRORS, GaveUp
 from core.settings import get_settings
@@ -263,10 +263,12 @@ def tasks_accepted(session: Session) -> Iterator[Metric]:
 
 
 def task_queue_wait(session: Session) -> Iterator[Metric]:
-    """`matchops_task_queue_wait_seconds{task}`: accepted, or due after a countdown → started."""
+    """`matchops_task_queue_wait_seconds{task}`: accepted, sent, or due after a countdown →
+    started (`task_runs.due_at`, workers.ledger)."""
     family = HistogramMetricFamily(
         "matchops_task_queue_wait_seconds",
-        "Seconds from a task being accepted (or due, after a countdown) to its first start.",
+        "Seconds from a task being accepted or sent (or due, after a countdown) to its first "
+        "start.",
         labels=["task"],
     )
     for name, *values in session.connection().execute(TASK_QUEUE_WAIT):
@@ -360,6 +362,23 @@ def queue_lengths(queues: Sequence[str]) -> Iterator[Metric]:
     yield gauge
 
 
+def dead_letters() -> Iterator[Metric]:
+    """`matchops_dead_letters`: messages RabbitMQ dropped past a queue's delivery limit
+    (or rejected) and holds in `matchops.dead` for an operator; 0 on Redis."""
+    from workers.app import app
+
+    gauge = GaugeMetricFamily(
+        "matchops_dead_letters",
+        "Messages waiting in the dead-letter queue matchops.dead.",
+    )
+    with app.connection_for_read() as connection:
+        try:
+            gauge.add_metric([], float(_waiting(connection, DEAD_LETTER_QUEUE.name)))
+        except connection.connection_errors as exc:
+            raise kombu.exceptions.OperationalError(str(exc)) from exc
+    yield gauge
+
+
 def _waiting(connection: Connection, queue: str) -> int:
     # A passive declare counts without creating; a queue nobody declared yet holds nothing.
     # Each check gets its own channel: a refused passive declare closes AMQP channels.
@@ -400,6 +419,7 @@ class MatchopsCollector(Collector):
                 metrics.extend(reader(session))
         metrics.extend(queue_lengths(QUEUE_NAMES))
         metrics.extend(thread_restarts())
+        metrics.extend(dead_letters())
         return metrics
 
 

@@ -126,6 +126,14 @@ class Settings(BaseSettings):
                 f"MAX_QUEUE_WAIT_SECONDS ({self.max_queue_wait_seconds:g}) must be below "
                 f"REDISPATCH_AFTER_SECONDS ({self.redispatch_after_seconds})"
             )
+        if not self.task_time_limit < self.redispatch_after_seconds:
+            # A task still running must not be dispatched again beside itself; only a
+            # task past its hard limit, killed, may have been lost.
+            raise ValueError(
+                f"REDISPATCH_AFTER_SECONDS ({self.redispatch_after_seconds}) must be above "
+                f"TASK_TIME_LIMIT ({self.task_time_limit}): raise REDISPATCH_AFTER_SECONDS "
+                "or lower TASK_TIME_LIMIT"
+            )
         return self
 
     @model_validator(mode="after")

@@ -68,7 +68,8 @@ class TaskRun(Base):
         Index("ix_task_runs_finished_at", "finished_at"),
     )
 
-    task_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    # Any string Celery accepts: a sibling may choose its own ids (`"order-42"`).
+    task_id: Mapped[str] = mapped_column(Text, primary_key=True)
     name: Mapped[str] = mapped_column(Text)
     args: Mapped[dict[str, Any]]
     # The API token's sub, or `beat`, `trigger`, `send_task`.
@@ -77,6 +78,9 @@ class TaskRun(Base):
     origin: Mapped[str] = mapped_column(Text)
     idempotency_key: Mapped[str | None] = mapped_column(Text)
     accepted_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    # Accepted, or after its countdown; for a task the API never saw, when its message
+    # was sent or became due (workers.base), else its first delivery. Queue wait counts
+    # from here.
     due_at: Mapped[datetime] = mapped_column(server_default=func.now())
     # Last handed to the broker; NULL while a countdown waits or after a failed publish.
     dispatched_at: Mapped[datetime | None]
@@ -115,8 +119,8 @@ class TaskProgress(Base):
 
     __tablename__ = "task_progress"
 
-    task_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("task_runs.task_id", ondelete="CASCADE"), primary_key=True
+    task_id: Mapped[str] = mapped_column(
+        Text, ForeignKey("task_runs.task_id", ondelete="CASCADE"), primary_key=True
     )
     progress: Mapped[dict[str, Any]]
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())

@@ -15,7 +15,6 @@ import logging
 import os
 import signal
 import sys
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -407,7 +406,7 @@ def _refuse_when_behind(name: str) -> None:
 def _await_outcome(task_id: str, caller: str, seconds: float) -> dict[str, Any]:
     from api.submission import describe_task, finished_among
 
-    poll_until(lambda: finished_among([uuid.UUID(task_id)]), seconds, 0.05)
+    poll_until(lambda: finished_among([task_id]), seconds, 0.05)
     return describe_task(task_id, reader=caller, may_read_all=True)
 
 

@@ -2,6 +2,8 @@
 what a worker dying there leaves behind. `python -m tests.killing_worker worker ...`
 
 MATCHOPS_TEST_KILL names the point and the task id:
+- `delivered:<task id>`: every time the task arrives, before its delivery is counted: a
+  message only the broker's delivery limit can stop;
 - `claimed:<task id>`: every time the task's row is locked for work (after the
   delivery was counted, before any effect): a message that keeps killing its worker;
 - `committed:<task id>`: once, the whole worker (main process and pool), after the task
@@ -38,16 +40,21 @@ def _die_after_commit(task_id: str | None = None, **_: Any) -> None:
         os.killpg(os.getpgrp(), signal.SIGKILL)
 
 
+# The statement each point dies before.
+STATEMENT_AT = {"delivered": "INSERT INTO task_runs", "claimed": "FOR NO KEY UPDATE"}
+
+
 @worker_process_init.connect
-def _die_when_claimed(**_: Any) -> None:
-    if POINT != "claimed":
+def _die_at_statement(**_: Any) -> None:
+    if POINT not in STATEMENT_AT:
         return
+    marker = STATEMENT_AT[POINT]
 
     @event.listens_for(Engine, "before_cursor_execute")
     def _on_statement(
         conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool
     ) -> None:
-        if "FOR NO KEY UPDATE" in statement and TARGET in str(parameters):
+        if marker in statement and TARGET in str(parameters):
             _die()
 
 

@@ -6,12 +6,12 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
+from celery import Celery
 from celery.result import AsyncResult
 from pydantic import ValidationError
 from sqlalchemy import select, text
@@ -47,6 +47,7 @@ class WorkerProcess:
         log_dir: Path | None = None,
         extra_env: dict[str, str] | None = None,
         entry: tuple[str, ...] = ("-m", "celery", "-A", "workers.app"),
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         self.name = f"{name}@matchops-tests"
         env = extra_env or {}
@@ -61,6 +62,7 @@ class WorkerProcess:
                 "worker",
                 *("-P", "prefork", "-c", str(concurrency), "-Q", queues, "-n", self.name),
                 *("-l", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"),
+                *extra_args,
             ],
             (log_dir or TEST_LOGS) / f"{name}.log",
             env,
@@ -234,12 +236,23 @@ def capped_sweeper(
 def task_run(task_id: str) -> Any:
     """The task's `task_runs` row as it is now (None when no one recorded the id)."""
     with get_engine().connect() as connection:
-        return connection.execute(
-            select(TaskRun).where(TaskRun.task_id == uuid.UUID(task_id))
-        ).one_or_none()
+        return connection.execute(select(TaskRun).where(TaskRun.task_id == task_id)).one_or_none()
 
 
 def task_finished(task_id: str) -> bool:
     """Whether the task has an outcome."""
     run = task_run(task_id)
     return run is not None and run.finished_at is not None
+
+
+def sent_twice_with_own_id(
+    sibling: Celery, name: str, kwargs: dict[str, Any], task_id: str
+) -> tuple[Any, Any]:
+    """A sibling's own Celery app sends `name` twice under its own `task_id`; the answer to
+    each send. The first result is forgotten before the second send, so the second answer
+    is the second delivery's own, not the first one read back from the backend."""
+    first = sibling.send_task(name, kwargs=kwargs, task_id=task_id)
+    first_answer = first.get(timeout=60)
+    first.forget()
+    second = sibling.send_task(name, kwargs=kwargs, task_id=task_id)
+    return first_answer, second.get(timeout=60)

@@ -23,7 +23,9 @@ rolls its effects back), and for `own_transactions_task`, which cannot roll back
 the last of its own transactions while the task's `task_runs` row stays locked.
 A later delivery of the id (a redelivery, a redispatch, a sibling sending the same id
 twice) replays the recorded outcome and changes nothing; a delivery past
-TASK_MAX_DELIVERIES ends the task as FAILURE ("gave up after N deliveries").
+TASK_MAX_DELIVERIES ends the task as FAILURE ("gave up after N deliveries"), and a task
+killed at its hard time limit ends as FAILURE (TimeLimitExceeded), recorded by the
+worker's main process (`MatchopsTask.on_failure`).
 
 No delivery waits long on another transaction's lock: every statement gives up after
 DB_LOCK_TIMEOUT_MS, and the task is tried again after waits that grow to
@@ -38,18 +40,24 @@ worker-wide, in celeryconfig.py.
 from __future__ import annotations
 
 import contextlib
+import logging
 import random
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from billiard.einfo import ExceptionInfo
 from celery import Task
+from celery.exceptions import TimeLimitExceeded
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 from pydantic_core import to_jsonable_python
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from core.context import CALLER_HEADER, TaskContext, attach_context
-from core.db import get_bookkeeping_engine, session_factory
+from core.context import CALLER_HEADER, SENT_AT_HEADER, TaskContext, attach_context
+from core.db import get_bookkeeping_engine, get_engine, session_factory
 from core.errors import (
     DomainError,
     GaveUp,
@@ -71,6 +79,12 @@ FINAL_ERRORS: tuple[type[Exception], ...] = (DomainError, GaveUp, PreviousFailur
 
 # Who may name themselves in the caller header; anything else is a bare `send_task`.
 SENT_BY = frozenset({"beat", "trigger"})
+
+# How long the record of a task killed at its hard time limit waits for the task's row,
+# which the killed process may hold until PostgreSQL sees its connection close.
+TIME_LIMIT_RECORD_LOCK_WAIT = "30s"
+
+logger = logging.getLogger("matchops.tasks")
 
 
 class TaskArgs(BaseModel):
@@ -114,6 +128,30 @@ class MatchopsTask(Task):  # type: ignore[misc]
     max_retries = 5
     # Set on each task by its declaration.
     spec: TaskSpec
+
+    def on_failure(
+        self,
+        exc: Exception,
+        task_id: str,
+        args: Any,
+        kwargs: Any,
+        einfo: ExceptionInfo | None,
+    ) -> None:
+        """A task killed at the hard time limit ends as a recorded FAILURE.
+
+        Celery's main process calls this when the pool kills a task at TASK_TIME_LIMIT,
+        and then acknowledges its message (`task_acks_on_timeout`): a task that ran out
+        of time would run out again, so it is not delivered again. The outcome is written
+        from a thread, because the killed process may still hold the task's row, and it
+        is killed only once this returns.
+        """
+        if isinstance(exc, TimeLimitExceeded):
+            threading.Thread(
+                target=_record_time_limit,
+                args=(task_id, self.name, exc),
+                name=f"time-limit-{task_id}",
+                daemon=True,
+            ).start()
 
 
 def parse_args(name: str, model: type[ArgsT], kwargs: dict[str, Any]) -> ArgsT:
@@ -239,7 +277,9 @@ def _declare(
     def deliver(self: Task, request: Any, kwargs: dict[str, Any]) -> Any:
         sent_by = TaskContext(task_id=request.id, task_name=name, caller=_caller_of(request))
         with get_bookkeeping_engine().connect() as connection:
-            delivery = ledger.begin_delivery(connection, sent_by, kwargs, sent_by.caller)
+            delivery = ledger.begin_delivery(
+                connection, sent_by, kwargs, sent_by.caller, _due_since(request)
+            )
         if delivery.outcome is not None:
             return _replay(delivery.outcome)
         # The recorded caller wins: the API's token subject for a task it accepted.
@@ -319,6 +359,19 @@ def _caller_of(request: Any) -> str:
     return sent_by if sent_by in SENT_BY else "send_task"
 
 
+def _due_since(request: Any) -> datetime | None:
+    """When the message was sent (its SENT_AT_HEADER) or, if later, its ETA; None when it
+    says neither: a bare `send_task` without a countdown carries no send time (Celery's
+    message protocol has none, and neither Redis nor AMQP messages add one)."""
+    moments = []
+    with contextlib.suppress(TypeError, ValueError, OverflowError, OSError):
+        moments.append(datetime.fromtimestamp(float(request.get(SENT_AT_HEADER)), UTC))
+    with contextlib.suppress(TypeError, ValueError):
+        eta = datetime.fromisoformat(request.eta)
+        moments.append(eta if eta.tzinfo else eta.replace(tzinfo=UTC))
+    return max(moments, default=None)
+
+
 def _replay(outcome: ledger.Outcome) -> Any:
     if outcome.state == ledger.SUCCESS:
         return outcome.result
@@ -349,6 +402,33 @@ def _record_failure_quietly(context: TaskContext, error: BaseException) -> ledge
         except ledger.Superseded as superseded:
             return superseded.outcome
     return None
+
+
+def _record_time_limit(task_id: str, name: str, exc: TimeLimitExceeded) -> None:
+    """Record `TimeLimitExceeded` as the outcome of a task killed at its hard limit,
+    unless an outcome stands (a delivery that finished first keeps its own)."""
+    seconds = exc.args[0] if exc.args else get_settings().task_time_limit
+    # Built here: billiard's exception renders its arguments' repr as its message.
+    error = {
+        "type": TimeLimitExceeded.__name__,
+        "message": f"killed at the hard time limit of {seconds} s (TASK_TIME_LIMIT)",
+        "status": 500,
+    }
+    failure = ledger.Outcome(ledger.FAILURE, error=error)
+    try:
+        with get_engine().begin() as connection:
+            # Bounded: a killed task whose query still runs in PostgreSQL holds the row
+            # until that query ends; the dispatcher then hands the task out again.
+            connection.execute(text(f"SET LOCAL lock_timeout = '{TIME_LIMIT_RECORD_LOCK_WAIT}'"))
+            ledger.write_first_outcome(connection, task_id, failure)
+    except TRANSIENT_ERRORS as outage:
+        logger.warning(
+            "%s[%s] hit its hard time limit; its failure could not be recorded (%s), so it "
+            "is dispatched again after REDISPATCH_AFTER_SECONDS",
+            name,
+            task_id,
+            outage,
+        )
 
 
 def _mark_quietly(context: TaskContext, state: str) -> None:

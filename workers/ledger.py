@@ -25,11 +25,11 @@ silent, is retried later by the task base instead of holding its worker process.
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, case, func, literal, select, true, update
+from sqlalchemy import Connection, DateTime, bindparam, case, func, literal, select, true, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -73,6 +73,9 @@ _counted = insert(TaskRun).values(
     args=bindparam("run_args"),
     caller=bindparam("run_caller"),
     origin=bindparam("run_origin"),
+    # When the message was sent, or became due, if it says so; else now (its wait then
+    # reads as none).
+    due_at=func.coalesce(bindparam("run_due", type_=DateTime(timezone=True)), func.now()),
     dispatched_at=func.now(),
     started_at=func.now(),
     deliveries=1,
@@ -125,20 +128,26 @@ RECORDED_OUTCOME = select(*_OUTCOME_COLUMNS).where(TaskRun.task_id == bindparam(
 
 
 def begin_delivery(
-    connection: Connection, context: TaskContext, args: dict[str, Any], origin: str
+    connection: Connection,
+    context: TaskContext,
+    args: dict[str, Any],
+    origin: str,
+    due: datetime | None = None,
 ) -> Delivery:
-    """Count a delivery of the task (the row is created for tasks the API never saw).
+    """Count a delivery of the task (the row is created for tasks the API never saw,
+    due at `due`: when its message was sent or became due, if known).
 
     Runs on an autocommit connection: the count must survive whatever happens next.
     """
     row = connection.execute(
         COUNT_DELIVERY,
         {
-            "run_id": uuid.UUID(context.task_id),
+            "run_id": context.task_id,
             "run_name": context.task_name,
             "run_args": args,
             "run_caller": context.caller,
             "run_origin": origin,
+            "run_due": due,
         },
     ).one()
     return Delivery(count=row.deliveries, caller=row.caller, outcome=_outcome(row))
@@ -154,7 +163,7 @@ def claim_run(session: Session, task_id: str, idle_seconds: int) -> Outcome | No
     """
     row = (
         session.connection()
-        .execute(CLAIM_RUN, {"run_id": uuid.UUID(task_id), "guard_idle": f"{idle_seconds}s"})
+        .execute(CLAIM_RUN, {"run_id": task_id, "guard_idle": f"{idle_seconds}s"})
         .one()
     )
     return _outcome(row)
@@ -182,16 +191,17 @@ def record_first_outcome(session: Session, task_id: str, outcome: Outcome) -> No
     """Write the outcome in the transaction of the task's work, or raise `Superseded`
     (carrying the outcome that stands) when another delivery recorded one first."""
     connection = session.connection()
-    if not _write_outcome(connection, task_id, outcome):
-        stored = connection.execute(RECORDED_OUTCOME, {"run_id": uuid.UUID(task_id)}).one()
+    if not write_first_outcome(connection, task_id, outcome):
+        stored = connection.execute(RECORDED_OUTCOME, {"run_id": task_id}).one()
         raise Superseded(_outcome(stored) or outcome)
 
 
-def _write_outcome(connection: Connection, task_id: str, outcome: Outcome) -> bool:
+def write_first_outcome(connection: Connection, task_id: str, outcome: Outcome) -> bool:
+    """Write the outcome unless one stands; whether it was written."""
     written = connection.execute(
         RECORD_OUTCOME,
         {
-            "run_id": uuid.UUID(task_id),
+            "run_id": task_id,
             "run_state": outcome.state,
             "run_result": outcome.result,
             "run_error": outcome.error,
@@ -208,7 +218,7 @@ def mark_state(connection: Connection, task_id: str, state: str) -> None:
     """
     unlocked = (
         select(TaskRun.task_id)
-        .where(TaskRun.task_id == uuid.UUID(task_id), UNFINISHED)
+        .where(TaskRun.task_id == task_id, UNFINISHED)
         .with_for_update(skip_locked=True)
         .scalar_subquery()
     )
@@ -217,7 +227,7 @@ def mark_state(connection: Connection, task_id: str, state: str) -> None:
 
 def record_progress(connection: Connection, task_id: str, progress: dict[str, Any]) -> None:
     """Store the latest progress of a running task."""
-    statement = insert(TaskProgress).values(task_id=uuid.UUID(task_id), progress=progress)
+    statement = insert(TaskProgress).values(task_id=task_id, progress=progress)
     connection.execute(
         statement.on_conflict_do_update(
             index_elements=[TaskProgress.task_id],

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from billiard.einfo import ExceptionInfo
 from celery.signals import (
     beat_init,
+    before_task_publish,
     task_failure,
     worker_init,
     worker_process_init,
@@ -16,6 +18,7 @@ from celery.signals import (
 
 from celeryconfig import DEAD_LETTER_QUEUE, on_rabbitmq
 from core import tracing
+from core.context import SENT_AT_HEADER
 from core.db import check_connections_on_use, get_bookkeeping_engine
 from core.dispatcher import Dispatcher
 from core.errors import DomainError
@@ -38,6 +41,13 @@ def _fresh_pool_after_fork(**_: Any) -> None:
     # A forked child must not share the parent's pooled sockets with its siblings; its
     # new engine skips the ping per checkout (the task base retries a dropped connection).
     check_connections_on_use()
+
+
+@before_task_publish.connect
+def _stamp_sent_at(headers: dict[str, Any], **_: Any) -> None:
+    # Every message this app sends (beat's ticks, triggers, sweep shares, the
+    # dispatchers' publishes, a task's retry) says when it left, for its queue wait.
+    headers.setdefault(SENT_AT_HEADER, time.time())
 
 
 @task_failure.connect

@@ -194,6 +194,8 @@ def test_every_series_after_a_peer_workload(
     assert set(queues) == {"interactive", "sweeps", "cascades", "maintenance", "events", "celery"}
     assert queues["maintenance"] >= 1
     assert all(length >= 0 for length in queues.values())
+    # Redis has no dead-letter queue (RabbitMQ's is checked in tests/workers).
+    assert _value(samples, "matchops_dead_letters") == 0
 
 
 def test_time_to_match_counts_never_drop_when_a_match_is_declined(

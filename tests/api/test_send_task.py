@@ -9,11 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sqlalchemy import select
+from celery import Celery
+from sqlalchemy import func, select
 
 from models import MatchRequest
 from tests.api.support import client_for
 from tests.factories import make_user, unique
+from tests.support import sent_twice_with_own_id, task_run
 
 # Runs in a separate interpreter, from an empty folder, in isolated mode: nothing of
 # matchops can be imported, no routes, no queue name; it sends to Celery's default queue.
@@ -70,3 +72,23 @@ def test_send_task_from_a_bare_celery_app_runs_and_its_status_reads_through_the_
     assert status.json()["result"] == result
     with client_for(api_url, ["peer.*"]) as stranger:
         assert stranger.get(f"/v1/tasks/{answer['task_id']}").status_code == 404
+
+
+def test_a_sibling_s_own_task_id_runs_once_and_the_second_send_replays_it(worker, db):
+    user = make_user(db)
+    topic = unique("own-id")
+    db.commit()
+    sibling = Celery(
+        "sibling", broker=os.environ["BROKER_URL"], backend=os.environ["RESULT_BACKEND"]
+    )
+    task_id = unique("order")
+    kwargs = {"user_id": user.id, "difficulty": "Easy", "topic": topic}
+
+    first, second = sent_twice_with_own_id(sibling, "peer.request", kwargs, task_id)
+
+    # Without the replay the second delivery would be refused as a duplicate request.
+    assert second == first
+    assert first["status"] == "pending"
+    assert db.scalar(select(func.count()).where(MatchRequest.user_id == user.id)) == 1
+    run = task_run(task_id)
+    assert (run.state, run.deliveries, run.caller) == ("SUCCESS", 2, "send_task")

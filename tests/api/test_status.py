@@ -62,7 +62,8 @@ def test_success_carries_the_result(worker, client: httpx.Client):
 
 
 def test_progress_of_a_running_task_is_shown(client: httpx.Client, db: Session):
-    task_id = uuid.uuid4()
+    # Any string is a task id, not only a UUID.
+    task_id = unique("order")
     caller = unique("progress")
     db.add(
         TaskRun(
@@ -80,7 +81,7 @@ def test_progress_of_a_running_task_is_shown(client: httpx.Client, db: Session):
     db.commit()
     response = client.get(f"/v1/tasks/{task_id}")
     assert response.json() == {
-        "task_id": str(task_id),
+        "task_id": task_id,
         "name": "maintenance.reconcile",
         "state": "STARTED",
         "progress": {"done": 2, "total": 5},
@@ -90,7 +91,7 @@ def test_progress_of_a_running_task_is_shown(client: httpx.Client, db: Session):
 def test_a_record_older_than_the_ledger_reads_its_outcome_from_the_result_backend(
     client: httpx.Client, db: Session
 ):
-    task_id = uuid.uuid4()
+    task_id = str(uuid.uuid4())
     db.add(
         TaskRun(
             task_id=task_id,
@@ -103,9 +104,9 @@ def test_a_record_older_than_the_ledger_reads_its_outcome_from_the_result_backen
         )
     )
     db.commit()
-    app.backend.store_result(str(task_id), Conflict("mentor is full"), "FAILURE")
+    app.backend.store_result(task_id, Conflict("mentor is full"), "FAILURE")
     assert client.get(f"/v1/tasks/{task_id}").json() == {
-        "task_id": str(task_id),
+        "task_id": task_id,
         "name": "mentorship.select",
         "state": "FAILURE",
         "error": {"type": "Conflict", "message": "mentor is full", "status": 409},

@@ -386,9 +386,7 @@ def _with_run(receiver: SpanReceiver, trace_id: str) -> dict[str, Span]:
 
 def _stored_traceparent(stack: PrivateStack, task_id: str) -> str | None:
     with stack.session() as session:
-        return session.scalar(
-            select(TaskRun.traceparent).where(TaskRun.task_id == uuid.UUID(task_id))
-        )
+        return session.scalar(select(TaskRun.traceparent).where(TaskRun.task_id == task_id))
 
 
 def _control(stack: PrivateStack) -> Any:

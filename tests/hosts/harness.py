@@ -90,12 +90,16 @@ AS_POSTGRES = (
 )
 
 # What the deployment's processes read, besides the URLs.
+# Short bounds, each below the next as the settings require: a lock wait below the
+# silent-client bound and the soft limit, the bound below the hard limit, the hard limit
+# below the redispatch wait.
 BASE_SETTINGS = {
-    "REDISPATCH_AFTER_SECONDS": "5",
-    "TASK_SOFT_TIME_LIMIT": "15",
-    "TASK_TIME_LIMIT": "20",
+    "REDISPATCH_AFTER_SECONDS": "10",
+    "TASK_SOFT_TIME_LIMIT": "6",
+    "TASK_TIME_LIMIT": "8",
     # The longest a silent host keeps its transactions and locks (README, Scale out).
-    "DB_SILENT_CLIENT_SECONDS": "10",
+    "DB_SILENT_CLIENT_SECONDS": "5",
+    "DB_LOCK_TIMEOUT_MS": "2000",
     "COMMIT_TRIGGERS": "true",
     "LOG_LEVEL": "INFO",
     "AUTH_SECRET": AUTH_SECRET,

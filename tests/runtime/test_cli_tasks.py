@@ -11,9 +11,10 @@ from sqlalchemy.engine import make_url
 from core.settings import get_settings
 from runtime.migrate import alembic_config, recreate_schema
 from runtime.polling import poll_until
-from tests.factories import next_id
+from tests.factories import next_id, unique
 from tests.runtime.commands import matchops
 from tests.support import queue_taken_from, task_finished, wait_for
+from workers.app import app
 
 
 def test_enqueue_waits_for_the_result_and_status_reads_it(worker):
@@ -55,9 +56,25 @@ def test_args_outside_the_schema_are_refused_with_the_field():
 
 
 def test_status_of_an_unknown_task_is_not_found():
-    done = matchops("status", str(uuid.uuid4()))
-    assert done.returncode == 1
-    assert json.loads(done.stdout)["error"]["type"] == "not_found"
+    for task_id in (str(uuid.uuid4()), unique("order")):
+        done = matchops("status", task_id)
+        assert done.returncode == 1
+        assert json.loads(done.stdout)["error"]["type"] == "not_found"
+
+
+def test_status_reads_a_task_sent_under_a_sibling_s_own_id(worker):
+    task_id = unique("order")
+    result = app.send_task("events.publish", task_id=task_id, ignore_result=False)
+    published = result.get(timeout=60)
+    done = matchops("status", task_id)
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert (answer["task_id"], answer["name"], answer["state"]) == (
+        task_id,
+        "events.publish",
+        "SUCCESS",
+    )
+    assert answer["result"] == published
 
 
 def test_migrate_brings_an_empty_database_to_head():

@@ -150,9 +150,7 @@ def test_every_kind_of_matchops_connection_carries_the_timeouts(database):
 
 def test_a_tasks_guard_transaction_may_idle_as_long_as_the_task_runs(db: Session):
     run_id = str(uuid.uuid4())
-    db.add(
-        TaskRun(task_id=uuid.UUID(run_id), name="peer.sweep", args={}, caller="test", origin="test")
-    )
+    db.add(TaskRun(task_id=run_id, name="peer.sweep", args={}, caller="test", origin="test"))
     db.commit()
     with session_factory().begin() as guard:
         assert ledger.claim_run(guard, run_id, 150) is None
@@ -207,7 +205,7 @@ def test_a_delivery_finding_its_task_row_held_steps_back_and_runs_once(worker, d
     task_id = str(uuid.uuid4())
     db.add(
         TaskRun(
-            task_id=uuid.UUID(task_id),
+            task_id=task_id,
             name="peer.sweep",
             args={"topic": held_topic},
             caller="test",

@@ -1,0 +1,19 @@
+"""What the time-limit tests and their workers share about the held tasks
+(tests.workers.held_task).
+
+The tests must not import the tasks themselves: Celery's `send_task` copies the time
+limits of a task registered in the sending process into the message, and the worker
+then obeys those instead of its own.
+"""
+
+from __future__ import annotations
+
+# In a transaction of its own, as most tasks run.
+HELD_IN_TRANSACTION = "tests.held_in_transaction"
+# Holding its `task_runs` row locked while it runs, as a task with its own transactions.
+HELD_WITH_ROW_LOCKED = "tests.held_with_row_locked"
+
+# A worker that loads the held tasks, and the limits it runs them under.
+WORKER_ARGS = ("-I", "tests.workers.held_task")
+LIMITS = {"TASK_SOFT_TIME_LIMIT": "1", "TASK_TIME_LIMIT": "2"}
+KILLED = "killed at the hard time limit of 2 s (TASK_TIME_LIMIT)"
