@@ -521,7 +521,7 @@ class Deployment:
                     "SELECT task_id::text AS task_id, name, state, deliveries, redispatches, "
                     "extract(epoch FROM accepted_at) AS accepted, "
                     "extract(epoch FROM finished_at) AS finished "
-                    "FROM task_runs WHERE task_id = ANY(CAST(:ids AS uuid[]))"
+                    "FROM task_runs WHERE task_id = ANY(CAST(:ids AS text[]))"
                 ),
                 {"ids": list(task_ids)},
             )
