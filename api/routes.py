@@ -183,7 +183,9 @@ def _enqueue_body(body: Any) -> EnqueueRequest | None:
     try:
         return _ENQUEUE_REQUEST.validate_python(body, from_attributes=True)
     except ValidationError as exc:
-        errors = [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
+        errors = [
+            {**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)
+        ]
         raise RequestValidationError(errors, body=body) from None
 
 
