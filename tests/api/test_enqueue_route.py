@@ -8,17 +8,28 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exception_handlers import (
     http_exception_handler,
     request_validation_exception_handler,
 )
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
+from starlette.responses import Response
 
 from api import routes
 from api.errors import install_error_handlers
 from tests.api.support import SECRET, serving, token
+
+
+async def _stock_validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    return await request_validation_exception_handler(request, exc)
+
+
+async def _stock_http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return await http_exception_handler(request, exc)
 
 
 def _app(router: APIRouter) -> FastAPI:
@@ -27,8 +38,8 @@ def _app(router: APIRouter) -> FastAPI:
     # not only the one-line message the API builds from them.
     app = FastAPI()
     install_error_handlers(app)
-    app.add_exception_handler(RequestValidationError, request_validation_exception_handler)
-    app.add_exception_handler(HTTPException, http_exception_handler)
+    app.add_exception_handler(RequestValidationError, _stock_validation_error)
+    app.add_exception_handler(HTTPException, _stock_http_error)
     app.include_router(router)
     app.state.auth_secret = SECRET
     app.state.max_token_ttl = 3600
