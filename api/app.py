@@ -51,7 +51,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     intake.start()
     # Everything loaded so far (tasks, models, schemas: hundreds of thousands of
     # objects) lives as long as the process. Out of the collector's sight, a full
-    # collection under load scans what requests allocate, not 200 ms of start-up state.
+    # collection under load scans what requests allocate, not the start-up state.
     gc.freeze()
     try:
         yield

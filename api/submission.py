@@ -23,6 +23,7 @@ from functools import cache
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from pydantic import ValidationError
 from sqlalchemy import Connection, select
 
@@ -122,8 +123,10 @@ def prepare_task(
 # driver less than six arrays of them). The notification wakes the
 # dispatchers (core.dispatcher) when the commit makes the rows visible, not before.
 # Both statements are psycopg's own SQL: the API's intake sends them on an asyncio
-# connection, `record_tasks` through SQLAlchemy's driver-level execute.
-INSERT_TASKS = f"""
+# connection, `record_tasks` through SQLAlchemy's driver-level execute. The channel name
+# goes in as a quoted literal, composed once.
+INSERT_TASKS = (
+    sql.SQL("""
     INSERT INTO task_runs (
         task_id, name, args, caller, origin, idempotency_key, state, due_at, traceparent
     )
@@ -134,8 +137,11 @@ INSERT_TASKS = f"""
         traceparent text
     )
     ON CONFLICT (caller, idempotency_key) DO NOTHING
-    RETURNING task_id, pg_notify('{DISPATCH_CHANNEL}', '')
-"""
+    RETURNING task_id, pg_notify({channel}, '')
+""")
+    .format(channel=sql.Literal(DISPATCH_CHANNEL))
+    .as_string(None)
+)
 
 # The tasks earlier calls with the same keys recorded, for every task of a batch the
 # insert skipped, in one round trip. Args are compared as jsonb: key order does not

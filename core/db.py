@@ -21,8 +21,8 @@ CLIENT_CHECK_SECONDS = 5
 
 # Whether a pooled connection is pinged as it is checked out. The API pings: a connection
 # the database dropped would otherwise answer one client with a 503. Worker processes do
-# not (`check_connections_on_use`): a ping is a round trip per task, a tenth of a short
-# task's time, and a task that meets a dropped connection is retried by the task base
+# not (`check_connections_on_use`): a ping is a round trip per task, a large share of a
+# short task's time, and a task that meets a dropped connection is retried by the task base
 # while the pool replaces every connection as old as that one.
 _ping_on_checkout = True
 

@@ -34,6 +34,7 @@ from core.sql import epoch_seconds
 from core.supervision import STORE_ERRORS as SUPERVISION_STORE_ERRORS
 from core.supervision import restarts_in_fleet
 from domain.peer.budget import count_open_matches
+from domain.peer.rules import DIFFICULTY_LADDER
 from domain.peer.stats import MATCHED_SIDES, WAITING_POOLS
 from models.platform import OutboxEvent, TaskRun, TaskRunTotal
 
@@ -42,7 +43,6 @@ logger = logging.getLogger("api")
 # Pools beyond this many label sets are summed under topic="_other" (one per difficulty),
 # so a service that invents topics cannot blow up the scraper's memory.
 MAX_POOL_SERIES = 100
-DIFFICULTIES = ("Easy", "Medium", "Hard")
 OTHER_TOPIC = "_other"
 # Seconds from a peer request to its proposed match; people wait minutes, not hours.
 TIME_TO_MATCH_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
@@ -101,7 +101,7 @@ _POOL_LABEL = case(
     (
         or_(
             _RANKED.c.pools <= MAX_POOL_SERIES,
-            _RANKED.c.rank <= MAX_POOL_SERIES - len(DIFFICULTIES),
+            _RANKED.c.rank <= MAX_POOL_SERIES - len(DIFFICULTY_LADDER),
         ),
         _RANKED.c.topic,
     ),

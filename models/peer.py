@@ -125,8 +125,8 @@ class Match(Base):
         ),
         # Pool figures and `peer.explain` read the matches of a recent window. BRIN:
         # matches arrive in created_at order, and a block range summary costs a sweep's
-        # bulk insert almost nothing, where a B-tree (by pool, say) adds a tenth or more
-        # to writing 50,000 matches.
+        # bulk insert almost nothing, where a B-tree (by pool, say) would be maintained
+        # row by row through every sweep's write of its matches.
         Index("ix_matches_created_brin", "created_at", postgresql_using="brin"),
     )
 

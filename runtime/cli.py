@@ -217,8 +217,8 @@ def subcommand_names() -> list[str]:
 
 # --- commands -----------------------------------------------------------------------------
 # Each command imports the parts it runs: importing them all (the API, Celery's command
-# line, uvicorn, the demo) would double the start of every `matchops` call, 0.7 s to
-# 1.4 s here, for commands like `status` that use none of them.
+# line, uvicorn, the demo) would double the start of every `matchops` call, for
+# commands like `status` that use none of them.
 
 
 def cmd_migrate(_: argparse.Namespace) -> int:

@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import httpx
+from kombu.utils.url import maybe_sanitize_url
 
 from core.settings import get_settings
 from runtime import credentials, embedded
@@ -393,13 +394,10 @@ Try it:
 
 
 def _masked(url: str) -> str:
-    """`url` with any password replaced by ***, for printing."""
-    parts = urlsplit(url)
-    if not parts.password:
-        return url
-    user = f"{parts.username or ''}:***@"
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit(parts._replace(netloc=user + host))
+    """`url` with any password replaced by ***, for printing. A URL without a password
+    is printed whole: kombu rebuilds the URL without its query, which for PostgreSQL
+    can name the socket directory (`?host=`)."""
+    return maybe_sanitize_url(url, mask="***") if urlsplit(url).password else url
 
 
 def run_forever(api_port: int, flower_port: int) -> int:

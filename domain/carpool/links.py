@@ -25,8 +25,8 @@ from domain.carpool.stats import rebuild_stats
 from models.carpool import Invitation, Reservation, ReservationMatch
 
 # The prune statements' estimated costs cross PostgreSQL's `jit_above_cost`, but they
-# run for tens of milliseconds: compiling them took longer than it saved (a cleanup batch
-# of 1,000 reservations over 3,000,000 invitations took 260 ms with JIT, 130 ms without).
+# run for tens of milliseconds: compiling them takes longer than it saves, and every
+# batch holds the carpool lock that membership cleanups wait for.
 NO_JIT = {"jit": "off"}
 
 
@@ -130,9 +130,9 @@ class Removal:
         }
 
 
-# Built once per table and kind of scope, the values bound at each execution. Assembled
-# anew for every call (2-3 ms of Python each) and run through the ORM, the two prune
-# statements of a cleanup batch took 104 ms instead of 92 (median of 140 batches).
+# Built once per table and kind of scope, the values bound at each execution: assembling
+# them anew for every call and running them through the ORM adds Python work to every
+# batch that holds the carpool lock.
 @cache
 def _prune_statement(
     link: LinkTable, reservations: Select[int]

@@ -22,11 +22,11 @@ from core.sql import id_array, set_local
 from domain.carpool.locking import lock_carpool_links
 from models.carpool import Invitation, Reservation, ReservationMatch, ReservationStats
 
-# How a full rebuild counts, from measurements on 1M reservations and 3M invitations:
-# hashing a million groups per count took 10-12 s; merging counts read in key order off
-# the indexes took 3.5 s, but 26 s once deletions had cleared the visibility map (the
-# index-only scans turn into heap fetches in index order); sorting sequential scans and
-# merging took 5-7 s in both states. So the counts group by `column + 0`, which no index
+# How a full rebuild counts: by sorting sequential scans and merging them, which costs
+# the same whatever state the table is in. Hashing a million groups per count is the
+# slowest way; merging counts read in key order off the indexes is fast only while the
+# visibility map is intact, and once deletions clear it the index-only scans turn into
+# heap fetches in index order. So the counts group by `column + 0`, which no index
 # serves, and the full rebuild switches hashing off for its transaction. Index scans stay
 # allowed: the foreign-key check of every inserted row needs them.
 FULL_REBUILD_SETTINGS = {"enable_hashagg": "off", "enable_hashjoin": "off", "work_mem": "256MB"}
@@ -98,8 +98,8 @@ def _rebuild_statement(only_given: bool) -> Insert:
     )
 
 
-# Built once (about 1 ms of Python each): every cleanup rebuilds the statistics of the
-# reservations it touched.
+# Built once, not per call: every cleanup rebuilds the statistics of the reservations it
+# touched, and building the statement anew would add Python work to each of them.
 REBUILD_ALL = _rebuild_statement(only_given=False)
 REBUILD_GIVEN = _rebuild_statement(only_given=True)
 

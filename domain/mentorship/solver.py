@@ -37,7 +37,7 @@ def best_assignment(
     `room[m]` mentees (absent means no room). Pairs scoring zero or less are never chosen.
     """
     # Imported here, where it is used: every worker, the API and every CLI call import
-    # this module for the task catalogue, and SciPy costs a quarter of a second to load.
+    # this module for the task catalogue, and SciPy is slow to load.
     from scipy.sparse import csr_matrix
     from scipy.sparse.csgraph import min_weight_full_bipartite_matching
 

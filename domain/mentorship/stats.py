@@ -36,7 +36,7 @@ def rebuild_stats(session: Session) -> RebuildStatsResult:
     """
     hold_advisory_lock(session, REBUILD_LOCK)
     # Lets the per-pair aggregate of a million bookings (about 100,000 groups) hash in
-    # memory; with the 4 MB default PostgreSQL walks the pair index instead, twice as slow.
+    # memory; with the 4 MB default PostgreSQL walks the pair index instead, which is slower.
     set_local(session, {"work_mem": REBUILD_WORK_MEM})
     held = Booking.status != BookingStatus.CANCELLED
     per_pair = (

@@ -192,8 +192,8 @@ NOW_US = select(epoch_microseconds(func.now()))
 # SQL text, the one statement of the sweep kept so: four data-modifying CTEs (an UPDATE
 # from a UNION ALL of the pairs, an INSERT grouped with FILTER aggregates, an outbox
 # INSERT joining jsonb objects under a CASE) spell out longer in Core than this SQL,
-# and Core buys no speed here: the sweep's other statements, built once, run as fast as
-# their former SQL text (within 1% per run).
+# and Core would buy no speed here: built once, a Core statement runs as fast as the
+# same SQL text.
 WRITE_MATCHES = text(
     """
     WITH pairs AS (
