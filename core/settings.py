@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # RFC 7518 (3.2): an HS256 key must be at least as long as the hash output.
@@ -268,6 +268,17 @@ def _check_trace_export(settings: Settings) -> None:
             "exporter: set OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf and point "
             "OTEL_EXPORTER_OTLP_ENDPOINT at the collector's HTTP port (4318)"
         )
+
+
+def describe_invalid(error: ValidationError) -> str:
+    """What is wrong with the environment, one problem a line, each naming its variable
+    (a check between settings names them in its message)."""
+    problems = []
+    for problem in error.errors(include_url=False):
+        message = problem["msg"].removeprefix("Value error, ")
+        names = ".".join(str(part) for part in problem["loc"]).upper()
+        problems.append(f"{names}: {message}" if names else message)
+    return "\n".join(problems)
 
 
 def _is_redis(url: str) -> bool:

@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import sqlalchemy.exc
+from pydantic import ValidationError
 
 from core.outages import BROKER, DATABASE, RESULT_BACKEND, TRANSIENT_ERRORS, component_of
-from core.settings import MissingSetting, get_settings
+from core.settings import MissingSetting, describe_invalid, get_settings
 from domain.peer.stats import DEFAULT_WINDOW_SECONDS
 from runtime import credentials, embedded
 from runtime.polling import poll_until
@@ -564,6 +565,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return refusal.exit_status
     except (UsageError, MissingSetting, embedded.EmbeddedServerError) as exc:
         print(f"matchops {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except ValidationError as exc:
+        # Checked once, when the settings are first read: which variable, and why.
+        print(
+            f"matchops {args.command}: invalid settings:\n{describe_invalid(exc)}", file=sys.stderr
+        )
         return 2
     except TRANSIENT_ERRORS as exc:
         print(f"matchops {args.command}: {describe_outage(exc)}", file=sys.stderr)

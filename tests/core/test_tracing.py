@@ -334,7 +334,16 @@ def test_a_redispatched_task_continues_the_trace_it_was_recorded_in(stack, recei
     # Its dispatcher publishes, but nothing consumes the task's queue until the first
     # message is lost.
     with (
-        traced_worker(stack, others, REDISPATCH_AFTER_SECONDS="2") as worker,
+        traced_worker(
+            stack,
+            others,
+            # A short redispatch wait, and the limits below it that start-up requires.
+            REDISPATCH_AFTER_SECONDS="7",
+            TASK_SOFT_TIME_LIMIT="4",
+            TASK_TIME_LIMIT="6",
+            DB_SILENT_CLIENT_SECONDS="5",
+            DB_LOCK_TIMEOUT_MS="1000",
+        ) as worker,
         traced_api(stack) as http,
     ):
         task_id = enqueue(http, user, unique("redispatched"), traceparent)

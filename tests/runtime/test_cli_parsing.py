@@ -188,3 +188,21 @@ def test_unknown_subcommand_is_a_usage_error():
     done = matchops("teleport")
     assert done.returncode == 2
     assert "invalid choice: 'teleport'" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"TASK_MAX_DELIVERIES": "50"}, "TASK_MAX_DELIVERIES: Input should be less than"),
+        (
+            {"TASK_SOFT_TIME_LIMIT": "1", "TASK_TIME_LIMIT": "2"},
+            "DB_LOCK_TIMEOUT_MS (3000) must be below TASK_SOFT_TIME_LIMIT (1)",
+        ),
+    ],
+)
+def test_settings_that_do_not_fit_stop_a_command_with_what_to_change(env, named):
+    done = matchops("worker", "-Q", "celery", env=env)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("matchops worker: invalid settings:\n"), done.stderr
+    assert named in done.stderr
+    assert "Traceback" not in done.stderr

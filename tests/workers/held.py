@@ -15,5 +15,12 @@ HELD_WITH_ROW_LOCKED = "tests.held_with_row_locked"
 
 # A worker that loads the held tasks, and the limits it runs them under.
 WORKER_ARGS = ("-I", "tests.workers.held_task")
-LIMITS = {"TASK_SOFT_TIME_LIMIT": "1", "TASK_TIME_LIMIT": "2"}
-KILLED = "killed at the hard time limit of 2 s (TASK_TIME_LIMIT)"
+# Short, and as start-up requires: the lock wait below the soft limit and the silent-client
+# bound, which is below the hard limit.
+LIMITS = {
+    "TASK_SOFT_TIME_LIMIT": "2",
+    "TASK_TIME_LIMIT": "5",
+    "DB_SILENT_CLIENT_SECONDS": "4",
+    "DB_LOCK_TIMEOUT_MS": "1000",
+}
+KILLED = "killed at the hard time limit of 5 s (TASK_TIME_LIMIT)"

@@ -145,7 +145,13 @@ def test_a_publish_the_broker_refuses_leaves_the_event_unpublished(database, db,
             f"test-refusing-{marker[:8]}",
             exchange=EVENTS_EXCHANGE,
             routing_key=event_type,
-            queue_arguments={"x-max-length": 0, "x-overflow": "reject-publish"},
+            # Classic, whatever the vhost's default type: a classic queue refuses each
+            # publish past its length at once.
+            queue_arguments={
+                "x-queue-type": "classic",
+                "x-max-length": 0,
+                "x-overflow": "reject-publish",
+            },
         )
         bound = refusing(connection.default_channel)
         bound.declare()
