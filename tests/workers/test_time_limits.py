@@ -34,7 +34,8 @@ def test_a_task_killed_at_its_hard_time_limit_ends_as_a_recorded_failure(worker,
     ):
         app.send_task(name, task_id=task_id)
         wait_for(lambda: task_finished(task_id), timeout=30, what="the recorded time limit")
-        assert "Hard time limit (2s) exceeded" in held.log_tail(200)
+        hard_limit = LIMITS["TASK_TIME_LIMIT"]
+        assert f"Hard time limit ({hard_limit}s) exceeded" in held.log_tail(200)
         # Acknowledged, not requeued: a redelivery would be counted within moments.
         time.sleep(3)
         run = task_run(task_id)
