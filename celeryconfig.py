@@ -6,13 +6,11 @@ Every value comes from the settings object; the comments say why it is set so.
 
 from __future__ import annotations
 
-from fnmatch import fnmatchcase
 from typing import Any
 from urllib.parse import urlsplit
 
 from kombu.entity import Exchange, Queue
 
-from beat_schedule import BEAT_SCHEDULE
 from core.redis_options import (
     REDIS_CLIENT_OPTIONS,
     REDIS_CONNECT_TIMEOUT,
@@ -20,6 +18,7 @@ from core.redis_options import (
     REDIS_SOCKET_TIMEOUT,
 )
 from core.settings import Settings
+from workers.specs import DEFAULT_QUEUE, beat_schedule, task_routes
 
 # On RabbitMQ, queues are durable quorum queues that drop a message to the dead-letter
 # queue after a bounded number of deliveries. The task base ends a task as FAILURE
@@ -53,33 +52,6 @@ SIBLING_QUEUE_POLICY = {
 }
 # Every queue a worker consumes by default and the metrics report.
 QUEUE_NAMES = (*MATCHOPS_QUEUES, SIBLING_QUEUE)
-
-
-# Which queue each task goes to, by name; consulted in order: exact names before their
-# prefix.
-TASK_ROUTES = {
-    "peer.sweep": "sweeps",
-    "peer.expire": "sweeps",
-    "mentorship.assign": "sweeps",
-    "mentorship.expire": "sweeps",
-    "mentorship.unmatch": "cascades",
-    "*.rebuild_stats": "maintenance",
-    "mentorship.backfill": "maintenance",
-    "carpool.*": "cascades",
-    "maintenance.*": "maintenance",
-    "events.*": "events",
-    "peer.*": "interactive",
-    "mentorship.*": "interactive",
-}
-DEFAULT_QUEUE = "interactive"
-
-
-def queue_of(name: str) -> str:
-    """The queue a task called `name` is published to, as Celery's router reads TASK_ROUTES."""
-    for pattern, queue in TASK_ROUTES.items():
-        if fnmatchcase(name, pattern):
-            return queue
-    return DEFAULT_QUEUE
 
 
 def on_rabbitmq(broker_url: str) -> bool:
@@ -130,7 +102,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_queues": task_queues(rabbitmq),
         "task_default_queue": DEFAULT_QUEUE,
         "task_create_missing_queues": False,
-        "task_routes": ([(name, {"queue": queue}) for name, queue in TASK_ROUTES.items()],),
+        # Each task to the queue its declaration names (workers.specs).
+        "task_routes": (task_routes(),),
         # One message at a time per process: with acks_late, a prefetched message would
         # sit unacknowledged behind a long task and be redelivered elsewhere only after a
         # crash.
@@ -173,7 +146,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_send_sent_event": False,
         "timezone": "UTC",
         "enable_utc": True,
-        "beat_schedule": BEAT_SCHEDULE,
+        # The ticks the tasks declare (workers.specs; beat_schedule.py shows them).
+        "beat_schedule": beat_schedule(),
         # Skips a safety tick when nothing waits for it (workers/beat.py): an idle fleet
         # runs almost nothing.
         "beat_scheduler": "workers.beat:QuietScheduler",

@@ -24,10 +24,10 @@ import time
 from sqlalchemy import Connection, func, select
 
 from api.errors import ApiError
-from celeryconfig import queue_of
 from core.db import get_bookkeeping_engine
 from core.sql import epoch_seconds
 from models.platform import TaskRun
+from workers.specs import queue_of
 
 logger = logging.getLogger("api")
 

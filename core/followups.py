@@ -1,20 +1,41 @@
-"""Follow-up work a transaction makes due: a sweep of its topics, a run of the outbox relay.
+"""What a transaction leaves for after its commit: the one after-commit mechanism.
 
-Domain code records what its writes made due in `session.info`; the worker sends the
-tasks once the transaction has committed (`workers.triggers`), never before, so no
-worker can pick up a message before the rows it is about exist. A rolled-back
-transaction sends nothing.
+Two kinds of work wait for the commit of the rows they are about, recorded on the
+session (`session.info`) and run by one listener once the transaction has committed,
+never before; a rolled-back transaction drops them:
+
+- Follow-ups: work the writes made due (`Due`): a sweep of the topics that gained
+  pending requests, a run of the outbox relay. The task that serves each is the one
+  whose declaration names it (`followup=` in `workers.base`); the worker's sender
+  (`workers.triggers`) sends those tasks, coalesced, so no worker can pick up a message
+  before the rows it is about exist.
+- Actions: writes to a store other than PostgreSQL that nobody may see before the rows
+  they describe (a collaboration session's document in Redis). They run after the
+  follow-ups, in the order recorded. A failure there (Redis down) fails the task after
+  the commit; the retry finds the work done and writes again, and reconcile repairs
+  what is left otherwise.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
+from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-FOLLOWUPS = "matchops.followups"
-DUE_TOPICS = "matchops.due_topics"
+PENDING = "matchops.after_commit"
+
+
+class Due(StrEnum):
+    """Work a commit can make due, for the task whose declaration serves it."""
+
+    # New or requeued pending requests: a sweep of their topics.
+    SWEEP = "sweep"
+    # New outbox rows: a run of the relay.
+    RELAY = "relay"
 
 
 @dataclass(frozen=True)
@@ -34,39 +55,68 @@ class Followup:
         return dict(self.kwargs)
 
 
-# One `peer.sweep` of every topic that commits made due while it waited to start: under
-# load one sweep covers the topics of many commits, so sweeps per request fall as the
-# rate rises; in a quiet system it covers the one topic of the one commit.
-SWEEP_DUE = Followup("peer.sweep", (("due", True),))
-RELAY = Followup("events.publish")
+@dataclass
+class AfterCommit:
+    """What one transaction left for after its commit."""
+
+    due: set[Due] = field(default_factory=set)
+    # Topics whose pools gained pending requests, for the sweep of due topics.
+    topics: set[str] = field(default_factory=set)
+    actions: list[Callable[[], object]] = field(default_factory=list)
 
 
-def sweep_of(topic: str) -> Followup:
-    """A sweep of one topic's pools: how a sweep that found a pool of the topic held by
-    another comes back to it later."""
-    return Followup("peer.sweep", (("topic", topic),))
+# Sends the follow-ups of a commit: the work due and the topics due for a sweep.
+FollowupSender = Callable[[set[Due], set[str]], None]
+_senders: list[FollowupSender] = []
 
 
-def add_followup(session: Session, followup: Followup) -> None:
-    """Send `followup` once this session's transaction commits."""
-    session.info.setdefault(FOLLOWUPS, set()).add(followup)
+def send_followups_with(sender: FollowupSender) -> None:
+    """Hand every commit's follow-ups to `sender` (the worker's triggers install one)."""
+    _senders[:] = [sender]
+
+
+def _pending(session: Session) -> AfterCommit:
+    pending: AfterCommit = session.info.setdefault(PENDING, AfterCommit())
+    return pending
 
 
 def sweep_due(session: Session, topic: str) -> None:
     """New or requeued pending requests in `topic`: after commit, the next sweep of due
     topics covers it."""
-    add_followup(session, SWEEP_DUE)
-    session.info.setdefault(DUE_TOPICS, set()).add(topic)
+    pending = _pending(session)
+    pending.due.add(Due.SWEEP)
+    pending.topics.add(topic)
 
 
 def relay_due(session: Session) -> None:
     """New outbox rows: run the relay after commit."""
-    add_followup(session, RELAY)
+    _pending(session).due.add(Due.RELAY)
 
 
-def take_followups(session: Session) -> tuple[set[Followup], set[str]]:
-    """The follow-ups and the topics due for a sweep recorded so far, removed from the
-    session."""
-    followups: set[Followup] = session.info.pop(FOLLOWUPS, set())
-    topics: set[str] = session.info.pop(DUE_TOPICS, set())
-    return followups, topics
+def after_commit(session: Session, action: Callable[[], object]) -> None:
+    """Run `action` once the session's transaction has committed (never on rollback)."""
+    _pending(session).actions.append(action)
+
+
+def take_followups(session: Session) -> AfterCommit:
+    """What the session's transaction recorded for after its commit so far, removed from
+    the session."""
+    taken: AfterCommit = session.info.pop(PENDING, AfterCommit())
+    return taken
+
+
+def _run_after_commit(session: Session) -> None:
+    pending = take_followups(session)
+    if pending.due:
+        for send in _senders:
+            send(pending.due, pending.topics)
+    for action in pending.actions:
+        action()
+
+
+def _drop_on_rollback(session: Session) -> None:
+    take_followups(session)
+
+
+event.listen(Session, "after_commit", _run_after_commit)
+event.listen(Session, "after_rollback", _drop_on_rollback)

@@ -10,12 +10,12 @@ the part counts as down:
 
 - in this process (`down_here`): the API's `/readyz` answers 503 while one of its own
   parts is down;
-- fleet-wide in Redis (the session store): a counter of restarts per part, which
-  `/metrics` exports as `matchops_thread_restarts_total{thread}`, and an entry per
-  process while the part is down, which `/readyz` names under `elsewhere`, so a
-  worker's dead dispatcher shows on the API's probe without taking the API out of
-  service. An entry carries its own deadline, so a process killed while down does not
-  leave it behind.
+- fleet-wide in Redis (`core.redis_client`, beside the session keys): a counter of
+  restarts per part, which `/metrics` exports as `matchops_thread_restarts_total{thread}`,
+  and an entry per process while the part is down, which `/readyz` names under
+  `elsewhere`, so a worker's dead dispatcher shows on the API's probe without taking
+  the API out of service. An entry carries its own deadline, so a process killed while
+  down does not leave it behind.
 
 `fault_point(part)`, called once per round of each loop, raises `InjectedFault` while
 faults are pending for the part: tests inject them with `inject_fault`, or into a
@@ -38,7 +38,7 @@ from typing import Final, cast
 
 import redis.exceptions
 
-from domain.peer.session_store import SessionStore, session_store
+from core.redis_client import RedisClient, redis_client
 
 logger = logging.getLogger("matchops.supervision")
 
@@ -66,7 +66,7 @@ DOWN_KEY = "matchops:supervision:down"
 INJECT_ENV = "MATCHOPS_INJECT_FAULTS"
 
 PROCESS = f"{socket.gethostname()}:{os.getpid()}"
-# What the session store raises when it does not answer.
+# What the Redis client raises when it does not answer.
 STORE_ERRORS = (redis.exceptions.RedisError, OSError)
 
 
@@ -217,7 +217,7 @@ def down_in_fleet() -> dict[str, str]:
     own parts are in `down_here`)."""
     try:
         # The store decodes its answers (decode_responses).
-        entries = cast(dict[str, str], session_store().hgetall(DOWN_KEY))
+        entries = cast(dict[str, str], redis_client().hgetall(DOWN_KEY))
     except STORE_ERRORS as exc:
         logger.warning("supervision: the session store did not answer: %s", exc)
         return {}
@@ -234,25 +234,25 @@ def down_in_fleet() -> dict[str, str]:
 def restarts_in_fleet() -> dict[str, int]:
     """Restarts per supervised part, counted over every process since the store began
     (raises the store's error when it does not answer)."""
-    counts = cast(dict[str, str], session_store().hgetall(RESTARTS_KEY))
+    counts = cast(dict[str, str], redis_client().hgetall(RESTARTS_KEY))
     return {part: int(counts.get(part, 0)) for part in PARTS}
 
 
-def _mark_down(store: SessionStore, part: str, reason: str, for_seconds: float) -> None:
+def _mark_down(store: RedisClient, part: str, reason: str, for_seconds: float) -> None:
     entry = json.dumps({"reason": reason, "until": time.time() + for_seconds})
     store.hset(DOWN_KEY, f"{part}@{PROCESS}", entry)
 
 
-def _mark_up(store: SessionStore, part: str) -> None:
+def _mark_up(store: RedisClient, part: str) -> None:
     pipe = store.pipeline(transaction=False)
     pipe.hincrby(RESTARTS_KEY, part, 1)
     pipe.hdel(DOWN_KEY, f"{part}@{PROCESS}")
     pipe.execute()
 
 
-def _shared(write: Callable[[SessionStore], None]) -> None:
+def _shared(write: Callable[[RedisClient], None]) -> None:
     # What this process records for the fleet must never take the loop down with it.
     try:
-        write(session_store())
+        write(redis_client())
     except STORE_ERRORS as exc:
         logger.warning("supervision: the session store did not take the record: %s", exc)

@@ -391,8 +391,8 @@ def _refuse_when_behind(name: str) -> None:
     oldest unstarted task waited longer is refused, recording nothing.
     One read of the queue waits: the command enqueues once."""
     from api.admission import oldest_waits, refusal
-    from celeryconfig import queue_of
     from core.db import get_bookkeeping_engine
+    from workers.specs import queue_of
 
     limit = get_settings().max_queue_wait_seconds
     if limit is None:

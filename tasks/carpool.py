@@ -16,6 +16,7 @@ from domain.carpool.membership import (
 from domain.carpool.stats import rebuild_stats
 from domain.carpool.sweep import CleanupResult, clean_up_searching_reservations
 from workers.base import ProgressReporter, TaskArgs, own_transactions_task, task
+from workers.specs import Periodic
 
 # Members cleaned up per transaction when a group is deleted: small enough that one
 # batch holds the carpool lock for milliseconds, large enough to stay set-based.
@@ -74,13 +75,15 @@ class ReservationStatsResult(TaskResult):
     reservations_written: int
 
 
-@task("carpool.member_left", args=MemberLeftArgs, result=MemberLeftResult)
+@task("carpool.member_left", args=MemberLeftArgs, result=MemberLeftResult, queue="cascades")
 def member_left_task(session: Session, args: MemberLeftArgs) -> MemberLeftResult:
     """End a membership and remove the invitations and matches it alone justified."""
     return member_left(session, args.group_id, args.user_id)
 
 
-@own_transactions_task("carpool.group_deleted", args=GroupDeletedArgs, result=GroupDeletedResult)
+@own_transactions_task(
+    "carpool.group_deleted", args=GroupDeletedArgs, result=GroupDeletedResult, queue="cascades"
+)
 def group_deleted_task(reporter: ProgressReporter, args: GroupDeletedArgs) -> GroupDeletedResult:
     """Disable a group, end its memberships and clean up its former members in batches."""
     return delete_group(
@@ -89,7 +92,12 @@ def group_deleted_task(reporter: ProgressReporter, args: GroupDeletedArgs) -> Gr
 
 
 @own_transactions_task(
-    "carpool.cleanup_invitations", args=CleanupArgs, result=CleanupResult, ignore_result=True
+    "carpool.cleanup_invitations",
+    args=CleanupArgs,
+    result=CleanupResult,
+    queue="cascades",
+    periodic=Periodic("carpool-cleanup-invitations", every=3600.0, expires=3300),
+    ignore_result=True,
 )
 def cleanup_invitations_task(reporter: ProgressReporter, args: CleanupArgs) -> CleanupResult:
     """Remove invitations and matches of searching reservations between ineligible users."""
@@ -98,7 +106,12 @@ def cleanup_invitations_task(reporter: ProgressReporter, args: CleanupArgs) -> C
     )
 
 
-@task("carpool.rebuild_stats", args=RebuildStatsArgs, result=ReservationStatsResult)
+@task(
+    "carpool.rebuild_stats",
+    args=RebuildStatsArgs,
+    result=ReservationStatsResult,
+    queue="maintenance",
+)
 def rebuild_stats_task(session: Session, args: RebuildStatsArgs) -> ReservationStatsResult:
     """Rewrite reservation_stats for the given reservations, or all of them."""
     return {"reservations_written": rebuild_stats(session, args.reservation_ids)}

@@ -9,10 +9,16 @@ from core.settings import get_settings
 from domain.peer.session_store import session_store
 from workers.app import app
 from workers.base import NoArgs, ProgressReporter, own_transactions_task
+from workers.specs import Periodic
 
 
 @own_transactions_task(
-    "maintenance.reconcile", args=NoArgs, result=ReconcileResult, ignore_result=True
+    "maintenance.reconcile",
+    args=NoArgs,
+    result=ReconcileResult,
+    queue="maintenance",
+    periodic=Periodic("reconcile", every=60.0, expires=55),
+    ignore_result=True,
 )
 def reconcile_task(reporter: ProgressReporter, args: NoArgs) -> ReconcileResult:
     """Repair what a crash can leave: stuck outbox rows, orphaned state, missing keys."""

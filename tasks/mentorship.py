@@ -17,6 +17,7 @@ from domain.mentorship.selection import request_relationship, respond_to_request
 from domain.mentorship.stats import RebuildStatsResult, rebuild_stats
 from domain.mentorship.unmatch import UnmatchResult, unmatch
 from workers.base import NoArgs, TaskArgs, task
+from workers.specs import Periodic
 
 
 class RankArgs(TaskArgs):
@@ -124,31 +125,38 @@ def set_status_task(session: Session, args: SetStatusArgs) -> RelationshipResult
     )
 
 
-@task("mentorship.unmatch", args=UnmatchArgs, result=UnmatchResult)
+@task("mentorship.unmatch", args=UnmatchArgs, result=UnmatchResult, queue="cascades")
 def unmatch_task(session: Session, args: UnmatchArgs) -> UnmatchResult:
     """End a relationship: completed, mentor blacklisted, chat deleted, event recorded."""
     return unmatch(session, args.user_id, args.other_id)
 
 
-@task("mentorship.assign", args=AssignArgs, result=AssignResult)
+@task("mentorship.assign", args=AssignArgs, result=AssignResult, queue="sweeps")
 def assign_task(session: Session, args: AssignArgs) -> AssignResult:
     """Match seeking mentees to mentors with room, maximising the total score."""
     return assign_mentors(session, default_capacity=get_settings().max_mentees, limit=args.limit)
 
 
-@task("mentorship.expire", args=NoArgs, result=ExpireResult, ignore_result=True)
+@task(
+    "mentorship.expire",
+    args=NoArgs,
+    result=ExpireResult,
+    queue="sweeps",
+    periodic=Periodic("mentorship-expire-requests", every=600.0, expires=540),
+    ignore_result=True,
+)
 def expire_task(session: Session, args: NoArgs) -> ExpireResult:
     """Reject pending requests older than MENTORSHIP_REQUEST_TIMEOUT_SECONDS."""
     return expire_requests(session, get_settings().mentorship_request_timeout_seconds)
 
 
-@task("mentorship.backfill", args=NoArgs, result=BackfillResult)
+@task("mentorship.backfill", args=NoArgs, result=BackfillResult, queue="maintenance")
 def backfill_task(session: Session, args: NoArgs) -> BackfillResult:
     """Create active relationships for booked pairs that have none yet."""
     return backfill_relationships(session)
 
 
-@task("mentorship.rebuild_stats", args=NoArgs, result=RebuildStatsResult)
+@task("mentorship.rebuild_stats", args=NoArgs, result=RebuildStatsResult, queue="maintenance")
 def rebuild_stats_task(session: Session, args: NoArgs) -> RebuildStatsResult:
     """Rewrite mentor_mentee_stats from bookings in one set-based statement."""
     return rebuild_stats(session)

@@ -7,10 +7,11 @@ import uuid
 from typing import Annotated, cast
 
 from pydantic import Field, StringConstraints
+from sqlalchemy import exists, or_, select
 from sqlalchemy.orm import Session
 
 from core.db import session_factory
-from core.followups import SWEEP_DUE, sweep_of
+from core.followups import Due, Followup
 from core.settings import get_settings
 from domain.peer.confirm import PeerConfirmResult, confirm_match
 from domain.peer.expiry import PeerExpireResult
@@ -33,8 +34,10 @@ from domain.peer.sweep import (
     sweep_topics,
     waiting_topics,
 )
-from workers.app import app
+from models import Match, MatchRequest
+from models.peer import MatchStatus, RequestStatus
 from workers.base import NoArgs, ProgressReporter, TaskArgs, own_transactions_task, task
+from workers.specs import Periodic
 from workers.triggers import SEND_ERRORS, claim_due_topics, mark_started, send_coalesced
 
 log = logging.getLogger(__name__)
@@ -52,6 +55,8 @@ Topic = Annotated[
     Field(description="A short topic label such as `arrays` or `dynamic-programming`."),
 ]
 UserId = Annotated[int, Field(gt=0, description="The acting user's id.")]
+
+_PENDING_REQUEST = exists().where(MatchRequest.status == RequestStatus.PENDING)
 
 
 class PeerRequestArgs(TaskArgs):
@@ -121,7 +126,21 @@ def cancel_task(session: Session, args: PeerCancelArgs) -> PeerCancelResult:
 
 
 # Own transactions: a sweep reserves its share of the cap in a transaction of its own.
-@own_transactions_task("peer.sweep", args=PeerSweepArgs, result=PeerSweepResult, ignore_result=True)
+# Commits that make requests pending send one sweep of every topic they made due
+# (`due`): under load it covers the topics of many commits, so sweeps per request fall
+# as the rate rises; in a quiet system it covers the one topic of the one commit. Beat's
+# tick, while a request is pending, picks up what a lost trigger left.
+@own_transactions_task(
+    "peer.sweep",
+    args=PeerSweepArgs,
+    result=PeerSweepResult,
+    queue="sweeps",
+    periodic=Periodic("peer-sweep", every=10.0, expires=9),
+    work_waiting=select(_PENDING_REQUEST),
+    followup=Due.SWEEP,
+    followup_args={"due": True},
+    ignore_result=True,
+)
 def sweep_task(reporter: ProgressReporter, args: PeerSweepArgs) -> PeerSweepResult:
     """Pair pending requests pool by pool, oldest first, into matches awaiting confirmation."""
     if args.due:
@@ -145,7 +164,7 @@ def sweep_task(reporter: ProgressReporter, args: PeerSweepArgs) -> PeerSweepResu
 def _sweep_due_topics() -> PeerSweepResult:
     # From here on, a commit queues the next sweep of due topics instead of counting on
     # this one, which takes the topics due so far and may have claimed before it.
-    mark_started(SWEEP_DUE)
+    mark_started(sweep_task.spec.followup)
     topics = claim_due_topics()
     if not topics:
         return {"matched": 0}
@@ -183,14 +202,14 @@ def _due_again(topics: list[str]) -> None:
     # Taken from the set but not swept (the sweep failed): the next sweep of due topics
     # covers them; if that cannot be sent, beat's safety tick does.
     try:
-        send_coalesced([SWEEP_DUE], topics)
+        send_coalesced([sweep_task.spec.followup], topics)
     except SEND_ERRORS as exc:
         log.warning("topics left to beat's safety tick: %s (%s)", topics, exc)
 
 
 def _fan_out(shares: list[list[str]], difficulty: str | None) -> PeerSweepResult:
     for share in shares:
-        app.send_task("peer.sweep", kwargs={"difficulty": difficulty, "topics": share})
+        sweep_task.apply_async(kwargs={"difficulty": difficulty, "topics": share})
     return {"matched": 0, "shares": len(shares)}
 
 
@@ -205,6 +224,12 @@ def _sweep(topics: list[str], difficulty: str | None) -> SweepOutcome:
         stale_after=settings.task_time_limit,
         relax_after=settings.peer_relax_after_seconds,
     )
+
+
+def sweep_of(topic: str) -> Followup:
+    """A sweep of one topic's pools: how a sweep that found a pool of the topic held by
+    another comes back to it later."""
+    return Followup(sweep_task.name, (("topic", topic),))
 
 
 def busy_pool_backoff(held_for: float) -> float:
@@ -226,7 +251,19 @@ def confirm_task(session: Session, args: PeerConfirmArgs) -> PeerConfirmResult:
     return confirm_match(session, args.match_id, args.user_id, args.confirmed, session_store())
 
 
-@task("peer.expire", args=NoArgs, result=PeerExpireResult, ignore_result=True)
+# Time alone makes requests and matches overdue (no commit triggers expiry): a tick every
+# 5 s keeps a request at most that long past its timeout, while anything can expire.
+@task(
+    "peer.expire",
+    args=NoArgs,
+    result=PeerExpireResult,
+    queue="sweeps",
+    periodic=Periodic("peer-expire", every=5.0, expires=4),
+    work_waiting=select(
+        or_(_PENDING_REQUEST, exists().where(Match.status == MatchStatus.PENDING_CONFIRMATION))
+    ),
+    ignore_result=True,
+)
 def expire_task(session: Session, args: NoArgs) -> PeerExpireResult:
     """Expire stale pending requests and matches not confirmed by their deadline."""
     return expire_overdue(session, matching_timeout=get_settings().matching_timeout_seconds)

@@ -1,1 +1,2 @@
-"""The Celery app, the one task base every task uses, and worker signals."""
+"""The Celery app, the one task base every task uses, the rules tasks declare, and worker
+signals."""

@@ -8,17 +8,21 @@ from celery import Celery
 
 from celeryconfig import celery_config
 from core.settings import get_settings
+from workers.specs import TASK_MODULES, import_task_modules
 
-# Every module that defines tasks. The API imports them too, for the task catalogue.
-TASK_MODULES = (
-    "tasks.events",
-    "tasks.maintenance",
-    "tasks.mentorship",
-    "tasks.carpool",
-    "tasks.peer",
-)
 
-app = Celery("matchops", include=list(TASK_MODULES))
+class MatchopsCelery(Celery):  # type: ignore[misc]
+    """Celery, configured before it binds its tasks: the configuration (routes, beat
+    schedule) is derived from the task declarations, so every task module is imported
+    first, and no task is bound to a configuration still being built."""
+
+    def finalize(self, auto: bool = False) -> None:
+        """Configure the app (see `_configure_from_settings`), then finalize it."""
+        _ = self.conf.task_routes
+        super().finalize(auto=auto)
+
+
+app = MatchopsCelery("matchops", include=list(TASK_MODULES))
 
 
 @app.on_configure.connect
@@ -26,7 +30,9 @@ def _configure_from_settings(sender: Celery, **_: Any) -> None:
     # Celery configures itself when its configuration is first read, not at import: the
     # settings are read then, after whatever set the environment up (embedded servers,
     # a test's overrides) has run. What is set here counts as configured, not as a
-    # default, so `celery inspect conf` and Flower show it.
+    # default, so `celery inspect conf` and Flower show it. The routes and the beat
+    # schedule come from the task declarations, so the task modules are imported first.
+    import_task_modules()
     sender.conf.update(celery_config(get_settings()))
 
 

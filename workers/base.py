@@ -5,7 +5,9 @@ Tasks are declared with `@task(...)` (one transaction, the usual case) or
 bounded chunks, which reports progress, or a sweep spread over several connections).
 Both register the task's args model, which the API uses for validation and for the
 JSON schema of `GET /v1/tasks`, and its result shape, whose JSON schema the API
-publishes beside it.
+publishes beside it. The declaration also carries the task's rules (`workers.specs`):
+its queue, its beat tick and the query that says whether a tick would find work, and
+the work a commit makes due that it serves.
 
 Args are pydantic models (`TaskArgs`): they arrive as untrusted JSON and are parsed
 into values. Results are TypedDicts (`core.results.TaskResult`), checked and
@@ -43,7 +45,7 @@ import contextlib
 import logging
 import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -53,9 +55,10 @@ from celery import Task
 from celery.exceptions import TimeLimitExceeded
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 from pydantic_core import to_jsonable_python
-from sqlalchemy import text
+from sqlalchemy import Select, text
 from sqlalchemy.orm import Session
 
+from celeryconfig import MATCHOPS_QUEUES
 from core.context import CALLER_HEADER, SENT_AT_HEADER, TaskContext, attach_context
 from core.db import get_bookkeeping_engine, get_engine, session_factory
 from core.errors import (
@@ -66,12 +69,15 @@ from core.errors import (
     describe_failure,
     rebuild_failure,
 )
+from core.followups import Due, Followup
 from core.outages import TRANSIENT_ERRORS, waited_for_lock
 from core.settings import get_settings
 from core.values import unstorable_values
 from workers import ledger
 from workers.app import app
 from workers.monitoring import announce_progress
+from workers.specs import DEFAULT_QUEUE, Periodic, register
+from workers.specs import TaskSpec as TaskSpec  # the API reads it from here
 
 # Errors that are outcomes, not accidents: recorded, never retried, logged without a
 # traceback (Celery logs `throws` at INFO).
@@ -101,18 +107,14 @@ ArgsT = TypeVar("ArgsT", bound=TaskArgs)
 
 
 @dataclass(frozen=True)
-class TaskSpec:
-    """What the API needs to know of an enqueueable task."""
+class Rules:
+    """A task's rules, as its declaration states them (`task`'s keyword arguments)."""
 
-    name: str
-    description: str
-    args_model: type[TaskArgs]
-    # Built once at import, so a shape pydantic cannot read fails the import loudly.
-    result_adapter: TypeAdapter[Any]
-
-
-# Names declared so far: a second declaration of a name is a mistake, refused at import.
-_declared: set[str] = set()
+    queue: str = DEFAULT_QUEUE
+    periodic: Periodic | None = None
+    work_waiting: Select[tuple[bool]] | None = None
+    followup: Due | None = None
+    followup_args: Mapping[str, Any] | None = None
 
 
 class MatchopsTask(Task):  # type: ignore[misc]
@@ -195,13 +197,32 @@ class ProgressReporter:
 
 
 def task(
-    name: str, *, args: type[ArgsT], result: Any, **options: Any
+    name: str,
+    *,
+    args: type[ArgsT],
+    result: Any,
+    queue: str = DEFAULT_QUEUE,
+    periodic: Periodic | None = None,
+    work_waiting: Select[tuple[bool]] | None = None,
+    followup: Due | None = None,
+    followup_args: Mapping[str, Any] | None = None,
+    **options: Any,
 ) -> Callable[[Callable[[Session, ArgsT], Any]], Task]:
     """Declare a task whose body runs in one transaction: `body(session, args) -> JSON`.
 
     `result` is the shape of what the body returns: a `TaskResult`, a list of one, or
-    a union of them (any type pydantic's `TypeAdapter` reads).
+    a union of them (any type pydantic's `TypeAdapter` reads). The task's rules:
+
+    - `queue`: where its messages go (one of celeryconfig's MATCHOPS_QUEUES).
+    - `periodic`: its beat tick, if it has one.
+    - `work_waiting`: a query answering whether a tick would find anything to do; beat
+      skips the tick when it answers false (`workers.beat`).
+    - `followup`: the work a commit makes due (`core.followups.Due`) that this task
+      serves; a commit that makes it due sends the task with `followup_args`.
+
+    Celery's own task options (`ignore_result`, ...) go through `options`.
     """
+    rules = Rules(queue, periodic, work_waiting, followup, followup_args)
 
     def decorate(body: Callable[[Session, ArgsT], Any]) -> Task:
         def call(task: Task, context: TaskContext | None, kwargs: dict[str, Any]) -> Any:
@@ -218,17 +239,26 @@ def task(
                 return _replay(superseded.outcome)
             return result
 
-        return _declare(name, args, result, body, call, options)
+        return _declare(name, args, result, rules, body, call, options)
 
     return decorate
 
 
 def own_transactions_task(
-    name: str, *, args: type[ArgsT], result: Any, **options: Any
+    name: str,
+    *,
+    args: type[ArgsT],
+    result: Any,
+    queue: str = DEFAULT_QUEUE,
+    periodic: Periodic | None = None,
+    work_waiting: Select[tuple[bool]] | None = None,
+    followup: Due | None = None,
+    followup_args: Mapping[str, Any] | None = None,
+    **options: Any,
 ) -> Callable[[Callable[[ProgressReporter, ArgsT], Any]], Task]:
     """Declare a task that opens its own transactions: `body(reporter, args) -> JSON`.
 
-    `result` is the shape of what the body returns, as for `task`.
+    `result` is the shape of what the body returns, and the rules are, as for `task`.
 
     A guard transaction holds the task's row locked while the body runs, so a second
     delivery of the id waits and then replays the outcome. Its effects commit in the
@@ -236,6 +266,8 @@ def own_transactions_task(
     outcome's runs the body again on the next delivery, which every such task
     takes in its stride (each batch, sweep or relay only does what is still to do).
     """
+
+    rules = Rules(queue, periodic, work_waiting, followup, followup_args)
 
     def decorate(body: Callable[[ProgressReporter, ArgsT], Any]) -> Task:
         def call(task: Task, context: TaskContext | None, kwargs: dict[str, Any]) -> Any:
@@ -252,7 +284,7 @@ def own_transactions_task(
                 )
             return stood.result
 
-        return _declare(name, args, result, body, call, options)
+        return _declare(name, args, result, rules, body, call, options)
 
     return decorate
 
@@ -261,17 +293,28 @@ def _declare(
     name: str,
     args: type[ArgsT],
     result: Any,
+    rules: Rules,
     body: Callable[..., Any],
     call: Callable[[Task, TaskContext | None, dict[str, Any]], Any],
     options: dict[str, Any],
 ) -> Task:
-    """Register the task's args model and result shape; create the Celery task around `call`."""
-    if name in _declared:
-        raise RuntimeError(f"task {name!r} is declared twice")
-    _declared.add(name)
+    """Register the task's spec (args model, result shape, rules); create the Celery task
+    around `call`."""
+    if rules.queue not in MATCHOPS_QUEUES:
+        raise ValueError(f"task {name!r}: queue {rules.queue!r} is not one of {MATCHOPS_QUEUES}")
     description = (body.__doc__ or name).strip().splitlines()[0]
     spec = TaskSpec(
-        name=name, description=description, args_model=args, result_adapter=TypeAdapter(result)
+        name=name,
+        description=description,
+        args_model=args,
+        result_adapter=TypeAdapter(result),
+        queue=rules.queue,
+        periodic=rules.periodic,
+        work_waiting=rules.work_waiting,
+        serves=rules.followup,
+        followup=None
+        if rules.followup is None
+        else Followup(name, tuple(sorted((rules.followup_args or {}).items()))),
     )
 
     def deliver(self: Task, request: Any, kwargs: dict[str, Any]) -> Any:
@@ -334,6 +377,7 @@ def _declare(
         spec=spec,
         **options,
     )(run)
+    register(spec, created)
     return created
 
 

@@ -4,7 +4,8 @@ The sweep, relay and expiry ticks exist to pick up what a lost commit trigger, o
 alone, left waiting. When nothing waits (no pending request, no open match, no
 unpublished event) their tasks would run, find nothing and write a line in every
 operator's task list, a few times a minute all day. One indexed EXISTS per tick on
-beat's side decides instead. When the database cannot answer, the tick is sent: the
+beat's side decides instead: the one the task declares (`work_waiting=` on its
+declaration, `workers.specs`). When the database cannot answer, the tick is sent: the
 task itself then meets the outage and retries.
 """
 
@@ -14,31 +15,18 @@ import logging
 from typing import Any
 
 from celery.beat import PersistentScheduler, ScheduleEntry
-from sqlalchemy import Select, exists, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from core.db import get_engine
-from models import Match, MatchRequest, OutboxEvent
-from models.peer import MatchStatus, RequestStatus
+from workers.specs import work_waiting_query
 
 log = logging.getLogger(__name__)
 
-_PENDING_REQUEST = exists().where(MatchRequest.status == RequestStatus.PENDING)
-
-# Per task, whether a tick of it has anything to do; every other task always runs.
-WORK_WAITING: dict[str, Select[tuple[bool]]] = {
-    "peer.sweep": select(_PENDING_REQUEST),
-    # Expiry looks at pending requests and at matches waiting for confirmations.
-    "peer.expire": select(
-        or_(_PENDING_REQUEST, exists().where(Match.status == MatchStatus.PENDING_CONFIRMATION))
-    ),
-    "events.publish": select(exists().where(OutboxEvent.published_at.is_(None))),
-}
-
 
 def work_waiting(task: str) -> bool:
-    """Whether a periodic run of `task` would find anything to do (True when unsure)."""
-    question = WORK_WAITING.get(task)
+    """Whether a periodic run of `task` would find anything to do (True when unsure): the
+    task's declared `work_waiting` query answers; a task that declares none always runs."""
+    question = work_waiting_query(task)
     if question is None:
         return True
     try:

@@ -1,5 +1,8 @@
 """Follow-ups sent right after the commit that made them due, coalesced per follow-up.
 
+A commit's follow-ups (`core.followups`: the work it made due) are sent here, each as
+the task whose declaration serves that work (`followup=` on the declaration).
+
 Coalescing uses a short-lived Redis key per follow-up (`SET NX`), set after the commit
 and deleted by the task when it starts: while a sweep or a relay is queued and not yet
 started, every further commit that makes it due rides along with it, and a commit after
@@ -21,14 +24,12 @@ from collections.abc import Iterable
 
 import kombu.exceptions
 import redis.exceptions
-from sqlalchemy import event
-from sqlalchemy.orm import Session
 
 from core.context import CALLER_HEADER
-from core.followups import Followup, take_followups
+from core.followups import Due, Followup, send_followups_with
+from core.redis_client import redis_client
 from core.settings import get_settings
-from domain.peer.session_store import session_store
-from workers.app import app
+from workers.specs import declared_task, import_task_modules, serving
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def send_coalesced(
     topics = sorted(due_topics)
     # The key outlives the countdown, so commits meanwhile ride along with this one.
     queued_ms = QUEUED_TTL_MS + int(countdown * 1000)
-    pipe = session_store().pipeline(transaction=False)
+    pipe = redis_client().pipeline(transaction=False)
     # Added before the queued keys are checked: a sweep that has started (its key gone)
     # either takes these topics or is followed by the one this sends.
     if topics:
@@ -76,8 +77,7 @@ def send_coalesced(
     sent = 0
     for followup, fresh in zip(wanted, answers, strict=True):
         if fresh:
-            app.send_task(
-                followup.task,
+            declared_task(followup.task).apply_async(
                 kwargs=followup.arguments(),
                 countdown=countdown,
                 headers={CALLER_HEADER: "trigger"},
@@ -88,23 +88,30 @@ def send_coalesced(
 
 def mark_started(followup: Followup) -> None:
     """Called by a task as it starts: commits from now on queue another run of it."""
-    session_store().delete(queued_key(followup))
+    redis_client().delete(queued_key(followup))
 
 
 def claim_due_topics() -> list[str]:
     """Called by the sweep of due topics after `mark_started`: the topics it sweeps, taken
     from the set at once, so each is swept by this sweep or by the next one queued."""
-    pipe = session_store().pipeline(transaction=True)
+    pipe = redis_client().pipeline(transaction=True)
     pipe.smembers(DUE_TOPICS_KEY)
     pipe.delete(DUE_TOPICS_KEY)
     members, _ = pipe.execute()
     return sorted(members)
 
 
-def _send_after_commit(session: Session) -> None:
-    followups, topics = take_followups(session)
-    if not followups or not get_settings().commit_triggers:
+def followups_of(due: Iterable[Due]) -> list[Followup]:
+    """The follow-ups that serve `due` work: those of the tasks declared to serve it."""
+    import_task_modules()
+    served = (serving(work) for work in due)
+    return [spec.followup for spec in served if spec is not None and spec.followup is not None]
+
+
+def _send_after_commit(due: set[Due], topics: set[str]) -> None:
+    if not get_settings().commit_triggers:
         return
+    followups = followups_of(due)
     try:
         send_coalesced(followups, topics)
     except SEND_ERRORS:
@@ -112,9 +119,4 @@ def _send_after_commit(session: Session) -> None:
         log.warning("follow-ups not sent after commit: %s", sorted(f.key for f in followups))
 
 
-def _drop_on_rollback(session: Session) -> None:
-    take_followups(session)
-
-
-event.listen(Session, "after_commit", _send_after_commit)
-event.listen(Session, "after_rollback", _drop_on_rollback)
+send_followups_with(_send_after_commit)

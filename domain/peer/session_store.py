@@ -10,31 +10,20 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable
-from functools import lru_cache
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import redis
-from sqlalchemy import event
-from sqlalchemy.orm import Session
 
-from core.redis_options import REDIS_CLIENT_OPTIONS
-from core.settings import get_settings
+from core.redis_client import RedisClient, redis_client
 from domain.peer.rules import SESSION_LANGUAGE
 
-SessionStore = redis.Redis
+SessionStore = RedisClient
 
 
-@lru_cache(maxsize=1)
 def session_store() -> SessionStore:
-    """The process's Redis client for session keys (SESSION_REDIS_URL or the result backend)."""
-    url = get_settings().session_store_url
-    parts = urlsplit(url)
-    if parts.scheme == "redis+socket":
-        # kombu's spelling of a unix socket; redis-py calls it unix://
-        url = urlunsplit(("unix", "", parts.path, parts.query, ""))
-    return redis.Redis.from_url(url, decode_responses=True, **REDIS_CLIENT_OPTIONS)
+    """The process's Redis client for session keys (SESSION_REDIS_URL or the result
+    backend): the one `core.redis_client` builds."""
+    return redis_client()
 
 
 def session_key(session_id: uuid.UUID | str) -> str:
@@ -45,15 +34,6 @@ def session_key(session_id: uuid.UUID | str) -> str:
 def session_document(question: dict[str, Any] | None, users: list[int]) -> dict[str, Any]:
     """A new session's document: no code yet, in the session language."""
     return {"question": question, "code": "", "language": SESSION_LANGUAGE, "users": users}
-
-
-def after_commit(session: Session, action: Callable[[], object]) -> None:
-    """Run `action` once the session's transaction has committed (never on rollback).
-
-    A failure there (Redis down) fails the task after the commit; the retry finds the
-    work done and writes the key again, and reconcile repairs it otherwise.
-    """
-    event.listen(session, "after_commit", lambda _session: action(), once=True)
 
 
 def write_if_missing(store: SessionStore, session_id: uuid.UUID, document: dict[str, Any]) -> bool:

@@ -9,11 +9,12 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from core.errors import Forbidden, NotFound
+from core.followups import after_commit
 from core.outbox import emit_event
 from core.results import TaskResult
 from domain.peer import session_store
 from domain.peer.rules import SESSION_LANGUAGE
-from domain.peer.session_store import SessionStore, after_commit
+from domain.peer.session_store import SessionStore
 from models.peer import (
     CollabSession,
     Match,
