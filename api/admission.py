@@ -21,26 +21,15 @@ import math
 import threading
 import time
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection
 
 from api.errors import ApiError
 from celeryconfig import queue_of
 from core.db import get_bookkeeping_engine
-from core.sql import epoch_seconds
-from models.platform import TaskRun
+from core.task_store import oldest_unstarted
 
 logger = logging.getLogger("api")
 
-# Accepted, due and not started, per task name: the wait of the oldest.
-OLDEST_UNSTARTED = (
-    select(TaskRun.name, epoch_seconds(func.now() - func.min(TaskRun.due_at)))
-    .where(
-        TaskRun.finished_at.is_(None),
-        TaskRun.started_at.is_(None),
-        TaskRun.due_at <= func.now(),
-    )
-    .group_by(TaskRun.name)
-)
 # The longest the door takes to reopen after a queue drained.
 MAX_REFRESH_SECONDS = 0.5
 
@@ -48,9 +37,9 @@ MAX_REFRESH_SECONDS = 0.5
 def oldest_waits(connection: Connection) -> dict[str, float]:
     """Per queue with unstarted due tasks, seconds its oldest has waited."""
     waits: dict[str, float] = {}
-    for name, seconds in connection.execute(OLDEST_UNSTARTED):
+    for name, seconds in oldest_unstarted(connection):
         queue = queue_of(name)
-        waits[queue] = max(waits.get(queue, 0.0), float(seconds))
+        waits[queue] = max(waits.get(queue, 0.0), seconds)
     return waits
 
 

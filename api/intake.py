@@ -22,9 +22,10 @@ from typing import Any
 import psycopg
 
 from api.errors import ApiError, unavailable
-from api.submission import NewTask, record_tasks_async
+from api.submission import record_tasks_async
 from core.outages import DATABASE, DATABASE_ERRORS
 from core.supervision import INTAKE_WRITER, fault_point, supervise_async
+from core.task_store import NewTask
 
 logger = logging.getLogger("api")
 

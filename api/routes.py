@@ -36,7 +36,6 @@ from api.errors import ErrorBody, error_body, unavailable
 from api.health import BrokerWatch, readiness
 from api.intake import Intake
 from api.schemas import (
-    FINAL_STATES,
     EnqueueRequest,
     Health,
     Readiness,
@@ -47,6 +46,7 @@ from api.schemas import (
 from api.waiters import OutcomeWaiters
 from core import tracing
 from core.outages import BROKER
+from core.task_store import FINAL_STATES
 
 router = APIRouter()
 JSON = "application/json"

@@ -1,9 +1,9 @@
 """Recording tasks and reading their status, shared by the HTTP routes and the CLI.
 
-Accepted means committed: a task is recorded in `task_runs` (`record_tasks_async`, many
-at once for the API's intake; `record_tasks`, one for the CLI's `enqueue_task`), and only
-then found by
-the dispatchers of the workers and beat (core.dispatcher), woken by the commit. A task
+Accepted means committed: a task is recorded in the task store (`record_tasks_async`,
+many at once for the API's intake; `record_tasks`, one for the CLI's `enqueue_task`),
+and only then found by the dispatchers of the workers and beat (core.dispatcher), woken
+by the commit. A task
 whose publish never happens is published again, so nothing accepted is lost and
 nothing is half-enqueued. Status is read from the same table.
 Every refusal is an `ApiError`, so `matchops enqueue`/`status` and the HTTP API
@@ -12,29 +12,28 @@ answer alike.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import uuid
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
 import psycopg
+from celery import states
 from pydantic import ValidationError
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
 from api.errors import ApiError, describe_field_errors, unavailable
 from api.schemas import MAX_WAIT_SECONDS
+from core import task_store
 from core.db import get_bookkeeping_engine, get_engine
-from core.dispatch import DISPATCH_CHANNEL
 from core.errors import describe_failure
 from core.outages import DATABASE, DATABASE_ERRORS, RESULT_BACKEND, RESULT_BACKEND_ERRORS
 from core.settings import get_settings
+from core.task_store import NewTask, TaskState
 from core.values import unstorable_values
-from models.platform import TaskProgress, TaskRun
 from workers.app import app, load_tasks
 from workers.base import TaskSpec, task_specs
 
@@ -42,14 +41,10 @@ logger = logging.getLogger("api")
 
 # How a Celery state of a record older than the ledger reads to a caller.
 LEGACY_STATES = {
-    "PENDING": "PENDING",
-    "RECEIVED": "PENDING",
-    "STARTED": "STARTED",
-    "RETRY": "RETRY",
-    "SUCCESS": "SUCCESS",
-    "FAILURE": "FAILURE",
-    "REVOKED": "FAILURE",
-    "REJECTED": "FAILURE",
+    **{state.value: state for state in TaskState},
+    states.RECEIVED: TaskState.PENDING,
+    states.REVOKED: TaskState.FAILURE,
+    states.REJECTED: TaskState.FAILURE,
 }
 
 
@@ -72,21 +67,6 @@ def list_tasks() -> list[dict[str, Any]]:
         }
         for spec in sorted(task_catalogue().values(), key=lambda spec: spec.name)
     ]
-
-
-@dataclass(frozen=True)
-class NewTask:
-    """A task to record: validated, or carrying the 422 it gets unless its key is known."""
-
-    task_id: str
-    name: str
-    args: dict[str, Any]
-    caller: str
-    idempotency_key: str | None
-    countdown: float | None
-    problem: str | None = None
-    # W3C traceparent of the span that records it (tracing on; core.tracing).
-    traceparent: str | None = None
 
 
 def prepare_task(
@@ -116,105 +96,20 @@ def prepare_task(
     return NewTask(str(uuid.uuid4()), name, args, caller, idempotency_key, countdown, problem)
 
 
-# The hot statement of the front door: every task of a batch in one round trip and one
-# commit (one WAL flush for them all), the batch as one JSON array so the statement text,
-# and its plan, stay the same whatever the batch size (and one parameter costs the
-# driver less than six arrays of them). The notification wakes the
-# dispatchers (core.dispatcher) when the commit makes the rows visible, not before.
-# Both statements are psycopg's own SQL: the API's intake sends them on an asyncio
-# connection, `record_tasks` through SQLAlchemy's driver-level execute.
-INSERT_TASKS = f"""
-    INSERT INTO task_runs (
-        task_id, name, args, caller, origin, idempotency_key, state, due_at, traceparent
-    )
-    SELECT t.task_id, t.name, t.args, t.caller, 'api', t.idempotency_key,
-           'PENDING', now() + make_interval(secs => t.countdown), t.traceparent
-    FROM jsonb_to_recordset(CAST(%(tasks)s AS jsonb)) AS t(
-        task_id text, name text, args jsonb, caller text, idempotency_key text, countdown float8,
-        traceparent text
-    )
-    ON CONFLICT (caller, idempotency_key) DO NOTHING
-    RETURNING task_id, pg_notify('{DISPATCH_CHANNEL}', '')
-"""
-
-# The tasks earlier calls with the same keys recorded, for every task of a batch the
-# insert skipped, in one round trip. Args are compared as jsonb: key order does not
-# matter, `true` and `1` differ.
-TASKS_FOR_KEYS = """
-    SELECT k.task_id, r.task_id, r.name, r.args = k.args AS same_args
-    FROM jsonb_to_recordset(CAST(%(keys)s AS jsonb)) AS k(
-        task_id text, caller text, idempotency_key text, args jsonb
-    )
-    JOIN task_runs r ON r.caller = k.caller AND r.idempotency_key = k.idempotency_key
-"""
-
-
 def record_tasks(connection: Connection, tasks: Sequence[NewTask]) -> list[str | ApiError]:
     """Record the tasks (autocommit: one statement, one commit); per task, in order, the
     task id the caller gets (its own, or the one its idempotency key recorded first) or
     the refusal (409 for a key used with other args, 422 for args that do not fit)."""
-    inserted: set[str] = set()
-    if insert := insertion(tasks):
-        inserted = {str(row[0]) for row in connection.exec_driver_sql(INSERT_TASKS, insert)}
-    found: list[Any] = []
-    if lookup := key_lookup(tasks, inserted):
-        found = list(connection.exec_driver_sql(TASKS_FOR_KEYS, lookup))
-    return answers(tasks, inserted, found)
+    recorded = task_store.record_tasks(connection, tasks)
+    return answers(tasks, recorded.inserted, recorded.found)
 
 
 async def record_tasks_async(
     connection: psycopg.AsyncConnection[Any], tasks: Sequence[NewTask]
 ) -> list[str | ApiError]:
     """`record_tasks` on an asyncio connection in autocommit (the API's intake)."""
-    inserted: set[str] = set()
-    if insert := insertion(tasks):
-        cursor = await connection.execute(INSERT_TASKS, insert)
-        inserted = {str(row[0]) for row in await cursor.fetchall()}
-    found: list[Any] = []
-    if lookup := key_lookup(tasks, inserted):
-        found = await (await connection.execute(TASKS_FOR_KEYS, lookup)).fetchall()
-    return answers(tasks, inserted, found)
-
-
-def insertion(tasks: Sequence[NewTask]) -> dict[str, str] | None:
-    """The parameter of INSERT_TASKS for the tasks whose args fit: one JSON array of
-    them; None when there are none."""
-    rows = [
-        {
-            "task_id": task.task_id,
-            "name": task.name,
-            "args": task.args,
-            "caller": task.caller,
-            "idempotency_key": task.idempotency_key,
-            "countdown": task.countdown or 0.0,
-            "traceparent": task.traceparent,
-        }
-        for task in tasks
-        if task.problem is None
-    ]
-    return {"tasks": json.dumps(rows)} if rows else None
-
-
-def key_lookup(tasks: Sequence[NewTask], inserted: set[str]) -> dict[str, str] | None:
-    """The parameter of TASKS_FOR_KEYS for the tasks INSERT_TASKS did not insert (their
-    key was used before, or earlier in the batch); None when it inserted them all."""
-    rows = []
-    for task in tasks:
-        if task.task_id in inserted:
-            continue
-        assert task.idempotency_key is not None
-        # Args PostgreSQL cannot hold were never recorded, so they equal nothing
-        # recorded; compared as NULL, they cannot fail the statement either.
-        storable = not unstorable_values(task.args)
-        rows.append(
-            {
-                "task_id": task.task_id,
-                "caller": task.caller,
-                "idempotency_key": task.idempotency_key,
-                "args": task.args if storable else None,
-            }
-        )
-    return {"keys": json.dumps(rows)} if rows else None
+    recorded = await task_store.record_tasks_async(connection, tasks)
+    return answers(tasks, recorded.inserted, recorded.found)
 
 
 def answers(
@@ -274,28 +169,16 @@ def describe_task(task_id: str, *, reader: str, may_read_all: bool) -> dict[str,
     if "\x00" in task_id:  # no PostgreSQL text holds one, so no task has it
         raise ApiError(404, "not_found", f"unknown task id {task_id!r}")
     with _reaching(DATABASE, DATABASE_ERRORS), get_bookkeeping_engine().connect() as connection:
-        row = connection.execute(
-            select(
-                TaskRun.name,
-                TaskRun.caller,
-                TaskRun.origin,
-                TaskRun.state,
-                TaskRun.result,
-                TaskRun.error,
-                TaskProgress.progress,
-            )
-            .outerjoin(TaskProgress, TaskProgress.task_id == TaskRun.task_id)
-            .where(TaskRun.task_id == task_id)
-        ).one_or_none()
+        row = task_store.task_status(connection, task_id)
     own = row is not None and row.origin == "api" and row.caller == reader
     if row is None or not (own or may_read_all):
         raise ApiError(404, "not_found", f"unknown task id {task_id!r}")
     if row.state is None:
         return _legacy_status(task_id, row.name)
     body: dict[str, Any] = {"task_id": task_id, "name": row.name, "state": row.state}
-    if row.state == "SUCCESS":
+    if row.state == TaskState.SUCCESS:
         body["result"] = row.result
-    elif row.state == "FAILURE":
+    elif row.state == TaskState.FAILURE:
         body["error"] = row.error
     elif row.progress is not None:
         body["progress"] = row.progress
@@ -305,12 +188,7 @@ def describe_task(task_id: str, *, reader: str, may_read_all: bool) -> dict[str,
 def finished_among(task_ids: Collection[str]) -> set[str]:
     """Which of these tasks have an outcome (one indexed read for all of them)."""
     with get_bookkeeping_engine().connect() as connection:
-        rows = connection.scalars(
-            select(TaskRun.task_id).where(
-                TaskRun.task_id.in_(list(task_ids)), TaskRun.finished_at.is_not(None)
-            )
-        )
-        return set(rows)
+        return task_store.finished_among(connection, task_ids)
 
 
 def accepted_body(task_id: str, name: str) -> dict[str, Any]:
@@ -318,7 +196,7 @@ def accepted_body(task_id: str, name: str) -> dict[str, Any]:
     return {
         "task_id": task_id,
         "name": name,
-        "state": "PENDING",
+        "state": TaskState.PENDING,
         "status_url": f"/v1/tasks/{task_id}",
     }
 
@@ -363,16 +241,16 @@ def _legacy_status(task_id: str, name: str) -> dict[str, Any]:
     # Recorded before the ledger: its outcome lives in the result backend only.
     with _reaching(RESULT_BACKEND, RESULT_BACKEND_ERRORS):
         meta: dict[str, Any] = app.backend.get_task_meta(task_id, cache=False)
-    raw_state = str(meta.get("status", "PENDING"))
+    raw_state = str(meta.get("status", states.PENDING))
     body: dict[str, Any] = {
         "task_id": task_id,
         "name": name,
-        "state": LEGACY_STATES.get(raw_state, "STARTED"),
+        "state": LEGACY_STATES.get(raw_state, TaskState.STARTED),
     }
     outcome = meta.get("result")
-    if raw_state == "SUCCESS":
+    if raw_state == states.SUCCESS:
         body["result"] = outcome
-    elif body["state"] == "FAILURE":
+    elif body["state"] == TaskState.FAILURE:
         # The backend rebuilds the stored exception (domain errors with their class).
         failed = outcome if isinstance(outcome, BaseException) else TaskFailed(str(outcome or ""))
         body["error"] = describe_failure(failed)

@@ -24,6 +24,7 @@ import sqlalchemy.exc
 
 from core.outages import BROKER, DATABASE, RESULT_BACKEND, TRANSIENT_ERRORS, component_of
 from core.settings import MissingSetting, get_settings
+from core.task_store import TaskState
 from domain.peer.stats import DEFAULT_WINDOW_SECONDS
 from runtime import credentials, embedded
 from runtime.polling import poll_until
@@ -422,7 +423,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def _print_answer(answer: dict[str, Any]) -> int:
     print(json.dumps(answer, indent=2))
-    return 1 if answer.get("state") == "FAILURE" else 0
+    return 1 if answer.get("state") == TaskState.FAILURE else 0
 
 
 def cmd_pools(args: argparse.Namespace) -> int:
