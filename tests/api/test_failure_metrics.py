@@ -234,7 +234,7 @@ def test_pruned_rows_stay_counted(db: Session, metrics_reader: httpx.Client):
 def test_a_due_task_no_dispatcher_hands_over_shows_as_dispatch_lag(
     worker: WorkerProcess, db: Session, metrics_reader: httpx.Client
 ):
-    task_id = uuid.uuid4()
+    task_id = str(uuid.uuid4())
     db.execute(
         text(
             "INSERT INTO task_runs (task_id, name, args, caller, origin, due_at) "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import get_args
 
 import kombu.exceptions
 from kombu.connection import Connection
@@ -33,15 +34,17 @@ from core.sql import HistogramQuery, epoch_seconds
 from core.supervision import STORE_ERRORS as SUPERVISION_STORE_ERRORS
 from core.supervision import restarts_in_fleet
 from domain.peer.budget import count_open_matches
+from domain.peer.rules import Difficulty
 from domain.peer.stats import MATCHED_SIDES, WAITING_POOLS
 from models.platform import OutboxEvent
+from workers.app import app
 
 logger = logging.getLogger("api")
 
 # Pools beyond this many label sets are summed under topic="_other" (one per difficulty),
 # so a service that invents topics cannot blow up the scraper's memory.
 MAX_POOL_SERIES = 100
-DIFFICULTIES = ("Easy", "Medium", "Hard")
+DIFFICULTIES = get_args(Difficulty)
 OTHER_TOPIC = "_other"
 # Seconds from a peer request to its proposed match; people wait minutes, not hours.
 TIME_TO_MATCH_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
@@ -257,8 +260,6 @@ DATABASE_SERIES: tuple[SeriesReader, ...] = (
 
 def queue_lengths(queues: Sequence[str]) -> Iterator[Metric]:
     """`matchops_queue_length{queue}`: messages waiting in each broker queue."""
-    from workers.app import app
-
     gauge = GaugeMetricFamily(
         "matchops_queue_length", "Messages waiting per broker queue.", labels=["queue"]
     )
@@ -274,8 +275,6 @@ def queue_lengths(queues: Sequence[str]) -> Iterator[Metric]:
 def dead_letters() -> Iterator[Metric]:
     """`matchops_dead_letters`: messages RabbitMQ dropped past a queue's delivery limit
     (or rejected) and holds in `matchops.dead` for an operator; 0 on Redis."""
-    from workers.app import app
-
     gauge = GaugeMetricFamily(
         "matchops_dead_letters",
         "Messages waiting in the dead-letter queue matchops.dead.",
