@@ -17,50 +17,18 @@ itself and answers 503 naming it.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 
-from sqlalchemy import Connection
-
-from api.errors import ApiError
+from api.errors import ApiError, api_error
 from celeryconfig import queue_of
 from core.db import get_bookkeeping_engine
-from core.task_store import oldest_unstarted
+from submission.service import oldest_waits, refusal
 
 logger = logging.getLogger("api")
 
 # The longest the door takes to reopen after a queue drained.
 MAX_REFRESH_SECONDS = 0.5
-
-
-def oldest_waits(connection: Connection) -> dict[str, float]:
-    """Per queue with unstarted due tasks, seconds its oldest has waited."""
-    waits: dict[str, float] = {}
-    for name, seconds in oldest_unstarted(connection):
-        queue = queue_of(name)
-        waits[queue] = max(waits.get(queue, 0.0), seconds)
-    return waits
-
-
-def refusal(queue: str, waited: float, limit: float) -> ApiError | None:
-    """The 429 for an enqueue into `queue` whose oldest task has `waited` seconds, or
-    None while that is within `limit`.
-
-    `Retry-After` is the limit itself, rounded up: about the time the workers take to
-    start what the queue held when it was last within bounds.
-    """
-    if waited <= limit:
-        return None
-    retry_after = max(1, math.ceil(limit))
-    return ApiError(
-        429,
-        "overloaded",
-        f"the {queue!r} queue is behind: its oldest task has waited {waited:.1f} s to "
-        f"start, over MAX_QUEUE_WAIT_SECONDS ({limit:g} s); nothing was enqueued, try "
-        f"again in {retry_after} s",
-        headers={"Retry-After": str(retry_after)},
-    )
 
 
 class Admission:
@@ -96,7 +64,8 @@ class Admission:
         since = self._waiting_since.get(queue)
         if since is None:
             return None
-        return refusal(queue, time.monotonic() - since, self.limit)
+        overloaded = refusal(queue, time.monotonic() - since, self.limit)
+        return None if overloaded is None else api_error(overloaded)
 
     def _run(self) -> None:
         while not self._stopping.wait(self.refresh_interval):

@@ -7,6 +7,7 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.task_store import TaskState
+from submission.service import MAX_WAIT_SECONDS
 
 # The states a caller sees (Celery's rarer ones are folded into these), published inline
 # in each body's schema as an enum of strings.
@@ -14,7 +15,6 @@ StateField = Literal[
     TaskState.PENDING, TaskState.STARTED, TaskState.RETRY, TaskState.SUCCESS, TaskState.FAILURE
 ]
 assert set(get_args(StateField)) == set(TaskState), "StateField must list every TaskState"
-MAX_WAIT_SECONDS = 30.0
 
 
 class EnqueueRequest(BaseModel):

@@ -3,11 +3,10 @@
 Accepted means committed: a task is recorded in the task store (`record_tasks_async`,
 many at once for the API's intake; `record_tasks`, one for the CLI's `enqueue_task`),
 and only then found by the dispatchers of the workers and beat (core.dispatcher), woken
-by the commit. A task
-whose publish never happens is published again, so nothing accepted is lost and
-nothing is half-enqueued. Status is read from the same table.
-Every refusal is an `ApiError`, so `matchops enqueue`/`status` and the HTTP API
-answer alike.
+by the commit. A task whose publish never happens is published again, so nothing
+accepted is lost and nothing is half-enqueued. Status is read from the same table.
+Every refusal is one of the domain's typed errors (core.errors), which the HTTP API
+(api.errors) and `matchops enqueue`/`status` (runtime.cli) answer alike.
 """
 
 from __future__ import annotations
@@ -25,19 +24,29 @@ from celery import states
 from pydantic import ValidationError
 from sqlalchemy import Connection
 
-from api.errors import ApiError, describe_field_errors, unavailable
-from api.schemas import MAX_WAIT_SECONDS
+from celeryconfig import queue_of
 from core import task_store
 from core.db import get_bookkeeping_engine, get_engine
-from core.errors import describe_failure
+from core.errors import (
+    Conflict,
+    DomainError,
+    Invalid,
+    NotFound,
+    Overloaded,
+    describe_failure,
+    describe_field_errors,
+    unreachable,
+)
 from core.outages import DATABASE, DATABASE_ERRORS, RESULT_BACKEND, RESULT_BACKEND_ERRORS
 from core.settings import get_settings
-from core.task_store import NewTask, TaskState
+from core.task_store import NewTask, TaskState, oldest_unstarted
 from core.values import unstorable_values
 from workers.app import app, load_tasks
 from workers.base import TaskSpec, task_specs
 
 logger = logging.getLogger("api")
+# The longest a caller may block for a task's outcome.
+MAX_WAIT_SECONDS = 30.0
 
 # How a Celery state of a record older than the ledger reads to a caller.
 LEGACY_STATES = {
@@ -87,16 +96,14 @@ def prepare_task(
     spec = _task_spec(name)
     check_timing(countdown, wait)
     if idempotency_key is not None and "\x00" in idempotency_key:
-        raise ApiError(
-            422, "validation_error", "idempotency_key: must not contain NUL characters (\\u0000)"
-        )
+        raise Invalid("idempotency_key: must not contain NUL characters (\\u0000)")
     problem = _args_problem(spec, args)
     if problem is not None and idempotency_key is None:
-        raise ApiError(422, "validation_error", problem)
+        raise Invalid(problem)
     return NewTask(str(uuid.uuid4()), name, args, caller, idempotency_key, countdown, problem)
 
 
-def record_tasks(connection: Connection, tasks: Sequence[NewTask]) -> list[str | ApiError]:
+def record_tasks(connection: Connection, tasks: Sequence[NewTask]) -> list[str | DomainError]:
     """Record the tasks (autocommit: one statement, one commit); per task, in order, the
     task id the caller gets (its own, or the one its idempotency key recorded first) or
     the refusal (409 for a key used with other args, 422 for args that do not fit)."""
@@ -106,7 +113,7 @@ def record_tasks(connection: Connection, tasks: Sequence[NewTask]) -> list[str |
 
 async def record_tasks_async(
     connection: psycopg.AsyncConnection[Any], tasks: Sequence[NewTask]
-) -> list[str | ApiError]:
+) -> list[str | DomainError]:
     """`record_tasks` on an asyncio connection in autocommit (the API's intake)."""
     recorded = await task_store.record_tasks_async(connection, tasks)
     return answers(tasks, recorded.inserted, recorded.found)
@@ -114,7 +121,7 @@ async def record_tasks_async(
 
 def answers(
     tasks: Sequence[NewTask], inserted: set[str], found: Sequence[Any]
-) -> list[str | ApiError]:
+) -> list[str | DomainError]:
     """Per task, in order: its own id when inserted, else what its key's first call
     recorded (`found`: rows of TASKS_FOR_KEYS)."""
     earlier = {str(row[0]): tuple(row[1:]) for row in found}
@@ -126,17 +133,15 @@ def answers(
     ]
 
 
-def answer_for_key(task: NewTask, row: tuple[Any, ...] | None) -> str | ApiError:
+def answer_for_key(task: NewTask, row: tuple[Any, ...] | None) -> str | DomainError:
     """What a call whose key was known gets: the first call's task id, 409 when that
     call asked for another task or other args, 422 when nothing was recorded under the
     key and the args do not fit."""
     if row is None:  # only a task whose args did not fit gets here
-        return ApiError(422, "validation_error", task.problem or "invalid args")
+        return Invalid(task.problem or "invalid args")
     task_id, name, same_args = row
     if name != task.name or not same_args:
-        return ApiError(
-            409,
-            "idempotency_conflict",
+        return Conflict(
             f"idempotency key {task.idempotency_key!r} was already used for task "
             f"{task_id} ({name}) with other arguments; send a new key for a "
             "different request",
@@ -148,7 +153,7 @@ def enqueue_task(task: NewTask) -> dict[str, Any]:
     """Record one task on its own (the CLI's way); the 202 body."""
     with _reaching(DATABASE, DATABASE_ERRORS), accepting_connection() as connection:
         [answer] = record_tasks(connection, [task])
-    if isinstance(answer, ApiError):
+    if isinstance(answer, DomainError):
         raise answer
     return accepted_body(answer, task.name)
 
@@ -167,12 +172,12 @@ def describe_task(task_id: str, *, reader: str, may_read_all: bool) -> dict[str,
     ids and tasks the reader may not see are the same 404.
     """
     if "\x00" in task_id:  # no PostgreSQL text holds one, so no task has it
-        raise ApiError(404, "not_found", f"unknown task id {task_id!r}")
+        raise NotFound(f"unknown task id {task_id!r}")
     with _reaching(DATABASE, DATABASE_ERRORS), get_bookkeeping_engine().connect() as connection:
         row = task_store.task_status(connection, task_id)
     own = row is not None and row.origin == "api" and row.caller == reader
     if row is None or not (own or may_read_all):
-        raise ApiError(404, "not_found", f"unknown task id {task_id!r}")
+        raise NotFound(f"unknown task id {task_id!r}")
     if row.state is None:
         return _legacy_status(task_id, row.name)
     body: dict[str, Any] = {"task_id": task_id, "name": row.name, "state": row.state}
@@ -201,19 +206,42 @@ def accepted_body(task_id: str, name: str) -> dict[str, Any]:
     }
 
 
+def oldest_waits(connection: Connection) -> dict[str, float]:
+    """Per queue with unstarted due tasks, seconds its oldest has waited."""
+    waits: dict[str, float] = {}
+    for name, seconds in oldest_unstarted(connection):
+        queue = queue_of(name)
+        waits[queue] = max(waits.get(queue, 0.0), seconds)
+    return waits
+
+
+def refusal(queue: str, waited: float, limit: float) -> Overloaded | None:
+    """The refusal (429) of an enqueue into `queue` whose oldest task has `waited`
+    seconds, or None while that is within `limit` (MAX_QUEUE_WAIT_SECONDS).
+
+    Its `retry_after` is the limit itself, rounded up: about the time the workers take to
+    start what the queue held when it was last within bounds.
+    """
+    if waited <= limit:
+        return None
+    retry_after = max(1, math.ceil(limit))
+    return Overloaded(
+        f"the {queue!r} queue is behind: its oldest task has waited {waited:.1f} s to "
+        f"start, over MAX_QUEUE_WAIT_SECONDS ({limit:g} s); nothing was enqueued, try "
+        f"again in {retry_after} s",
+        retry_after=retry_after,
+    )
+
+
 def check_timing(countdown: float | None, wait: float | None) -> None:
     """422 for a countdown or wait outside the limits (the CLI checks the same way)."""
     max_countdown = get_settings().max_countdown_seconds
     if countdown is not None and not (math.isfinite(countdown) and 0 <= countdown <= max_countdown):
-        raise ApiError(
-            422,
-            "validation_error",
+        raise Invalid(
             f"countdown: must be between 0 and {max_countdown} seconds, got {countdown:g}",
         )
     if wait is not None and not (math.isfinite(wait) and 0 < wait <= MAX_WAIT_SECONDS):
-        raise ApiError(
-            422,
-            "validation_error",
+        raise Invalid(
             f"wait: must be above 0 and at most {MAX_WAIT_SECONDS:g} seconds, got {wait:g}",
         )
 
@@ -221,7 +249,7 @@ def check_timing(countdown: float | None, wait: float | None) -> None:
 def _task_spec(name: str) -> TaskSpec:
     spec = task_catalogue().get(name)
     if spec is None:
-        raise ApiError(404, "not_found", f"unknown task {name!r}; GET /v1/tasks lists the tasks")
+        raise NotFound(f"unknown task {name!r}; GET /v1/tasks lists the tasks")
     return spec
 
 
@@ -263,9 +291,9 @@ class TaskFailed(Exception):
 
 @contextmanager
 def _reaching(component: str, errors: tuple[type[Exception], ...]) -> Iterator[None]:
-    """Turn an outage of `component` into a 503 naming it (the cause is logged)."""
+    """Turn an outage of `component` into `Unavailable` naming it (the cause is logged)."""
     try:
         yield
     except errors as exc:
         logger.warning("%s unreachable: %s", component, exc)
-        raise unavailable(component) from None
+        raise unreachable(component) from None
