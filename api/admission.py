@@ -17,61 +17,18 @@ itself and answers 503 naming it.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 
-from sqlalchemy import Connection, func, select
-
-from api.errors import ApiError
+from api.errors import ApiError, api_error
 from core.db import get_bookkeeping_engine
-from core.sql import epoch_seconds
-from models.platform import TaskRun
+from submission.service import oldest_waits, refusal
 from workers.specs import queue_of
 
 logger = logging.getLogger("api")
 
-# Accepted, due and not started, per task name: the wait of the oldest.
-OLDEST_UNSTARTED = (
-    select(TaskRun.name, epoch_seconds(func.now() - func.min(TaskRun.due_at)))
-    .where(
-        TaskRun.finished_at.is_(None),
-        TaskRun.started_at.is_(None),
-        TaskRun.due_at <= func.now(),
-    )
-    .group_by(TaskRun.name)
-)
 # The longest the door takes to reopen after a queue drained.
 MAX_REFRESH_SECONDS = 0.5
-
-
-def oldest_waits(connection: Connection) -> dict[str, float]:
-    """Per queue with unstarted due tasks, seconds its oldest has waited."""
-    waits: dict[str, float] = {}
-    for name, seconds in connection.execute(OLDEST_UNSTARTED):
-        queue = queue_of(name)
-        waits[queue] = max(waits.get(queue, 0.0), float(seconds))
-    return waits
-
-
-def refusal(queue: str, waited: float, limit: float) -> ApiError | None:
-    """The 429 for an enqueue into `queue` whose oldest task has `waited` seconds, or
-    None while that is within `limit`.
-
-    `Retry-After` is the limit itself, rounded up: about the time the workers take to
-    start what the queue held when it was last within bounds.
-    """
-    if waited <= limit:
-        return None
-    retry_after = max(1, math.ceil(limit))
-    return ApiError(
-        429,
-        "overloaded",
-        f"the {queue!r} queue is behind: its oldest task has waited {waited:.1f} s to "
-        f"start, over MAX_QUEUE_WAIT_SECONDS ({limit:g} s); nothing was enqueued, try "
-        f"again in {retry_after} s",
-        headers={"Retry-After": str(retry_after)},
-    )
 
 
 class Admission:
@@ -107,7 +64,8 @@ class Admission:
         since = self._waiting_since.get(queue)
         if since is None:
             return None
-        return refusal(queue, time.monotonic() - since, self.limit)
+        overloaded = refusal(queue, time.monotonic() - since, self.limit)
+        return None if overloaded is None else api_error(overloaded)
 
     def _run(self) -> None:
         while not self._stopping.wait(self.refresh_interval):

@@ -18,11 +18,11 @@ from api.metrics import CountRefusals
 from api.metrics import router as metrics_router
 from api.middleware import MAX_BODY_BYTES, BodySizeLimit, CatchAll
 from api.routes import router
-from api.submission import finished_among, task_catalogue
 from api.waiters import OutcomeWaiters
 from core import tracing
 from core.db import libpq_conninfo
 from core.settings import get_settings
+from submission.service import finished_among, task_catalogue
 
 DESCRIPTION = """\
 Enqueue matchops tasks and read their outcome.

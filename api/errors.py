@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from core.errors import DomainError, Overloaded, describe_field_errors, unreachable
 from core.outages import OUTAGES
 
 logger = logging.getLogger("api")
@@ -70,22 +71,14 @@ def error_body(type_: str, message: str) -> dict[str, Any]:
 
 def unavailable(component: str) -> ApiError:
     """503 naming the part that did not answer; details stay in the server log."""
-    return ApiError(
-        503, "unavailable", f"the {component} is unreachable; nothing was changed, try again later"
-    )
+    return api_error(unreachable(component))
 
 
-def describe_field_errors(errors: Iterable[Mapping[str, Any]], prefix: Sequence[str] = ()) -> str:
-    """Pydantic errors as `field: why; field: why`, fields dotted from `prefix`."""
-    parts = []
-    for error in errors:
-        loc = [*prefix, *(str(part) for part in error.get("loc", ()))]
-        if error.get("type") == "json_invalid":
-            reason = error.get("ctx", {}).get("error", "not valid JSON")
-            parts.append(f"body: invalid JSON ({reason})")
-            continue
-        parts.append(f"{'.'.join(loc) or 'body'}: {error.get('msg', 'invalid')}")
-    return "; ".join(parts) or "the request does not fit the schema"
+def api_error(error: DomainError) -> ApiError:
+    """The answer to a refusal of the submission service (submission.service): its
+    status, the `type` of that status, its message, and `Retry-After` for a 429."""
+    headers = {"Retry-After": str(error.retry_after)} if isinstance(error, Overloaded) else None
+    return ApiError(error.status, TYPE_BY_STATUS[error.status], error.message, headers)
 
 
 def _request_field_errors(exc: RequestValidationError) -> str:
@@ -112,6 +105,12 @@ def _json(
 async def _api_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
     return _json(exc.status, exc.type, exc.message, exc.headers)
+
+
+async def _domain_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DomainError)
+    error = api_error(exc)
+    return _json(error.status, error.type, error.message, error.headers)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -145,6 +144,7 @@ def _outage(component: str) -> Any:
 def install_error_handlers(app: FastAPI) -> None:
     """Answer every expected error as JSON; outages the routes did not map become 503."""
     app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(DomainError, _domain_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     for component, errors in OUTAGES:

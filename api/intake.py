@@ -3,7 +3,7 @@
 A commit waits for PostgreSQL to flush its WAL to disk (about 9 ms on this class of
 machine), and a connection commits one transaction at a time. Each request therefore
 parks its prepared task here and awaits a future; one writer coroutine takes whatever
-has gathered, records it all with a single statement (api.submission.record_tasks_async),
+has gathered, records it all with a single statement (submission.service.record_tasks_async),
 and resolves the futures; the commit notifies the dispatchers, which publish. Under
 load a batch holds as many tasks as arrived during the previous commit, so throughput
 grows with concurrency while each caller still gets its 202 only after its row is
@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
 
-from api.errors import ApiError, unavailable
-from api.submission import NewTask, record_tasks_async
+from api.errors import unavailable
 from core.outages import DATABASE, DATABASE_ERRORS
 from core.supervision import INTAKE_WRITER, fault_point, supervise_async
+from core.task_store import NewTask
+from submission.service import record_tasks_async
 
 logger = logging.getLogger("api")
 
@@ -61,7 +63,7 @@ class Intake:
         await self._forget_connection()
 
     async def record(self, task: NewTask) -> str:
-        """The task id the caller gets, once committed; raises the ApiError refusing it."""
+        """The task id the caller gets, once committed; raises the error refusing it."""
         answer: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._parked.append((task, answer))
         assert self._arrived is not None, "the intake records only once started"
@@ -85,7 +87,7 @@ class Intake:
             fault_point(INTAKE_WRITER)
 
     async def _record(self, batch: list[_Parked]) -> None:
-        answers: list[str | ApiError] | BaseException
+        answers: Sequence[str | Exception] | BaseException
         try:
             # The writer keeps its connection: no pool checkout and ping per batch.
             if self._connection is None:

@@ -1,4 +1,4 @@
-"""`GET /metrics`: the Prometheus series of `core.metrics`, for tokens with `metrics:read`,
+"""`GET /metrics`: the Prometheus series of `api.series`, for tokens with `metrics:read`,
 and the enqueue refusals this API process answered."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.auth import CurrentCaller
 from api.errors import ApiError, ErrorBody
-from core.metrics import metrics_registry
+from api.series import metrics_registry
 
 METRICS_SCOPE = "metrics:read"
 ENQUEUE_PREFIX = "/v1/tasks/"

@@ -1,4 +1,4 @@
-"""The routes: thin wrappers around `api.submission`, plus the health probes.
+"""The routes: thin wrappers around `submission.service`, plus the health probes.
 
 Database calls run in FastAPI's thread pool, so they never block the event loop; an
 enqueue is recorded by the intake's asyncio connection (api.intake), a `wait` waits on
@@ -23,7 +23,6 @@ from pydantic import TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from api import submission
 from api.admission import Admission
 from api.auth import (
     CurrentCaller,
@@ -36,7 +35,6 @@ from api.errors import ErrorBody, error_body, unavailable
 from api.health import BrokerWatch, readiness
 from api.intake import Intake
 from api.schemas import (
-    FINAL_STATES,
     EnqueueRequest,
     Health,
     Readiness,
@@ -47,6 +45,8 @@ from api.schemas import (
 from api.waiters import OutcomeWaiters
 from core import tracing
 from core.outages import BROKER
+from core.task_store import FINAL_STATES
+from submission import service
 
 router = APIRouter()
 JSON = "application/json"
@@ -92,7 +92,7 @@ async def enqueue(
     if broker_watch.down:
         # The task would wait in PostgreSQL until the broker is back; say so instead.
         raise unavailable(BROKER)
-    task = submission.prepare_task(
+    task = service.prepare_task(
         name,
         enqueue_request.args,
         caller=caller.sub,
@@ -109,11 +109,11 @@ async def enqueue(
             task = dataclasses.replace(task, traceparent=traceparent)
         task_id = await intake.record(task)
     if enqueue_request.wait is None:
-        return JSONResponse(submission.accepted_body(task_id, name), 202)
+        return JSONResponse(service.accepted_body(task_id, name), 202)
     waiters: OutcomeWaiters = request.app.state.waiters
     await waiters.wait(task_id, enqueue_request.wait)
     answer = await run_in_threadpool(
-        partial(submission.describe_task, task_id, reader=caller.sub, may_read_all=True)
+        partial(service.describe_task, task_id, reader=caller.sub, may_read_all=True)
     )
     return JSONResponse(answer, status_code=200 if answer["state"] in FINAL_STATES else 202)
 
@@ -233,7 +233,7 @@ router.add_api_route(
 )
 def task_status(task_id: str, caller: CurrentCaller) -> dict[str, Any]:
     """The status of one task."""
-    return submission.describe_task(
+    return service.describe_task(
         task_id, reader=caller.sub, may_read_all=may_read_every_task(caller)
     )
 
@@ -248,7 +248,7 @@ def task_status(task_id: str, caller: CurrentCaller) -> dict[str, Any]:
 )
 def get_tasks() -> list[dict[str, Any]]:
     """Every task: name, one-line description and the JSON schemas of its args and result."""
-    return submission.list_tasks()
+    return service.list_tasks()
 
 
 # Served on the event loop: no thread-pool slot to wait for, however busy the API is.

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
-# The states a caller sees; Celery's rarer ones are folded into these.
-TaskState = Literal["PENDING", "STARTED", "RETRY", "SUCCESS", "FAILURE"]
-FINAL_STATES = frozenset({"SUCCESS", "FAILURE"})
-MAX_WAIT_SECONDS = 30.0
+from core.task_store import TaskState
+from submission.service import MAX_WAIT_SECONDS
+
+# The states a caller sees (Celery's rarer ones are folded into these), published inline
+# in each body's schema as an enum of strings.
+StateField = Literal[
+    TaskState.PENDING, TaskState.STARTED, TaskState.RETRY, TaskState.SUCCESS, TaskState.FAILURE
+]
+assert set(get_args(StateField)) == set(TaskState), "StateField must list every TaskState"
 
 
 class EnqueueRequest(BaseModel):
@@ -56,7 +61,7 @@ class TaskAccepted(BaseModel):
 
     task_id: str
     name: str
-    state: Literal["PENDING"]
+    state: Literal[TaskState.PENDING]
     status_url: str
 
 
@@ -73,7 +78,7 @@ class TaskStatus(BaseModel):
 
     task_id: str
     name: str
-    state: TaskState
+    state: StateField
     result: Any = Field(None, description="The task's JSON result (state SUCCESS).")
     error: TaskError | None = Field(None, description="Present when state is FAILURE.")
     progress: dict[str, Any] | None = Field(

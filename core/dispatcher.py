@@ -4,7 +4,7 @@ It runs in every worker's main process and in beat (workers.signals), so publish
 costs the API nothing and a stack that can run tasks can always dispatch them. One
 dispatcher leads: the one whose connection holds the session-level advisory lock
 LEADER_LOCK. The leader LISTENs on `DISPATCH_CHANNEL`, which the commit of new tasks
-notifies, and claims and publishes them at once (core.dispatch.claim_fresh), so a
+notifies, and claims and publishes them at once (core.task_store.claim_fresh), so a
 commit wakes one dispatcher, not all of them. Every DISPATCH_INTERVAL_SECONDS each
 dispatcher, leader or standby, claims countdowns that ran out and tasks to dispatch
 again (claim_lost); a standby also claims fresh tasks then (whatever a leader left), and
@@ -24,19 +24,17 @@ import psycopg
 from celery import Celery
 from sqlalchemy import Connection, Engine, Integer, func, select, text
 
-from core.dispatch import (
-    BROKER_PROBE_ERRORS,
+from core.dispatch import BROKER_PROBE_ERRORS, check_broker, publish
+from core.outages import BROKER_ERRORS, DATABASE_ERRORS
+from core.supervision import DISPATCHER, fault_point, supervise
+from core.task_store import (
     CLAIM_BATCH,
     DISPATCH_CHANNEL,
     Dispatch,
-    check_broker,
     claim_fresh,
     claim_lost,
-    publish,
     release,
 )
-from core.outages import BROKER_ERRORS, DATABASE_ERRORS
-from core.supervision import DISPATCHER, fault_point, supervise
 
 logger = logging.getLogger("matchops.dispatch")
 

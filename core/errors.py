@@ -6,6 +6,9 @@ class name, module and message, and rebuilds the instance on the reading side.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
 
 class DomainError(Exception):
     """A request the domain refuses. Subclasses fix the HTTP status."""
@@ -46,6 +49,49 @@ class Conflict(DomainError):
     """The object is not in a state that allows the change (409)."""
 
     status = 409
+
+
+class Invalid(DomainError):
+    """The call does not fit: its args break the task's schema, or its countdown or wait
+    is out of bounds (422)."""
+
+    status = 422
+
+
+class Overloaded(DomainError):
+    """The task's queue is too far behind to promise the work in time; nothing was
+    recorded, and the caller may try again after `retry_after` seconds (429)."""
+
+    status = 429
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Unavailable(DomainError):
+    """A part the call needs (the database, the broker, the result backend) does not
+    answer; nothing was changed (503)."""
+
+    status = 503
+
+
+def unreachable(component: str) -> Unavailable:
+    """The refusal naming the part that did not answer; details stay in the server log."""
+    return Unavailable(f"the {component} is unreachable; nothing was changed, try again later")
+
+
+def describe_field_errors(errors: Iterable[Mapping[str, Any]], prefix: Sequence[str] = ()) -> str:
+    """Pydantic errors as `field: why; field: why`, fields dotted from `prefix`."""
+    parts = []
+    for error in errors:
+        loc = [*prefix, *(str(part) for part in error.get("loc", ()))]
+        if error.get("type") == "json_invalid":
+            reason = error.get("ctx", {}).get("error", "not valid JSON")
+            parts.append(f"body: invalid JSON ({reason})")
+            continue
+        parts.append(f"{'.'.join(loc) or 'body'}: {error.get('msg', 'invalid')}")
+    return "; ".join(parts) or "the request does not fit the schema"
 
 
 DOMAIN_ERRORS: dict[str, type[DomainError]] = {

@@ -108,3 +108,29 @@ def skip_locked_update(
     """
     locked = due.with_for_update(skip_locked=True, of=of).cte(name)
     return update(key.class_).where(key == locked.c[key.key], still)
+
+
+class HistogramQuery:
+    """The columns that count a `wait` expression into cumulative buckets, and the buckets
+    back.
+
+    `columns` are the bucket counts, the count and the sum of `wait`, in that order;
+    `buckets` turns those values of one result row into what `HistogramMetricFamily` takes.
+    """
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = tuple(bounds)
+
+    def columns(self, wait: ColumnElement[Any]) -> list[ColumnElement[Any]]:
+        """The aggregates over `wait` that `buckets` reads back."""
+        counts = [
+            func.count().filter(wait <= bindparam(f"bucket_{index}", bound))
+            for index, bound in enumerate(self.bounds)
+        ]
+        return [*counts, func.count(), func.coalesce(func.sum(wait), 0)]
+
+    def buckets(self, values: Sequence[Any]) -> tuple[list[tuple[str, float]], float]:
+        """(buckets with +Inf, sum) from the values `columns` produced."""
+        *cumulative, total, seconds = values
+        buckets = [(f"{b:g}", float(n)) for b, n in zip(self.bounds, cumulative, strict=True)]
+        return [*buckets, ("+Inf", float(total))], float(seconds)

@@ -41,6 +41,7 @@ from sqlalchemy import Connection, Engine, bindparam, event, func, select
 from sqlalchemy.orm import Session, SessionTransaction
 
 from core.settings import Settings, get_settings
+from core.task_store import TASK_TABLE
 
 TRACEPARENT = "traceparent"
 # What a traced transaction declares its context in; outbox rows default to it (0008).
@@ -200,7 +201,7 @@ def _recording(tracer: trace.Tracer, task_name: str, task_id: str) -> Iterator[s
         attributes={
             "db.system.name": "postgresql",
             "db.operation.name": "INSERT",
-            "db.collection.name": "task_runs",
+            "db.collection.name": TASK_TABLE,
             "matchops.task.name": task_name,
             "matchops.task.id": task_id,
         },

@@ -23,8 +23,10 @@ from typing import Any, NoReturn
 import sqlalchemy.exc
 from pydantic import ValidationError
 
+from core.errors import DomainError, Overloaded, Unavailable
 from core.outages import BROKER, DATABASE, RESULT_BACKEND, TRANSIENT_ERRORS, component_of
 from core.settings import MissingSetting, describe_invalid, get_settings
+from core.task_store import TaskState
 from domain.peer.stats import DEFAULT_WINDOW_SECONDS
 from runtime import credentials, embedded
 from runtime.polling import poll_until
@@ -351,7 +353,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     """Enqueue through the same code path as `POST /v1/tasks/{name}`."""
     task_args = parse_task_args(args.arg)
     embedded.attach()
-    from api.submission import enqueue_task, prepare_task
+    from submission.service import enqueue_task, prepare_task
 
     _refuse_without_broker()
     caller = _cli_caller()
@@ -390,8 +392,8 @@ def _refuse_when_behind(name: str) -> None:
     """As the API does: with MAX_QUEUE_WAIT_SECONDS set, an enqueue into a queue whose
     oldest unstarted task waited longer is refused, recording nothing.
     One read of the queue waits: the command enqueues once."""
-    from api.admission import oldest_waits, refusal
     from core.db import get_bookkeeping_engine
+    from submission.service import oldest_waits, refusal
     from workers.specs import queue_of
 
     limit = get_settings().max_queue_wait_seconds
@@ -405,7 +407,7 @@ def _refuse_when_behind(name: str) -> None:
 
 
 def _await_outcome(task_id: str, caller: str, seconds: float) -> dict[str, Any]:
-    from api.submission import describe_task, finished_among
+    from submission.service import describe_task, finished_among
 
     poll_until(lambda: finished_among([task_id]), seconds, 0.05)
     return describe_task(task_id, reader=caller, may_read_all=True)
@@ -414,7 +416,7 @@ def _await_outcome(task_id: str, caller: str, seconds: float) -> dict[str, Any]:
 def cmd_status(args: argparse.Namespace) -> int:
     """Print what `GET /v1/tasks/{task_id}` answers (for every task: an operator's view)."""
     embedded.attach()
-    from api.submission import describe_task
+    from submission.service import describe_task
 
     return _print_answer(
         _api_call(lambda: describe_task(args.task_id, reader=_cli_caller(), may_read_all=True))
@@ -423,7 +425,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def _print_answer(answer: dict[str, Any]) -> int:
     print(json.dumps(answer, indent=2))
-    return 1 if answer.get("state") == "FAILURE" else 0
+    return 1 if answer.get("state") == TaskState.FAILURE else 0
 
 
 def cmd_pools(args: argparse.Namespace) -> int:
@@ -464,17 +466,18 @@ class ApiRefusal(Exception):
 
 
 def _api_call(call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    from api.errors import ApiError
+    from api.errors import api_error
 
     # The printed JSON answer says what went wrong; the API's warnings about it would
     # only repeat it with a driver traceback.
     logging.basicConfig(level=logging.ERROR)
     try:
         return call()
-    except ApiError as error:
-        # The API answers an outage with 503; the command line exits as for any outage.
-        exit_status = {503: UNREACHABLE, 429: OVERLOADED}.get(error.status, 1)
-        raise ApiRefusal(error.body(), exit_status) from None
+    except DomainError as error:
+        # The body the API answers; an outage exits as any outage does, a queue that is
+        # behind with its own status.
+        exit_status = {Unavailable: UNREACHABLE, Overloaded: OVERLOADED}.get(type(error), 1)
+        raise ApiRefusal(api_error(error).body(), exit_status) from None
     except TRANSIENT_ERRORS as error:
         component = component_of(error) or "broker"
         raise ApiRefusal(_unavailable(component), UNREACHABLE) from None

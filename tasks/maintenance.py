@@ -1,12 +1,12 @@
-"""The reconcile task: repairs of what a crash can leave behind (core.reconcile)."""
+"""The reconcile task: repairs of what a crash can leave behind (domain.reconcile)."""
 
 from __future__ import annotations
 
 from core.db import session_factory
-from core.reconcile import ReconcileResult, reconcile
 from core.relay import relay_pending
 from core.settings import get_settings
 from domain.peer.session_store import session_store
+from domain.reconcile import ReconcileResult, reconcile
 from workers.app import app
 from workers.base import NoArgs, ProgressReporter, own_transactions_task
 from workers.specs import Periodic

@@ -16,13 +16,13 @@ from celery.result import AsyncResult
 from pydantic import ValidationError
 from sqlalchemy import select, text
 
-from api.submission import task_catalogue
 from celeryconfig import QUEUE_NAMES
 from core.db import get_engine
 from models.platform import TaskRun
 from runtime.children import Child
 from runtime.polling import poll_until
 from runtime.stack import wait_for_worker
+from submission.service import task_catalogue
 from workers.app import app
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -18,7 +18,7 @@ model to build and dump on the way out. Results are not validated at run time, w
 would cost every task a pass over its result; the tests check every task's actual
 result against its shape.
 
-Exactly once per task id (workers.ledger): every delivery is counted first; the
+Exactly once per task id (core.task_store, step 4): every delivery is counted first; the
 outcome (result or domain error) is written only where none stands: in the same
 transaction as the effects for `task` (a delivery that finds another's outcome there
 rolls its effects back), and for `own_transactions_task`, which cannot roll back, after
@@ -59,6 +59,7 @@ from sqlalchemy import Select, text
 from sqlalchemy.orm import Session
 
 from celeryconfig import MATCHOPS_QUEUES
+from core import task_store
 from core.context import CALLER_HEADER, SENT_AT_HEADER, TaskContext, attach_context
 from core.db import get_bookkeeping_engine, get_engine, session_factory
 from core.errors import (
@@ -72,8 +73,8 @@ from core.errors import (
 from core.followups import Due, Followup
 from core.outages import TRANSIENT_ERRORS, waited_for_lock
 from core.settings import get_settings
+from core.task_store import TaskState
 from core.values import unstorable_values
-from workers import ledger
 from workers.app import app
 from workers.monitoring import announce_progress
 from workers.specs import DEFAULT_QUEUE, Periodic, register
@@ -189,10 +190,10 @@ class ProgressReporter:
             return
         progress = {"done": done, "total": total, **extra}
         with get_bookkeeping_engine().connect() as connection:
-            ledger.record_progress(connection, self.context.task_id, progress)
+            task_store.record_progress(connection, self.context.task_id, progress)
         if not self._task.ignore_result:
             # A task declared to store no result leaves no key in the backend either.
-            self._task.update_state(state="STARTED", meta={"progress": progress})
+            self._task.update_state(state=TaskState.STARTED, meta={"progress": progress})
         announce_progress(self._task, progress)
 
 
@@ -232,10 +233,10 @@ def task(
                     parsed = parse_args(name, args, kwargs)
                     result = to_jsonable_python(body(session, parsed))
                     if context is not None:
-                        ledger.record_first_outcome(
-                            session, context.task_id, ledger.Outcome(ledger.SUCCESS, result)
+                        task_store.record_first_outcome(
+                            session, context.task_id, task_store.Outcome(TaskState.SUCCESS, result)
                         )
-            except ledger.Superseded as superseded:
+            except task_store.Superseded as superseded:
                 return _replay(superseded.outcome)
             return result
 
@@ -276,11 +277,11 @@ def own_transactions_task(
                 return to_jsonable_python(body(ProgressReporter(task, None), parsed))
             with session_factory().begin() as guard:
                 idle = get_settings().task_time_limit
-                if (recorded := ledger.claim_run(guard, context.task_id, idle)) is not None:
+                if (recorded := task_store.claim_run(guard, context.task_id, idle)) is not None:
                     return _replay(recorded)
                 result = to_jsonable_python(body(ProgressReporter(task, context), parsed))
-                stood = ledger.record_outcome(
-                    guard, context.task_id, ledger.Outcome(ledger.SUCCESS, result)
+                stood = task_store.record_outcome(
+                    guard, context.task_id, task_store.Outcome(TaskState.SUCCESS, result)
                 )
             return stood.result
 
@@ -320,7 +321,7 @@ def _declare(
     def deliver(self: Task, request: Any, kwargs: dict[str, Any]) -> Any:
         sent_by = TaskContext(task_id=request.id, task_name=name, caller=_caller_of(request))
         with get_bookkeeping_engine().connect() as connection:
-            delivery = ledger.begin_delivery(
+            delivery = task_store.begin_delivery(
                 connection, sent_by, kwargs, sent_by.caller, _due_since(request)
             )
         if delivery.outcome is not None:
@@ -338,7 +339,7 @@ def _declare(
             return _replay(_record_failure(context, exc))
         except TRANSIENT_ERRORS as exc:
             if request.retries < self.max_retries:  # Celery tries again
-                _mark_quietly(context, ledger.RETRY)
+                _mark_quietly(context, TaskState.RETRY)
                 raise
             if (stood := _record_failure_quietly(context, exc)) is not None:
                 return _replay(stood)
@@ -416,34 +417,36 @@ def _due_since(request: Any) -> datetime | None:
     return max(moments, default=None)
 
 
-def _replay(outcome: ledger.Outcome) -> Any:
-    if outcome.state == ledger.SUCCESS:
+def _replay(outcome: task_store.Outcome) -> Any:
+    if outcome.state == TaskState.SUCCESS:
         return outcome.result
     raise rebuild_failure(outcome.error or {})
 
 
-def _record_failure(context: TaskContext, error: BaseException) -> ledger.Outcome:
-    failure = ledger.Outcome(ledger.FAILURE, error=describe_failure(error))
+def _record_failure(context: TaskContext, error: BaseException) -> task_store.Outcome:
+    failure = task_store.Outcome(TaskState.FAILURE, error=describe_failure(error))
     with session_factory().begin() as session:
-        return ledger.record_outcome(session, context.task_id, failure)
+        return task_store.record_outcome(session, context.task_id, failure)
 
 
 def _give_up(context: TaskContext, deliveries: int) -> Any:
     return _replay(_record_failure(context, GaveUp(f"gave up after {deliveries} deliveries")))
 
 
-def _record_failure_quietly(context: TaskContext, error: BaseException) -> ledger.Outcome | None:
+def _record_failure_quietly(
+    context: TaskContext, error: BaseException
+) -> task_store.Outcome | None:
     """Record a bug's or a time limit's failure; the outcome another delivery of the task
     recorded first, if one did (it is the answer then), else None.
 
     The database may be what failed, so the original error is what propagates
     otherwise, recorded or not.
     """
-    failure = ledger.Outcome(ledger.FAILURE, error=describe_failure(error))
+    failure = task_store.Outcome(TaskState.FAILURE, error=describe_failure(error))
     with contextlib.suppress(*TRANSIENT_ERRORS), session_factory().begin() as session:
         try:
-            ledger.record_first_outcome(session, context.task_id, failure)
-        except ledger.Superseded as superseded:
+            task_store.record_first_outcome(session, context.task_id, failure)
+        except task_store.Superseded as superseded:
             return superseded.outcome
     return None
 
@@ -458,13 +461,13 @@ def _record_time_limit(task_id: str, name: str, exc: TimeLimitExceeded) -> None:
         "message": f"killed at the hard time limit of {seconds} s (TASK_TIME_LIMIT)",
         "status": 500,
     }
-    failure = ledger.Outcome(ledger.FAILURE, error=error)
+    failure = task_store.Outcome(TaskState.FAILURE, error=error)
     try:
         with get_engine().begin() as connection:
             # Bounded: a killed task whose query still runs in PostgreSQL holds the row
             # until that query ends; the dispatcher then hands the task out again.
             connection.execute(text(f"SET LOCAL lock_timeout = '{TIME_LIMIT_RECORD_LOCK_WAIT}'"))
-            ledger.write_first_outcome(connection, task_id, failure)
+            task_store.write_first_outcome(connection, task_id, failure)
     except TRANSIENT_ERRORS as outage:
         logger.warning(
             "%s[%s] hit its hard time limit; its failure could not be recorded (%s), so it "
@@ -475,6 +478,6 @@ def _record_time_limit(task_id: str, name: str, exc: TimeLimitExceeded) -> None:
         )
 
 
-def _mark_quietly(context: TaskContext, state: str) -> None:
+def _mark_quietly(context: TaskContext, state: TaskState) -> None:
     with contextlib.suppress(*TRANSIENT_ERRORS), get_bookkeeping_engine().connect() as connection:
-        ledger.mark_state(connection, context.task_id, state)
+        task_store.mark_state(connection, context.task_id, state)

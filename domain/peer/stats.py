@@ -1,7 +1,7 @@
 """Fairness figures per peer pool: who waits, for how long, and how requests leave.
 
 One function, `pool_figures`, feeds `matchops pools` and the demo's summary. The metrics
-endpoint (`core.metrics`) reads the same two row sets, `WAITING_POOLS` and
+endpoint (`api.series`) reads the same two row sets, `WAITING_POOLS` and
 `MATCHED_SIDES`, so a pool's waiting count, oldest wait and times to match mean the
 same thing in both.
 """

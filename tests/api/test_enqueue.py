@@ -11,10 +11,11 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from api.errors import ApiError
-from api.submission import accepting_connection, prepare_task, record_tasks
+from api.errors import api_error
+from core.errors import DomainError
 from core.settings import get_settings
 from models.platform import TaskRun
+from submission.service import accepting_connection, prepare_task, record_tasks
 from tests.api.support import client_for, task_events, token, wait_until_final
 from tests.factories import unique
 
@@ -227,18 +228,21 @@ def test_countdown_delays_the_run(worker, client: httpx.Client):
 
 
 def test_prepare_task_raises_the_errors_the_routes_answer():
-    with pytest.raises(ApiError) as unknown:
+    with pytest.raises(DomainError) as raised:
         prepare_task("peer.nonexistent", {}, caller=unique("cli"))
-    assert (unknown.value.status, unknown.value.type) == (404, "not_found")
-    with pytest.raises(ApiError) as invalid:
+    unknown = api_error(raised.value)
+    assert (unknown.status, unknown.type) == (404, "not_found")
+    with pytest.raises(DomainError) as raised:
         prepare_task("events.publish", {"bogus": 1}, caller=unique("cli"))
-    assert (invalid.value.status, invalid.value.message) == (
+    invalid = api_error(raised.value)
+    assert (invalid.status, invalid.message) == (
         422,
         "args.bogus: Extra inputs are not permitted",
     )
-    with pytest.raises(ApiError) as too_long:
+    with pytest.raises(DomainError) as raised:
         prepare_task("events.publish", {}, caller=unique("cli"), wait=31)
-    assert too_long.value.status == 422
+    too_long = api_error(raised.value)
+    assert too_long.status == 422
 
 
 def test_one_batch_records_new_tasks_and_answers_known_keys(database):
@@ -253,7 +257,7 @@ def test_one_batch_records_new_tasks_and_answers_known_keys(database):
         answers = record_tasks(connection, tasks)
     first, repeat, conflict, other = answers
     assert first == repeat == tasks[0].task_id
-    assert isinstance(conflict, ApiError) and conflict.status == 409
+    assert isinstance(conflict, DomainError) and api_error(conflict).status == 409
     assert other == tasks[3].task_id
 
 

@@ -17,8 +17,8 @@ from sqlalchemy.orm import Session
 
 from core.db import get_engine, session_factory
 from core.dispatcher import Dispatcher
-from core.reconcile import TASK_RUN_RETENTION_DAYS, prune_task_runs
 from core.settings import get_settings
+from core.task_store import TASK_RUN_RETENTION_DAYS, prune_task_runs
 from tests.api.support import client_for
 from tests.factories import make_user, next_id, unique
 from tests.support import (

@@ -12,7 +12,7 @@ from prometheus_client.samples import Sample
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from core.metrics import MAX_POOL_SERIES, OTHER_TOPIC
+from api.series import MAX_POOL_SERIES, OTHER_TOPIC
 from core.settings import get_settings
 from domain.peer.rules import DIFFICULTY_LADDER
 from tests.api.support import client_for

@@ -44,7 +44,7 @@ from typing import Any, NamedTuple
 import pytest
 from sqlalchemy.orm import Session
 
-from api.submission import task_catalogue
+from submission.service import task_catalogue
 from tests.factories import make_user, unique
 from tests.factories_carpool import make_group, make_member, make_reservation
 from tests.factories_mentorship import (

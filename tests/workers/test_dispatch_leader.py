@@ -10,9 +10,9 @@ from contextlib import contextmanager
 import psycopg
 from sqlalchemy import text
 
-from api.submission import enqueue_task, prepare_task
 from core.db import get_bookkeeping_engine, get_engine, libpq_conninfo
 from core.dispatcher import LEADER_LOCK, Dispatcher
+from submission.service import enqueue_task, prepare_task
 from tests.factories import unique
 from tests.support import WorkerProcess, task_finished, wait_for
 from workers.app import app

@@ -9,12 +9,13 @@ import uuid
 import pytest
 from sqlalchemy import select
 
+from core import task_store
 from core.context import TaskContext
 from core.db import get_bookkeeping_engine, session_factory
+from core.task_store import TaskState
 from models.users import User
 from tests.factories import make_user, next_id
 from tests.support import lock_waiters, wait_for
-from workers import ledger
 from workers.base import _record_failure_quietly
 
 
@@ -22,7 +23,7 @@ def _delivered() -> TaskContext:
     """A task id whose first delivery is counted, as the task base counts it."""
     context = TaskContext(task_id=str(uuid.uuid4()), task_name="events.publish", caller="test")
     with get_bookkeeping_engine().connect() as connection:
-        ledger.begin_delivery(connection, context, {}, "test")
+        task_store.begin_delivery(connection, context, {}, "test")
     return context
 
 
@@ -35,22 +36,22 @@ def test_a_delivery_running_beside_another_rolls_its_work_back_and_answers_the_f
     context = _delivered()
     # Each delivery's work: a user row of its own.
     first_user, second_user = next_id(), next_id()
-    first_outcome = ledger.Outcome(ledger.SUCCESS, {"delivery": 1})
-    superseded: list[ledger.Superseded] = []
+    first_outcome = task_store.Outcome(TaskState.SUCCESS, {"delivery": 1})
+    superseded: list[task_store.Superseded] = []
 
     def second_delivery() -> None:
         try:
             with session_factory().begin() as session:
                 make_user(session, id=second_user)
-                ledger.record_first_outcome(
-                    session, context.task_id, ledger.Outcome(ledger.SUCCESS, {"delivery": 2})
+                task_store.record_first_outcome(
+                    session, context.task_id, task_store.Outcome(TaskState.SUCCESS, {"delivery": 2})
                 )
-        except ledger.Superseded as exc:
+        except task_store.Superseded as exc:
             superseded.append(exc)
 
     with session_factory().begin() as first:
         make_user(first, id=first_user)
-        ledger.record_first_outcome(first, context.task_id, first_outcome)
+        task_store.record_first_outcome(first, context.task_id, first_outcome)
         second = threading.Thread(target=second_delivery)
         second.start()
         # The second delivery's outcome waits for the first's transaction.
@@ -64,22 +65,22 @@ def test_a_delivery_running_beside_another_rolls_its_work_back_and_answers_the_f
 
 def test_a_delivery_after_the_outcome_is_recorded_is_superseded_at_once():
     context = _delivered()
-    recorded = ledger.Outcome(ledger.SUCCESS, {"delivery": 1})
+    recorded = task_store.Outcome(TaskState.SUCCESS, {"delivery": 1})
     with session_factory().begin() as session:
-        ledger.record_first_outcome(session, context.task_id, recorded)
+        task_store.record_first_outcome(session, context.task_id, recorded)
 
-    with pytest.raises(ledger.Superseded) as raised, session_factory().begin() as session:
-        ledger.record_first_outcome(
-            session, context.task_id, ledger.Outcome(ledger.SUCCESS, {"delivery": 2})
+    with pytest.raises(task_store.Superseded) as raised, session_factory().begin() as session:
+        task_store.record_first_outcome(
+            session, context.task_id, task_store.Outcome(TaskState.SUCCESS, {"delivery": 2})
         )
     assert raised.value.outcome == recorded
 
 
 def test_a_delivery_failing_beside_another_answers_the_outcome_that_stands():
     context = _delivered()
-    recorded = ledger.Outcome(ledger.SUCCESS, {"delivery": 1})
+    recorded = task_store.Outcome(TaskState.SUCCESS, {"delivery": 1})
     with session_factory().begin() as session:
-        ledger.record_first_outcome(session, context.task_id, recorded)
+        task_store.record_first_outcome(session, context.task_id, recorded)
 
     # A bug in the second delivery does not overwrite the first one's success.
     assert _record_failure_quietly(context, RuntimeError("boom")) == recorded
@@ -89,6 +90,8 @@ def test_a_failure_with_no_outcome_standing_is_recorded():
     context = _delivered()
 
     assert _record_failure_quietly(context, RuntimeError("boom")) is None
-    with session_factory().begin() as session, pytest.raises(ledger.Superseded) as stood:
-        ledger.record_first_outcome(session, context.task_id, ledger.Outcome(ledger.SUCCESS))
-    assert stood.value.outcome.state == ledger.FAILURE
+    with session_factory().begin() as session, pytest.raises(task_store.Superseded) as stood:
+        task_store.record_first_outcome(
+            session, context.task_id, task_store.Outcome(TaskState.SUCCESS)
+        )
+    assert stood.value.outcome.state == TaskState.FAILURE

@@ -265,7 +265,7 @@ def test_every_task_queue_is_quorum_with_a_delivery_limit_and_dead_letters(
 
 def _dead_letters_gauge(env: dict[str, str]) -> float:
     """`matchops_dead_letters` as a process of this app on that broker reads it."""
-    code = "from core.metrics import dead_letters; print(next(dead_letters()).samples[0].value)"
+    code = "from api.series import dead_letters; print(next(dead_letters()).samples[0].value)"
     done = subprocess.run(
         [sys.executable, "-c", code],
         cwd=ROOT,

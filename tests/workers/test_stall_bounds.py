@@ -24,8 +24,10 @@ import pytest
 from sqlalchemy import Text, func, literal, select, text
 from sqlalchemy.orm import Session
 
+from core import task_store
 from core.db import get_bookkeeping_engine, get_engine, libpq_conninfo, session_factory
 from core.settings import Settings, get_settings
+from core.task_store import TaskState
 from domain.peer.pool_lock import pool_lock_keys
 from models.platform import TaskRun
 from tests.factories import events_of, unique
@@ -40,7 +42,6 @@ from tests.support import (
     wait_for,
     worker_taking_over,
 )
-from workers import ledger
 from workers.app import app
 from workers.base import MatchopsTask, lock_retry_countdown
 
@@ -153,7 +154,7 @@ def test_a_tasks_guard_transaction_may_idle_as_long_as_the_task_runs(db: Session
     db.add(TaskRun(task_id=run_id, name="peer.sweep", args={}, caller="test", origin="test"))
     db.commit()
     with session_factory().begin() as guard:
-        assert ledger.claim_run(guard, run_id, 150) is None
+        assert task_store.claim_run(guard, run_id, 150) is None
         shown = guard.execute(text("SHOW idle_in_transaction_session_timeout")).scalar_one()
     assert shown == "150s"
 
@@ -192,7 +193,7 @@ def test_a_frozen_clients_lock_goes_within_its_bound_and_a_task_behind_it_runs_o
     assert released_after <= FROZEN_CLIENT_SECONDS + SERVER_SLACK_SECONDS
     assert outcome["status"] == "active"
     run = task_run(blocked.id)
-    assert run.state == ledger.SUCCESS
+    assert run.state == TaskState.SUCCESS
     # It met the lock, stepped back and came again: more than one delivery, one outcome.
     assert run.deliveries >= 2
     assert len(events_of(db, "mentorship.matched", mentee_id=mentee.id)) == 1
@@ -219,7 +220,7 @@ def test_a_delivery_finding_its_task_row_held_steps_back_and_runs_once(worker, d
     with worker_taking_over(worker, "sweeps", "row-held-single", {}, concurrency=1):
         with session_factory().begin() as other_delivery:
             other_delivery.execute(text("SET LOCAL idle_in_transaction_session_timeout = 0"))
-            ledger.claim_run(other_delivery, task_id, 60)
+            task_store.claim_run(other_delivery, task_id, 60)
             held = app.send_task(
                 "peer.sweep", kwargs={"topic": held_topic}, task_id=task_id, ignore_result=False
             )
@@ -230,7 +231,7 @@ def test_a_delivery_finding_its_task_row_held_steps_back_and_runs_once(worker, d
         assert held.get(timeout=90) == {"matched": 1}
 
     run = task_run(task_id)
-    assert run.state == ledger.SUCCESS
+    assert run.state == TaskState.SUCCESS
     # The deliveries that met the held row were not counted: they did nothing.
     assert run.deliveries == 1
     assert len(matches_of_topic(db, held_topic)) == 1

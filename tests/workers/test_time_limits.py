@@ -9,8 +9,8 @@ import time
 import pytest
 from celery.result import AsyncResult
 
-from api.submission import describe_task
 from core.errors import PreviousFailure
+from submission.service import describe_task
 from tests.factories import unique
 from tests.support import queue_taken_from, running_worker, task_finished, task_run, wait_for
 from tests.workers.held import (

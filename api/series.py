@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
 
 import kombu.exceptions
-from celery import states
 from kombu.connection import Connection
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -23,20 +21,22 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector, CollectorRegistry
-from sqlalchemy import ColumnElement, bindparam, case, func, or_, select, union_all
+from sqlalchemy import case, func, or_, select
 from sqlalchemy.orm import Session
 
 from celeryconfig import DEAD_LETTER_QUEUE, QUEUE_NAMES
+from core import task_store
 from core.db import session_factory
-from core.errors import DOMAIN_ERRORS, GaveUp
+from core.errors import GaveUp
 from core.settings import get_settings
-from core.sql import epoch_seconds
+from core.sql import HistogramQuery, epoch_seconds
 from core.supervision import STORE_ERRORS as SUPERVISION_STORE_ERRORS
 from core.supervision import restarts_in_fleet
 from domain.peer.budget import count_open_matches
 from domain.peer.rules import DIFFICULTY_LADDER
 from domain.peer.stats import MATCHED_SIDES, WAITING_POOLS
-from models.platform import OutboxEvent, TaskRun, TaskRunTotal
+from models.platform import OutboxEvent
+from workers.app import app
 
 logger = logging.getLogger("api")
 
@@ -46,42 +46,8 @@ MAX_POOL_SERIES = 100
 OTHER_TOPIC = "_other"
 # Seconds from a peer request to its proposed match; people wait minutes, not hours.
 TIME_TO_MATCH_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
-# Seconds a task waits for a worker: well under a second when workers keep up.
-TASK_WAIT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0, 300.0)
-
-# Error types a failure keeps as its `error` label: the domain's refusals, the tasks that
-# gave up, and the soft time limit; any other type (a bug, an outage that outlasted the
-# retries) is summed under "_other", so a failing task cannot invent label values.
-FAILURE_LABELS = (*DOMAIN_ERRORS, GaveUp.__name__, "SoftTimeLimitExceeded")
-OTHER_ERROR = "_other"
 
 SeriesReader = Callable[[Session], Iterable[Metric]]
-
-
-class HistogramQuery:
-    """The columns that count a `wait` expression into cumulative buckets, and the buckets
-    back.
-
-    `columns` are the bucket counts, the count and the sum of `wait`, in that order;
-    `buckets` turns those values of one result row into what `HistogramMetricFamily` takes.
-    """
-
-    def __init__(self, bounds: Sequence[float]) -> None:
-        self.bounds = tuple(bounds)
-
-    def columns(self, wait: ColumnElement[Any]) -> list[ColumnElement[Any]]:
-        """The aggregates over `wait` that `buckets` reads back."""
-        counts = [
-            func.count().filter(wait <= bindparam(f"bucket_{index}", bound))
-            for index, bound in enumerate(self.bounds)
-        ]
-        return [*counts, func.count(), func.coalesce(func.sum(wait), 0)]
-
-    def buckets(self, values: Sequence[Any]) -> tuple[list[tuple[str, float]], float]:
-        """(buckets with +Inf, sum) from the values `columns` produced."""
-        *cumulative, total, seconds = values
-        buckets = [(f"{b:g}", float(n)) for b, n in zip(self.bounds, cumulative, strict=True)]
-        return [*buckets, ("+Inf", float(total))], float(seconds)
 
 
 _POOLS = WAITING_POOLS.c
@@ -127,62 +93,6 @@ OUTBOX_LAG = select(
     func.count(),
     func.coalesce(epoch_seconds(func.now() - func.min(OutboxEvent.occurred_at)), 0),
 ).where(OutboxEvent.published_at.is_(None))
-
-TASKS_ACCEPTED = (
-    select(TaskRun.name, func.count()).where(TaskRun.origin == "api").group_by(TaskRun.name)
-)
-
-_WAIT_HISTOGRAM = HistogramQuery(TASK_WAIT_BUCKETS)
-TASK_QUEUE_WAIT = (
-    select(
-        TaskRun.name,
-        *_WAIT_HISTOGRAM.columns(
-            func.greatest(epoch_seconds(TaskRun.started_at - TaskRun.due_at), 0)
-        ),
-    )
-    .where(TaskRun.started_at.is_not(None))
-    .group_by(TaskRun.name)
-)
-
-
-def failure_label(error_type: ColumnElement[Any]) -> ColumnElement[str]:
-    """The `error` label of a failure whose error type is `error_type`."""
-    return case((error_type.in_(FAILURE_LABELS), error_type), else_=OTHER_ERROR)
-
-
-# Failures and redispatches count the rows still in task_runs plus what pruned rows
-# counted (task_run_totals), in one statement: one snapshot, so a prune committing
-# between two reads cannot count a row twice or not at all, and one pass over the
-# table for both. Every task name seen gets its series, at 0 until something happens:
-# an alert on `increase()` then sees the first gave-up task too, which a series
-# appearing at 1 would hide.
-_FAILED = TaskRun.state == states.FAILURE
-_outcomes = union_all(
-    select(
-        TaskRun.name,
-        case((_FAILED, failure_label(TaskRun.error["type"].astext)), else_="").label("failure"),
-        func.count().filter(_FAILED).label("failures"),
-        func.sum(TaskRun.redispatches).label("redispatches"),
-    ).group_by(TaskRun.name, "failure"),
-    select(TaskRunTotal.name, TaskRunTotal.error, TaskRunTotal.failures, TaskRunTotal.redispatches),
-).subquery()
-TASK_OUTCOMES = (
-    select(
-        _outcomes.c.name,
-        _outcomes.c.failure,
-        func.sum(_outcomes.c.failures),
-        func.sum(_outcomes.c.redispatches),
-    )
-    .group_by(_outcomes.c.name, _outcomes.c.failure)
-    .order_by(_outcomes.c.name, _outcomes.c.failure)
-)
-
-# Tasks due and not handed to the broker: new ones wait milliseconds for a dispatcher,
-# so an old one means no dispatcher runs (or none can reach the broker).
-DISPATCH_LAG = select(
-    func.count(),
-    func.coalesce(epoch_seconds(func.now() - func.min(TaskRun.due_at)), 0),
-).where(TaskRun.dispatched_at.is_(None), TaskRun.due_at <= func.now())
 
 
 def peer_pools(session: Session) -> Iterator[Metric]:
@@ -257,22 +167,22 @@ def tasks_accepted(session: Session) -> Iterator[Metric]:
     counter = CounterMetricFamily(
         "matchops_tasks_accepted", "Tasks accepted by the API, by name.", labels=["task"]
     )
-    for name, count in session.connection().execute(TASKS_ACCEPTED):
+    for name, count in task_store.accepted_by_name(session.connection()):
         counter.add_metric([name], float(count))
     yield counter
 
 
 def task_queue_wait(session: Session) -> Iterator[Metric]:
     """`matchops_task_queue_wait_seconds{task}`: accepted, sent, or due after a countdown →
-    started (`task_runs.due_at`, workers.ledger)."""
+    started (`task_runs.due_at`, core.task_store)."""
     family = HistogramMetricFamily(
         "matchops_task_queue_wait_seconds",
         "Seconds from a task being accepted or sent (or due, after a countdown) to its first "
         "start.",
         labels=["task"],
     )
-    for name, *values in session.connection().execute(TASK_QUEUE_WAIT):
-        buckets, seconds = _WAIT_HISTOGRAM.buckets(values)
+    for name, values in task_store.queue_waits(session.connection()):
+        buckets, seconds = task_store.TASK_WAIT_HISTOGRAM.buckets(values)
         family.add_metric([name], buckets, seconds)
     yield family
 
@@ -303,7 +213,7 @@ def task_outcomes(session: Session) -> Iterator[Metric]:
     )
     gave_up_by_task: dict[str, float] = {}
     redispatches_by_task: dict[str, float] = {}
-    for name, error, failures, published in session.connection().execute(TASK_OUTCOMES):
+    for name, error, failures, published in task_store.outcome_counts(session.connection()):
         gave_up_by_task.setdefault(name, 0.0)
         redispatches_by_task[name] = redispatches_by_task.get(name, 0.0) + float(published)
         if error == GaveUp.__name__:
@@ -321,7 +231,7 @@ def task_outcomes(session: Session) -> Iterator[Metric]:
 
 def dispatch_lag(session: Session) -> Iterator[Metric]:
     """`matchops_tasks_undispatched` and `matchops_task_dispatch_lag_seconds`."""
-    count, lag = session.connection().execute(DISPATCH_LAG).one()
+    count, lag = task_store.dispatch_lag(session.connection())
     yield GaugeMetricFamily(
         "matchops_tasks_undispatched",
         "Accepted tasks that are due and not yet handed to the broker.",
@@ -348,8 +258,6 @@ DATABASE_SERIES: tuple[SeriesReader, ...] = (
 
 def queue_lengths(queues: Sequence[str]) -> Iterator[Metric]:
     """`matchops_queue_length{queue}`: messages waiting in each broker queue."""
-    from workers.app import app
-
     gauge = GaugeMetricFamily(
         "matchops_queue_length", "Messages waiting per broker queue.", labels=["queue"]
     )
@@ -365,8 +273,6 @@ def queue_lengths(queues: Sequence[str]) -> Iterator[Metric]:
 def dead_letters() -> Iterator[Metric]:
     """`matchops_dead_letters`: messages RabbitMQ dropped past a queue's delivery limit
     (or rejected) and holds in `matchops.dead` for an operator; 0 on Redis."""
-    from workers.app import app
-
     gauge = GaugeMetricFamily(
         "matchops_dead_letters",
         "Messages waiting in the dead-letter queue matchops.dead.",

@@ -1,56 +1,59 @@
 """Recording tasks and reading their status, shared by the HTTP routes and the CLI.
 
-Accepted means committed: a task is recorded in `task_runs` (`record_tasks_async`, many
-at once for the API's intake; `record_tasks`, one for the CLI's `enqueue_task`), and only
-then found by
-the dispatchers of the workers and beat (core.dispatcher), woken by the commit. A task
-whose publish never happens is published again, so nothing accepted is lost and
-nothing is half-enqueued. Status is read from the same table.
-Every refusal is an `ApiError`, so `matchops enqueue`/`status` and the HTTP API
-answer alike.
+Accepted means committed: a task is recorded in the task store (`record_tasks_async`,
+many at once for the API's intake; `record_tasks`, one for the CLI's `enqueue_task`),
+and only then found by the dispatchers of the workers and beat (core.dispatcher), woken
+by the commit. A task whose publish never happens is published again, so nothing
+accepted is lost and nothing is half-enqueued. Status is read from the same table.
+Every refusal is one of the domain's typed errors (core.errors), which the HTTP API
+(api.errors) and `matchops enqueue`/`status` (runtime.cli) answer alike.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import uuid
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
 import psycopg
-from psycopg import sql
+from celery import states
 from pydantic import ValidationError
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
-from api.errors import ApiError, describe_field_errors, unavailable
-from api.schemas import MAX_WAIT_SECONDS
+from core import task_store
 from core.db import get_bookkeeping_engine, get_engine
-from core.dispatch import DISPATCH_CHANNEL
-from core.errors import describe_failure
+from core.errors import (
+    Conflict,
+    DomainError,
+    Invalid,
+    NotFound,
+    Overloaded,
+    describe_failure,
+    describe_field_errors,
+    unreachable,
+)
 from core.outages import DATABASE, DATABASE_ERRORS, RESULT_BACKEND, RESULT_BACKEND_ERRORS
 from core.settings import get_settings
+from core.task_store import NewTask, TaskState, oldest_unstarted
 from core.values import unstorable_values
-from models.platform import TaskProgress, TaskRun
 from workers.app import app, load_tasks
 from workers.base import TaskSpec, task_specs
+from workers.specs import queue_of
 
 logger = logging.getLogger("api")
+# The longest a caller may block for a task's outcome.
+MAX_WAIT_SECONDS = 30.0
 
 # How a Celery state of a record older than the ledger reads to a caller.
 LEGACY_STATES = {
-    "PENDING": "PENDING",
-    "RECEIVED": "PENDING",
-    "STARTED": "STARTED",
-    "RETRY": "RETRY",
-    "SUCCESS": "SUCCESS",
-    "FAILURE": "FAILURE",
-    "REVOKED": "FAILURE",
-    "REJECTED": "FAILURE",
+    **{state.value: state for state in TaskState},
+    states.RECEIVED: TaskState.PENDING,
+    states.REVOKED: TaskState.FAILURE,
+    states.REJECTED: TaskState.FAILURE,
 }
 
 
@@ -75,21 +78,6 @@ def list_tasks() -> list[dict[str, Any]]:
     ]
 
 
-@dataclass(frozen=True)
-class NewTask:
-    """A task to record: validated, or carrying the 422 it gets unless its key is known."""
-
-    task_id: str
-    name: str
-    args: dict[str, Any]
-    caller: str
-    idempotency_key: str | None
-    countdown: float | None
-    problem: str | None = None
-    # W3C traceparent of the span that records it (tracing on; core.tracing).
-    traceparent: str | None = None
-
-
 def prepare_task(
     name: str,
     args: dict[str, Any],
@@ -108,124 +96,32 @@ def prepare_task(
     spec = _task_spec(name)
     check_timing(countdown, wait)
     if idempotency_key is not None and "\x00" in idempotency_key:
-        raise ApiError(
-            422, "validation_error", "idempotency_key: must not contain NUL characters (\\u0000)"
-        )
+        raise Invalid("idempotency_key: must not contain NUL characters (\\u0000)")
     problem = _args_problem(spec, args)
     if problem is not None and idempotency_key is None:
-        raise ApiError(422, "validation_error", problem)
+        raise Invalid(problem)
     return NewTask(str(uuid.uuid4()), name, args, caller, idempotency_key, countdown, problem)
 
 
-# The hot statement of the front door: every task of a batch in one round trip and one
-# commit (one WAL flush for them all), the batch as one JSON array so the statement text,
-# and its plan, stay the same whatever the batch size (and one parameter costs the
-# driver less than six arrays of them). The notification wakes the
-# dispatchers (core.dispatcher) when the commit makes the rows visible, not before.
-# Both statements are psycopg's own SQL: the API's intake sends them on an asyncio
-# connection, `record_tasks` through SQLAlchemy's driver-level execute. The channel name
-# goes in as a quoted literal, composed once.
-INSERT_TASKS = (
-    sql.SQL("""
-    INSERT INTO task_runs (
-        task_id, name, args, caller, origin, idempotency_key, state, due_at, traceparent
-    )
-    SELECT t.task_id, t.name, t.args, t.caller, 'api', t.idempotency_key,
-           'PENDING', now() + make_interval(secs => t.countdown), t.traceparent
-    FROM jsonb_to_recordset(CAST(%(tasks)s AS jsonb)) AS t(
-        task_id text, name text, args jsonb, caller text, idempotency_key text, countdown float8,
-        traceparent text
-    )
-    ON CONFLICT (caller, idempotency_key) DO NOTHING
-    RETURNING task_id, pg_notify({channel}, '')
-""")
-    .format(channel=sql.Literal(DISPATCH_CHANNEL))
-    .as_string(None)
-)
-
-# The tasks earlier calls with the same keys recorded, for every task of a batch the
-# insert skipped, in one round trip. Args are compared as jsonb: key order does not
-# matter, `true` and `1` differ.
-TASKS_FOR_KEYS = """
-    SELECT k.task_id, r.task_id, r.name, r.args = k.args AS same_args
-    FROM jsonb_to_recordset(CAST(%(keys)s AS jsonb)) AS k(
-        task_id text, caller text, idempotency_key text, args jsonb
-    )
-    JOIN task_runs r ON r.caller = k.caller AND r.idempotency_key = k.idempotency_key
-"""
-
-
-def record_tasks(connection: Connection, tasks: Sequence[NewTask]) -> list[str | ApiError]:
+def record_tasks(connection: Connection, tasks: Sequence[NewTask]) -> list[str | DomainError]:
     """Record the tasks (autocommit: one statement, one commit); per task, in order, the
     task id the caller gets (its own, or the one its idempotency key recorded first) or
     the refusal (409 for a key used with other args, 422 for args that do not fit)."""
-    inserted: set[str] = set()
-    if insert := insertion(tasks):
-        inserted = {str(row[0]) for row in connection.exec_driver_sql(INSERT_TASKS, insert)}
-    found: list[Any] = []
-    if lookup := key_lookup(tasks, inserted):
-        found = list(connection.exec_driver_sql(TASKS_FOR_KEYS, lookup))
-    return answers(tasks, inserted, found)
+    recorded = task_store.record_tasks(connection, tasks)
+    return answers(tasks, recorded.inserted, recorded.found)
 
 
 async def record_tasks_async(
     connection: psycopg.AsyncConnection[Any], tasks: Sequence[NewTask]
-) -> list[str | ApiError]:
+) -> list[str | DomainError]:
     """`record_tasks` on an asyncio connection in autocommit (the API's intake)."""
-    inserted: set[str] = set()
-    if insert := insertion(tasks):
-        cursor = await connection.execute(INSERT_TASKS, insert)
-        inserted = {str(row[0]) for row in await cursor.fetchall()}
-    found: list[Any] = []
-    if lookup := key_lookup(tasks, inserted):
-        found = await (await connection.execute(TASKS_FOR_KEYS, lookup)).fetchall()
-    return answers(tasks, inserted, found)
-
-
-def insertion(tasks: Sequence[NewTask]) -> dict[str, str] | None:
-    """The parameter of INSERT_TASKS for the tasks whose args fit: one JSON array of
-    them; None when there are none."""
-    rows = [
-        {
-            "task_id": task.task_id,
-            "name": task.name,
-            "args": task.args,
-            "caller": task.caller,
-            "idempotency_key": task.idempotency_key,
-            "countdown": task.countdown or 0.0,
-            "traceparent": task.traceparent,
-        }
-        for task in tasks
-        if task.problem is None
-    ]
-    return {"tasks": json.dumps(rows)} if rows else None
-
-
-def key_lookup(tasks: Sequence[NewTask], inserted: set[str]) -> dict[str, str] | None:
-    """The parameter of TASKS_FOR_KEYS for the tasks INSERT_TASKS did not insert (their
-    key was used before, or earlier in the batch); None when it inserted them all."""
-    rows = []
-    for task in tasks:
-        if task.task_id in inserted:
-            continue
-        assert task.idempotency_key is not None
-        # Args PostgreSQL cannot hold were never recorded, so they equal nothing
-        # recorded; compared as NULL, they cannot fail the statement either.
-        storable = not unstorable_values(task.args)
-        rows.append(
-            {
-                "task_id": task.task_id,
-                "caller": task.caller,
-                "idempotency_key": task.idempotency_key,
-                "args": task.args if storable else None,
-            }
-        )
-    return {"keys": json.dumps(rows)} if rows else None
+    recorded = await task_store.record_tasks_async(connection, tasks)
+    return answers(tasks, recorded.inserted, recorded.found)
 
 
 def answers(
     tasks: Sequence[NewTask], inserted: set[str], found: Sequence[Any]
-) -> list[str | ApiError]:
+) -> list[str | DomainError]:
     """Per task, in order: its own id when inserted, else what its key's first call
     recorded (`found`: rows of TASKS_FOR_KEYS)."""
     earlier = {str(row[0]): tuple(row[1:]) for row in found}
@@ -237,17 +133,15 @@ def answers(
     ]
 
 
-def answer_for_key(task: NewTask, row: tuple[Any, ...] | None) -> str | ApiError:
+def answer_for_key(task: NewTask, row: tuple[Any, ...] | None) -> str | DomainError:
     """What a call whose key was known gets: the first call's task id, 409 when that
     call asked for another task or other args, 422 when nothing was recorded under the
     key and the args do not fit."""
     if row is None:  # only a task whose args did not fit gets here
-        return ApiError(422, "validation_error", task.problem or "invalid args")
+        return Invalid(task.problem or "invalid args")
     task_id, name, same_args = row
     if name != task.name or not same_args:
-        return ApiError(
-            409,
-            "idempotency_conflict",
+        return Conflict(
             f"idempotency key {task.idempotency_key!r} was already used for task "
             f"{task_id} ({name}) with other arguments; send a new key for a "
             "different request",
@@ -259,7 +153,7 @@ def enqueue_task(task: NewTask) -> dict[str, Any]:
     """Record one task on its own (the CLI's way); the 202 body."""
     with _reaching(DATABASE, DATABASE_ERRORS), accepting_connection() as connection:
         [answer] = record_tasks(connection, [task])
-    if isinstance(answer, ApiError):
+    if isinstance(answer, DomainError):
         raise answer
     return accepted_body(answer, task.name)
 
@@ -278,30 +172,18 @@ def describe_task(task_id: str, *, reader: str, may_read_all: bool) -> dict[str,
     ids and tasks the reader may not see are the same 404.
     """
     if "\x00" in task_id:  # no PostgreSQL text holds one, so no task has it
-        raise ApiError(404, "not_found", f"unknown task id {task_id!r}")
+        raise NotFound(f"unknown task id {task_id!r}")
     with _reaching(DATABASE, DATABASE_ERRORS), get_bookkeeping_engine().connect() as connection:
-        row = connection.execute(
-            select(
-                TaskRun.name,
-                TaskRun.caller,
-                TaskRun.origin,
-                TaskRun.state,
-                TaskRun.result,
-                TaskRun.error,
-                TaskProgress.progress,
-            )
-            .outerjoin(TaskProgress, TaskProgress.task_id == TaskRun.task_id)
-            .where(TaskRun.task_id == task_id)
-        ).one_or_none()
+        row = task_store.task_status(connection, task_id)
     own = row is not None and row.origin == "api" and row.caller == reader
     if row is None or not (own or may_read_all):
-        raise ApiError(404, "not_found", f"unknown task id {task_id!r}")
+        raise NotFound(f"unknown task id {task_id!r}")
     if row.state is None:
         return _legacy_status(task_id, row.name)
     body: dict[str, Any] = {"task_id": task_id, "name": row.name, "state": row.state}
-    if row.state == "SUCCESS":
+    if row.state == TaskState.SUCCESS:
         body["result"] = row.result
-    elif row.state == "FAILURE":
+    elif row.state == TaskState.FAILURE:
         body["error"] = row.error
     elif row.progress is not None:
         body["progress"] = row.progress
@@ -311,12 +193,7 @@ def describe_task(task_id: str, *, reader: str, may_read_all: bool) -> dict[str,
 def finished_among(task_ids: Collection[str]) -> set[str]:
     """Which of these tasks have an outcome (one indexed read for all of them)."""
     with get_bookkeeping_engine().connect() as connection:
-        rows = connection.scalars(
-            select(TaskRun.task_id).where(
-                TaskRun.task_id.in_(list(task_ids)), TaskRun.finished_at.is_not(None)
-            )
-        )
-        return set(rows)
+        return task_store.finished_among(connection, task_ids)
 
 
 def accepted_body(task_id: str, name: str) -> dict[str, Any]:
@@ -324,24 +201,47 @@ def accepted_body(task_id: str, name: str) -> dict[str, Any]:
     return {
         "task_id": task_id,
         "name": name,
-        "state": "PENDING",
+        "state": TaskState.PENDING,
         "status_url": f"/v1/tasks/{task_id}",
     }
+
+
+def oldest_waits(connection: Connection) -> dict[str, float]:
+    """Per queue with unstarted due tasks, seconds its oldest has waited."""
+    waits: dict[str, float] = {}
+    for name, seconds in oldest_unstarted(connection):
+        queue = queue_of(name)
+        waits[queue] = max(waits.get(queue, 0.0), seconds)
+    return waits
+
+
+def refusal(queue: str, waited: float, limit: float) -> Overloaded | None:
+    """The refusal (429) of an enqueue into `queue` whose oldest task has `waited`
+    seconds, or None while that is within `limit` (MAX_QUEUE_WAIT_SECONDS).
+
+    Its `retry_after` is the limit itself, rounded up: about the time the workers take to
+    start what the queue held when it was last within bounds.
+    """
+    if waited <= limit:
+        return None
+    retry_after = max(1, math.ceil(limit))
+    return Overloaded(
+        f"the {queue!r} queue is behind: its oldest task has waited {waited:.1f} s to "
+        f"start, over MAX_QUEUE_WAIT_SECONDS ({limit:g} s); nothing was enqueued, try "
+        f"again in {retry_after} s",
+        retry_after=retry_after,
+    )
 
 
 def check_timing(countdown: float | None, wait: float | None) -> None:
     """422 for a countdown or wait outside the limits (the CLI checks the same way)."""
     max_countdown = get_settings().max_countdown_seconds
     if countdown is not None and not (math.isfinite(countdown) and 0 <= countdown <= max_countdown):
-        raise ApiError(
-            422,
-            "validation_error",
+        raise Invalid(
             f"countdown: must be between 0 and {max_countdown} seconds, got {countdown:g}",
         )
     if wait is not None and not (math.isfinite(wait) and 0 < wait <= MAX_WAIT_SECONDS):
-        raise ApiError(
-            422,
-            "validation_error",
+        raise Invalid(
             f"wait: must be above 0 and at most {MAX_WAIT_SECONDS:g} seconds, got {wait:g}",
         )
 
@@ -349,7 +249,7 @@ def check_timing(countdown: float | None, wait: float | None) -> None:
 def _task_spec(name: str) -> TaskSpec:
     spec = task_catalogue().get(name)
     if spec is None:
-        raise ApiError(404, "not_found", f"unknown task {name!r}; GET /v1/tasks lists the tasks")
+        raise NotFound(f"unknown task {name!r}; GET /v1/tasks lists the tasks")
     return spec
 
 
@@ -369,16 +269,16 @@ def _legacy_status(task_id: str, name: str) -> dict[str, Any]:
     # Recorded before the ledger: its outcome lives in the result backend only.
     with _reaching(RESULT_BACKEND, RESULT_BACKEND_ERRORS):
         meta: dict[str, Any] = app.backend.get_task_meta(task_id, cache=False)
-    raw_state = str(meta.get("status", "PENDING"))
+    raw_state = str(meta.get("status", states.PENDING))
     body: dict[str, Any] = {
         "task_id": task_id,
         "name": name,
-        "state": LEGACY_STATES.get(raw_state, "STARTED"),
+        "state": LEGACY_STATES.get(raw_state, TaskState.STARTED),
     }
     outcome = meta.get("result")
-    if raw_state == "SUCCESS":
+    if raw_state == states.SUCCESS:
         body["result"] = outcome
-    elif body["state"] == "FAILURE":
+    elif body["state"] == TaskState.FAILURE:
         # The backend rebuilds the stored exception (domain errors with their class).
         failed = outcome if isinstance(outcome, BaseException) else TaskFailed(str(outcome or ""))
         body["error"] = describe_failure(failed)
@@ -391,9 +291,9 @@ class TaskFailed(Exception):
 
 @contextmanager
 def _reaching(component: str, errors: tuple[type[Exception], ...]) -> Iterator[None]:
-    """Turn an outage of `component` into a 503 naming it (the cause is logged)."""
+    """Turn an outage of `component` into `Unavailable` naming it (the cause is logged)."""
     try:
         yield
     except errors as exc:
         logger.warning("%s unreachable: %s", component, exc)
-        raise unavailable(component) from None
+        raise unreachable(component) from None
