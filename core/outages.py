@@ -88,4 +88,6 @@ def publish_batch(producer: Any, size: int) -> Iterator[None]:
         with producer.batch(max_size=size):
             yield
     except failures as exc:
-        raise kombu.exceptions.OperationalError(str(exc)) from exc
+        # Named, since some say nothing of themselves (a negative confirm's text is empty).
+        cause = f"{type(exc).__module__}.{type(exc).__name__}"
+        raise kombu.exceptions.OperationalError(f"{cause}: {exc}" if str(exc) else cause) from exc
