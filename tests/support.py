@@ -18,6 +18,7 @@ from sqlalchemy import select, text
 
 from celeryconfig import QUEUE_NAMES
 from core.db import get_engine
+from core.dispatcher import Dispatcher
 from models.platform import TaskRun
 from runtime.children import Child
 from runtime.polling import poll_until
@@ -256,3 +257,15 @@ def sent_twice_with_own_id(
     first.forget()
     second = sibling.send_task(name, kwargs=kwargs, task_id=task_id)
     return first_answer, second.get(timeout=60)
+
+
+@contextmanager
+def redispatching(after_seconds: int) -> Iterator[None]:
+    """A dispatcher of this process that publishes unfinished tasks again after
+    `after_seconds`."""
+    dispatcher = Dispatcher(app, get_engine(), interval=0.2, redispatch_after=after_seconds)
+    dispatcher.start()
+    try:
+        yield
+    finally:
+        dispatcher.stop()

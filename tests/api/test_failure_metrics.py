@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -16,7 +15,6 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from core.db import get_engine, session_factory
-from core.dispatcher import Dispatcher
 from core.settings import get_settings
 from core.task_store import TASK_RUN_RETENTION_DAYS, prune_task_runs
 from tests.api.support import client_for
@@ -25,6 +23,7 @@ from tests.support import (
     KILLING_WORKER,
     WorkerProcess,
     queue_taken_from,
+    redispatching,
     running_worker,
     task_finished,
     task_run,
@@ -53,17 +52,6 @@ def _value(samples: dict[tuple[str, Labels], float], name: str, **labels: str) -
 def metrics_reader(api_url: str) -> Iterator[httpx.Client]:
     with client_for(api_url, ["metrics:read"]) as http:
         yield http
-
-
-@contextmanager
-def redispatching(after_seconds: int = 1) -> Iterator[None]:
-    """A dispatcher that publishes unfinished tasks again after `after_seconds`."""
-    dispatcher = Dispatcher(app, get_engine(), interval=0.2, redispatch_after=after_seconds)
-    dispatcher.start()
-    try:
-        yield
-    finally:
-        dispatcher.stop()
 
 
 def test_a_domain_error_counts_one_failure_of_its_task_and_type(
@@ -134,7 +122,7 @@ def test_a_task_published_again_counts_a_redispatch(
         wait_for(lambda: broker.llen("interactive") >= 1, what="the message in the broker")
         # The broker loses the message; only a dispatcher's scan can publish it again.
         broker.delete("interactive")
-    with redispatching():
+    with redispatching(1):
         wait_for(lambda: task_finished(task_id), timeout=60, what="the redispatch")
 
     redispatches = task_run(task_id).redispatches

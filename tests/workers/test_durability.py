@@ -12,8 +12,6 @@ from __future__ import annotations
 import os
 import signal
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import httpx
 import redis
@@ -21,7 +19,6 @@ from celery import Celery
 from sqlalchemy import func, select, text
 
 from core.db import get_engine
-from core.dispatcher import Dispatcher
 from core.settings import get_settings
 from models.peer import MatchRequest
 from tests.api.support import client_for
@@ -31,6 +28,7 @@ from tests.support import (
     WorkerProcess,
     lock_waiters,
     queue_taken_from,
+    redispatching,
     run_task,
     running_worker,
     task_finished,
@@ -50,17 +48,6 @@ def _requests_of(user_id: int) -> int:
             )
             or 0
         )
-
-
-@contextmanager
-def redispatching(after_seconds: int = 2) -> Iterator[None]:
-    """A dispatcher that publishes unfinished tasks again after `after_seconds`."""
-    dispatcher = Dispatcher(app, get_engine(), interval=0.2, redispatch_after=after_seconds)
-    dispatcher.start()
-    try:
-        yield
-    finally:
-        dispatcher.stop()
 
 
 def _bare_app() -> Celery:
@@ -143,7 +130,7 @@ def test_a_worker_killed_outright_on_redis_has_its_task_run_once(worker, db, cli
             blocker.rollback()
             blocker.close()
             victim.stop()
-        with running_worker("rescuer", queues="interactive"), redispatching():
+        with running_worker("rescuer", queues="interactive"), redispatching(2):
             wait_for(
                 lambda: task_finished(task_id), timeout=60, what="the task to be dispatched again"
             )
@@ -169,7 +156,7 @@ def test_a_task_accepted_before_the_broker_lost_its_data_still_runs(
         ).json()["task_id"]
         wait_for(lambda: _broker().llen("interactive") >= 1, what="the message in the broker")
         _broker().flushdb()
-    with redispatching():
+    with redispatching(2):
         wait_for(lambda: task_finished(task_id), timeout=60, what="the redispatch")
     assert task_run(task_id).state == "SUCCESS"
     assert _requests_of(user.id) == 1
