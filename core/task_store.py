@@ -499,7 +499,7 @@ def claim_run(session: Session, task_id: str, idle_seconds: int) -> Outcome | No
     """Lock the task's row until the transaction ends; its outcome if it has one.
 
     The transaction may stay idle `idle_seconds` (the task's hard time limit, after
-    which its process is gone) while the task works on other connections. Another
+    which its process is gone, and a margin) while the task works on other connections. Another
     delivery holding the row makes this give up after the lock timeout (a transient
     error: the task base tries again later) rather than wait for it.
     """

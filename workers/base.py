@@ -276,7 +276,11 @@ def own_transactions_task(
             if context is None:
                 return to_jsonable_python(body(ProgressReporter(task, None), parsed))
             with session_factory().begin() as guard:
-                idle = get_settings().task_time_limit
+                # Idle while the body works on other connections, up to the hard limit;
+                # the server ends it a silent-client bound later, so the hard limit's
+                # kill, and its recorded failure, always come first.
+                settings = get_settings()
+                idle = settings.task_time_limit + settings.db_silent_client_seconds
                 if (recorded := task_store.claim_run(guard, context.task_id, idle)) is not None:
                     return _replay(recorded)
                 result = to_jsonable_python(body(ProgressReporter(task, context), parsed))
