@@ -87,7 +87,19 @@ def publish_batch(producer: Any, size: int) -> Iterator[None]:
     try:
         with producer.batch(max_size=size):
             yield
+    except kombu.exceptions.OperationalError as exc:
+        # kombu's own wrapping keeps only the text of what it wraps, and a broker's
+        # negative confirm has none: name the cause, or the retries log an empty error.
+        if str(exc):
+            raise
+        raise kombu.exceptions.OperationalError(_named(exc.__cause__ or exc.__context__)) from exc
     except failures as exc:
-        # Named, since some say nothing of themselves (a negative confirm's text is empty).
-        cause = f"{type(exc).__module__}.{type(exc).__name__}"
-        raise kombu.exceptions.OperationalError(f"{cause}: {exc}" if str(exc) else cause) from exc
+        raise kombu.exceptions.OperationalError(_named(exc)) from exc
+
+
+def _named(exc: BaseException | None) -> str:
+    """An exception's full type name, and its text when it has one."""
+    if exc is None:
+        return "the broker refused the publish"
+    name = f"{type(exc).__module__}.{type(exc).__name__}"
+    return f"{name}: {exc}" if str(exc) else name
