@@ -86,7 +86,7 @@ class SpanReceiver:
                 self.wfile.write(answer)
 
             def log_message(self, *_: Any) -> None:
-                pass
+                """Silent: a request line per span or enqueue would drown the output."""
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
