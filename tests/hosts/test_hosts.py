@@ -82,18 +82,7 @@ def cut_off(hosts: Deployment, events: TaskEvents) -> Partition:
 def test_work_spreads_over_both_hosts_and_runs_once(hosts: Deployment, events: TaskEvents):
     started = time.time()
     users = hosts.users(100)
-    ids = [
-        hosts.enqueue("peer.request", user_id=user, difficulty=DIFFICULTY, topic=f"spread-{i % 8}")
-        for i, user in enumerate(users)
-    ]
-    ids += [
-        hosts.enqueue("peer.sweep", difficulty=DIFFICULTY, topic=f"spread-{i}") for i in range(8)
-    ]
-
-    outcomes = hosts.wait_finished(ids, 90)
-    assert all(o.state == "SUCCESS" for o in outcomes.values()), [
-        o for o in outcomes.values() if o.state != "SUCCESS"
-    ]
+    outcomes = _requests_and_sweeps(hosts, users, "spread", 8, timeout=90)
     assert all(o.deliveries == 1 for o in outcomes.values())
     assert poll_until(
         lambda: set(requests_per_user(hosts, users, "spread-%").values()) == {1}, 10
@@ -163,17 +152,7 @@ def test_a_slow_lossy_link_runs_every_task_once(hosts: Deployment):
             router = ROUTER_SIDE[host]
             hosts.start_worker(host, hosts.urls(f"{router}:15432", f"{router}:16379"))
         users = hosts.users(2 * HEALTHY_REQUESTS)
-        ids = [
-            hosts.enqueue("peer.request", user_id=u, difficulty=DIFFICULTY, topic=f"lossy-{i % 4}")
-            for i, u in enumerate(users)
-        ]
-        ids += [
-            hosts.enqueue("peer.sweep", difficulty=DIFFICULTY, topic=f"lossy-{i}") for i in range(4)
-        ]
-        outcomes = hosts.wait_finished(ids, 120)
-        assert all(o.state == "SUCCESS" for o in outcomes.values()), [
-            o for o in outcomes.values() if o.state != "SUCCESS"
-        ]
+        _requests_and_sweeps(hosts, users, "lossy", 4, timeout=120)
         assert set(requests_per_user(hosts, users, "lossy-%").values()) == {1}
         assert poll_until(lambda: _pending(hosts, "lossy-%") == 0, 60)
         assert peer_invariants(hosts) == []
@@ -196,3 +175,23 @@ def _pending(hosts: Deployment, topic_like: str) -> int:
             )
             or 0
         )
+
+
+def _requests_and_sweeps(hosts: Deployment, users, prefix: str, topics: int, timeout: float):
+    """A peer request of each of `users` over `topics` topics named `prefix-N`, and a sweep
+    of each topic, through the API; their outcomes, every one of them SUCCESS."""
+    ids = [
+        hosts.enqueue(
+            "peer.request", user_id=user, difficulty=DIFFICULTY, topic=f"{prefix}-{i % topics}"
+        )
+        for i, user in enumerate(users)
+    ]
+    ids += [
+        hosts.enqueue("peer.sweep", difficulty=DIFFICULTY, topic=f"{prefix}-{i}")
+        for i in range(topics)
+    ]
+    outcomes = hosts.wait_finished(ids, timeout)
+    assert all(o.state == "SUCCESS" for o in outcomes.values()), [
+        o for o in outcomes.values() if o.state != "SUCCESS"
+    ]
+    return outcomes

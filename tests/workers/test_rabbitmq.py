@@ -242,16 +242,18 @@ def _rabbitmqctl(rabbitmq_url: str, *command: str) -> Any:
 def test_every_task_queue_is_quorum_with_a_delivery_limit_and_dead_letters(
     database, rabbitmq_url: str
 ):
-    # A worker consuming every queue has declared each one.
+    # A worker consuming every queue has declared each one: read them while it runs.
     with running_worker("every-queue-on-rabbitmq", extra_env=_on_rabbitmq(rabbitmq_url)):
-        pass
-    queues = {
-        q["name"]: q
-        for q in _rabbitmqctl(rabbitmq_url, "list_queues", "name", "type", "arguments", "policy")
-    }
-    policies = {
-        p["name"]: json.loads(p["definition"]) for p in _rabbitmqctl(rabbitmq_url, "list_policies")
-    }
+        queues = {
+            q["name"]: q
+            for q in _rabbitmqctl(
+                rabbitmq_url, "list_queues", "name", "type", "arguments", "policy"
+            )
+        }
+        policies = {
+            p["name"]: json.loads(p["definition"])
+            for p in _rabbitmqctl(rabbitmq_url, "list_policies")
+        }
     assert SIBLING_QUEUE in QUEUE_NAMES
     for name in QUEUE_NAMES:
         queue = queues[name]
