@@ -43,9 +43,9 @@ MATCHOPS_QUEUES = (
 # Where a sibling's own Celery app sends by default (`send_task` without routes).
 SIBLING_QUEUE = "celery"
 # On RabbitMQ, `celery` gets the delivery limit and dead-letter target of the other
-# queues from a policy the operator sets (README, RabbitMQ): a policy takes no part in
-# the equivalence check of a redeclaration, as queue arguments do, so a sibling's app,
-# declaring the queue with no arguments, is not refused.
+# queues from a policy the operator sets (docs/operations.md, RabbitMQ vhost): a policy
+# takes no part in the equivalence check of a redeclaration, as queue arguments do, so a
+# sibling's app, declaring the queue with no arguments, is not refused.
 SIBLING_QUEUE_POLICY = {
     "delivery-limit": RABBITMQ_DELIVERY_LIMIT,
     "dead-letter-exchange": DEAD_LETTERS.name,
@@ -75,7 +75,7 @@ def task_queues(rabbitmq: bool) -> tuple[Queue, ...]:
         *(Queue(name, durable=True, queue_arguments=arguments) for name in MATCHOPS_QUEUES),
         # Declared as a sibling's app declares it (durable, on its own direct exchange),
         # and quorum: on a vhost whose default queue type is quorum, the sibling's
-        # declaration without a type is equivalent to this one (README, RabbitMQ).
+        # declaration without a type is equivalent to this one (docs/operations.md, RabbitMQ vhost).
         Queue(
             SIBLING_QUEUE,
             Exchange(SIBLING_QUEUE),

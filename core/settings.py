@@ -91,7 +91,7 @@ class Settings(BaseSettings):
     # task base then retries the task later (workers.base) instead of holding a worker
     # process behind a transaction that may never end.
     db_lock_timeout_ms: int = Field(3000, ge=100)
-    # Tracing (README, Tracing), by OpenTelemetry's own variables. On when a traces
+    # Tracing (docs/operations.md, Tracing), by OpenTelemetry's own variables. On when a traces
     # exporter is named or an OTLP endpoint is set, unless OTEL_SDK_DISABLED; the SDK
     # reads the rest of OTEL_* (headers, timeouts, sampler, batch sizes) itself.
     otel_sdk_disabled: bool = False

@@ -1,4 +1,4 @@
-"""The `matchops` command: every way of running matchops (see README, Running it).
+"""The `matchops` command: every way of running matchops (see README, Two commands).
 
 Each subcommand reads the environment (DATABASE_URL, BROKER_URL, RESULT_BACKEND,
 AUTH_SECRET, ...). Where DATABASE_URL or BROKER_URL is unset, `run` and `demo` start

@@ -27,7 +27,7 @@ from core.settings import get_settings
 
 @worker_init.connect
 def _trace_worker(**_: Any) -> None:
-    # Before the pool forks, so every pool process inherits it (README, Tracing).
+    # Before the pool forks, so every pool process inherits it (docs/operations.md, Tracing).
     tracing.configure("worker")
 
 
