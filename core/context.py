@@ -15,6 +15,11 @@ CALLER_HEADER = "matchops_caller"
 # clock): every process of this app sets it at publish (workers.signals), so a task's
 # queue wait counts from then even when its `task_runs` row is made at first delivery.
 SENT_AT_HEADER = "matchops_sent_at"
+# The headers a dispatcher puts on a task the API accepted: the caller recorded with it,
+# for whom the task's work runs, and, on a task published again because it went
+# missing, that some delivery of it may have run before.
+RECORDED_CALLER_HEADER = "matchops_recorded_caller"
+REDISPATCH_HEADER = "matchops_redispatch"
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from celery import Celery
 
 from core import tracing
+from core.context import RECORDED_CALLER_HEADER, REDISPATCH_HEADER
 from core.outages import BROKER_ERRORS, publish_batch
 from core.task_store import Dispatch
 
@@ -50,7 +52,17 @@ def publish(app: Celery, dispatches: Sequence[Dispatch]) -> None:
                     producer=producer,
                     ignore_result=True,
                     retry_policy=PUBLISH_RETRY_POLICY,
+                    headers=message_headers(dispatch),
                 )
+
+
+def message_headers(dispatch: Dispatch) -> dict[str, Any]:
+    """Who the task runs for, and whether a delivery of it may have run before (the
+    task base then counts the delivery before its work, not with its outcome)."""
+    headers: dict[str, Any] = {RECORDED_CALLER_HEADER: dispatch.caller}
+    if dispatch.again:
+        headers[REDISPATCH_HEADER] = True
+    return headers
 
 
 def check_broker(app: Celery, timeout: float) -> None:

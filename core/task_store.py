@@ -37,7 +37,19 @@ life, and this module is the only one that reads or writes it:
    c. a task with its own transactions cannot roll its committed work back, so it locks
       the row first instead (`claim_run`), in a guard transaction held while it runs: a
       second delivery gives up there after the lock timeout and is tried again later,
-      when it finds the outcome.
+      when it finds the outcome;
+   d. a one-transaction task that matchops published under a fresh id (a dispatcher's
+      first publish of a task the API accepted, beat, a trigger) and that the broker
+      delivers for the first time (not redelivered, not a retry, not a redispatch)
+      skips step a: it counts itself in the statement that records its outcome, in its
+      work's transaction (`finish_first_delivery`), which saves the task a round trip
+      and a commit of its own. Such a delivery killed mid-way leaves no count, but its
+      message is then redelivered (flagged so by the broker) or redispatched, and that
+      delivery counts first, so a message that keeps killing its worker is still
+      stopped. One that finds the task finished, or recorded for another caller, rolls
+      its work back (`NotFirst`) and runs again as a later delivery: counted first,
+      replaying the outcome. A task killed at its hard limit before it made its row gets
+      it with its failure (`record_killed`).
 
    A transient error shows `RETRY` until the next delivery (`mark_state`); a long task
    reports its progress beside the row (`record_progress`, `task_progress`).
@@ -302,8 +314,12 @@ class Dispatch:
     task_id: str
     name: str
     args: dict[str, Any]
+    # Who asked for it (the API token's subject): the worker runs the task for them.
+    caller: str
     # W3C traceparent stored with the task: every publish of it continues that trace.
     traceparent: str | None = None
+    # Published before and never finished: some delivery of it may have run (step 4).
+    again: bool = False
 
 
 def _marking(claimed: Any) -> Any:
@@ -311,7 +327,7 @@ def _marking(claimed: Any) -> Any:
     return (
         update(TaskRun)
         .where(TaskRun.task_id.in_(claimed.scalar_subquery()))
-        .returning(TaskRun.task_id, TaskRun.name, TaskRun.args, TaskRun.traceparent)
+        .returning(TaskRun.task_id, TaskRun.name, TaskRun.args, TaskRun.caller, TaskRun.traceparent)
     )
 
 
@@ -358,11 +374,14 @@ def claim_lost(
         .with_for_update(skip_locked=True)
     )
     marking = _marking(lost).values(dispatched_at=func.now(), redispatches=TaskRun.redispatches + 1)
-    return _dispatches(connection.execute(marking))
+    return _dispatches(connection.execute(marking), again=True)
 
 
-def _dispatches(result: Iterable[Any]) -> list[Dispatch]:
-    return [Dispatch(row.task_id, row.name, row.args, row.traceparent) for row in result]
+def _dispatches(result: Iterable[Any], *, again: bool = False) -> list[Dispatch]:
+    return [
+        Dispatch(row.task_id, row.name, row.args, row.caller, row.traceparent, again)
+        for row in result
+    ]
 
 
 def release(connection: Connection, dispatches: Sequence[Dispatch]) -> None:
@@ -551,6 +570,106 @@ TASK_STATUS = (
 FINISHED_AMONG = select(TaskRun.task_id).where(
     TaskRun.task_id.in_(bindparam("run_ids", expanding=True)), TaskRun.finished_at.is_not(None)
 )
+
+
+@dataclass(frozen=True)
+class FirstDelivery:
+    """A delivery that counts itself where it records its outcome (step 4d), and what
+    its task's row is made of when the task has none yet."""
+
+    args: dict[str, Any]
+    origin: str
+    due: datetime | None
+
+
+class NotFirst(Exception):
+    """A delivery that counted itself at the end found its task finished, or recorded for
+    another caller: its work rolls back and it runs again as a later delivery."""
+
+    def __init__(self) -> None:
+        super().__init__("the task has a recorded outcome or caller of its own")
+
+
+def _finishing(*, counted: int, same_caller: bool) -> Any:
+    """The statement that records an outcome, making the task's row if it has none and
+    adding `counted` to its deliveries; it leaves a finished row as it is (and, with
+    `same_caller`, a row recorded for another caller) and then returns no row."""
+    row = insert(TaskRun).values(
+        task_id=bindparam("run_id"),
+        name=bindparam("run_name"),
+        args=bindparam("run_args"),
+        caller=bindparam("run_caller"),
+        origin=bindparam("run_origin"),
+        due_at=func.coalesce(bindparam("run_due", type_=DateTime(timezone=True)), func.now()),
+        dispatched_at=func.now(),
+        started_at=func.now(),
+        deliveries=1,
+        state=bindparam("run_state"),
+        result=bindparam("run_result"),
+        error=bindparam("run_error"),
+        finished_at=func.now(),
+    )
+    condition: ColumnElement[bool] = UNFINISHED
+    if same_caller:
+        condition = UNFINISHED & (TaskRun.caller == row.excluded.caller)
+    return row.on_conflict_do_update(
+        index_elements=[TaskRun.task_id],
+        set_={
+            "deliveries": func.greatest(TaskRun.deliveries + counted, 1),
+            "started_at": func.coalesce(TaskRun.started_at, func.now()),
+            "state": row.excluded.state,
+            "result": row.excluded.result,
+            "error": row.excluded.error,
+            "finished_at": func.now(),
+        },
+        where=condition,
+    ).returning(TaskRun.task_id)
+
+
+FINISH_FIRST = _finishing(counted=1, same_caller=True)
+RECORD_KILLED = _finishing(counted=0, same_caller=False)
+
+
+def finish_first_delivery(
+    session: Session, context: TaskContext, first: FirstDelivery, outcome: Outcome
+) -> None:
+    """Count the delivery and record its outcome in the transaction of its work, one
+    statement for both (step 4d); `NotFirst` when the task is finished already or was
+    recorded for another caller than the one the work ran for."""
+    written = (
+        session.connection()
+        .execute(FINISH_FIRST, _finish_parameters(context, first, outcome))
+        .one_or_none()
+    )
+    if written is None:
+        raise NotFirst
+
+
+def record_killed(
+    connection: Connection, context: TaskContext, args: dict[str, Any], outcome: Outcome
+) -> bool:
+    """Record the outcome of a delivery its worker killed (the hard time limit) unless
+    one stands, making the task's row if the killed delivery had not made it yet (as
+    `context.caller`'s); whether it was written."""
+    first = FirstDelivery(args=args, origin=context.caller, due=None)
+    written = connection.execute(RECORD_KILLED, _finish_parameters(context, first, outcome))
+    return written.one_or_none() is not None
+
+
+def _finish_parameters(
+    context: TaskContext, first: FirstDelivery, outcome: Outcome
+) -> dict[str, Any]:
+    return {
+        "run_id": context.task_id,
+        "run_name": context.task_name,
+        "run_args": first.args,
+        "run_caller": context.caller,
+        "run_origin": first.origin,
+        "run_due": first.due,
+        "run_state": outcome.state.value,
+        "run_result": outcome.result,
+        "run_error": outcome.error,
+    }
 
 
 class Superseded(Exception):

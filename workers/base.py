@@ -60,7 +60,14 @@ from sqlalchemy.orm import Session
 
 from celeryconfig import MATCHOPS_QUEUES
 from core import task_store
-from core.context import CALLER_HEADER, SENT_AT_HEADER, TaskContext, attach_context
+from core.context import (
+    CALLER_HEADER,
+    RECORDED_CALLER_HEADER,
+    REDISPATCH_HEADER,
+    SENT_AT_HEADER,
+    TaskContext,
+    attach_context,
+)
 from core.db import get_bookkeeping_engine, get_engine, session_factory
 from core.errors import (
     DomainError,
@@ -105,6 +112,9 @@ class NoArgs(TaskArgs):
 
 
 ArgsT = TypeVar("ArgsT", bound=TaskArgs)
+
+# How a declaration runs its body for one delivery: (task, context, kwargs, first).
+Call = Callable[[Task, TaskContext | None, dict[str, Any], "task_store.FirstDelivery | None"], Any]
 
 
 @dataclass(frozen=True)
@@ -151,7 +161,7 @@ class MatchopsTask(Task):  # type: ignore[misc]
         if isinstance(exc, TimeLimitExceeded):
             threading.Thread(
                 target=_record_time_limit,
-                args=(task_id, self.name, exc),
+                args=(task_id, self.name, kwargs or {}, exc),
                 name=f"time-limit-{task_id}",
                 daemon=True,
             ).start()
@@ -226,21 +236,25 @@ def task(
     rules = Rules(queue, periodic, work_waiting, followup, followup_args)
 
     def decorate(body: Callable[[Session, ArgsT], Any]) -> Task:
-        def call(task: Task, context: TaskContext | None, kwargs: dict[str, Any]) -> Any:
+        def call(
+            task: Task,
+            context: TaskContext | None,
+            kwargs: dict[str, Any],
+            first: task_store.FirstDelivery | None,
+        ) -> Any:
             try:
                 with session_factory().begin() as session:
                     attach_context(session, context)
                     parsed = parse_args(name, args, kwargs)
                     result = to_jsonable_python(body(session, parsed))
                     if context is not None:
-                        task_store.record_first_outcome(
-                            session, context.task_id, task_store.Outcome(TaskState.SUCCESS, result)
-                        )
+                        success = task_store.Outcome(TaskState.SUCCESS, result)
+                        _record_in(session, context, first, success)
             except task_store.Superseded as superseded:
                 return _replay(superseded.outcome)
             return result
 
-        return _declare(name, args, result, rules, body, call, options)
+        return _declare(name, args, result, rules, body, call, options, counts_at_finish=True)
 
     return decorate
 
@@ -271,7 +285,14 @@ def own_transactions_task(
     rules = Rules(queue, periodic, work_waiting, followup, followup_args)
 
     def decorate(body: Callable[[ProgressReporter, ArgsT], Any]) -> Task:
-        def call(task: Task, context: TaskContext | None, kwargs: dict[str, Any]) -> Any:
+        def call(
+            task: Task,
+            context: TaskContext | None,
+            kwargs: dict[str, Any],
+            first: task_store.FirstDelivery | None,
+        ) -> Any:
+            # Never a delivery counted at the end (`first` is None): the guard locks the
+            # row before the body's own transactions commit anything.
             parsed = parse_args(name, args, kwargs)
             if context is None:
                 return to_jsonable_python(body(ProgressReporter(task, None), parsed))
@@ -300,11 +321,14 @@ def _declare(
     result: Any,
     rules: Rules,
     body: Callable[..., Any],
-    call: Callable[[Task, TaskContext | None, dict[str, Any]], Any],
+    call: Call,
     options: dict[str, Any],
+    *,
+    counts_at_finish: bool = False,
 ) -> Task:
     """Register the task's spec (args model, result shape, rules); create the Celery task
-    around `call`."""
+    around `call`. With `counts_at_finish`, a first delivery counts itself where it
+    records its outcome (core.task_store, step 4d)."""
     if rules.queue not in MATCHOPS_QUEUES:
         raise ValueError(f"task {name!r}: queue {rules.queue!r} is not one of {MATCHOPS_QUEUES}")
     description = (body.__doc__ or name).strip().splitlines()[0]
@@ -324,10 +348,19 @@ def _declare(
 
     def deliver(self: Task, request: Any, kwargs: dict[str, Any]) -> Any:
         sent_by = TaskContext(task_id=request.id, task_name=name, caller=_caller_of(request))
+        due = _due_since(request)
+        if counts_at_finish and _first_delivery(request):
+            # The dispatcher names the caller the API recorded; the statement that
+            # records the outcome checks it.
+            caller = request.get(RECORDED_CALLER_HEADER) or sent_by.caller
+            context = TaskContext(task_id=request.id, task_name=name, caller=caller)
+            first = task_store.FirstDelivery(kwargs, sent_by.caller, due)
+            try:
+                return attempt(self, request, context, kwargs, first)
+            except task_store.NotFirst:
+                pass  # its work rolled back: it runs as a later delivery
         with get_bookkeeping_engine().connect() as connection:
-            delivery = task_store.begin_delivery(
-                connection, sent_by, kwargs, sent_by.caller, _due_since(request)
-            )
+            delivery = task_store.begin_delivery(connection, sent_by, kwargs, sent_by.caller, due)
         if delivery.outcome is not None:
             return _replay(delivery.outcome)
         # The recorded caller wins: the API's token subject for a task it accepted.
@@ -335,13 +368,26 @@ def _declare(
         limit = get_settings().task_max_deliveries
         if delivery.count > limit:
             return _give_up(context, delivery.count - 1)
+        return attempt(self, request, context, kwargs, None)
+
+    def attempt(
+        self: Task,
+        request: Any,
+        context: TaskContext,
+        kwargs: dict[str, Any],
+        first: task_store.FirstDelivery | None,
+    ) -> Any:
         try:
-            return call(self, context, kwargs)
+            return call(self, context, kwargs, first)
+        except task_store.NotFirst:
+            raise
         except DomainError as exc:
             # The body's transaction rolled back: record the refusal on its own, unless a
             # concurrent delivery recorded an outcome first (then that one stands).
-            return _replay(_record_failure(context, exc))
+            return _replay(_record_failure(context, exc, first))
         except TRANSIENT_ERRORS as exc:
+            if first is not None and (stood := _count_quietly(context, first)) is not None:
+                return _replay(stood)
             if request.retries < self.max_retries:  # Celery tries again
                 _mark_quietly(context, TaskState.RETRY)
                 raise
@@ -349,6 +395,8 @@ def _declare(
                 return _replay(stood)
             raise
         except Exception as exc:
+            if first is not None and (stood := _count_quietly(context, first)) is not None:
+                return _replay(stood)
             if (stood := _record_failure_quietly(context, exc)) is not None:
                 return _replay(stood)
             raise
@@ -356,7 +404,7 @@ def _declare(
     def run(self: Task, **kwargs: Any) -> Any:
         request = self.request
         if request.id is None or request.is_eager:  # called directly: no ledger
-            return call(self, None, kwargs)
+            return call(self, None, kwargs, None)
         try:
             return deliver(self, request, kwargs)
         except TRANSIENT_ERRORS as exc:
@@ -403,6 +451,33 @@ def task_specs() -> dict[str, TaskSpec]:
     return {name: task.spec for name, task in app.tasks.items() if isinstance(task, MatchopsTask)}
 
 
+def _first_delivery(request: Any) -> bool:
+    """Whether no delivery of this task can have run before: matchops published the
+    message under a fresh id (a dispatcher's first publish of a task the API accepted,
+    beat, a trigger), the broker delivers it for the first time (a message a worker died
+    holding, or handed back, comes flagged as redelivered, by Redis' restore as by
+    RabbitMQ), and it is neither a retry nor a dispatcher's redispatch of a task that
+    went missing. A sibling's `send_task` may repeat an id, and a repeat should replay
+    the outcome before any work, so its deliveries are counted first."""
+    ours = request.get(RECORDED_CALLER_HEADER) is not None or _caller_of(request) in SENT_BY
+    redelivered = (request.delivery_info or {}).get("redelivered")
+    return ours and not redelivered and not request.retries and not request.get(REDISPATCH_HEADER)
+
+
+def _record_in(
+    session: Session,
+    context: TaskContext,
+    first: task_store.FirstDelivery | None,
+    outcome: task_store.Outcome,
+) -> None:
+    """Record the outcome in the transaction of the task's work, counting a first
+    delivery with it; `Superseded` or `NotFirst` when another outcome stands."""
+    if first is None:
+        task_store.record_first_outcome(session, context.task_id, outcome)
+    else:
+        task_store.finish_first_delivery(session, context, first, outcome)
+
+
 def _caller_of(request: Any) -> str:
     sent_by = request.get(CALLER_HEADER)
     return sent_by if sent_by in SENT_BY else "send_task"
@@ -427,14 +502,33 @@ def _replay(outcome: task_store.Outcome) -> Any:
     raise rebuild_failure(outcome.error or {})
 
 
-def _record_failure(context: TaskContext, error: BaseException) -> task_store.Outcome:
+def _record_failure(
+    context: TaskContext, error: BaseException, first: task_store.FirstDelivery | None = None
+) -> task_store.Outcome:
     failure = task_store.Outcome(TaskState.FAILURE, error=describe_failure(error))
     with session_factory().begin() as session:
-        return task_store.record_outcome(session, context.task_id, failure)
+        if first is None:
+            return task_store.record_outcome(session, context.task_id, failure)
+        task_store.finish_first_delivery(session, context, first, failure)
+    return failure
 
 
 def _give_up(context: TaskContext, deliveries: int) -> Any:
     return _replay(_record_failure(context, GaveUp(f"gave up after {deliveries} deliveries")))
+
+
+def _count_quietly(
+    context: TaskContext, first: task_store.FirstDelivery
+) -> task_store.Outcome | None:
+    """Count a first delivery that failed before it could count itself (its work rolled
+    back); the outcome another delivery recorded, if one did. The database may be what
+    failed: then the delivery stays uncounted, as one killed mid-way."""
+    sent_by = TaskContext(context.task_id, context.task_name, first.origin)
+    with contextlib.suppress(*TRANSIENT_ERRORS), get_bookkeeping_engine().connect() as connection:
+        return task_store.begin_delivery(
+            connection, sent_by, first.args, first.origin, first.due
+        ).outcome
+    return None
 
 
 def _record_failure_quietly(
@@ -455,9 +549,15 @@ def _record_failure_quietly(
     return None
 
 
-def _record_time_limit(task_id: str, name: str, exc: TimeLimitExceeded) -> None:
+def _record_time_limit(
+    task_id: str, name: str, kwargs: dict[str, Any], exc: TimeLimitExceeded
+) -> None:
     """Record `TimeLimitExceeded` as the outcome of a task killed at its hard limit,
-    unless an outcome stands (a delivery that finished first keeps its own)."""
+    unless an outcome stands (a delivery that finished first keeps its own).
+
+    A first delivery killed before it made the task's row (core.task_store, step 4d)
+    makes it here, as sent by `send_task`: the killed process's message headers, which
+    would name beat or a trigger, are not at hand in the main process."""
     seconds = exc.args[0] if exc.args else get_settings().task_time_limit
     # Built here: billiard's exception renders its arguments' repr as its message.
     error = {
@@ -471,7 +571,8 @@ def _record_time_limit(task_id: str, name: str, exc: TimeLimitExceeded) -> None:
             # Bounded: a killed task whose query still runs in PostgreSQL holds the row
             # until that query ends; the dispatcher then hands the task out again.
             connection.execute(text(f"SET LOCAL lock_timeout = '{TIME_LIMIT_RECORD_LOCK_WAIT}'"))
-            task_store.write_first_outcome(connection, task_id, failure)
+            context = TaskContext(task_id=task_id, task_name=name, caller="send_task")
+            task_store.record_killed(connection, context, kwargs, failure)
     except TRANSIENT_ERRORS as outage:
         logger.warning(
             "%s[%s] hit its hard time limit; its failure could not be recorded (%s), so it "

@@ -34,7 +34,7 @@ from tests.factories_mentorship import (
 )
 from tests.factories_peer import backdate_request, make_request, pass_deadline, swept_match
 from tests.runtime.commands import matchops
-from tests.support import send
+from tests.support import send, task_run
 from workers.app import app
 
 
@@ -121,6 +121,38 @@ def test_a_task_the_api_accepted_is_audited_under_its_task_id_and_token_subject(
         caller,
         "mentorship.unmatch",
     )
+
+
+def test_a_sibling_sending_the_id_of_a_task_the_api_accepted_runs_it_for_the_api_caller(
+    worker, db, api_url: str
+):
+    mentee, mentor = make_mentee(db), make_mentor(db)
+    make_relationship(db, mentor, mentee)
+    db.commit()
+    caller = unique("mentoring-app")
+    with client_for(api_url, ["mentorship.*"], sub=caller) as http:
+        # Accepted and waiting in PostgreSQL for its countdown, not yet published.
+        accepted = http.post(
+            "/v1/tasks/mentorship.unmatch",
+            json={"args": {"user_id": mentee.id, "other_id": mentor.id}, "countdown": 600},
+        )
+    assert accepted.status_code == 202, accepted.text
+    task_id = accepted.json()["task_id"]
+
+    # A first delivery that names no recorded caller: its work, done for `send_task`,
+    # rolls back, and it runs again for the caller the API recorded.
+    sent = app.send_task(
+        "mentorship.unmatch",
+        kwargs={"user_id": mentee.id, "other_id": mentor.id},
+        task_id=task_id,
+        ignore_result=False,
+    )
+    sent.get(timeout=60)
+
+    (row,) = audit_rows(db, task_id)
+    assert (row.task_name, row.caller) == ("mentorship.unmatch", caller)
+    run = task_run(task_id)
+    assert (run.state, run.deliveries, run.caller) == ("SUCCESS", 1, caller)
 
 
 def test_member_left_is_audited_with_what_it_removed(worker, db):
