@@ -420,20 +420,28 @@ class Delivery:
 
 
 UNFINISHED = TaskRun.finished_at.is_(None)
-_counted = insert(TaskRun).values(
-    task_id=bindparam("run_id"),
-    name=bindparam("run_name"),
-    args=bindparam("run_args"),
-    caller=bindparam("run_caller"),
-    origin=bindparam("run_origin"),
-    # When the message was sent, or became due, if it says so; else now (its wait then
-    # reads as none).
-    due_at=func.coalesce(bindparam("run_due", type_=DateTime(timezone=True)), func.now()),
-    dispatched_at=func.now(),
-    started_at=func.now(),
-    deliveries=1,
-    state=TaskState.STARTED.value,
-)
+
+
+def _first_row(**values: Any) -> Any:
+    """The INSERT of a task's row made by its first delivery (a task the API never saw),
+    with `values` besides."""
+    return insert(TaskRun).values(
+        task_id=bindparam("run_id"),
+        name=bindparam("run_name"),
+        args=bindparam("run_args"),
+        caller=bindparam("run_caller"),
+        origin=bindparam("run_origin"),
+        # When the message was sent, or became due, if it says so; else now (its wait
+        # then reads as none).
+        due_at=func.coalesce(bindparam("run_due", type_=DateTime(timezone=True)), func.now()),
+        dispatched_at=func.now(),
+        started_at=func.now(),
+        deliveries=1,
+        **values,
+    )
+
+
+_counted = _first_row(state=TaskState.STARTED.value)
 COUNT_DELIVERY = _counted.on_conflict_do_update(
     index_elements=[TaskRun.task_id],
     set_={
@@ -594,16 +602,7 @@ def _finishing(*, counted: int, same_caller: bool) -> Any:
     """The statement that records an outcome, making the task's row if it has none and
     adding `counted` to its deliveries; it leaves a finished row as it is (and, with
     `same_caller`, a row recorded for another caller) and then returns no row."""
-    row = insert(TaskRun).values(
-        task_id=bindparam("run_id"),
-        name=bindparam("run_name"),
-        args=bindparam("run_args"),
-        caller=bindparam("run_caller"),
-        origin=bindparam("run_origin"),
-        due_at=func.coalesce(bindparam("run_due", type_=DateTime(timezone=True)), func.now()),
-        dispatched_at=func.now(),
-        started_at=func.now(),
-        deliveries=1,
+    row = _first_row(
         state=bindparam("run_state"),
         result=bindparam("run_result"),
         error=bindparam("run_error"),
