@@ -98,19 +98,23 @@ def test_the_caller_header_names_who_asked(worker, db):
     assert row.caller == "beat"
 
 
-def test_a_task_the_api_accepted_is_audited_under_its_task_id_and_token_subject(
-    worker, db, api_url: str
-):
+def enqueue_unmatch(db, api_url: str, **options: Any) -> tuple[str, dict[str, int], Any]:
+    """A mentee and mentor matched, and their unmatch enqueued through the API by a fresh
+    caller with `options` (`wait`, `countdown`): the caller, the args, the API's answer."""
     mentee, mentor = make_mentee(db), make_mentor(db)
     make_relationship(db, mentor, mentee)
     db.commit()
     caller = unique("mentoring-app")
-
+    args = {"user_id": mentee.id, "other_id": mentor.id}
     with client_for(api_url, ["mentorship.*"], sub=caller) as http:
-        answer = http.post(
-            "/v1/tasks/mentorship.unmatch",
-            json={"args": {"user_id": mentee.id, "other_id": mentor.id}, "wait": 20},
-        )
+        answer = http.post("/v1/tasks/mentorship.unmatch", json={"args": args, **options})
+    return caller, args, answer
+
+
+def test_a_task_the_api_accepted_is_audited_under_its_task_id_and_token_subject(
+    worker, db, api_url: str
+):
+    caller, _, answer = enqueue_unmatch(db, api_url, wait=20)
     assert answer.status_code == 200, answer.text
     assert answer.json()["state"] == "SUCCESS"
 
@@ -126,27 +130,14 @@ def test_a_task_the_api_accepted_is_audited_under_its_task_id_and_token_subject(
 def test_a_sibling_sending_the_id_of_a_task_the_api_accepted_runs_it_for_the_api_caller(
     worker, db, api_url: str
 ):
-    mentee, mentor = make_mentee(db), make_mentor(db)
-    make_relationship(db, mentor, mentee)
-    db.commit()
-    caller = unique("mentoring-app")
-    with client_for(api_url, ["mentorship.*"], sub=caller) as http:
-        # Accepted and waiting in PostgreSQL for its countdown, not yet published.
-        accepted = http.post(
-            "/v1/tasks/mentorship.unmatch",
-            json={"args": {"user_id": mentee.id, "other_id": mentor.id}, "countdown": 600},
-        )
+    # Accepted and waiting in PostgreSQL for its countdown, not yet published.
+    caller, args, accepted = enqueue_unmatch(db, api_url, countdown=600)
     assert accepted.status_code == 202, accepted.text
     task_id = accepted.json()["task_id"]
 
-    # A first delivery that names no recorded caller: its work, done for `send_task`,
-    # rolls back, and it runs again for the caller the API recorded.
-    sent = app.send_task(
-        "mentorship.unmatch",
-        kwargs={"user_id": mentee.id, "other_id": mentor.id},
-        task_id=task_id,
-        ignore_result=False,
-    )
+    # The sibling's message names no caller: its delivery is counted first, which reads
+    # the caller the API recorded, and the work runs for that caller.
+    sent = app.send_task("mentorship.unmatch", kwargs=args, task_id=task_id, ignore_result=False)
     sent.get(timeout=60)
 
     (row,) = audit_rows(db, task_id)
