@@ -35,8 +35,10 @@ BROKER_PROBE_ERRORS: tuple[type[Exception], ...] = (*BROKER_ERRORS, OSError)
 def publish(app: Celery, dispatches: Sequence[Dispatch]) -> None:
     """Publish the tasks over one pooled connection; raises the broker's error.
 
-    Results are read from `task_runs`, so the result backend stores none for them
-    (one Redis write less per task) and the publisher subscribes to no result channel.
+    The outcome of a task the API accepted is read from `task_runs`, so the result
+    backend stores none for it (one Redis write less per task). A task a sibling sent
+    with `send_task`, handed out again after its message went missing, stores its result
+    as its task declares: the sibling may be waiting on `.get()`.
     The claim goes out as one batch (`publish_batch`). An error leaves the whole claim to
     be released and claimed again.
     """
@@ -50,7 +52,7 @@ def publish(app: Celery, dispatches: Sequence[Dispatch]) -> None:
                     kwargs=dispatch.args,
                     task_id=dispatch.task_id,
                     producer=producer,
-                    ignore_result=True,
+                    ignore_result=True if dispatch.origin == "api" else None,
                     retry_policy=PUBLISH_RETRY_POLICY,
                     headers=message_headers(dispatch),
                 )

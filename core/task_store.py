@@ -320,6 +320,9 @@ class Dispatch:
     traceparent: str | None = None
     # Published before and never finished: some delivery of it may have run (step 4).
     again: bool = False
+    # Who made the row: "api" for a task the API accepted, whose outcome only the
+    # ledger serves; a sibling's `send_task` (and beat, a trigger) otherwise.
+    origin: str = "api"
 
 
 def _marking(claimed: Any) -> Any:
@@ -327,7 +330,14 @@ def _marking(claimed: Any) -> Any:
     return (
         update(TaskRun)
         .where(TaskRun.task_id.in_(claimed.scalar_subquery()))
-        .returning(TaskRun.task_id, TaskRun.name, TaskRun.args, TaskRun.caller, TaskRun.traceparent)
+        .returning(
+            TaskRun.task_id,
+            TaskRun.name,
+            TaskRun.args,
+            TaskRun.caller,
+            TaskRun.traceparent,
+            TaskRun.origin,
+        )
     )
 
 
@@ -379,7 +389,7 @@ def claim_lost(
 
 def _dispatches(result: Iterable[Any], *, again: bool = False) -> list[Dispatch]:
     return [
-        Dispatch(row.task_id, row.name, row.args, row.caller, row.traceparent, again)
+        Dispatch(row.task_id, row.name, row.args, row.caller, row.traceparent, again, row.origin)
         for row in result
     ]
 

@@ -148,6 +148,45 @@ def _broker() -> redis.Redis:
     return redis.Redis.from_url(get_settings().broker)
 
 
+def test_a_siblings_task_lost_with_its_worker_and_the_broker_still_answers_its_get(worker, db):
+    user = make_user(db)
+    db.commit()
+    sibling = _bare_app()
+    with queue_taken_from(worker, "interactive"):
+        victim = WorkerProcess("lost-with-the-broker", queues="interactive")
+        victim.wait_ready()
+        blocker = get_engine().connect()
+        try:
+            blocker.execute(
+                text(
+                    "INSERT INTO match_requests (user_id, difficulty, topic) "
+                    "VALUES (:user, 'Hard', 'blocking')"
+                ),
+                {"user": user.id},
+            )
+            sent = sibling.send_task(
+                "peer.request",
+                kwargs={"user_id": user.id, "difficulty": "Hard", "topic": "graphs"},
+                queue="interactive",
+            )
+            wait_for(lambda: lock_waiters("%INSERT INTO match_requests%") == 1)
+            # A sibling's delivery is counted before its work: the row is there to hand
+            # out again once the message is gone.
+            assert task_run(sent.id).deliveries == 1
+            os.killpg(victim.process.pid, signal.SIGKILL)
+            victim.process.wait(10)
+            _broker().flushdb()
+        finally:
+            blocker.rollback()
+            blocker.close()
+            victim.stop()
+        with running_worker("rescuer", queues="interactive"), redispatching(2):
+            answer = sent.get(timeout=60)
+    run = task_run(sent.id)
+    assert (run.state, run.result, run.redispatches) == ("SUCCESS", answer, 1)
+    assert _requests_of(user.id) == 1
+
+
 def test_a_task_accepted_before_the_broker_lost_its_data_still_runs(
     worker, db, client: httpx.Client
 ):
