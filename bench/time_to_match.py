@@ -163,6 +163,9 @@ class Phase:
     # Pairs the accepted requests make, and follow-ups commits sent, by task name.
     pairs: int = 0
     followups: dict[str, int] = field(default_factory=dict)
+    # The API's tasks the dispatchers published, and in how many claims.
+    published: int = 0
+    claims: int = 0
 
 
 def drive(
@@ -274,7 +277,8 @@ def drive(
             cpu = read_cpu(sessions, database).since(cpu_before)
             elapsed = time.perf_counter() - started
             followups = triggered_since(since)
-    return Phase(timings, accepted_rate, cpu, elapsed, pairs, followups)
+            published, claims = claims_since(since)
+    return Phase(timings, accepted_rate, cpu, elapsed, pairs, followups, published, claims)
 
 
 def forget_backlog() -> None:
@@ -303,6 +307,21 @@ def triggered_since(moment: datetime) -> dict[str, int]:
             {"moment": moment},
         ).all()
     return {name: int(count) for name, count in rows}
+
+
+def claims_since(moment: datetime) -> tuple[int, int]:
+    """Tasks the API accepted since `moment` that a dispatcher published, and the claims
+    that published them: one claim marks all its rows with one `dispatched_at` (the
+    statement's `now()`)."""
+    with autocommit_connection() as conn:
+        published, claims = conn.execute(
+            text(
+                "SELECT count(*), count(DISTINCT dispatched_at) FROM task_runs "
+                "WHERE origin = 'api' AND accepted_at >= :moment AND dispatched_at IS NOT NULL"
+            ),
+            {"moment": moment},
+        ).one()
+    return int(published), int(claims)
 
 
 def drain_rate(
@@ -395,43 +414,98 @@ def finished_at(meta: dict[str, Any]) -> datetime:
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
-def drain_rates(first_user: int) -> list[tuple[float, float, float, float]]:
+@dataclass(frozen=True)
+class DrainRound:
+    """Tasks per second of one drain round."""
+
+    request: float
+    floor: float
+    accepted: float
+    noop: float
+    noop_as_matchops: float
+
+
+def drain_rates(first_user: int) -> list[DrainRound]:
     """DRAIN_ROUNDS rounds after one to warm up, each draining `peer.request` and the task
     base's floor (`bench.floor`, an empty body: sent with `send_task`, and accepted as
-    the API accepts it) on a worker of two processes, and the bare no-op on one of its
-    own: (request, floor, accepted floor, no-op) tasks/s per round.
+    the API accepts it) on a worker of two processes, and the bare no-op, and the no-op
+    as matchops runs its workers (task events, INFO log), each on one of its own.
 
     The matchops worker runs alone, without beat or triggers, so no sweep of the drained
     requests shares its processes.
     """
-    name = node_name("noop")
-    noop_worker = Child(
-        "noop",
-        [sys.executable, "-m", "celery", "-A", "bench._noop", "worker", "-c", "2", "-n", name],
-        BENCH_LOGS / "noop.log",
-    )
+    bare, configured = node_name("noop"), node_name("noop-as-matchops")
+    noop_workers = [
+        Child(
+            "noop",
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "bench._noop:app",
+                "worker",
+                "-c",
+                "2",
+                "-n",
+                bare,
+            ],
+            BENCH_LOGS / "noop.log",
+        ),
+        Child(
+            "noop-as-matchops",
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "bench._noop:as_matchops",
+                "worker",
+                "-c",
+                "2",
+                "-n",
+                configured,
+                "-l",
+                "INFO",
+            ],
+            BENCH_LOGS / "noop-as-matchops.log",
+        ),
+    ]
     worker = node_name("worker")
     rounds = []
     with processes(
         env={"COMMIT_TRIGGERS": "false"},
         worker=worker_argv("worker", "-c", "2", "-I", "bench._floor"),
     ) as children:
-        noop_worker.start()
+        for noop_worker in noop_workers:
+            noop_worker.start()
         try:
             wait_for_workers(children, "worker")
-            wait_for_worker(_noop.app, noop_worker, name, timeout=60)
+            wait_for_worker(_noop.app, noop_workers[0], bare, timeout=60)
+            wait_for_worker(_noop.as_matchops, noop_workers[1], configured, timeout=60)
             # Round 0 is unreported: the first tasks a fresh worker runs pay for its
             # warm-up (each process's connections and prepared statements).
             for round_index in range(DRAIN_ROUNDS + 1):
                 first = first_user + round_index * DRAIN_TASKS
-                request = drain_rate(app, worker, "interactive", partial(send_request, first))
-                floor = drain_rate(app, worker, "interactive", send_floor)
-                accepted = drain_accepted_rate(worker)
-                noop = drain_rate(_noop.app, name, _noop.QUEUE, lambda _index: _noop.noop.delay())
+                measured = DrainRound(
+                    request=drain_rate(app, worker, "interactive", partial(send_request, first)),
+                    floor=drain_rate(app, worker, "interactive", send_floor),
+                    accepted=drain_accepted_rate(worker),
+                    noop=drain_rate(
+                        _noop.app, bare, _noop.QUEUE, lambda _index: _noop.noop.delay()
+                    ),
+                    noop_as_matchops=drain_rate(
+                        _noop.as_matchops,
+                        configured,
+                        _noop.QUEUE_AS_MATCHOPS,
+                        lambda _index: _noop.noop_as_matchops.delay(),
+                    ),
+                )
                 if round_index:
-                    rounds.append((request, floor, accepted, noop))
+                    rounds.append(measured)
         finally:
-            noop_worker.stop(30)
+            for noop_worker in noop_workers:
+                noop_worker.stop(30)
     return rounds
 
 
@@ -564,6 +638,11 @@ def report_sweep_phase(options: argparse.Namespace, title: str, phase: Phase) ->
             ("(b) confirm -> match.found", percentiles(timings.to_found)),
             ("triggered sweeps", f"{sweeps:,}: {sweeps / accepted:.3f} per request"),
             ("triggered relays", f"{relays:,}: {relays / accepted:.3f} per request"),
+            (
+                "dispatcher claims",
+                f"{phase.claims:,}: {phase.claims / accepted:.3f} per request, "
+                f"{phase.published / max(1, phase.claims):.2f} tasks each",
+            ),
             *cpu_rows(phase.cpu, accepted, "request", phase.elapsed),
             (
                 "CPU: the stack without the bench",
@@ -581,29 +660,42 @@ def quick(timings: Timings) -> str:
     return f"answered in p50 {cuts[49] * 1000:,.0f} ms / p99 {cuts[98] * 1000:,.0f} ms"
 
 
-def report_drain(rounds: list[tuple[float, float, float, float]]) -> None:
-    """The drain rounds against the bare no-op."""
+def report_drain(rounds: list[DrainRound]) -> None:
+    """The drain rounds against the bare no-op, and against the no-op as matchops runs
+    its workers (what the task base itself costs)."""
+
+    def median(part: Callable[[DrainRound], float]) -> str:
+        return f"{statistics.median(part(r) for r in rounds):.2f}x"
+
     report(
         f"per-task overhead: {DRAIN_TASKS:,} waiting tasks drained by two prefork processes",
         [
             *(
                 (
                     f"round {index}",
-                    f"peer.request {request:,.0f}/s, task base alone {floor:,.0f}/s "
-                    f"(accepted by the API {accepted:,.0f}/s), bare Celery no-op "
-                    f"{noop:,.0f}/s: {request / noop:.2f}x, {floor / noop:.2f}x "
-                    f"({accepted / noop:.2f}x)",
+                    f"peer.request {r.request:,.0f}/s, task base alone {r.floor:,.0f}/s "
+                    f"(accepted by the API {r.accepted:,.0f}/s), bare Celery no-op "
+                    f"{r.noop:,.0f}/s: {r.request / r.noop:.2f}x, {r.floor / r.noop:.2f}x "
+                    f"({r.accepted / r.noop:.2f}x); no-op with events and INFO log "
+                    f"{r.noop_as_matchops:,.0f}/s",
                 )
-                for index, (request, floor, accepted, noop) in enumerate(rounds, 1)
+                for index, r in enumerate(rounds, 1)
             ),
             (
                 "median, peer.request",
-                f"{statistics.median(r[0] / r[3] for r in rounds):.2f}x the no-op (goal >= 0.6x)",
+                f"{median(lambda r: r.request / r.noop)} the no-op (goal >= 0.6x), "
+                f"{median(lambda r: r.request / r.floor)} the floor (goal >= 0.8x)",
             ),
             (
                 "median, task base alone",
-                f"{statistics.median(r[1] / r[3] for r in rounds):.2f}x the no-op, "
-                f"accepted by the API {statistics.median(r[2] / r[3] for r in rounds):.2f}x",
+                f"{median(lambda r: r.floor / r.noop)} the no-op, "
+                f"accepted by the API {median(lambda r: r.accepted / r.noop)}",
+            ),
+            (
+                "median, against the no-op with events and INFO log",
+                f"task base alone {median(lambda r: r.floor / r.noop_as_matchops)}, "
+                f"accepted by the API {median(lambda r: r.accepted / r.noop_as_matchops)}; "
+                f"that no-op is {median(lambda r: r.noop_as_matchops / r.noop)} the bare one",
             ),
         ],
     )
