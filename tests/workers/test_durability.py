@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import signal
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import httpx
 import redis
@@ -101,22 +103,40 @@ def test_a_message_that_keeps_killing_its_worker_ends_as_failure(worker, db, api
     assert body["error"]["message"] == "gave up after 3 deliveries"
 
 
+@contextmanager
+def _worker_to_kill(user_id: int, name: str) -> Iterator[Callable[[], None]]:
+    """A worker of its own on `interactive`, whose `peer.request` for `user_id` will wait
+    behind an uncommitted request of the same user; the block gets the function that
+    kills it outright, main process and pool together (Redis then keeps the message
+    unacknowledged until its visibility timeout, minutes away)."""
+    victim = WorkerProcess(name, queues="interactive")
+    victim.wait_ready()
+    blocker = get_engine().connect()
+
+    def kill() -> None:
+        os.killpg(victim.process.pid, signal.SIGKILL)
+        victim.process.wait(10)
+
+    try:
+        blocker.execute(
+            text(
+                "INSERT INTO match_requests (user_id, difficulty, topic) "
+                "VALUES (:user, 'Hard', 'blocking')"
+            ),
+            {"user": user_id},
+        )
+        yield kill
+    finally:
+        blocker.rollback()
+        blocker.close()
+        victim.stop()
+
+
 def test_a_worker_killed_outright_on_redis_has_its_task_run_once(worker, db, client: httpx.Client):
     user = make_user(db)
     db.commit()
     with queue_taken_from(worker, "interactive"):
-        victim = WorkerProcess("killed-outright", queues="interactive")
-        victim.wait_ready()
-        blocker = get_engine().connect()
-        try:
-            # An uncommitted request of the same user: the task's insert waits behind it.
-            blocker.execute(
-                text(
-                    "INSERT INTO match_requests (user_id, difficulty, topic) "
-                    "VALUES (:user, 'Hard', 'blocking')"
-                ),
-                {"user": user.id},
-            )
+        with _worker_to_kill(user.id, "killed-outright") as kill:
             task_id = client.post(
                 "/v1/tasks/peer.request",
                 json={"args": {"user_id": user.id, "difficulty": "Hard", "topic": "graphs"}},
@@ -124,14 +144,7 @@ def test_a_worker_killed_outright_on_redis_has_its_task_run_once(worker, db, cli
             wait_for(lambda: lock_waiters("%INSERT INTO match_requests%") == 1)
             # A first delivery counts itself only with its outcome.
             assert (task_run(task_id).state, task_run(task_id).deliveries) == ("PENDING", 0)
-            # Main process and pool together: Redis keeps the message unacknowledged
-            # until its visibility timeout, minutes away.
-            os.killpg(victim.process.pid, signal.SIGKILL)
-            victim.process.wait(10)
-        finally:
-            blocker.rollback()
-            blocker.close()
-            victim.stop()
+            kill()
         with running_worker("rescuer", queues="interactive"), redispatching(2):
             wait_for(
                 lambda: task_finished(task_id), timeout=60, what="the task to be dispatched again"
@@ -153,17 +166,7 @@ def test_a_siblings_task_lost_with_its_worker_and_the_broker_still_answers_its_g
     db.commit()
     sibling = _bare_app()
     with queue_taken_from(worker, "interactive"):
-        victim = WorkerProcess("lost-with-the-broker", queues="interactive")
-        victim.wait_ready()
-        blocker = get_engine().connect()
-        try:
-            blocker.execute(
-                text(
-                    "INSERT INTO match_requests (user_id, difficulty, topic) "
-                    "VALUES (:user, 'Hard', 'blocking')"
-                ),
-                {"user": user.id},
-            )
+        with _worker_to_kill(user.id, "lost-with-the-broker") as kill:
             sent = sibling.send_task(
                 "peer.request",
                 kwargs={"user_id": user.id, "difficulty": "Hard", "topic": "graphs"},
@@ -173,13 +176,8 @@ def test_a_siblings_task_lost_with_its_worker_and_the_broker_still_answers_its_g
             # A sibling's delivery is counted before its work: the row is there to hand
             # out again once the message is gone.
             assert task_run(sent.id).deliveries == 1
-            os.killpg(victim.process.pid, signal.SIGKILL)
-            victim.process.wait(10)
+            kill()
             _broker().flushdb()
-        finally:
-            blocker.rollback()
-            blocker.close()
-            victim.stop()
         with running_worker("rescuer", queues="interactive"), redispatching(2):
             answer = sent.get(timeout=60)
     run = task_run(sent.id)
