@@ -8,7 +8,9 @@ consumed, the rate the API accepted and the CPU each part of the stack spent per
 then the same run with commit triggers off (beat's safety tick alone) and the ratio;
 last, in rounds, the rate at which a two-process worker drains a queue of waiting
 `peer.request` tasks, and of tasks with an empty body through the same task base (its
-floor, `bench._floor`), against a bare Celery no-op task on the same pool.
+floor, `bench._floor`), against a bare Celery no-op task on the same pool, and against
+the same no-op with what Celery does for every task in a matchops worker (task events,
+INFO log).
 
 `python -m bench.time_to_match [--rate 200] [--seconds 60] [--pools 50]` (scratch
 database `matchops_bench_ttm` on DATABASE_URL's server, or `--database`). Goals: p99
@@ -19,8 +21,9 @@ With `--rates 40,80,120,200` it sweeps the offered rate instead, a fresh stack w
 commit triggers per rate, admission control on (`MAX_QUEUE_WAIT_SECONDS`, from
 `--max-queue-wait`) from `--admission-from` requests/s on, and prints for each rate
 the latencies (a) and (b), the rate accepted, the 429s and how fast they were
-answered, every accepted pair matched or not, the triggered sweeps and relays per
-request (from the ledger) and the CPU per request by part; then the drain rounds
+answered, every accepted pair matched or not, the triggered sweeps and relays and the
+dispatchers' claims per request (from the ledger) and the CPU per request by part; then
+the drain rounds
 (unless `--skip-drain`).
 """
 
