@@ -67,12 +67,14 @@ class AfterCommit:
 
 # Sends the follow-ups of a commit: the work due and the topics due for a sweep.
 FollowupSender = Callable[[set[Due], set[str]], None]
-_senders: list[FollowupSender] = []
+# None until the worker's triggers install theirs: a commit's follow-ups then go nowhere.
+_sender: FollowupSender | None = None
 
 
 def send_followups_with(sender: FollowupSender) -> None:
     """Hand every commit's follow-ups to `sender` (the worker's triggers install one)."""
-    _senders[:] = [sender]
+    global _sender
+    _sender = sender
 
 
 def _pending(session: Session) -> AfterCommit:
@@ -107,9 +109,8 @@ def take_followups(session: Session) -> AfterCommit:
 
 def _run_after_commit(session: Session) -> None:
     pending = take_followups(session)
-    if pending.due:
-        for send in _senders:
-            send(pending.due, pending.topics)
+    if pending.due and _sender is not None:
+        _sender(pending.due, pending.topics)
     for action in pending.actions:
         action()
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from functools import cache
 
 import kombu.exceptions
 import redis.exceptions
@@ -103,9 +104,17 @@ def claim_due_topics() -> list[str]:
 
 def followups_of(due: Iterable[Due]) -> list[Followup]:
     """The follow-ups that serve `due` work: those of the tasks declared to serve it."""
+    return [followup for work in due if (followup := _followup_serving(work)) is not None]
+
+
+@cache
+def _followup_serving(work: Due) -> Followup | None:
+    # Looked up once per kind of work, not at every commit: the declarations are fixed
+    # once the task modules are imported (a lookup while one is still being imported
+    # raises, and is not cached).
     import_task_modules()
-    served = (serving(work) for work in due)
-    return [spec.followup for spec in served if spec is not None and spec.followup is not None]
+    spec = serving(work)
+    return None if spec is None else spec.followup
 
 
 def _send_after_commit(due: set[Due], topics: set[str]) -> None:
