@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC
 from typing import Any
 
 from kombu.connection import Connection
 from kombu.entity import Exchange
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from core import tracing
@@ -17,7 +17,14 @@ from core.results import TaskResult
 from models.platform import OutboxEvent
 
 EVENTS_EXCHANGE = Exchange("matching.events", type="topic", durable=True)
+# The relay's commit only marks rows published: bookkeeping whose loss in a database
+# crash republishes the batch, which consumers drop by `event_id` (delivery is
+# at-least-once anyway). It does not wait for the WAL flush, which would hold the
+# process that relays, usually the one that just committed the events, for a disk write.
+NO_FLUSH_WAIT = text("SET LOCAL synchronous_commit = off")
 RELAY_BATCH = 500
+# How a relay task retries a publish the broker refused (kombu's `Connection.ensure`).
+RELAY_RETRY_POLICY: Mapping[str, float] = {"max_retries": 3}
 # One run relays at most this many batches, then leaves the rest to the next tick,
 # so a large backlog never holds a worker past its time limit.
 MAX_BATCHES_PER_RUN = 40
@@ -29,8 +36,14 @@ class PublishResult(TaskResult):
     published: int
 
 
-def relay_batch(session: Session, connection: Connection, limit: int = RELAY_BATCH) -> int:
-    """Publish up to `limit` unpublished events and mark them published.
+def relay_batch(
+    session: Session,
+    connection: Connection,
+    limit: int = RELAY_BATCH,
+    retry_policy: Mapping[str, float] = RELAY_RETRY_POLICY,
+) -> int:
+    """Publish up to `limit` unpublished events and mark them published, each publish
+    retried as `retry_policy` says.
 
     The rows stay locked (FOR UPDATE SKIP LOCKED) until the caller commits, so a
     second relay running at the same time skips them instead of sending them again.
@@ -53,8 +66,9 @@ def relay_batch(session: Session, connection: Connection, limit: int = RELAY_BAT
     ).all()
     if not rows:
         return 0
+    session.execute(NO_FLUSH_WAIT)
     producer = connection.Producer(serializer="json")
-    publish = connection.ensure(producer, producer.publish, max_retries=3)
+    publish = connection.ensure(producer, producer.publish, **retry_policy)
     # A failed batch raises before the rows are marked: they stay for the next run.
     with publish_batch(producer, len(rows)):
         for row in rows:
@@ -79,6 +93,7 @@ def relay_pending(
     sessions: sessionmaker[Session],
     connect: Callable[[], Connection],
     max_batches: int = MAX_BATCHES_PER_RUN,
+    retry_policy: Mapping[str, float] = RELAY_RETRY_POLICY,
 ) -> int:
     """Relay unpublished outbox rows batch by batch, each batch in its own transaction,
     over one broker connection from `connect` (the app's `connection_for_write`)."""
@@ -86,7 +101,7 @@ def relay_pending(
     with connect() as connection:
         for _ in range(max_batches):
             with sessions.begin() as session:
-                sent = relay_batch(session, connection)
+                sent = relay_batch(session, connection, retry_policy=retry_policy)
             published += sent
             if sent < RELAY_BATCH:
                 break

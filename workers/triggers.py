@@ -15,6 +15,12 @@ the sweep of due topics unless one is queued; that sweep, as it starts, takes th
 set (`claim_due_topics`). A topic added before the take is swept by it; one added after
 finds the key deleted and queues the next sweep. So one sweep serves every topic that
 became due in its window, however many, and a lone commit still gets a sweep of its own.
+
+Events are not sent on: the process that committed them relays them itself, right after
+the commit (`relay_now`): one small transaction and a publish cost less than a relay
+task's message, delivery and ledger row, and leave no window or queue between a match
+and its event. A backlog past one batch (a sweep of every pool writes tens of thousands)
+goes to the relay task, sent and coalesced as a sweep is.
 """
 
 from __future__ import annotations
@@ -27,9 +33,14 @@ import kombu.exceptions
 import redis.exceptions
 
 from core.context import CALLER_HEADER
+from core.db import session_factory
+from core.dispatch import PUBLISH_RETRY_POLICY
 from core.followups import Due, Followup, send_followups_with
+from core.outages import DATABASE_ERRORS
 from core.redis_client import redis_client
+from core.relay import RELAY_BATCH, relay_pending
 from core.settings import get_settings
+from workers.app import app
 from workers.specs import declared_task, import_task_modules, serving
 
 log = logging.getLogger(__name__)
@@ -43,11 +54,20 @@ DUE_TOPICS_KEY = "matchops:due-topics"
 QUEUED_TTL_MS = 10_000
 # A triggered follow-up waits this long, and every commit that makes the same one due
 # meanwhile rides along: a burst costs one sweep and one relay per window, instead of
-# one per commit or topic, for 50 ms on the time to match. Under a steady
-# stream of requests the relay's window matters most: nearly every task commits an event.
+# one per commit or topic, for 50 ms on the time to match.
 FOLLOWUP_DELAY_SECONDS = 0.05
 
 SEND_ERRORS = (redis.exceptions.RedisError, kombu.exceptions.OperationalError, OSError)
+# What a relay after commit may meet: the broker, the database it marks rows in, or every
+# pooled broker connection of the process in use.
+RELAY_ERRORS: tuple[type[Exception], ...] = (
+    *SEND_ERRORS,
+    *DATABASE_ERRORS,
+    kombu.exceptions.LimitExceeded,
+)
+# How long a relay after commit waits for a pooled broker connection before leaving its
+# events to the relay task.
+POOL_WAIT_SECONDS = 2.0
 
 
 def queued_key(followup: Followup) -> str:
@@ -117,9 +137,30 @@ def _followup_serving(work: Due) -> Followup | None:
     return None if spec is None else spec.followup
 
 
+def relay_now() -> bool:
+    """Relay one batch of unpublished events from this process, over a pooled broker
+    connection; whether that was all of them (False also when the broker or the database
+    refused: the relay task then has them)."""
+    try:
+        relayed = relay_pending(
+            session_factory(),
+            lambda: app.pool.acquire(block=True, timeout=POOL_WAIT_SECONDS),
+            max_batches=1,
+            # A refused broker gives up within a second, not a relay task's seconds:
+            # the task that committed the events is waiting.
+            retry_policy=PUBLISH_RETRY_POLICY,
+        )
+    except RELAY_ERRORS as exc:
+        log.warning("events not relayed after commit: %s", exc)
+        return False
+    return relayed < RELAY_BATCH
+
+
 def _send_after_commit(due: set[Due], topics: set[str]) -> None:
     if not get_settings().commit_triggers:
         return
+    if Due.RELAY in due and relay_now():
+        due = due - {Due.RELAY}
     followups = followups_of(due)
     try:
         send_coalesced(followups, topics)

@@ -1,11 +1,13 @@
 """Follow-ups sent after commit, coalesced, through real workers: a rolled-back request
 sends nothing, a burst into one pool rides along with the sweep already queued, a sweep of every
-pool fans out under a tight cap, and beat's ticks store no results."""
+pool fans out under a tight cap, a commit's events go out as it commits (a backlog past one
+batch by the relay task), and beat's ticks store no results."""
 
 from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
@@ -14,15 +16,19 @@ from pathlib import Path
 
 import pytest
 import redis
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
+from bench.harness import bound_to_events, take_events
 from core.db import session_factory
-from core.outbox import emit_event
+from core.followups import Followup
+from core.outbox import emit_event, emit_events
+from core.relay import RELAY_BATCH
 from core.settings import get_settings
 from domain.peer.budget import count_open_matches
 from domain.peer.requests import create_request
 from domain.peer.session_store import session_store
+from models import OutboxEvent
 from tests.api.support import task_events
 from tests.factories import make_user, unique
 from tests.factories_peer import make_pool, pairs_of_topic
@@ -30,13 +36,15 @@ from tests.support import (
     WorkerProcess,
     capped_sweeper,
     queue_taken_from,
+    run_task,
     running_beat,
     running_worker,
     send,
     task_run,
     wait_for,
 )
-from workers.triggers import DUE_TOPICS_KEY, QUEUED_TTL_MS
+from workers.app import app
+from workers.triggers import DUE_TOPICS_KEY, QUEUED_TTL_MS, queued_key
 
 TRIGGERS_ON = {"COMMIT_TRIGGERS": "true"}
 
@@ -189,6 +197,63 @@ def test_a_lone_pair_in_a_quiet_system_is_matched_by_one_sweep(worker, triggers_
     assert 1 <= swept <= 2
     # One window (50 ms) plus a task's round trip; generous for a loaded machine.
     assert matched_ms < 2_000
+
+
+def _unpublished(db: Session, marker: str) -> int:
+    db.rollback()
+    return int(
+        db.scalar(
+            select(func.count())
+            .select_from(OutboxEvent)
+            .where(OutboxEvent.published_at.is_(None), OutboxEvent.data["marker"].astext == marker)
+        )
+        or 0
+    )
+
+
+def _relay_queued() -> bool:
+    """Whether a commit has sent the relay task and it has not started yet."""
+    return bool(session_store().exists(queued_key(Followup("events.publish"))))
+
+
+def test_a_commits_events_are_published_as_it_commits_with_no_relay_task(worker, triggers_here, db):
+    marker = uuid.uuid4().hex
+    # Older events other tests left unpublished would fill the batch ahead of these.
+    run_task("events.publish")
+    with (
+        queues_taken_from(worker, "events"),
+        app.connection_for_write() as connection,
+        bound_to_events(connection, f"test-events-{marker[:8]}") as queue,
+    ):
+        with session_factory().begin() as session:
+            emit_events(session, "match.proposed", [{"marker": marker, "n": n} for n in range(3)])
+        # Once the commit returns, its events are on the exchange: nothing waits for a
+        # window or a relay task's turn, and none was sent.
+        assert _unpublished(db, marker) == 0
+        assert not _relay_queued()
+        bodies = [b for b in take_events(connection, queue) if b["data"].get("marker") == marker]
+
+    assert sorted(body["data"]["n"] for body in bodies) == [0, 1, 2]
+
+
+def test_a_backlog_past_one_batch_is_left_to_the_relay_task(worker, triggers_here, db):
+    marker = uuid.uuid4().hex
+    with (
+        app.connection_for_write() as connection,
+        bound_to_events(connection, f"test-events-{marker[:8]}") as queue,
+    ):
+        with queues_taken_from(worker, "events"):
+            with session_factory().begin() as session:
+                payloads = [{"marker": marker, "n": n} for n in range(RELAY_BATCH + 100)]
+                emit_events(session, "match.proposed", payloads)
+            # The commit relayed one batch and sent the relay task for the rest.
+            assert _unpublished(db, marker) >= 100
+            assert _relay_queued()
+        # The session worker takes the events queue again, and the relay task with it.
+        wait_for(lambda: _unpublished(db, marker) == 0, timeout=60, what="the relay task")
+        bodies = [b for b in take_events(connection, queue) if b["data"].get("marker") == marker]
+
+    assert sorted(body["data"]["n"] for body in bodies) == list(range(RELAY_BATCH + 100))
 
 
 def test_a_sweep_of_every_pool_fans_out_and_four_processes_keep_a_tight_cap(worker, db):
