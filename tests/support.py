@@ -14,12 +14,13 @@ from typing import Any
 from celery import Celery
 from celery.result import AsyncResult
 from pydantic import ValidationError
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session
 
 from celeryconfig import QUEUE_NAMES
 from core.db import get_engine
 from core.dispatcher import Dispatcher
-from models.platform import TaskRun
+from models.platform import OutboxEvent, TaskRun
 from runtime.children import Child
 from runtime.polling import poll_until
 from runtime.stack import wait_for_worker
@@ -231,6 +232,18 @@ def capped_sweeper(
     `sweeps` queue for the block."""
     return worker_taking_over(
         worker, "sweeps", name, {"MAX_CONCURRENT_MATCHES": str(cap)}, concurrency
+    )
+
+
+def unpublished_events(db: Session, marker: str) -> int:
+    """Outbox events whose data carries `marker` that no relay has marked published."""
+    return int(
+        db.scalar(
+            select(func.count())
+            .select_from(OutboxEvent)
+            .where(OutboxEvent.published_at.is_(None), OutboxEvent.data["marker"].astext == marker)
+        )
+        or 0
     )
 
 

@@ -6,7 +6,6 @@ import uuid
 
 import pytest
 from kombu.connection import Connection
-from sqlalchemy import func, select
 
 from bench.harness import bound_to_events, take_events
 from core.db import session_factory
@@ -14,21 +13,9 @@ from core.followups import take_followups
 from core.outages import TRANSIENT_ERRORS
 from core.outbox import emit_events
 from core.relay import relay_pending
-from models import OutboxEvent
 from runtime.embedded import free_port
-from tests.support import queue_taken_from
+from tests.support import queue_taken_from, unpublished_events
 from workers.app import app
-
-
-def _unpublished(db, marker: str) -> int:
-    return int(
-        db.scalar(
-            select(func.count())
-            .select_from(OutboxEvent)
-            .where(OutboxEvent.published_at.is_(None), OutboxEvent.data["marker"].astext == marker)
-        )
-        or 0
-    )
 
 
 def test_an_unreachable_broker_leaves_every_event_to_the_next_relay(worker, db):
@@ -47,11 +34,11 @@ def test_an_unreachable_broker_leaves_every_event_to_the_next_relay(worker, db):
 
         with pytest.raises(TRANSIENT_ERRORS):
             relay_pending(session_factory(), lambda: Connection(nowhere, connect_timeout=1))
-        assert _unpublished(db, marker) == 30
+        assert unpublished_events(db, marker) == 30
 
         relay_pending(session_factory(), app.connection_for_write)
         received = take_events(connection, queue)
-    assert _unpublished(db, marker) == 0
+    assert unpublished_events(db, marker) == 0
     # In the order they were written, each once.
     assert [body["data"]["n"] for body in received if body["data"]["marker"] == marker] == list(
         range(30)

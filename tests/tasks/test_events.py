@@ -5,12 +5,9 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 
-from sqlalchemy import func, select
-
 from bench.harness import bound_to_events, take_events
 from core.outbox import emit_events
-from models import OutboxEvent
-from tests.support import run_task, send
+from tests.support import run_task, send, unpublished_events
 from workers.app import app
 
 
@@ -36,12 +33,7 @@ def test_two_relays_publish_each_event_exactly_once(worker, db):
     sample = mine[0]
     assert sample["type"] == "match.proposed"
     assert set(sample) == {"event_id", "type", "occurred_at", "data"}
-    unpublished = db.scalar(
-        select(func.count())
-        .select_from(OutboxEvent)
-        .where(OutboxEvent.published_at.is_(None), OutboxEvent.data["marker"].astext == marker)
-    )
-    assert unpublished == 0
+    assert unpublished_events(db, marker) == 0
 
 
 def test_routing_key_is_the_event_type(worker, db):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from sqlalchemy import func, select, text
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from bench.harness import bound_to_events, take_events
@@ -28,7 +28,6 @@ from core.settings import get_settings
 from domain.peer.budget import count_open_matches
 from domain.peer.requests import create_request
 from domain.peer.session_store import session_store
-from models import OutboxEvent
 from tests.api.support import task_events
 from tests.factories import make_user, unique
 from tests.factories_peer import make_pool, pairs_of_topic
@@ -41,6 +40,7 @@ from tests.support import (
     running_worker,
     send,
     task_run,
+    unpublished_events,
     wait_for,
 )
 from workers.app import app
@@ -199,18 +199,6 @@ def test_a_lone_pair_in_a_quiet_system_is_matched_by_one_sweep(worker, triggers_
     assert matched_ms < 2_000
 
 
-def _unpublished(db: Session, marker: str) -> int:
-    db.rollback()
-    return int(
-        db.scalar(
-            select(func.count())
-            .select_from(OutboxEvent)
-            .where(OutboxEvent.published_at.is_(None), OutboxEvent.data["marker"].astext == marker)
-        )
-        or 0
-    )
-
-
 def _relay_queued() -> bool:
     """Whether a commit has sent the relay task and it has not started yet."""
     return bool(session_store().exists(queued_key(Followup("events.publish"))))
@@ -229,7 +217,7 @@ def test_a_commits_events_are_published_as_it_commits_with_no_relay_task(worker,
             emit_events(session, "match.proposed", [{"marker": marker, "n": n} for n in range(3)])
         # Once the commit returns, its events are on the exchange: nothing waits for a
         # window or a relay task's turn, and none was sent.
-        assert _unpublished(db, marker) == 0
+        assert unpublished_events(db, marker) == 0
         assert not _relay_queued()
         bodies = [b for b in take_events(connection, queue) if b["data"].get("marker") == marker]
 
@@ -247,10 +235,10 @@ def test_a_backlog_past_one_batch_is_left_to_the_relay_task(worker, triggers_her
                 payloads = [{"marker": marker, "n": n} for n in range(RELAY_BATCH + 100)]
                 emit_events(session, "match.proposed", payloads)
             # The commit relayed one batch and sent the relay task for the rest.
-            assert _unpublished(db, marker) >= 100
+            assert unpublished_events(db, marker) >= 100
             assert _relay_queued()
         # The session worker takes the events queue again, and the relay task with it.
-        wait_for(lambda: _unpublished(db, marker) == 0, timeout=60, what="the relay task")
+        wait_for(lambda: unpublished_events(db, marker) == 0, timeout=60, what="the relay task")
         bodies = [b for b in take_events(connection, queue) if b["data"].get("marker") == marker]
 
     assert sorted(body["data"]["n"] for body in bodies) == list(range(RELAY_BATCH + 100))
