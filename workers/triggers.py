@@ -53,8 +53,8 @@ DUE_TOPICS_KEY = "matchops:due-topics"
 # beat's safety tick covers the time in between.
 QUEUED_TTL_MS = 10_000
 # A triggered follow-up waits this long, and every commit that makes the same one due
-# meanwhile rides along: a burst costs one sweep and one relay per window, instead of
-# one per commit or topic, for 50 ms on the time to match.
+# meanwhile rides along: a burst costs one sweep (and, past a batch of events, one
+# relay) per window, instead of one per commit or topic, for 50 ms on the time to match.
 FOLLOWUP_DELAY_SECONDS = 0.05
 
 SEND_ERRORS = (redis.exceptions.RedisError, kombu.exceptions.OperationalError, OSError)
