@@ -17,6 +17,7 @@ from core.redis_options import (
     REDIS_HEALTH_CHECK_SECONDS,
     REDIS_SOCKET_TIMEOUT,
 )
+from core.redis_transport import TRANSPORT as REDIS_TRANSPORT
 from core.settings import Settings
 from workers.specs import DEFAULT_QUEUE, beat_schedule, task_routes
 
@@ -59,6 +60,11 @@ def on_rabbitmq(broker_url: str) -> bool:
     return urlsplit(broker_url).scheme in {"amqp", "amqps", "pyamqp"}
 
 
+def on_redis(broker_url: str) -> bool:
+    """Whether `broker_url` names a Redis broker by a plain `redis://` or `rediss://` URL."""
+    return urlsplit(broker_url).scheme in {"redis", "rediss"}
+
+
 def task_queues(rabbitmq: bool) -> tuple[Queue, ...]:
     """Every queue, declared as workers and producers on that kind of broker declare it."""
     quorum: dict[str, Any] = {"x-queue-type": "quorum"} if rabbitmq else {}
@@ -91,6 +97,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     rabbitmq = on_rabbitmq(settings.broker)
     return {
         "broker_url": settings.broker,
+        # kombu's Redis transport, without a new client per command (core.redis_transport).
+        "broker_transport": REDIS_TRANSPORT if on_redis(settings.broker) else None,
         "result_backend": settings.backend,
         # JSON only: tasks take ids and primitives, and nothing executable crosses the
         # broker.
