@@ -8,7 +8,7 @@ from typing import Any
 
 from kombu.connection import Connection
 from kombu.entity import Exchange
-from sqlalchemy import func, select, text, update
+from sqlalchemy import Integer, bindparam, func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from core import tracing
@@ -29,6 +29,32 @@ RELAY_RETRY_POLICY: Mapping[str, float] = {"max_retries": 3}
 # so a large backlog never holds a worker past its time limit.
 MAX_BATCHES_PER_RUN = 40
 
+# The oldest `limit` unpublished events, claimed and marked published in one statement.
+# The rows stay locked (FOR UPDATE SKIP LOCKED) until the relay's transaction ends, so a
+# second relay running at the same time skips them; a publish that fails rolls the mark
+# back. Built once: SQLAlchemy only looks up its compiled form at each run.
+CLAIM_BATCH = (
+    update(OutboxEvent)
+    .where(
+        OutboxEvent.id.in_(
+            select(OutboxEvent.id)
+            .where(OutboxEvent.published_at.is_(None))
+            .order_by(OutboxEvent.id)
+            .limit(bindparam("limit", type_=Integer))
+            .with_for_update(skip_locked=True)
+        )
+    )
+    .values(published_at=func.now())
+    .returning(
+        OutboxEvent.id,
+        OutboxEvent.event_id,
+        OutboxEvent.type,
+        OutboxEvent.occurred_at,
+        OutboxEvent.data,
+        OutboxEvent.traceparent,
+    )
+)
+
 
 class PublishResult(TaskResult):
     """Outbox events relayed by one run."""
@@ -45,31 +71,20 @@ def relay_batch(
     """Publish up to `limit` unpublished events and mark them published, each publish
     retried as `retry_policy` says.
 
-    The rows stay locked (FOR UPDATE SKIP LOCKED) until the caller commits, so a
-    second relay running at the same time skips them instead of sending them again.
-    A crash between publish and commit resends the batch: delivery is at-least-once
-    and consumers drop repeats by `event_id`.
+    The claim marks the rows in the caller's transaction (`CLAIM_BATCH`): a publish that
+    fails raises, and the caller's rollback leaves the events for the next run. A crash
+    between publish and commit resends the batch: delivery is at-least-once and
+    consumers drop repeats by `event_id`.
     """
-    rows = session.execute(
-        select(
-            OutboxEvent.id,
-            OutboxEvent.event_id,
-            OutboxEvent.type,
-            OutboxEvent.occurred_at,
-            OutboxEvent.data,
-            OutboxEvent.traceparent,
-        )
-        .where(OutboxEvent.published_at.is_(None))
-        .order_by(OutboxEvent.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    ).all()
-    if not rows:
+    database = session.connection()
+    claimed = database.execute(CLAIM_BATCH, {"limit": limit}).all()
+    if not claimed:
         return 0
-    session.execute(NO_FLUSH_WAIT)
+    database.execute(NO_FLUSH_WAIT)
     producer = connection.Producer(serializer="json")
     publish = connection.ensure(producer, producer.publish, **retry_policy)
-    # A failed batch raises before the rows are marked: they stay for the next run.
+    # Oldest first: RETURNING gives the rows in no set order.
+    rows = sorted(claimed, key=lambda row: row.id)
     with publish_batch(producer, len(rows)):
         for row in rows:
             with tracing.relaying(row.type, row.event_id, row.traceparent) as headers:
@@ -81,11 +96,6 @@ def relay_batch(
                     delivery_mode=2,
                     headers=headers,
                 )
-    session.execute(
-        update(OutboxEvent)
-        .where(OutboxEvent.id.in_([row.id for row in rows]))
-        .values(published_at=func.now())
-    )
     return len(rows)
 
 
