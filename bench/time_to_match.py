@@ -13,9 +13,7 @@ the same no-op with what Celery does for every task in a matchops worker (task e
 INFO log).
 
 `python -m bench.time_to_match [--rate 200] [--seconds 60] [--pools 50]` (scratch
-database `matchops_bench_ttm` on DATABASE_URL's server, or `--database`). Goals: p99
-(a) < 300 ms and p99 (b) < 200 ms at 200 requests/s; at least 5x better than beat
-alone; `peer.request` at least 0.6x the no-op's rate.
+database `matchops_bench_ttm` on DATABASE_URL's server, or `--database`).
 
 With `--rates 40,80,120,200` it sweeps the offered rate instead, a fresh stack with
 commit triggers per rate, admission control on (`MAX_QUEUE_WAIT_SECONDS`, from
@@ -23,8 +21,18 @@ commit triggers per rate, admission control on (`MAX_QUEUE_WAIT_SECONDS`, from
 the latencies (a) and (b), the rate accepted, the 429s and how fast they were
 answered, every accepted pair matched or not, the triggered sweeps and relays and the
 dispatchers' claims per request (from the ledger) and the CPU per request by part; then
-the drain rounds
-(unless `--skip-drain`).
+the drain rounds (unless `--skip-drain`), with the CPU each drained task cost by part;
+last, what Celery and the HTTP server alone cost per request at each rate: the Celery
+tasks the stack ran per request (from the ledger) at the CPU of the no-op as matchops
+runs it, and the HTTP calls per request at the CPU of one `/healthz` call on the same
+API.
+
+Goals (the sweep, on this machine's two cores): p99 (a) < 300 ms and at most 12 ms of
+the stack's CPU per request at 80 requests/s; at 200 requests/s with
+`MAX_QUEUE_WAIT_SECONDS=2`, at least 80 requests/s matched, every accepted request
+matched, p99 (a) of the accepted < 3 s, the rest answered 429 within milliseconds. The
+drain: the task base's floor at least 0.6x the bare no-op, `peer.request` at least 0.8x
+the floor.
 """
 
 from __future__ import annotations
@@ -55,7 +63,7 @@ from sqlalchemy import text
 
 from api.auth import issue_token
 from bench import _floor, _noop
-from bench.cpu import BENCH, cpu_rows, read_cpu
+from bench.cpu import BENCH, POSTGRES, REDIS, CpuReading, cpu_rows, read_cpu
 from bench.harness import (
     BENCH_LOGS,
     autocommit_connection,
@@ -84,6 +92,10 @@ DRAIN_SECONDS = 25.0
 # Tasks per drain-rate measurement, and measurements (alternating with the no-op's).
 DRAIN_TASKS = 2_000
 DRAIN_ROUNDS = 3
+# `/healthz` calls that price one HTTP call on a phase's API, before the phase.
+PROBE_CALLS = 500
+# The part a drain measures, as `read_cpu` names it.
+DRAINED = "worker"
 
 
 def pool_of(user_index: int, pools: int) -> tuple[str, str]:
@@ -104,6 +116,8 @@ class Timings:
     # 429s (admission control) and how long each took to come back.
     overloaded: list[float] = field(default_factory=list)
     consumed: int = 0
+    # HTTP calls made to the API (requests and confirmations, answered or refused).
+    calls: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -169,6 +183,10 @@ class Phase:
     # The API's tasks the dispatchers published, and in how many claims.
     published: int = 0
     claims: int = 0
+    # Celery tasks the workers finished in the phase (the ledger), every kind.
+    tasks: int = 0
+    # The API's CPU seconds for one `/healthz` call, measured before the phase.
+    probe_cpu: float = 0.0
 
 
 def drive(
@@ -213,6 +231,8 @@ def drive(
         def enqueue(name: str, args: dict[str, Any]) -> float | None:
             sent = time.perf_counter()
             answer = http.post(f"/v1/tasks/{name}", json={"args": args})
+            with timings.lock:
+                timings.calls += 1
             if answer.status_code != 202:
                 with timings.lock:
                     timings.refused += 1
@@ -259,6 +279,7 @@ def drive(
                     calls.submit(confirm, data["match_id"], user)
 
         sessions = {f"matchops {name}": child.pid for name, child in children.items()}
+        probe_cpu = http_call_cpu(http, children["api"].pid, database)
         with consuming(on_event):
             cpu_before = read_cpu(sessions, database)
             since = database_now()
@@ -281,7 +302,30 @@ def drive(
             elapsed = time.perf_counter() - started
             followups = triggered_since(since)
             published, claims = claims_since(since)
-    return Phase(timings, accepted_rate, cpu, elapsed, pairs, followups, published, claims)
+            tasks = finished_since(since)
+    return Phase(
+        timings,
+        accepted_rate,
+        cpu,
+        elapsed,
+        pairs,
+        followups,
+        published,
+        claims,
+        tasks,
+        probe_cpu,
+    )
+
+
+def http_call_cpu(http: httpx.Client, api_session: int, database: str) -> float:
+    """The API's CPU seconds for one `/healthz` call: PROBE_CALLS of them, one at a
+    time, read from the API's session. The route does nothing, so this is the price of
+    an HTTP call to this API: the server, the framework and matchops' middleware."""
+    before = read_cpu({"api": api_session}, database)
+    for _ in range(PROBE_CALLS):
+        http.get("/healthz").raise_for_status()
+    used = read_cpu({"api": api_session}, database).since(before)
+    return used.get("api", 0.0) / PROBE_CALLS
 
 
 def forget_backlog() -> None:
@@ -290,6 +334,16 @@ def forget_backlog() -> None:
     app.control.purge()
     with autocommit_connection() as conn:
         conn.execute(text("DELETE FROM task_runs WHERE finished_at IS NULL"))
+
+
+def finished_since(moment: datetime) -> int:
+    """Tasks of every kind the workers finished since `moment` (the ledger)."""
+    with autocommit_connection() as conn:
+        finished: int = conn.scalar(
+            text("SELECT count(*) FROM task_runs WHERE finished_at >= :moment"),
+            {"moment": moment},
+        )
+    return finished
 
 
 def database_now() -> datetime:
@@ -327,14 +381,51 @@ def claims_since(moment: datetime) -> tuple[int, int]:
     return int(published), int(claims)
 
 
+@dataclass(frozen=True)
+class Drained:
+    """One drain: tasks per second, and CPU milliseconds per task by part (the draining
+    worker with its pool, PostgreSQL's backends, Redis)."""
+
+    rate: float
+    cpu: dict[str, float]
+
+    @property
+    def cpu_total(self) -> float:
+        """CPU milliseconds per task, every part."""
+        return sum(self.cpu.values())
+
+
+@dataclass(frozen=True)
+class Drainer:
+    """The worker a drain measures: its Celery node name and its session (its pid)."""
+
+    node: str
+    session: int
+    database: str
+
+    def cpu(self) -> CpuReading:
+        """CPU seconds so far of the worker, PostgreSQL's backends and Redis."""
+        return read_cpu({DRAINED: self.session}, self.database)
+
+    def drained(self, before: CpuReading, rate: float) -> Drained:
+        """The drain's rate, and the CPU per task each part spent since `before`."""
+        used = self.cpu().since(before)
+        return Drained(
+            rate,
+            {part: used.get(part, 0.0) * 1000 / DRAIN_TASKS for part in (DRAINED, POSTGRES, REDIS)},
+        )
+
+
 def drain_rate(
-    capp: Celery, node: str, queue: str, send: Callable[[int], AsyncResult[Any]]
-) -> float:
-    """Tasks per second the worker `node` takes to drain DRAIN_TASKS messages that all
-    wait in `queue` before it consumes that queue: from the moment it is told to, to the
-    last result's `date_done`. Nothing but the worker and the servers runs meanwhile
-    (this process reads the results every 0.1 s), so no client's own work is counted
-    against the task it measures."""
+    capp: Celery, worker: Drainer, queue: str, send: Callable[[int], AsyncResult[Any]]
+) -> Drained:
+    """Tasks per second the worker takes to drain DRAIN_TASKS messages that all wait in
+    `queue` before it consumes that queue: from the moment it is told to, to the last
+    result's `date_done`. Nothing but the worker and the servers runs meanwhile (this
+    process reads the results every 0.1 s), so no client's own work is counted against
+    the task it measures, and the CPU read from the moment it is told to, to the last
+    result, is the drain's."""
+    node = worker.node
     capp.control.cancel_consumer(queue, destination=[node], reply=True)
     backend = capp.backend
     waiting = [backend.get_key_for_task(send(index).id) for index in range(DRAIN_TASKS)]
@@ -349,19 +440,21 @@ def drain_rate(
         waiting = [key for key, value in zip(waiting, values, strict=True) if value is None]
         return not waiting
 
+    cpu = worker.cpu()
     started = time.time()
     capp.control.add_consumer(queue, destination=[node], reply=True)
     if not poll_until(drained, 300, 0.1):
         raise StackError(f"{len(waiting):,} of {DRAIN_TASKS:,} tasks still unfinished after 300 s")
-    return DRAIN_TASKS / (max(finished).timestamp() - started)
+    return worker.drained(cpu, DRAIN_TASKS / (max(finished).timestamp() - started))
 
 
-def drain_accepted_rate(node: str) -> float:
+def drain_accepted_rate(worker: Drainer) -> Drained:
     """Tasks per second the worker `node` takes to drain DRAIN_TASKS `bench.floor` tasks
     accepted as the API accepts them: recorded in `task_runs`, then published by the
     dispatchers, whose first publish of a task lets its delivery count itself with its
     outcome (core.task_store, step 4d). Timed as `drain_rate` times, to the last
     `finished_at` in the ledger (such tasks store no result in the backend)."""
+    node = worker.node
     app.control.cancel_consumer("interactive", destination=[node], reply=True)
     ids = [str(uuid.uuid4()) for _ in range(DRAIN_TASKS)]
     with autocommit_connection() as connection:
@@ -394,12 +487,13 @@ def drain_accepted_rate(node: str) -> float:
 
     if not poll_until(lambda: count("dispatched_at IS NOT NULL")[0] == DRAIN_TASKS, 60, 0.1):
         raise StackError("the dispatchers did not publish the accepted tasks within 60 s")
+    cpu = worker.cpu()
     started = time.time()
     app.control.add_consumer("interactive", destination=[node], reply=True)
     if not poll_until(lambda: count("finished_at IS NOT NULL")[0] == DRAIN_TASKS, 300, 0.1):
         raise StackError(f"accepted tasks still unfinished after 300 s (of {DRAIN_TASKS:,})")
     last: datetime = count("true")[1]
-    return DRAIN_TASKS / (last.timestamp() - started)
+    return worker.drained(cpu, DRAIN_TASKS / (last.timestamp() - started))
 
 
 def send_request(first_user: int, index: int) -> AsyncResult[Any]:
@@ -419,16 +513,16 @@ def finished_at(meta: dict[str, Any]) -> datetime:
 
 @dataclass(frozen=True)
 class DrainRound:
-    """Tasks per second of one drain round."""
+    """The drains of one round."""
 
-    request: float
-    floor: float
-    accepted: float
-    noop: float
-    noop_as_matchops: float
+    request: Drained
+    floor: Drained
+    accepted: Drained
+    noop: Drained
+    noop_as_matchops: Drained
 
 
-def drain_rates(first_user: int) -> list[DrainRound]:
+def drain_rates(first_user: int, database: str) -> list[DrainRound]:
     """DRAIN_ROUNDS rounds after one to warm up, each draining `peer.request` and the task
     base's floor (`bench.floor`, an empty body: sent with `send_task`, and accepted as
     the API accepts it) on a worker of two processes, and the bare no-op, and the no-op
@@ -486,20 +580,23 @@ def drain_rates(first_user: int) -> list[DrainRound]:
             wait_for_workers(children, "worker")
             wait_for_worker(_noop.app, noop_workers[0], bare, timeout=60)
             wait_for_worker(_noop.as_matchops, noop_workers[1], configured, timeout=60)
+            ours = Drainer(worker, children["worker"].pid, database)
+            bare_worker = Drainer(bare, noop_workers[0].pid, database)
+            configured_worker = Drainer(configured, noop_workers[1].pid, database)
             # Round 0 is unreported: the first tasks a fresh worker runs pay for its
             # warm-up (each process's connections and prepared statements).
             for round_index in range(DRAIN_ROUNDS + 1):
                 first = first_user + round_index * DRAIN_TASKS
                 measured = DrainRound(
-                    request=drain_rate(app, worker, "interactive", partial(send_request, first)),
-                    floor=drain_rate(app, worker, "interactive", send_floor),
-                    accepted=drain_accepted_rate(worker),
+                    request=drain_rate(app, ours, "interactive", partial(send_request, first)),
+                    floor=drain_rate(app, ours, "interactive", send_floor),
+                    accepted=drain_accepted_rate(ours),
                     noop=drain_rate(
-                        _noop.app, bare, _noop.QUEUE, lambda _index: _noop.noop.delay()
+                        _noop.app, bare_worker, _noop.QUEUE, lambda _index: _noop.noop.delay()
                     ),
                     noop_as_matchops=drain_rate(
                         _noop.as_matchops,
-                        configured,
+                        configured_worker,
                         _noop.QUEUE_AS_MATCHOPS,
                         lambda _index: _noop.noop_as_matchops.delay(),
                     ),
@@ -584,14 +681,16 @@ def main() -> None:
     phases = options.rates or [options.rate, options.rate]
     driven = sum(rate * options.seconds for rate in phases)
     make_users(1, driven + (DRAIN_ROUNDS + 1) * DRAIN_TASKS)
-    if options.rates:
-        sweep_rates(options, database)
-    else:
+    swept = sweep_rates(options, database) if options.rates else []
+    if not options.rates:
         compare_with_beat(options, database)
     if options.skip_drain:
         return
     app.control.purge()
-    report_drain(drain_rates(1 + driven))
+    rounds = drain_rates(1 + driven, database)
+    report_drain(rounds)
+    if swept:
+        report_frameworks(swept, rounds)
 
 
 def compare_with_beat(options: argparse.Namespace, database: str) -> None:
@@ -610,8 +709,10 @@ def compare_with_beat(options: argparse.Namespace, database: str) -> None:
     )
 
 
-def sweep_rates(options: argparse.Namespace, database: str) -> None:
-    """One stack with commit triggers per offered rate, each reported as it ends."""
+def sweep_rates(options: argparse.Namespace, database: str) -> list[tuple[int, Phase]]:
+    """One stack with commit triggers per offered rate, each reported as it ends; the
+    phases, by offered rate."""
+    swept = []
     first_user = 1
     for rate in options.rates:
         admission = options.max_queue_wait if rate >= options.admission_from else None
@@ -621,6 +722,8 @@ def sweep_rates(options: argparse.Namespace, database: str) -> None:
             f", MAX_QUEUE_WAIT_SECONDS={admission:g}" if admission is not None else ""
         )
         report_sweep_phase(options, title, phase)
+        swept.append((rate, phase))
+    return swept
 
 
 def report_sweep_phase(options: argparse.Namespace, title: str, phase: Phase) -> None:
@@ -651,6 +754,11 @@ def report_sweep_phase(options: argparse.Namespace, title: str, phase: Phase) ->
                 "CPU: the stack without the bench",
                 f"{stack_cpu * 1000 / accepted:,.2f} ms per request",
             ),
+            (
+                "Celery tasks, HTTP calls",
+                f"{phase.tasks / accepted:.2f} tasks and {timings.calls / accepted:.2f} calls "
+                f"per request; a `/healthz` call costs the API {phase.probe_cpu * 1000:.2f} ms",
+            ),
         ],
     )
 
@@ -665,10 +773,21 @@ def quick(timings: Timings) -> str:
 
 def report_drain(rounds: list[DrainRound]) -> None:
     """The drain rounds against the bare no-op, and against the no-op as matchops runs
-    its workers (what the task base itself costs)."""
+    its workers (what the task base itself costs); the CPU per task of each."""
 
     def median(part: Callable[[DrainRound], float]) -> str:
         return f"{statistics.median(part(r) for r in rounds):.2f}x"
+
+    def cpu(label: str, drained: Callable[[DrainRound], Drained]) -> tuple[str, str]:
+        def ms(part: str) -> float:
+            return statistics.median(drained(r).cpu[part] for r in rounds)
+
+        total = statistics.median(drained(r).cpu_total for r in rounds)
+        return (
+            f"CPU per task, {label}",
+            f"{total:.2f} ms: worker {ms(DRAINED):.2f}, PostgreSQL {ms(POSTGRES):.2f}, "
+            f"Redis {ms(REDIS):.2f}",
+        )
 
     report(
         f"per-task overhead: {DRAIN_TASKS:,} waiting tasks drained by two prefork processes",
@@ -676,32 +795,67 @@ def report_drain(rounds: list[DrainRound]) -> None:
             *(
                 (
                     f"round {index}",
-                    f"peer.request {r.request:,.0f}/s, task base alone {r.floor:,.0f}/s "
-                    f"(accepted by the API {r.accepted:,.0f}/s), bare Celery no-op "
-                    f"{r.noop:,.0f}/s: {r.request / r.noop:.2f}x, {r.floor / r.noop:.2f}x "
-                    f"({r.accepted / r.noop:.2f}x); no-op with events and INFO log "
-                    f"{r.noop_as_matchops:,.0f}/s",
+                    f"peer.request {r.request.rate:,.0f}/s, task base alone "
+                    f"{r.floor.rate:,.0f}/s (accepted by the API {r.accepted.rate:,.0f}/s), "
+                    f"bare Celery no-op {r.noop.rate:,.0f}/s: "
+                    f"{r.request.rate / r.noop.rate:.2f}x, {r.floor.rate / r.noop.rate:.2f}x "
+                    f"({r.accepted.rate / r.noop.rate:.2f}x); no-op with events and INFO log "
+                    f"{r.noop_as_matchops.rate:,.0f}/s",
                 )
                 for index, r in enumerate(rounds, 1)
             ),
             (
-                "median, peer.request",
-                f"{median(lambda r: r.request / r.noop)} the no-op (goal >= 0.6x), "
-                f"{median(lambda r: r.request / r.floor)} the floor (goal >= 0.8x)",
+                "median, task base alone",
+                f"{median(lambda r: r.floor.rate / r.noop.rate)} the no-op (goal >= 0.6x), "
+                f"accepted by the API {median(lambda r: r.accepted.rate / r.noop.rate)}",
             ),
             (
-                "median, task base alone",
-                f"{median(lambda r: r.floor / r.noop)} the no-op, "
-                f"accepted by the API {median(lambda r: r.accepted / r.noop)}",
+                "median, peer.request",
+                f"{median(lambda r: r.request.rate / r.noop.rate)} the no-op, "
+                f"{median(lambda r: r.request.rate / r.floor.rate)} the floor (goal >= 0.8x)",
             ),
             (
                 "median, against the no-op with events and INFO log",
-                f"task base alone {median(lambda r: r.floor / r.noop_as_matchops)}, "
-                f"accepted by the API {median(lambda r: r.accepted / r.noop_as_matchops)}; "
-                f"that no-op is {median(lambda r: r.noop_as_matchops / r.noop)} the bare one",
+                f"task base alone {median(lambda r: r.floor.rate / r.noop_as_matchops.rate)}, "
+                "accepted by the API "
+                f"{median(lambda r: r.accepted.rate / r.noop_as_matchops.rate)}; that no-op is "
+                f"{median(lambda r: r.noop_as_matchops.rate / r.noop.rate)} the bare one",
             ),
+            cpu("peer.request", lambda r: r.request),
+            cpu("task base alone", lambda r: r.floor),
+            cpu("accepted by the API", lambda r: r.accepted),
+            cpu("bare Celery no-op", lambda r: r.noop),
+            cpu("no-op with events and INFO log", lambda r: r.noop_as_matchops),
         ],
     )
+
+
+def report_frameworks(swept: list[tuple[int, Phase]], rounds: list[DrainRound]) -> None:
+    """What Celery and the HTTP server alone cost per request at each rate, against the
+    stack's CPU per request: the Celery tasks the stack ran per request at the CPU of
+    the no-op with events and INFO log (as matchops runs Celery: its worker and Redis,
+    the drain's median), and the HTTP calls per request at the CPU of one `/healthz`
+    call on that phase's API. Neither counts a statement of PostgreSQL's or a line of
+    matchops' own work."""
+    per_task = statistics.median(r.noop_as_matchops.cpu_total for r in rounds)
+    rows = []
+    for rate, phase in swept:
+        accepted = max(1, len(phase.timings.accepted))
+        stack = sum(seconds for part, seconds in phase.cpu.items() if part != BENCH)
+        tasks = phase.tasks / accepted
+        calls = phase.timings.calls / accepted
+        celery = tasks * per_task
+        http = calls * phase.probe_cpu * 1000
+        rows.append(
+            (
+                f"{rate} requests/s offered",
+                f"{celery + http:.2f} ms per request: Celery {celery:.2f} ms "
+                f"({tasks:.2f} tasks x {per_task:.2f} ms), HTTP {http:.2f} ms "
+                f"({calls:.2f} calls x {phase.probe_cpu * 1000:.2f} ms); the stack spent "
+                f"{stack * 1000 / accepted:.2f} ms",
+            )
+        )
+    report("Celery and the HTTP server alone, per request (goal for the stack: <= 12 ms)", rows)
 
 
 def report_phase(options: argparse.Namespace, title: str, phase: Phase) -> None:
