@@ -61,7 +61,9 @@ def on_rabbitmq(broker_url: str) -> bool:
 
 
 def on_redis(broker_url: str) -> bool:
-    """Whether `broker_url` names a Redis broker by a plain `redis://` or `rediss://` URL."""
+    """Whether `broker_url` names a Redis broker by a plain `redis://` or `rediss://` URL
+    (a `redis+socket://` URL names kombu's transport itself, which an explicit
+    `broker_transport` does not override)."""
     return urlsplit(broker_url).scheme in {"redis", "rediss"}
 
 
