@@ -231,15 +231,15 @@ def drive(
         def enqueue(name: str, args: dict[str, Any]) -> float | None:
             sent = time.perf_counter()
             answer = http.post(f"/v1/tasks/{name}", json={"args": args})
+            answered = time.perf_counter()
             with timings.lock:
                 timings.calls += 1
-            if answer.status_code != 202:
-                with timings.lock:
-                    timings.refused += 1
-                    if answer.status_code == 429:
-                        timings.overloaded.append(time.perf_counter() - sent)
-                return None
-            return time.perf_counter()
+                if answer.status_code == 202:
+                    return answered
+                timings.refused += 1
+                if answer.status_code == 429:
+                    timings.overloaded.append(answered - sent)
+            return None
 
         def request(user: int) -> None:
             difficulty, topic = pool_of(user - first_user, options.pools)
@@ -449,7 +449,7 @@ def drain_rate(
 
 
 def drain_accepted_rate(worker: Drainer) -> Drained:
-    """Tasks per second the worker `node` takes to drain DRAIN_TASKS `bench.floor` tasks
+    """Tasks per second the worker takes to drain DRAIN_TASKS `bench.floor` tasks
     accepted as the API accepts them: recorded in `task_runs`, then published by the
     dispatchers, whose first publish of a task lets its delivery count itself with its
     outcome (core.task_store, step 4d). Timed as `drain_rate` times, to the last
@@ -681,8 +681,10 @@ def main() -> None:
     phases = options.rates or [options.rate, options.rate]
     driven = sum(rate * options.seconds for rate in phases)
     make_users(1, driven + (DRAIN_ROUNDS + 1) * DRAIN_TASKS)
-    swept = sweep_rates(options, database) if options.rates else []
-    if not options.rates:
+    swept: list[tuple[int, Phase]] = []
+    if options.rates:
+        swept = sweep_rates(options, database)
+    else:
         compare_with_beat(options, database)
     if options.skip_drain:
         return
