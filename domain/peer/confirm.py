@@ -62,7 +62,7 @@ def confirm_match(
     ).one_or_none()
     if row is None:
         raise NotFound(f"match {match_id} not found")
-    match, overdue = row.tuple()
+    match, overdue = row
     if user_id == match.user_a:
         own_answer, partner_id = match.confirmed_a, match.user_b
     elif user_id == match.user_b:
