@@ -55,7 +55,20 @@ def publish(app: Celery, dispatches: Sequence[Dispatch]) -> None:
                     ignore_result=True if dispatch.origin == "api" else None,
                     retry_policy=PUBLISH_RETRY_POLICY,
                     headers=message_headers(dispatch),
+                    # What Flower shows of the call, given here: Celery would build it
+                    # with its safe repr, a walk in Python over the args.
+                    argsrepr="()",
+                    kwargsrepr=kwargs_repr(app, dispatch.args),
                 )
+
+
+def kwargs_repr(app: Celery, args: dict[str, Any]) -> str:
+    """The task's keyword arguments as the message's `kwargsrepr` header shows them,
+    cut as Celery cuts them (the app's `kwargsrepr_maxsize`). The args were decoded from
+    JSON, so Python's own repr is safe on them, and a tenth of a publish cheaper."""
+    text = repr(args)
+    limit: int = app.amqp.kwargsrepr_maxsize
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def message_headers(dispatch: Dispatch) -> dict[str, Any]:
