@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any, Literal, NamedTuple
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from core.errors import Forbidden, NotFound
@@ -19,7 +19,6 @@ from models.peer import (
     CollabSession,
     Match,
     MatchRequest,
-    MatchStatus,
     Question,
     RequestStatus,
     SessionStatus,
@@ -53,44 +52,66 @@ def question_json(question: Question | None) -> dict[str, Any] | None:
     }
 
 
+# Built once: every session a confirmation starts runs it.
+_USES = (
+    select(func.count())
+    .select_from(CollabSession)
+    .where(CollabSession.question_id == Question.id)
+    .scalar_subquery()
+)
+LEAST_USED_QUESTION = (
+    select(Question)
+    .where(
+        Question.difficulty == bindparam("difficulty"),
+        Question.topics.contains(bindparam("topics", type_=Question.topics.type)),
+    )
+    .order_by(_USES, func.random())
+    .limit(1)
+)
+
+
 def choose_question(session: Session, difficulty: str, topic: str) -> Question | None:
     """A question of the difficulty listing the topic: the least used, ties broken at random.
 
     Topics are matched case-insensitively (the bank stores them in lower case).
     """
-    uses = (
-        select(func.count())
-        .select_from(CollabSession)
-        .where(CollabSession.question_id == Question.id)
-        .scalar_subquery()
-    )
     return session.scalars(
-        select(Question)
-        .where(Question.difficulty == difficulty, Question.topics.contains([topic.lower()]))
-        .order_by(uses, func.random())
-        .limit(1)
+        LEAST_USED_QUESTION, {"difficulty": difficulty, "topics": [topic.lower()]}
     ).first()
 
 
-def start_session(session: Session, match: Match, store: SessionStore) -> StartedSession:
-    """Create the session of a match both sides confirmed; emit `match.found`.
+OPEN_SESSION = insert(CollabSession)
+
+
+class Parties(NamedTuple):
+    """What starting a session needs of its match."""
+
+    id: uuid.UUID
+    user_a: int
+    user_b: int
+    difficulty: str
+    topic: str
+
+
+def start_session(session: Session, match: Parties, store: SessionStore) -> StartedSession:
+    """Create the session of a match both sides confirmed; emit `match.found`. The caller
+    marks the match confirmed with the session's id.
 
     The Redis document is written once the transaction has committed.
     """
     question = choose_question(session, match.difficulty, match.topic)
     users = [match.user_a, match.user_b]
     session_id = uuid.uuid4()
-    session.execute(
-        insert(CollabSession).values(
-            id=session_id,
-            match_id=match.id,
-            question_id=question.id if question else None,
-            language=SESSION_LANGUAGE,
-            user_ids=users,
-        )
+    session.connection().execute(
+        OPEN_SESSION,
+        {
+            "id": session_id,
+            "match_id": match.id,
+            "question_id": question.id if question else None,
+            "language": SESSION_LANGUAGE,
+            "user_ids": users,
+        },
     )
-    match.status = MatchStatus.CONFIRMED
-    match.session_id = session_id
     emit_event(
         session,
         "match.found",
