@@ -73,6 +73,10 @@ RESERVE = (
 # What is left of the cap, read without reserving it (for `peer.explain`).
 FREE_PAIRS = select(_FREE)
 
+# Run in the transaction that writes a sweep's matches. Core, built once: an ORM delete
+# would also look for the rows among the session's objects.
+RELEASE = delete(MatchReservation).where(MatchReservation.id == bindparam("reservation"))
+
 # Every open match, not only up to the cap (the metrics endpoint reports it).
 OPEN_MATCHES = select(func.count()).where(Match.status == MatchStatus.PENDING_CONFIRMATION)
 
@@ -120,4 +124,4 @@ def release(sessions: sessionmaker[Session], reservation: Reservation) -> None:
 
 def release_in(session: Session, reservation: Reservation) -> None:
     """Drop the reservation in `session`'s transaction: its matches now count instead."""
-    session.execute(delete(MatchReservation).where(MatchReservation.id == reservation.id))
+    session.connection().execute(RELEASE, {"reservation": reservation.id})
