@@ -18,6 +18,7 @@ from core.redis_options import (
     REDIS_SOCKET_TIMEOUT,
 )
 from core.redis_transport import TRANSPORT as REDIS_TRANSPORT
+from core.result_backend import BACKEND as REDIS_BACKEND
 from core.settings import Settings
 from workers.specs import DEFAULT_QUEUE, beat_schedule, task_routes
 
@@ -60,11 +61,11 @@ def on_rabbitmq(broker_url: str) -> bool:
     return urlsplit(broker_url).scheme in {"amqp", "amqps", "pyamqp"}
 
 
-def on_redis(broker_url: str) -> bool:
-    """Whether `broker_url` names a Redis broker by a plain `redis://` or `rediss://` URL
-    (a `redis+socket://` URL names kombu's transport itself, which an explicit
+def on_redis(url: str) -> bool:
+    """Whether `url` names Redis by a plain `redis://` or `rediss://` URL (a
+    `redis+socket://` URL names kombu's transport itself, which an explicit
     `broker_transport` does not override)."""
-    return urlsplit(broker_url).scheme in {"redis", "rediss"}
+    return urlsplit(url).scheme in {"redis", "rediss"}
 
 
 def task_queues(rabbitmq: bool) -> tuple[Queue, ...]:
@@ -101,7 +102,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_url": settings.broker,
         # kombu's Redis transport, without a new client per command (core.redis_transport).
         "broker_transport": REDIS_TRANSPORT if on_redis(settings.broker) else None,
-        "result_backend": settings.backend,
+        # Celery's Redis result backend, without a read before each success
+        # (core.result_backend).
+        "result_backend": f"{REDIS_BACKEND}+{settings.backend}"
+        if on_redis(settings.backend)
+        else settings.backend,
         # JSON only: tasks take ids and primitives, and nothing executable crosses the
         # broker.
         "task_serializer": "json",

@@ -1,0 +1,55 @@
+"""The result backend writes a success without reading first, and reads before any
+other state, on a real Redis."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+import redis
+from celery import states
+
+from celeryconfig import celery_config
+from core.redis_options import REDIS_CLIENT_OPTIONS
+from core.result_backend import BACKEND, Backend
+from core.settings import Settings, get_settings
+from workers.app import app
+
+
+def _commands_on(key: str, store: Callable[[], object]) -> list[str]:
+    """The commands Redis received naming `key` while `store` ran (MONITOR sees every
+    client's; a closing ECHO marks the end)."""
+    url = get_settings().backend
+    end = f"end-{uuid.uuid4()}"
+    monitored = redis.Redis.from_url(url, **REDIS_CLIENT_OPTIONS)
+    with monitored.monitor() as monitor:
+        store()
+        redis.Redis.from_url(url, **REDIS_CLIENT_OPTIONS).echo(end)
+        seen = []
+        while end not in (command := monitor.next_command()["command"]):
+            if key in command:
+                seen.append(command.split()[0].upper())
+    return seen
+
+
+def test_a_success_is_written_without_reading_and_other_states_read_first():
+    backend = app.backend
+    assert isinstance(backend, Backend)  # the suite's result backend is Redis
+    task_id = str(uuid.uuid4())
+    key = backend.get_key_for_task(task_id).decode()
+
+    retried = _commands_on(key, lambda: backend.store_result(task_id, None, states.RETRY))
+    succeeded = _commands_on(key, lambda: backend.store_result(task_id, {"n": 1}, states.SUCCESS))
+
+    assert "GET" in retried
+    assert "GET" not in succeeded and "SETEX" in succeeded
+    assert backend.get_task_meta(task_id, cache=False)["result"] == {"n": 1}
+
+
+def test_matchops_selects_it_for_redis_result_backends_only():
+    for url, selected in (
+        ("redis://127.0.0.1:6379/1", f"{BACKEND}+redis://127.0.0.1:6379/1"),
+        ("rediss://redis.internal:6380/1", f"{BACKEND}+rediss://redis.internal:6380/1"),
+        ("db+postgresql://results.internal/celery", "db+postgresql://results.internal/celery"),
+    ):
+        assert celery_config(Settings(result_backend=url))["result_backend"] == selected, url
