@@ -456,16 +456,21 @@ class Deployment:
     # --- worker hosts -----------------------------------------------------------------
 
     def start_worker(
-        self, host: str, urls: Mapping[str, str] | None = None, concurrency: int = 2
+        self,
+        host: str,
+        urls: Mapping[str, str] | None = None,
+        concurrency: int = 2,
+        settings: Mapping[str, str] | None = None,
     ) -> Child:
-        """A real `matchops worker` on `host`, ready; `urls` default to the servers."""
+        """A real `matchops worker` on `host`, ready; `urls` default to the servers, and
+        `settings` replace the deployment's own for this worker."""
         node = f"worker@host-{host}"
         name = f"worker-{host}-{len(self.children)}"
         worker = self.start(
             host,
             name,
             [str(MATCHOPS), "worker", "-c", str(concurrency), "-n", node],
-            self._env(name, urls or self.urls()),
+            {**self._env(name, urls or self.urls()), **(settings or {})},
         )
         self.workers[host] = worker
 
