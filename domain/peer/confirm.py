@@ -99,9 +99,9 @@ def confirm_match(
     if match is None:
         raise NotFound(f"match {match_id} not found")
     if user_id == match.user_a:
-        own_answer, partner_id = match.confirmed_a, match.user_b
+        own_answer, partner_answer, partner_id = match.confirmed_a, match.confirmed_b, match.user_b
     elif user_id == match.user_b:
-        own_answer, partner_id = match.confirmed_b, match.user_a
+        own_answer, partner_answer, partner_id = match.confirmed_b, match.confirmed_a, match.user_a
     else:
         raise Forbidden(f"user {user_id} is not a party to match {match_id}")
 
@@ -129,7 +129,6 @@ def confirm_match(
     parties = Parties(match.id, match.user_a, match.user_b, match.difficulty, match.topic)
     if not confirmed:
         return _decline(session, parties, user_id, partner_id)
-    partner_answer = match.confirmed_b if user_id == match.user_a else match.confirmed_a
     if partner_answer is not True:
         _record_answer(session, match.id, user_id, True)
         return _waiting(match.id)

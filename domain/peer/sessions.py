@@ -52,7 +52,7 @@ def question_json(question: Question | None) -> dict[str, Any] | None:
     }
 
 
-# Built once: every session a confirmation starts runs it.
+# Built once: every session a confirmation starts runs them.
 _USES = (
     select(func.count())
     .select_from(CollabSession)
@@ -68,6 +68,7 @@ LEAST_USED_QUESTION = (
     .order_by(_USES, func.random())
     .limit(1)
 )
+OPEN_SESSION = insert(CollabSession)
 
 
 def choose_question(session: Session, difficulty: str, topic: str) -> Question | None:
@@ -78,9 +79,6 @@ def choose_question(session: Session, difficulty: str, topic: str) -> Question |
     return session.scalars(
         LEAST_USED_QUESTION, {"difficulty": difficulty, "topics": [topic.lower()]}
     ).first()
-
-
-OPEN_SESSION = insert(CollabSession)
 
 
 class Parties(NamedTuple):
