@@ -41,9 +41,9 @@ class CpuReading:
         }
 
 
-def read_cpu(sessions: Mapping[str, int], database: str) -> CpuReading:
+def read_cpu(sessions: Mapping[str, int], database: str | None = None) -> CpuReading:
     """CPU seconds so far of each named session (name -> session id), of PostgreSQL's
-    backends connected to `database`, of Redis and of this process."""
+    backends connected to `database` (none without it), of Redis and of this process."""
     parts = {session: name for name, session in sessions.items()}
     own = os.getpid()
     seconds: defaultdict[str, float] = defaultdict(float)
@@ -63,7 +63,7 @@ def read_cpu(sessions: Mapping[str, int], database: str) -> CpuReading:
             seconds[BENCH] += used
         elif (part := parts.get(int(fields[SESSION_FIELD]))) is not None:
             seconds[part] += used
-        elif command.startswith("postgres:") and f" {database} " in command:
+        elif database and command.startswith("postgres:") and f" {database} " in command:
             seconds[POSTGRES] += used
         elif stat[stat.find("(") + 1 : name_end] == "redis-server":
             seconds[REDIS] += used

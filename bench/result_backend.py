@@ -17,9 +17,9 @@ import argparse
 import statistics
 import time
 import uuid
-from typing import Any
 
 from celery import states
+from celery.app.task import Context
 from celery.backends.redis import RedisBackend
 
 from bench.cpu import REDIS, read_cpu
@@ -39,38 +39,31 @@ RESULT = {
     "created_at": "2026-01-01T00:00:00+00:00",
 }
 WARM_UP = 200
-# No PostgreSQL backend is read: no database is named like this.
-NO_DATABASE = "\0"
 
 
-class Delivered:
-    """What a worker's request gives the backend for an extended result."""
-
-    def __init__(self) -> None:
-        self.id = str(uuid.uuid4())
-        self.task = "peer.request"
-        self.args: tuple[Any, ...] = ()
-        self.kwargs = {"user_id": 1, "difficulty": "Easy", "topic": "graphs"}
-        self.hostname = "bench@host"
-        self.retries = 0
-        self.delivery_info = {"routing_key": "interactive"}
-        self.ignore_result = False
-
-    def get(self, name: str, default: Any = None) -> Any:
-        """A request field, as Celery's request reads them."""
-        return getattr(self, name, default)
+def delivered() -> Context:
+    """The request of one delivered `peer.request`, as a worker's task sees it."""
+    return Context(
+        id=str(uuid.uuid4()),
+        task="peer.request",
+        args=(),
+        kwargs={"user_id": 1, "difficulty": "Easy", "topic": "graphs"},
+        hostname="bench@host",
+        retries=0,
+        delivery_info={"routing_key": "interactive"},
+    )
 
 
 def cpu_per_store(backend: RedisBackend, stores: int) -> tuple[float, float]:
     """Microseconds of this process's CPU, and of Redis's, per stored success."""
     for _ in range(WARM_UP):
-        backend.store_result(str(uuid.uuid4()), RESULT, states.SUCCESS, request=Delivered())
-    servers = read_cpu({}, NO_DATABASE)
+        backend.store_result(str(uuid.uuid4()), RESULT, states.SUCCESS, request=delivered())
+    servers = read_cpu({})
     before = time.process_time()
     for _ in range(stores):
-        backend.store_result(str(uuid.uuid4()), RESULT, states.SUCCESS, request=Delivered())
+        backend.store_result(str(uuid.uuid4()), RESULT, states.SUCCESS, request=delivered())
     ours = (time.process_time() - before) * 1e6 / stores
-    redis_cpu = read_cpu({}, NO_DATABASE).since(servers).get(REDIS, 0.0) * 1e6 / stores
+    redis_cpu = read_cpu({}).since(servers).get(REDIS, 0.0) * 1e6 / stores
     return ours, redis_cpu
 
 
