@@ -1,17 +1,22 @@
-"""Admission control: 429 for a queue whose oldest waiting task waits too long.
+"""Admission control: 429 for a queue too far behind to start new work in time.
 
 With MAX_QUEUE_WAIT_SECONDS set, an enqueue is refused while the oldest accepted task
-of its queue that is due and has not started has waited longer than that: past that
-point the workers are not keeping up, and a 202 would only promise work nobody starts
-in time. Refusing records nothing, so a caller can come back after `Retry-After`.
+of its queue that is due and has not started has waited longer than that, or while a
+task accepted now would wait longer than that at the pace the workers have been
+starting the queue's tasks (submission.backlog): past that point a 202 would only
+promise work nobody starts in time. Refusing records nothing, so a caller can come back
+after `Retry-After`.
 
-Deciding costs no query per request. A background thread reads, every
-`refresh_interval` seconds, since when each queue's oldest unstarted task has waited
-(one grouped read of the unfinished tasks, which the ledger's partial index keeps
-small); a request compares the clock with that moment. Between two reads a queue's wait
-only grows, so the door closes on time; it reopens at the first read after the oldest
-task started. When the read fails the door stays open: the enqueue meets the outage
-itself and answers 503 naming it.
+Deciding costs no query per request. A background thread reads every queue's backlog
+(`read_backlogs`: one grouped read of the unfinished tasks, which the ledger's partial
+index keeps small, and of the tasks finished in the last moments) every
+`refresh_interval` seconds; a request compares the clock, and what this process
+admitted since, with that read. Between two reads a queue's oldest wait only grows, so
+the door closes on time, and what this process admits counts against the pace at once,
+so a queue that drained does not take a whole limit's worth of the offered rate before
+the next read; the door reopens at the first read after the backlog shrank. When the
+read fails the door stays open: the enqueue meets the outage itself and answers 503
+naming it.
 """
 
 from __future__ import annotations
@@ -19,10 +24,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass
 
 from api.errors import ApiError, api_error
 from core.db import get_bookkeeping_engine
-from submission.service import oldest_waits, refusal
+from submission.backlog import IDLE, Backlog, measured_pace, read_backlogs, refusal
 from workers.specs import queue_of
 
 logger = logging.getLogger("api")
@@ -31,14 +37,29 @@ logger = logging.getLogger("api")
 MAX_REFRESH_SECONDS = 0.5
 
 
+@dataclass
+class _Seen:
+    """A queue as the last read showed it, and what this process admitted since."""
+
+    backlog: Backlog
+    # The monotonic moment of the read.
+    at: float
+    admitted: int = 0
+
+
 class Admission:
-    """Knows each queue's oldest wait, read in the background; `refusal` decides at once."""
+    """Knows each queue's backlog, read in the background; `refusal` decides at once."""
 
     def __init__(self, limit: float | None) -> None:
         self.limit = limit
         self.refresh_interval = min(MAX_REFRESH_SECONDS, (limit or 0) / 4)
-        # Per queue, the monotonic moment its oldest unstarted task became due.
-        self._waiting_since: dict[str, float] = {}
+        # Replaced whole by each read; a request only adds to its queue's count.
+        self._seen: dict[str, _Seen] = {}
+        # Per queue, the latest pace measured: kept across reads that measure none (a
+        # queue that keeps up shows its arrivals, not what the workers can do).
+        self._pace: dict[str, float] = {}
+        # The monotonic moment of the last read.
+        self._read_at = time.monotonic()
         self._failing = False
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="admission", daemon=True)
@@ -56,16 +77,31 @@ class Admission:
         if self._thread.is_alive():
             self._thread.join(5)
 
-    def refusal(self, name: str) -> ApiError | None:
-        """The 429 for enqueuing task `name` now, or None to go ahead."""
-        if self.limit is None:
+    def refusal(self, name: str, *, due_now: bool = True) -> ApiError | None:
+        """The 429 for enqueuing task `name` now, or None to go ahead; a task `due_now`
+        (no countdown) that goes ahead counts as waiting in its queue until the next
+        read."""
+        if self.limit is None or self._failing:
             return None
         queue = queue_of(name)
-        since = self._waiting_since.get(queue)
-        if since is None:
-            return None
-        overloaded = refusal(queue, time.monotonic() - since, self.limit)
-        return None if overloaded is None else api_error(overloaded)
+        now = time.monotonic()
+        seen = self._seen.get(queue)
+        if seen is None:
+            # Nothing of the queue in the last read: count from that read's moment.
+            seen = self._seen.setdefault(queue, _Seen(IDLE, self._read_at))
+        overloaded = refusal(
+            queue,
+            seen.backlog,
+            self.limit,
+            elapsed=now - seen.at,
+            admitted=seen.admitted,
+            pace=self._pace.get(queue),
+        )
+        if overloaded is not None:
+            return api_error(overloaded)
+        if due_now:
+            seen.admitted += 1
+        return None
 
     def _run(self) -> None:
         while not self._stopping.wait(self.refresh_interval):
@@ -74,17 +110,24 @@ class Admission:
     def _refresh(self) -> None:
         # Everything is caught: the thread must outlive any one failed read, and a read
         # that fails opens the door instead of leaving it as it was.
+        if self.limit is None:
+            return
         try:
             with get_bookkeeping_engine().connect() as connection:
-                waits = oldest_waits(connection)
+                backlogs = read_backlogs(connection, self.limit)
         except Exception as exc:
             if not self._failing:
                 logger.warning("admission control cannot read queue waits (door open): %s", exc)
             self._failing = True
-            self._waiting_since = {}
+            self._seen = {}
             return
         if self._failing:
             logger.info("admission control reads queue waits again")
         self._failing = False
         now = time.monotonic()
-        self._waiting_since = {queue: now - waited for queue, waited in waits.items()}
+        for queue, seen in backlogs.items():
+            pace = measured_pace(seen, self._pace.get(queue), self.limit)
+            if pace is not None:
+                self._pace[queue] = pace
+        self._read_at = now
+        self._seen = {queue: _Seen(seen, now) for queue, seen in backlogs.items()}

@@ -101,7 +101,7 @@ async def enqueue(
         wait=enqueue_request.wait,
     )
     admission: Admission = request.app.state.admission
-    if (overloaded := admission.refusal(name)) is not None:
+    if (overloaded := admission.refusal(name, due_now=not enqueue_request.countdown)) is not None:
         raise overloaded
     intake: Intake = request.app.state.intake
     with tracing.recording(name, task.task_id) as traceparent:

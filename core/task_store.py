@@ -84,6 +84,7 @@ import psycopg
 from psycopg import sql
 from sqlalchemy import (
     ColumnElement,
+    CompoundSelect,
     Connection,
     DateTime,
     Row,
@@ -103,7 +104,7 @@ from sqlalchemy.orm import Session
 
 from core.context import TaskContext
 from core.errors import DOMAIN_ERRORS, GaveUp
-from core.sql import HistogramQuery, epoch_seconds
+from core.sql import HistogramQuery, epoch_seconds, seconds_before_now
 from core.values import unstorable_values
 from models.platform import TaskProgress, TaskRun, TaskRunTotal
 
@@ -287,9 +288,17 @@ def _key_lookup(tasks: Sequence[NewTask], inserted: set[str]) -> dict[str, str] 
 
 # 2. Due -------------------------------------------------------------------------------
 
-# Accepted, due and not started, per task name: the wait of the oldest (admission control).
-OLDEST_UNSTARTED = (
-    select(TaskRun.name, epoch_seconds(func.now() - func.min(TaskRun.due_at)))
+# Per task name, for admission control: the tasks accepted, due and not started (how
+# many, and how long the oldest has waited), and the tasks that finished in the last
+# `window` seconds (the pace at which workers get through them). Each part is read
+# through its own index: the unfinished rows, and a short range of `finished_at`.
+_UNSTARTED = (
+    select(
+        TaskRun.name,
+        func.count().label("waiting"),
+        epoch_seconds(func.now() - func.min(TaskRun.due_at)).label("oldest"),
+        literal(0).label("finished"),
+    )
     .where(
         TaskRun.finished_at.is_(None),
         TaskRun.started_at.is_(None),
@@ -297,11 +306,39 @@ OLDEST_UNSTARTED = (
     )
     .group_by(TaskRun.name)
 )
+_FINISHED_LATELY = (
+    select(TaskRun.name, literal(0), literal(0.0), func.count())
+    .where(TaskRun.finished_at > seconds_before_now(bindparam("window")))
+    .group_by(TaskRun.name)
+)
+BACKLOG: CompoundSelect[Any] = union_all(_UNSTARTED, _FINISHED_LATELY)
 
 
-def oldest_unstarted(connection: Connection) -> list[tuple[str, float]]:
-    """Per task name with due tasks nobody started, seconds the oldest has waited."""
-    return [(name, float(seconds)) for name, seconds in connection.execute(OLDEST_UNSTARTED)]
+@dataclass(frozen=True)
+class NameBacklog:
+    """What the ledger holds of one task name's queue position (`backlog`)."""
+
+    name: str
+    # Due tasks nobody started, and the seconds the oldest of them has waited.
+    waiting: int
+    oldest: float
+    # Tasks finished in the window read.
+    finished: int
+
+
+def backlog(connection: Connection, window: float) -> list[NameBacklog]:
+    """Per task name with due tasks nobody started or tasks finished in the last
+    `window` seconds, both counts and the oldest wait (one row per name)."""
+    names: dict[str, NameBacklog] = {}
+    for row in connection.execute(BACKLOG, {"window": window}):
+        seen = names.get(row.name)
+        names[row.name] = NameBacklog(
+            row.name,
+            int(row.waiting) + (seen.waiting if seen else 0),
+            max(float(row.oldest), seen.oldest if seen else 0.0),
+            int(row.finished) + (seen.finished if seen else 0),
+        )
+    return list(names.values())
 
 
 # 3. Dispatched ------------------------------------------------------------------------

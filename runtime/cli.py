@@ -390,10 +390,11 @@ def _refuse_without_broker() -> None:
 
 def _refuse_when_behind(name: str) -> None:
     """As the API does: with MAX_QUEUE_WAIT_SECONDS set, an enqueue into a queue whose
-    oldest unstarted task waited longer is refused, recording nothing.
-    One read of the queue waits: the command enqueues once."""
+    oldest unstarted task waited longer, or where a task accepted now would wait longer
+    at the queue's pace, is refused, recording nothing.
+    One read of the backlogs, and the pace that read measured: the command enqueues once."""
     from core.db import get_bookkeeping_engine
-    from submission.service import oldest_waits, refusal
+    from submission.backlog import measured_pace, read_backlogs, refusal
     from workers.specs import queue_of
 
     limit = get_settings().max_queue_wait_seconds
@@ -401,8 +402,11 @@ def _refuse_when_behind(name: str) -> None:
         return
     queue = queue_of(name)
     with get_bookkeeping_engine().connect() as connection:
-        waited = oldest_waits(connection).get(queue)
-    if waited is not None and (overloaded := refusal(queue, waited, limit)) is not None:
+        seen = read_backlogs(connection, limit).get(queue)
+    if seen is None:
+        return
+    pace = measured_pace(seen, None, limit)
+    if (overloaded := refusal(queue, seen, limit, pace=pace)) is not None:
         raise overloaded
 
 

@@ -31,18 +31,16 @@ from core.errors import (
     DomainError,
     Invalid,
     NotFound,
-    Overloaded,
     describe_failure,
     describe_field_errors,
     unreachable,
 )
 from core.outages import DATABASE, DATABASE_ERRORS, RESULT_BACKEND, RESULT_BACKEND_ERRORS
 from core.settings import get_settings
-from core.task_store import NewTask, TaskState, oldest_unstarted
+from core.task_store import NewTask, TaskState
 from core.values import unstorable_values
 from workers.app import app, load_tasks
 from workers.base import TaskSpec, task_specs
-from workers.specs import queue_of
 
 logger = logging.getLogger("api")
 # The longest a caller may block for a task's outcome.
@@ -204,33 +202,6 @@ def accepted_body(task_id: str, name: str) -> dict[str, Any]:
         "state": TaskState.PENDING,
         "status_url": f"/v1/tasks/{task_id}",
     }
-
-
-def oldest_waits(connection: Connection) -> dict[str, float]:
-    """Per queue with unstarted due tasks, seconds its oldest has waited."""
-    waits: dict[str, float] = {}
-    for name, seconds in oldest_unstarted(connection):
-        queue = queue_of(name)
-        waits[queue] = max(waits.get(queue, 0.0), seconds)
-    return waits
-
-
-def refusal(queue: str, waited: float, limit: float) -> Overloaded | None:
-    """The refusal (429) of an enqueue into `queue` whose oldest task has `waited`
-    seconds, or None while that is within `limit` (MAX_QUEUE_WAIT_SECONDS).
-
-    Its `retry_after` is the limit itself, rounded up: about the time the workers take to
-    start what the queue held when it was last within bounds.
-    """
-    if waited <= limit:
-        return None
-    retry_after = max(1, math.ceil(limit))
-    return Overloaded(
-        f"the {queue!r} queue is behind: its oldest task has waited {waited:.1f} s to "
-        f"start, over MAX_QUEUE_WAIT_SECONDS ({limit:g} s); nothing was enqueued, try "
-        f"again in {retry_after} s",
-        retry_after=retry_after,
-    )
 
 
 def check_timing(countdown: float | None, wait: float | None) -> None:

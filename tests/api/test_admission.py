@@ -1,19 +1,25 @@
 """Admission control through a real API process and the session's worker: a queue whose
 oldest task waits too long to start is refused with 429 and `Retry-After`, nothing is
-recorded, reads and probes still answer, and the door reopens once the queue drains."""
+recorded, reads and probes still answer, and the door reopens once the queue drains; a
+queue whose next task would wait too long at its workers' pace is refused before its
+oldest task has waited that long."""
 
 from __future__ import annotations
+
+import time
+from datetime import timedelta
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from core.settings import Settings
 from models.platform import TaskRun
 from runtime.polling import poll_until
+from submission.backlog import IDLE, read_backlogs
 from tests.api.support import api_process, client_for
 from tests.factories import unique
 from tests.support import WorkerProcess, queue_taken_from
@@ -109,6 +115,71 @@ def test_a_queue_behind_is_refused_until_it_drains(db: Session, worker: WorkerPr
         # The worker takes the queue up again and starts what waited: the door reopens.
         _enqueue_until(http, 202, timeout=30)
     # Nothing of this test is left waiting in the queue for the next one.
+    assert poll_until(lambda: _unfinished(db, caller) == 0, 60, 0.2)
+
+
+def _seed_backlog(db: Session, seeder: str) -> None:
+    """The ledger of a `maintenance` queue that workers have been getting through at 2
+    tasks a second: 30 waiting for 6 s (PACE_LIMIT / 4 is the window the pace is read
+    over), 10 finished a second ago. Never dispatched again within a test: they were
+    dispatched just now."""
+    for n in range(40):
+        waiting = n < 30
+        db.add(
+            TaskRun(
+                task_id=f"{seeder}-{n}",
+                name="mentorship.rebuild_stats",
+                args={},
+                caller=seeder,
+                origin="api",
+                due_at=func.now() - timedelta(seconds=6 if waiting else 3),
+                dispatched_at=func.now(),
+                started_at=None if waiting else func.now() - timedelta(seconds=3),
+                finished_at=None if waiting else func.now() - timedelta(seconds=1),
+            )
+        )
+    db.commit()
+
+
+def _quiet(db: Session, limit: float) -> bool:
+    db.rollback()
+    return read_backlogs(db.connection(), limit).get("maintenance", IDLE) == IDLE
+
+
+# Far above the 6 s the seeded backlog's oldest task has waited.
+PACE_LIMIT = "20"
+
+
+def test_the_door_closes_once_what_it_admitted_would_wait_too_long_at_the_pace(
+    db: Session, worker: WorkerProcess
+) -> None:
+    caller = unique("pace")
+    seeder = unique("seeded")
+    with (
+        api_process(MAX_QUEUE_WAIT_SECONDS=PACE_LIMIT) as url,
+        client_for(url, ["*"], sub=caller) as http,
+        queue_taken_from(worker, "maintenance"),
+    ):
+        # Nothing of the queue waiting or finished lately but what the test seeds (an
+        # earlier test's tasks finishing now would speed up the pace the door learns).
+        assert poll_until(lambda: _quiet(db, float(PACE_LIMIT)), 30, 0.2)
+        _seed_backlog(db, seeder)
+        try:
+            # The door reads the backlog every half a second.
+            time.sleep(1)
+            # 30 ahead at 2 a second start within 15 s: 10 more fit within 20 s. The
+            # door counts what it admits at once, without waiting for its next read.
+            answers: list[httpx.Response] = []
+            while len(answers) < 100 and (not answers or answers[-1].status_code == 202):
+                answers.append(http.post(BEHIND, json=BEHIND_ARGS))
+            refused = answers[-1]
+            assert refused.status_code == 429, refused.text
+            assert "a task accepted now would wait about 20" in refused.json()["error"]["message"]
+            assert 8 <= len(answers) - 1 <= 14, [a.status_code for a in answers]
+            assert _recorded(db, caller) == len(answers) - 1
+        finally:
+            db.execute(delete(TaskRun).where(TaskRun.caller == seeder))
+            db.commit()
     assert poll_until(lambda: _unfinished(db, caller) == 0, 60, 0.2)
 
 
