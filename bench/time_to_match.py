@@ -113,6 +113,8 @@ class Timings:
     to_proposed: list[float] = field(default_factory=list)
     to_found: list[float] = field(default_factory=list)
     refused: int = 0
+    # Of those, `peer.request` calls: each request sent is accepted or one of these.
+    requests_refused: int = 0
     # 429s (admission control) and how long each took to come back.
     overloaded: list[float] = field(default_factory=list)
     consumed: int = 0
@@ -246,8 +248,10 @@ def drive(
             accepted = enqueue(
                 "peer.request", {"user_id": user, "difficulty": difficulty, "topic": topic}
             )
-            if accepted is not None:
-                with timings.lock:
+            with timings.lock:
+                if accepted is None:
+                    timings.requests_refused += 1
+                else:
                     timings.accepted[user] = accepted
 
         def confirm(match_id: str, user: int) -> None:
@@ -289,13 +293,13 @@ def drive(
                 if delay > 0:
                     time.sleep(delay)
                 calls.submit(request, first_user + index)
-            while len(timings.accepted) + timings.refused < total:
+            while len(timings.accepted) + timings.requests_refused < total:
                 time.sleep(0.05)
             accepted_rate = len(timings.accepted) / (time.perf_counter() - started)
             # Every pool pairs all its accepted requests but an odd one out.
-            per_pool = Counter(
-                pool_of(user - first_user, options.pools) for user in timings.accepted
-            )
+            with timings.lock:
+                users = list(timings.accepted)
+            per_pool = Counter(pool_of(user - first_user, options.pools) for user in users)
             pairs = sum(count // 2 for count in per_pool.values())
             poll_until(lambda: len(timings.to_found) >= pairs, DRAIN_SECONDS, 0.2)
             cpu = read_cpu(sessions, database).since(cpu_before)
