@@ -16,8 +16,8 @@ from a read where the queue was behind for all of that window (its oldest task h
 waited at least the window): a queue that kept up shows the rate work arrived at, not
 the rate workers can start it. Until one such read, a read where more tasks wait than
 finished in the window gives a first pace (it may count a quiet start of the window, so
-it is low: the door then keeps a shorter queue than it could, never a longer one). With
-no pace at all, the first rule alone decides.
+it is low: the door then keeps a shorter queue than it could, never a longer one), and
+any faster rate seen later raises it. With no pace at all, the first rule alone decides.
 """
 
 from __future__ import annotations
@@ -84,16 +84,26 @@ def read_backlogs(connection: Connection, limit: float) -> dict[str, Backlog]:
 
 def measured_pace(seen: Backlog, known: float | None, limit: float) -> float | None:
     """The queue's pace after the read `seen`, given the one `known` before it (None:
-    none yet): the read's rate where the queue was behind all the window, a first
-    estimate where more wait than finished in the window, else what was known."""
-    if not seen.finished_rate:
+    none yet).
+
+    A read where the queue was behind all the window measures it. Any other rate is a
+    floor: the workers did at least that much, so it raises a known pace (one that came
+    out low, from a window with a quiet start, would otherwise keep the queue too short
+    ever to be behind a whole window again). Without a known pace, a read where more wait
+    than finished in the window gives a first one; a queue that keeps up gives none, as
+    its rate is only that of the arrivals.
+    """
+    rate = seen.finished_rate
+    if not rate:
         # Nothing finished: workers stopped or busy elsewhere, no rate to learn from.
         return known
     if seen.behind_throughout:
-        return seen.finished_rate
-    if known is None and seen.waiting >= seen.finished_rate * pace_window(limit):
-        return seen.finished_rate
-    return known
+        return rate
+    if known is not None:
+        return max(known, rate)
+    if seen.waiting >= rate * pace_window(limit):
+        return rate
+    return None
 
 
 def refusal(

@@ -72,9 +72,12 @@ def test_without_a_pace_only_the_oldest_wait_decides() -> None:
         ),
         # Not behind all the window: more wait than finished in it gives a first pace...
         (Backlog(waiting=30, oldest_wait=0.2, finished_rate=40.0), None, 40.0),
-        # ...but never replaces one learnt from a queue behind throughout.
+        # ...and later ones only raise the pace: the workers did at least that much.
         (Backlog(waiting=30, oldest_wait=0.2, finished_rate=40.0), 70.0, 70.0),
-        # Fewer wait than finished: the queue keeps up, its rate is the arrivals'.
+        (Backlog(waiting=5, oldest_wait=0.2, finished_rate=40.0), 30.0, 40.0),
+        (Backlog(finished_rate=40.0), 30.0, 40.0),
+        # Fewer wait than finished, and no pace yet: the queue keeps up, its rate is
+        # only the arrivals'.
         (Backlog(waiting=5, oldest_wait=0.2, finished_rate=40.0), None, None),
         # Nothing finished (workers stopped or elsewhere): nothing learnt.
         (Backlog(waiting=50, oldest_wait=3.0, behind_throughout=True), 70.0, 70.0),
