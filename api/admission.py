@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from api.errors import ApiError, api_error
 from core.db import get_bookkeeping_engine
-from submission.backlog import IDLE, Backlog, measured_pace, read_backlogs, refusal
+from submission.backlog import IDLE, Backlog, fresh_pace, read_backlogs, refusal
 from workers.specs import queue_of
 
 logger = logging.getLogger("api")
@@ -55,9 +55,9 @@ class Admission:
         self.refresh_interval = min(MAX_REFRESH_SECONDS, (limit or 0) / 4)
         # Replaced whole by each read; a request only adds to its queue's count.
         self._seen: dict[str, _Seen] = {}
-        # Per queue, the latest pace measured: kept across reads that measure none (a
-        # queue that keeps up shows its arrivals, not what the workers can do).
-        self._pace: dict[str, float] = {}
+        # Per queue, the latest pace measured and the monotonic moment of that read: kept
+        # across reads that measure none, and used while fresh (`fresh_pace`).
+        self._pace: dict[str, tuple[float, float]] = {}
         # The monotonic moment of the last read.
         self._read_at = time.monotonic()
         self._failing = False
@@ -95,7 +95,7 @@ class Admission:
             self.limit,
             elapsed=now - seen.at,
             admitted=seen.admitted,
-            pace=self._pace.get(queue),
+            pace=fresh_pace(self._pace.get(queue), now, self.limit),
         )
         if overloaded is not None:
             return api_error(overloaded)
@@ -126,8 +126,7 @@ class Admission:
         self._failing = False
         now = time.monotonic()
         for queue, seen in backlogs.items():
-            pace = measured_pace(seen, self._pace.get(queue), self.limit)
-            if pace is not None:
-                self._pace[queue] = pace
+            if (pace := seen.pace) is not None:
+                self._pace[queue] = (pace, now)
         self._read_at = now
         self._seen = {queue: _Seen(seen, now) for queue, seen in backlogs.items()}

@@ -394,7 +394,7 @@ def _refuse_when_behind(name: str) -> None:
     at the queue's pace, is refused, recording nothing.
     One read of the backlogs, and the pace that read measured: the command enqueues once."""
     from core.db import get_bookkeeping_engine
-    from submission.backlog import measured_pace, read_backlogs, refusal
+    from submission.backlog import read_backlogs, refusal
     from workers.specs import queue_of
 
     limit = get_settings().max_queue_wait_seconds
@@ -405,8 +405,7 @@ def _refuse_when_behind(name: str) -> None:
         seen = read_backlogs(connection, limit).get(queue)
     if seen is None:
         return
-    pace = measured_pace(seen, None, limit)
-    if (overloaded := refusal(queue, seen, limit, pace=pace)) is not None:
+    if (overloaded := refusal(queue, seen, limit, pace=seen.pace)) is not None:
         raise overloaded
 
 

@@ -11,13 +11,15 @@ Two rules refuse an enqueue (429, nothing recorded):
   limit's time, and an offered rate R that workers start at C/s would otherwise fill the
   queue with R x the limit, whose last task waits R/C x the limit.
 
-The pace is the rate at which the queue's tasks finished over a short window, taken
-from a read where the queue was behind for all of that window (its oldest task has
-waited at least the window): a queue that kept up shows the rate work arrived at, not
-the rate workers can start it. Until one such read, a read where more tasks wait than
-finished in the window gives a first pace (it may count a quiet start of the window, so
-it is low: the door then keeps a shorter queue than it could, never a longer one), and
-any faster rate seen later raises it. With no pace at all, the first rule alone decides.
+The pace is the rate at which the queue's tasks finished over a short window, measured
+only where it says what the workers can do: the queue was behind for all of that window
+(its oldest task has waited at least the window; a queue that keeps up shows only the
+rate work arrives at) and at least MIN_PACE_SAMPLE tasks finished in it (one or two
+tasks behind a long one say nothing). A pace is used while the queue stays behind, for
+PACE_LIFETIME_LIMITS limits after it was last measured: one from an earlier overload may
+no longer hold. Without a pace, the first rule alone decides, so a queue that has not
+been seen behind, or whose workers start nothing, is never refused before its oldest
+task has waited the limit.
 """
 
 from __future__ import annotations
@@ -33,6 +35,11 @@ from workers.specs import queue_of
 
 # The longest window the pace is measured over.
 MAX_PACE_WINDOW_SECONDS = 5.0
+# The fewest tasks finished in a window that measure a pace.
+MIN_PACE_SAMPLE = 10
+# How long a measured pace is used, in limits (MAX_QUEUE_WAIT_SECONDS) since it was
+# last measured: a queue held behind by the door is measured at every read.
+PACE_LIFETIME_LIMITS = 2
 
 
 @dataclass(frozen=True)
@@ -42,10 +49,18 @@ class Backlog:
     # Due tasks nobody started, and the seconds the oldest of them has waited.
     waiting: int = 0
     oldest_wait: float = 0.0
-    # Tasks per second that finished over the window read.
-    finished_rate: float = 0.0
-    # Whether the queue was behind for the whole window (its rate is then the pace).
-    behind_throughout: bool = False
+    # Tasks that finished in the `window` seconds before the read.
+    finished: int = 0
+    window: float = 1.0
+
+    @property
+    def pace(self) -> float | None:
+        """Tasks per second the workers started, where this read measures it (see the
+        module docstring), else None."""
+        behind_throughout = self.waiting > 0 and self.oldest_wait >= self.window
+        if behind_throughout and self.finished >= MIN_PACE_SAMPLE:
+            return self.finished / self.window
+        return None
 
 
 # A queue the ledger shows nothing of: nothing waits, nothing finished.
@@ -63,47 +78,27 @@ def read_backlogs(connection: Connection, limit: float) -> dict[str, Backlog]:
     """Per queue with due tasks nobody started or tasks finished lately, its backlog
     (one read of the ledger)."""
     window = pace_window(limit)
-    waiting: dict[str, int] = {}
-    oldest: dict[str, float] = {}
-    finished: dict[str, int] = {}
+    queues: dict[str, Backlog] = {}
     for row in backlog(connection, window):
         queue = queue_of(row.name)
-        waiting[queue] = waiting.get(queue, 0) + row.waiting
-        oldest[queue] = max(oldest.get(queue, 0.0), row.oldest)
-        finished[queue] = finished.get(queue, 0) + row.finished
-    return {
-        queue: Backlog(
-            waiting=waiting[queue],
-            oldest_wait=oldest[queue],
-            finished_rate=finished[queue] / window,
-            behind_throughout=waiting[queue] > 0 and oldest[queue] >= window,
+        seen = queues.get(queue, Backlog(window=window))
+        queues[queue] = Backlog(
+            waiting=seen.waiting + row.waiting,
+            oldest_wait=max(seen.oldest_wait, row.oldest),
+            finished=seen.finished + row.finished,
+            window=window,
         )
-        for queue in waiting
-    }
+    return queues
 
 
-def measured_pace(seen: Backlog, known: float | None, limit: float) -> float | None:
-    """The queue's pace after the read `seen`, given the one `known` before it (None:
-    none yet).
-
-    A read where the queue was behind all the window measures it. Any other rate is a
-    floor: the workers did at least that much, so it raises a known pace (one that came
-    out low, from a window with a quiet start, would otherwise keep the queue too short
-    ever to be behind a whole window again). Without a known pace, a read where more wait
-    than finished in the window gives a first one; a queue that keeps up gives none, as
-    its rate is only that of the arrivals.
-    """
-    rate = seen.finished_rate
-    if not rate:
-        # Nothing finished: workers stopped or busy elsewhere, no rate to learn from.
-        return known
-    if seen.behind_throughout:
-        return rate
-    if known is not None:
-        return max(known, rate)
-    if seen.waiting >= rate * pace_window(limit):
-        return rate
-    return None
+def fresh_pace(measured: tuple[float, float] | None, now: float, limit: float) -> float | None:
+    """The pace to decide with at monotonic moment `now`: the last one `measured` (the
+    pace, and the moment of the read that measured it) while it is at most
+    PACE_LIFETIME_LIMITS limits old, else None."""
+    if measured is None:
+        return None
+    pace, at = measured
+    return pace if now - at <= PACE_LIFETIME_LIMITS * limit else None
 
 
 def refusal(

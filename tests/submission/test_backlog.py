@@ -13,8 +13,10 @@ from core.task_store import backlog
 from models.platform import TaskRun
 from submission.backlog import (
     IDLE,
+    MIN_PACE_SAMPLE,
+    PACE_LIFETIME_LIMITS,
     Backlog,
-    measured_pace,
+    fresh_pace,
     pace_window,
     read_backlogs,
     refusal,
@@ -62,32 +64,29 @@ def test_without_a_pace_only_the_oldest_wait_decides() -> None:
 
 
 @pytest.mark.parametrize(
-    ("seen", "known", "pace"),
+    ("seen", "pace"),
     [
-        # Behind for the whole window: its rate is the pace, whatever was known.
-        (
-            Backlog(waiting=5, oldest_wait=1.0, finished_rate=40.0, behind_throughout=True),
-            90.0,
-            40.0,
-        ),
-        # Not behind all the window: more wait than finished in it gives a first pace...
-        (Backlog(waiting=30, oldest_wait=0.2, finished_rate=40.0), None, 40.0),
-        # ...and later ones only raise the pace: the workers did at least that much.
-        (Backlog(waiting=30, oldest_wait=0.2, finished_rate=40.0), 70.0, 70.0),
-        (Backlog(waiting=5, oldest_wait=0.2, finished_rate=40.0), 30.0, 40.0),
-        (Backlog(finished_rate=40.0), 30.0, 40.0),
-        # Fewer wait than finished, and no pace yet: the queue keeps up, its rate is
-        # only the arrivals'.
-        (Backlog(waiting=5, oldest_wait=0.2, finished_rate=40.0), None, None),
-        # Nothing finished (workers stopped or elsewhere): nothing learnt.
-        (Backlog(waiting=50, oldest_wait=3.0, behind_throughout=True), 70.0, 70.0),
-        (Backlog(waiting=50, oldest_wait=3.0, behind_throughout=True), None, None),
+        # Behind for the whole window, 20 finished in it: 40 a second.
+        (Backlog(waiting=5, oldest_wait=0.5, finished=20, window=0.5), 40.0),
+        # Not behind all the window: the rate may be only the arrivals'.
+        (Backlog(waiting=30, oldest_wait=0.4, finished=20, window=0.5), None),
+        (Backlog(oldest_wait=0.0, finished=20, window=0.5), None),
+        # Too few finished to say anything (one or two behind a long task).
+        (Backlog(waiting=15, oldest_wait=3.0, finished=MIN_PACE_SAMPLE - 1, window=1.25), None),
+        (Backlog(waiting=15, oldest_wait=3.0, finished=MIN_PACE_SAMPLE, window=1.25), 8.0),
     ],
 )
-def test_the_pace_is_learnt_from_a_queue_behind(
-    seen: Backlog, known: float | None, pace: float | None
+def test_a_read_measures_the_pace_only_of_a_queue_behind_all_its_window(
+    seen: Backlog, pace: float | None
 ) -> None:
-    assert measured_pace(seen, known, LIMIT) == pace
+    assert seen.pace == pace
+
+
+def test_a_pace_is_used_for_a_few_limits_after_it_was_measured() -> None:
+    measured = (40.0, 100.0)
+    assert fresh_pace(measured, 100.0 + PACE_LIFETIME_LIMITS * LIMIT, LIMIT) == 40.0
+    assert fresh_pace(measured, 100.1 + PACE_LIFETIME_LIMITS * LIMIT, LIMIT) is None
+    assert fresh_pace(None, 100.0, LIMIT) is None
 
 
 def _add_runs(db: Session, name: str, caller: str) -> None:
@@ -131,5 +130,6 @@ def test_a_read_shows_each_queue_behind_and_its_rate(db: Session) -> None:
     # Other tests' tasks of the queue may be there too, never fewer.
     assert seen.waiting >= 30
     assert seen.oldest_wait >= 1.0
-    assert seen.finished_rate >= 20 / pace_window(LIMIT)
-    assert seen.behind_throughout
+    assert seen.finished >= 20
+    assert seen.window == pace_window(LIMIT)
+    assert seen.pace is not None
