@@ -316,7 +316,7 @@ BACKLOG: CompoundSelect[Any] = union_all(_UNSTARTED, _FINISHED_LATELY)
 
 @dataclass(frozen=True)
 class NameBacklog:
-    """What the ledger holds of one task name's queue position (`backlog`)."""
+    """One part of what the ledger holds of a task name's queue (`backlog`)."""
 
     name: str
     # Due tasks nobody started, and the seconds the oldest of them has waited.
@@ -327,18 +327,13 @@ class NameBacklog:
 
 
 def backlog(connection: Connection, window: float) -> list[NameBacklog]:
-    """Per task name with due tasks nobody started or tasks finished in the last
-    `window` seconds, both counts and the oldest wait (one row per name)."""
-    names: dict[str, NameBacklog] = {}
-    for row in connection.execute(BACKLOG, {"window": window}):
-        seen = names.get(row.name)
-        names[row.name] = NameBacklog(
-            row.name,
-            int(row.waiting) + (seen.waiting if seen else 0),
-            max(float(row.oldest), seen.oldest if seen else 0.0),
-            int(row.finished) + (seen.finished if seen else 0),
-        )
-    return list(names.values())
+    """Per task name, its due tasks nobody started (how many, and the oldest's wait) and,
+    in a part of its own, its tasks finished in the last `window` seconds; a name has
+    only the parts it has rows for."""
+    return [
+        NameBacklog(row.name, int(row.waiting), float(row.oldest), int(row.finished))
+        for row in connection.execute(BACKLOG, {"window": window})
+    ]
 
 
 # 3. Dispatched ------------------------------------------------------------------------
