@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass
 
 from api.errors import ApiError, api_error
+from celeryconfig import QUEUE_NAMES
 from core.db import get_bookkeeping_engine
 from submission.backlog import IDLE, Backlog, fresh_pace, read_backlogs, refusal
 from workers.specs import queue_of
@@ -53,13 +54,11 @@ class Admission:
     def __init__(self, limit: float | None) -> None:
         self.limit = limit
         self.refresh_interval = min(MAX_REFRESH_SECONDS, (limit or 0) / 4)
-        # Replaced whole by each read; a request only adds to its queue's count.
+        # Per queue, replaced whole by each read; a request only adds to its count.
         self._seen: dict[str, _Seen] = {}
         # Per queue, the latest pace measured and the monotonic moment of that read: kept
         # across reads that measure none, and used while fresh (`fresh_pace`).
         self._pace: dict[str, tuple[float, float]] = {}
-        # The monotonic moment of the last read.
-        self._read_at = time.monotonic()
         self._failing = False
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="admission", daemon=True)
@@ -86,9 +85,8 @@ class Admission:
         queue = queue_of(name)
         now = time.monotonic()
         seen = self._seen.get(queue)
-        if seen is None:
-            # Nothing of the queue in the last read: count from that read's moment.
-            seen = self._seen.setdefault(queue, _Seen(IDLE, self._read_at))
+        if seen is None:  # not read yet
+            return None
         overloaded = refusal(
             queue,
             seen.backlog,
@@ -119,7 +117,6 @@ class Admission:
             if not self._failing:
                 logger.warning("admission control cannot read queue waits (door open): %s", exc)
             self._failing = True
-            self._seen = {}
             return
         if self._failing:
             logger.info("admission control reads queue waits again")
@@ -128,5 +125,5 @@ class Admission:
         for queue, seen in backlogs.items():
             if (pace := seen.pace) is not None:
                 self._pace[queue] = (pace, now)
-        self._read_at = now
-        self._seen = {queue: _Seen(seen, now) for queue, seen in backlogs.items()}
+        # Every queue, so that what is admitted into one the read found idle counts too.
+        self._seen = {queue: _Seen(backlogs.get(queue, IDLE), now) for queue in QUEUE_NAMES}
