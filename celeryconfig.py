@@ -37,6 +37,10 @@ DEAD_LETTER_QUEUE = Queue("matchops.dead", DEAD_LETTERS, durable=True)
 # The queues of matchops' own tasks.
 MATCHOPS_QUEUES = (
     "interactive",  # user-facing requests: a person is waiting on the answer
+    # A person's answer to work under way (a proposed match, a mentoring request): its own
+    # queue, so admission control judges it by its own wait, and a flood of new requests
+    # neither holds it back nor gets it refused (workers take their queues in turn).
+    "answers",
     "sweeps",  # periodic pairing, expiry and assignment over whole pools
     "cascades",  # unmatch and membership cascades touching many rows
     "maintenance",  # rebuilds, backfills and repairs

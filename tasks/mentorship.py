@@ -101,7 +101,7 @@ def request_task(session: Session, args: RequestArgs) -> RelationshipResult:
     )
 
 
-@task("mentorship.respond", args=RespondArgs, result=RelationshipResult)
+@task("mentorship.respond", args=RespondArgs, result=RelationshipResult, queue="answers")
 def respond_task(session: Session, args: RespondArgs) -> RelationshipResult:
     """Accept (active) or reject a pending request; only the side that did not ask."""
     return respond_to_request(

@@ -245,7 +245,7 @@ def busy_pool_backoff(held_for: float) -> float:
     return min(max(held_for, BUSY_POOL_FIRST_WAIT), BUSY_POOL_LONGEST_WAIT)
 
 
-@task("peer.confirm", args=PeerConfirmArgs, result=PeerConfirmResult)
+@task("peer.confirm", args=PeerConfirmArgs, result=PeerConfirmResult, queue="answers")
 def confirm_task(session: Session, args: PeerConfirmArgs) -> PeerConfirmResult:
     """Answer a proposed match; both yes starts a session, a no requeues the partner."""
     return confirm_match(session, args.match_id, args.user_id, args.confirmed, session_store())

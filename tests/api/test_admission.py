@@ -2,11 +2,13 @@
 oldest task waits too long to start is refused with 429 and `Retry-After`, nothing is
 recorded, reads and probes still answer, and the door reopens once the queue drains; a
 queue whose next task would wait too long at its workers' pace is refused before its
-oldest task has waited that long."""
+oldest task has waited that long; answers to work under way are judged by their own
+queue, not refused with a flood of new requests."""
 
 from __future__ import annotations
 
 import time
+import uuid
 from datetime import timedelta
 
 import httpx
@@ -115,6 +117,34 @@ def test_a_queue_behind_is_refused_until_it_drains(db: Session, worker: WorkerPr
         # The worker takes the queue up again and starts what waited: the door reopens.
         _enqueue_until(http, 202, timeout=30)
     # Nothing of this test is left waiting in the queue for the next one.
+    assert poll_until(lambda: _unfinished(db, caller) == 0, 60, 0.2)
+
+
+def test_answers_to_work_under_way_are_not_refused_with_the_new_requests(
+    db: Session, worker: WorkerProcess
+) -> None:
+    caller = unique("answers")
+    request_args = {"difficulty": "Easy", "topic": caller}
+    with (
+        api_process(MAX_QUEUE_WAIT_SECONDS="1") as url,
+        client_for(url, ["*"], sub=caller) as http,
+        queue_taken_from(worker, "interactive"),
+    ):
+        answers: list[httpx.Response] = []
+
+        def request_refused() -> bool:
+            args = {**request_args, "user_id": len(answers) + 1}
+            answers.append(http.post("/v1/tasks/peer.request", json={"args": args}))
+            return answers[-1].status_code == 429
+
+        # New requests wait behind the held queue until the door refuses them.
+        assert poll_until(request_refused, 15, 0.1), [a.status_code for a in answers[-5:]]
+        assert "'interactive' queue" in answers[-1].json()["error"]["message"]
+        # Answers to a match or a mentoring request have a queue of their own: admitted.
+        confirm = {"match_id": str(uuid.uuid4()), "user_id": 1, "confirmed": True}
+        assert http.post("/v1/tasks/peer.confirm", json={"args": confirm}).status_code == 202
+        respond = {"relationship_id": 1, "user_id": 1, "accept": True}
+        assert http.post("/v1/tasks/mentorship.respond", json={"args": respond}).status_code == 202
     assert poll_until(lambda: _unfinished(db, caller) == 0, 60, 0.2)
 
 

@@ -191,7 +191,15 @@ def test_every_series_after_a_peer_workload(
     )
 
     queues = {s.labels["queue"]: s.value for s in samples["matchops_queue_length"]}
-    assert set(queues) == {"interactive", "sweeps", "cascades", "maintenance", "events", "celery"}
+    assert set(queues) == {
+        "interactive",
+        "answers",
+        "sweeps",
+        "cascades",
+        "maintenance",
+        "events",
+        "celery",
+    }
     assert queues["maintenance"] >= 1
     assert all(length >= 0 for length in queues.values())
     # Redis has no dead-letter queue (RabbitMQ's is checked in tests/workers).

@@ -83,7 +83,15 @@ def test_worker_consumes_every_queue_unless_told():
     default = worker_argv(["-c", "2"])
     assert default[:3] == ["worker", "-c", "2"]
     queues = default[default.index("-Q") + 1].split(",")
-    assert set(queues) == {"interactive", "sweeps", "cascades", "maintenance", "events", "celery"}
+    assert set(queues) == {
+        "interactive",
+        "answers",
+        "sweeps",
+        "cascades",
+        "maintenance",
+        "events",
+        "celery",
+    }
     assert worker_argv(["-Q", "sweeps", "-l", "DEBUG"]) == ["worker", "-Q", "sweeps", "-l", "DEBUG"]
     assert "-Q" not in worker_argv(["--queues=events"])
 
