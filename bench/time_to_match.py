@@ -19,8 +19,10 @@ With `--rates 40,80,120,200` it sweeps the offered rate instead, a fresh stack w
 commit triggers per rate, admission control on (`MAX_QUEUE_WAIT_SECONDS`, from
 `--max-queue-wait`) from `--admission-from` requests/s on, and prints for each rate
 the latencies (a) and (b), the rate accepted, the 429s and how fast they were
-answered, every accepted pair matched or not, the triggered sweeps and relays and the
-dispatchers' claims per request (from the ledger) and the CPU per request by part; then
+answered, every accepted pair matched or not, how many pairs had both confirmations
+admitted and reached a session (a bench client does not retry a refused one), the
+triggered sweeps and relays and the dispatchers' claims per request (from the ledger)
+and the CPU per request by part; then
 the drain rounds (unless `--skip-drain`), with the CPU each drained task cost by part;
 last, what Celery and the HTTP server alone cost per request at each rate: the Celery
 tasks the stack ran per request (from the ledger) at the CPU of the no-op as matchops
@@ -746,6 +748,12 @@ def report_sweep_phase(options: argparse.Namespace, title: str, phase: Phase) ->
             ("429 (admission control)", f"{len(timings.overloaded):,}, {quick(timings)}"),
             ("other refusals", f"{timings.refused - len(timings.overloaded):,}"),
             ("accepted pairs matched", f"{len(timings.to_proposed):,} of {phase.pairs:,}"),
+            (
+                "accepted pairs confirmed",
+                f"{len(timings.to_found):,} of {phase.pairs:,}: "
+                f"{phase.accepted_rate * len(timings.to_found) / max(1, phase.pairs):,.0f} "
+                "requests/s reached a session",
+            ),
             ("(a) request -> match.proposed", percentiles(timings.to_proposed)),
             ("(b) confirm -> match.found", percentiles(timings.to_found)),
             ("triggered sweeps", f"{sweeps:,}: {sweeps / accepted:.3f} per request"),
