@@ -78,6 +78,7 @@ from bench.harness import (
     wait_for_workers,
     worker_argv,
 )
+from bench.poster import JsonPoster
 from core import task_store
 from core.settings import get_settings
 from runtime.children import Child
@@ -227,6 +228,7 @@ def drive(
             api=["api", "--port", str(port)],
         ) as children,
         httpx.Client(base_url=api_url, headers=headers, timeout=30) as http,
+        JsonPoster(api_url, headers, timeout=30) as poster,
         ThreadPoolExecutor(max_workers=HTTP_THREADS) as calls,
     ):
         wait_for_workers(children, "worker")
@@ -234,14 +236,14 @@ def drive(
 
         def enqueue(name: str, args: dict[str, Any]) -> float | None:
             sent = time.perf_counter()
-            answer = http.post(f"/v1/tasks/{name}", json={"args": args})
+            status = poster.post(f"/v1/tasks/{name}", {"args": args})
             answered = time.perf_counter()
             with timings.lock:
                 timings.calls += 1
-                if answer.status_code == 202:
+                if status == 202:
                     return answered
                 timings.refused += 1
-                if answer.status_code == 429:
+                if status == 429:
                     timings.overloaded.append(answered - sent)
             return None
 
