@@ -36,6 +36,7 @@ from domain.peer.budget import count_open_matches
 from domain.peer.rules import DIFFICULTY_LADDER
 from domain.peer.stats import MATCHED_SIDES, WAITING_POOLS
 from models.platform import OutboxEvent
+from submission.backlog import IDLE, read_backlogs
 from workers.app import app
 
 logger = logging.getLogger("api")
@@ -244,6 +245,26 @@ def dispatch_lag(session: Session) -> Iterator[Metric]:
     )
 
 
+def queue_oldest_wait(session: Session) -> Iterator[Metric]:
+    """`matchops_queue_oldest_wait_seconds{queue}`: how long the oldest task of each queue
+    that is accepted (or due) and not started has waited, from the ledger; 0 when none.
+
+    What admission control judges a queue by, and what shows a queue nobody consumes
+    while the others run (the broker's length alone does not tell it from a busy one).
+    """
+    gauge = GaugeMetricFamily(
+        "matchops_queue_oldest_wait_seconds",
+        "Seconds the oldest accepted (or due) task of the queue that has not started has "
+        "waited (0 when none).",
+        labels=["queue"],
+    )
+    # A limit of 0 reads no window: the waiting part alone, nothing of what finished.
+    backlogs = read_backlogs(session.connection(), 0.0)
+    for queue in QUEUE_NAMES:
+        gauge.add_metric([queue], backlogs.get(queue, IDLE).oldest_wait)
+    yield gauge
+
+
 DATABASE_SERIES: tuple[SeriesReader, ...] = (
     peer_pools,
     peer_time_to_match,
@@ -251,6 +272,7 @@ DATABASE_SERIES: tuple[SeriesReader, ...] = (
     outbox,
     tasks_accepted,
     task_queue_wait,
+    queue_oldest_wait,
     task_outcomes,
     dispatch_lag,
 )

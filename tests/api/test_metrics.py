@@ -3,18 +3,21 @@ scraped after a real peer workload, checked against the tables."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
-from sqlalchemy import text
+from sqlalchemy import Select, func, select, text
 from sqlalchemy.orm import Session
 
 from api.series import MAX_POOL_SERIES, OTHER_TOPIC
+from celeryconfig import QUEUE_NAMES
 from core.settings import get_settings
 from domain.peer.rules import DIFFICULTY_LADDER
+from models.platform import TaskRun
 from tests.api.support import client_for
 from tests.factories import next_id, unique
 from tests.factories_peer import backdate_request, make_pool, make_request, swept_match
@@ -72,9 +75,9 @@ def _scraped_pools(samples: dict[str, list[Sample]]) -> dict[tuple[str, str], fl
     }
 
 
-def _count(db: Session, sql: str) -> int:
+def _count(db: Session, query: str | Select[int]) -> int:
     db.rollback()  # a fresh snapshot
-    return int(db.scalar(text(sql)) or 0)
+    return int(db.scalar(text(query) if isinstance(query, str) else query) or 0)
 
 
 @pytest.fixture
@@ -204,6 +207,40 @@ def test_every_series_after_a_peer_workload(
     assert all(length >= 0 for length in queues.values())
     # Redis has no dead-letter queue (RabbitMQ's is checked in tests/workers).
     assert _value(samples, "matchops_dead_letters") == 0
+
+
+def test_a_queue_nobody_consumes_shows_its_oldest_waiting_task(
+    worker: WorkerProcess, metrics_reader: httpx.Client, api_url: str, db: Session
+):
+    confirm = {"match_id": str(uuid.uuid4()), "user_id": next_id(), "confirmed": True}
+    with (
+        client_for(api_url, ["peer.confirm"]) as caller,
+        queue_taken_from(worker, "answers"),
+    ):
+        accepted = caller.post("/v1/tasks/peer.confirm", json={"args": confirm})
+        assert accepted.status_code == 202, accepted.text
+        wait_for(
+            lambda: (
+                _value(
+                    _scrape(metrics_reader), "matchops_queue_oldest_wait_seconds", queue="answers"
+                )
+                >= 1.5
+            ),
+            what="the answers queue's oldest task to have waited 1.5 s",
+        )
+        samples = _scrape(metrics_reader)
+    assert {s.labels["queue"] for s in samples["matchops_queue_oldest_wait_seconds"]} == set(
+        QUEUE_NAMES
+    )
+    finished = (
+        select(func.count())
+        .select_from(TaskRun)
+        .where(TaskRun.task_id == accepted.json()["task_id"], TaskRun.finished_at.is_not(None))
+    )
+    wait_for(
+        lambda: _count(db, finished) == 1,
+        what="the held confirmation to run once its queue is consumed again",
+    )
 
 
 def test_time_to_match_counts_never_drop_when_a_match_is_declined(
