@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 from kombu.entity import Exchange, Queue
 
+from core.queue_order import ANSWERS_FIRST
 from core.redis_options import (
     REDIS_CLIENT_OPTIONS,
     REDIS_CONNECT_TIMEOUT,
@@ -133,7 +134,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # counts as handed over only once the broker has it.
         "broker_transport_options": {
             "visibility_timeout": settings.broker_visibility_timeout,
-            **({"confirm_publish": True} if rabbitmq else REDIS_CLIENT_OPTIONS),
+            **(
+                {"confirm_publish": True}
+                if rabbitmq
+                # A worker takes `answers` before its other queues (core.queue_order).
+                else {**REDIS_CLIENT_OPTIONS, "queue_order_strategy": ANSWERS_FIRST}
+            ),
         },
         "result_backend_transport_options": {
             "visibility_timeout": settings.broker_visibility_timeout
