@@ -39,12 +39,11 @@ class JsonPoster:
         try:
             return self._exchange(connection, path, data)
         except ConnectionError:
-            # A connection that waited idle may have been closed by the server (its
-            # keep-alive timeout): once more, on a new one. A fresh one failing is news.
-            self._forget(connection)
             if fresh:
                 raise
-            return self._exchange(self._connection()[0], path, data)
+        # A connection that waited idle may have been closed by the server (its
+        # keep-alive timeout): once more, on a new one. A fresh one failing is news.
+        return self._exchange(self._connection()[0], path, data)
 
     def close(self) -> None:
         """Close every connection any thread opened."""
@@ -60,9 +59,15 @@ class JsonPoster:
         self.close()
 
     def _exchange(self, connection: HTTPConnection, path: str, data: bytes) -> int:
-        connection.request("POST", path, body=data, headers=self._headers)
-        answer = connection.getresponse()
-        answer.read()
+        try:
+            connection.request("POST", path, body=data, headers=self._headers)
+            answer = connection.getresponse()
+            answer.read()
+        except BaseException:
+            # Whatever broke the exchange left the connection mid-way: the next call
+            # gets a new one.
+            self._forget(connection)
+            raise
         return answer.status
 
     def _forget(self, connection: HTTPConnection) -> None:

@@ -54,6 +54,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
+from http.client import HTTPException
 from typing import Any
 
 import httpx
@@ -123,6 +124,8 @@ class Timings:
     consumed: int = 0
     # HTTP calls made to the API (requests and confirmations, answered or refused).
     calls: int = 0
+    # Calls that got no answer, by the error's type.
+    failed: Counter[str] = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -223,7 +226,7 @@ def drive(
     with (
         processes(
             env=env,
-            worker=worker_argv("worker", "-c", "2"),
+            worker=worker_argv("worker", "-c", str(options.concurrency)),
             beat=["beat", "--schedule", str(BENCH_LOGS / f"celerybeat-schedule-{label}")],
             api=["api", "--port", str(port)],
         ) as children,
@@ -236,7 +239,14 @@ def drive(
 
         def enqueue(name: str, args: dict[str, Any]) -> float | None:
             sent = time.perf_counter()
-            status = poster.post(f"/v1/tasks/{name}", {"args": args})
+            try:
+                status = poster.post(f"/v1/tasks/{name}", {"args": args})
+            except (OSError, HTTPException) as exc:
+                # Counted and shown: a call lost here would read as a pair never matched.
+                with timings.lock:
+                    timings.calls += 1
+                    timings.failed[type(exc).__name__] += 1
+                return None
             answered = time.perf_counter()
             with timings.lock:
                 timings.calls += 1
@@ -657,6 +667,12 @@ def parse_args() -> argparse.Namespace:
         default=200,
         help="offered rate from which the sweep turns admission control on",
     )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=2,
+        help="pool processes of the driven stack's worker (the drain rounds keep two)",
+    )
     parser.add_argument("--skip-drain", action="store_true", help="no drain rounds")
     parser.add_argument(
         "--database",
@@ -749,6 +765,7 @@ def report_sweep_phase(options: argparse.Namespace, title: str, phase: Phase) ->
             ("accepted by the API", f"{phase.accepted_rate:,.0f} requests/s"),
             ("429 (admission control)", f"{len(timings.overloaded):,}, {quick(timings)}"),
             ("other refusals", f"{timings.refused - len(timings.overloaded):,}"),
+            ("calls with no answer", unanswered(timings)),
             ("accepted pairs matched", f"{len(timings.to_proposed):,} of {phase.pairs:,}"),
             (
                 "accepted pairs confirmed",
@@ -777,6 +794,11 @@ def report_sweep_phase(options: argparse.Namespace, title: str, phase: Phase) ->
             ),
         ],
     )
+
+
+def unanswered(timings: Timings) -> str:
+    """The calls that got no answer, by the error's type."""
+    return ", ".join(f"{count:,} {error}" for error, count in timings.failed.items()) or "0"
 
 
 def quick(timings: Timings) -> str:
@@ -882,6 +904,7 @@ def report_phase(options: argparse.Namespace, title: str, phase: Phase) -> None:
         [
             ("accepted by the API", f"{phase.accepted_rate:,.0f} requests/s"),
             ("refused (not 202)", f"{phase.timings.refused:,}"),
+            ("calls with no answer", unanswered(phase.timings)),
             ("match.* events consumed", f"{phase.timings.consumed:,}"),
             ("(a) request -> match.proposed", percentiles(phase.timings.to_proposed)),
             ("(b) confirm -> match.found", percentiles(phase.timings.to_found)),

@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from http.client import HTTPException
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -51,6 +52,13 @@ class _Handler(BaseHTTPRequestHandler):
         # As a server whose keep-alive timeout ran out: the connection ends after this.
         self.close_connection = self.path.startswith("/close/")
 
+    def send_response(self, code: int, message: str | None = None) -> None:
+        if self.path.startswith("/garbage/"):
+            # Not HTTP: the client cannot read an answer from this connection.
+            self.wfile.write(b"NONSENSE\r\n")
+            self.wfile.flush()
+        super().send_response(code, message)
+
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet."""
 
@@ -91,6 +99,17 @@ def test_a_connection_the_server_closed_while_idle_is_replaced() -> None:
         assert poster.post("/v/202", {"n": 2}) == 202
         assert poster.post("/v/202", {"n": 3}) == 202
     assert [body["n"] for body in server.bodies] == [1, 2, 3]
+    assert server.connections == 2
+
+
+def test_a_broken_exchange_is_an_error_and_the_next_call_gets_a_new_connection() -> None:
+    with (
+        _server() as (server, url),
+        JsonPoster(url, {"Authorization": "Bearer t"}, timeout=5) as poster,
+    ):
+        with pytest.raises(HTTPException):
+            poster.post("/garbage/202", {"n": 1})
+        assert poster.post("/v/202", {"n": 2}) == 202
     assert server.connections == 2
 
 
