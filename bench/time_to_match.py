@@ -110,12 +110,19 @@ def pool_of(user_index: int, pools: int) -> tuple[str, str]:
 
 @dataclass
 class Timings:
-    """Clock readings (time.perf_counter) of one phase, shared by the threads."""
+    """Clock readings (time.perf_counter) of one phase, shared by the threads.
+
+    The latencies are worked out from the readings when asked for, not as each event
+    comes: an event can reach the consumer before the thread that made the call it
+    answers has read its 202 (a confirmation runs in milliseconds), and would otherwise
+    go uncounted.
+    """
 
     accepted: dict[int, float] = field(default_factory=dict)  # user -> request accepted
     confirmed: dict[str, list[float]] = field(default_factory=dict)  # match -> confirms
-    to_proposed: list[float] = field(default_factory=list)
-    to_found: list[float] = field(default_factory=list)
+    # match -> its users and when its `match.proposed` was consumed
+    proposed: dict[str, tuple[list[int], float]] = field(default_factory=dict)
+    found: dict[str, float] = field(default_factory=dict)  # match -> `match.found` consumed
     refused: int = 0
     # Of those, `peer.request` calls: each request sent is accepted or one of these.
     requests_refused: int = 0
@@ -127,6 +134,34 @@ class Timings:
     # Calls that got no answer, by the error's type.
     failed: Counter[str] = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def to_proposed(self) -> list[float]:
+        """(a): the later request of each pair accepted -> its `match.proposed` consumed,
+        for the pairs whose both requests were accepted."""
+        with self.lock:
+            return [
+                _since(consumed, [self.accepted.get(user) for user in users])
+                for users, consumed in self.proposed.values()
+                if all(user in self.accepted for user in users)
+            ]
+
+    @property
+    def to_found(self) -> list[float]:
+        """(b): the later confirmation of each pair accepted -> its `match.found` consumed,
+        for the pairs whose both confirmations were accepted."""
+        with self.lock:
+            return [
+                _since(consumed, list(self.confirmed[match]))
+                for match, consumed in self.found.items()
+                if len(self.confirmed.get(match, ())) == 2
+            ]
+
+
+def _since(consumed: float, accepted: list[float | None]) -> float:
+    # The consumer can read the event a moment before the caller's thread reads the 202
+    # it answers: such a wait counts as none.
+    return max(0.0, consumed - max(moment for moment in accepted if moment is not None))
 
 
 @contextmanager
@@ -285,13 +320,9 @@ def drive(
                 return  # left over from an earlier run
             with timings.lock:
                 if event["type"] == "match.proposed":
-                    seen = [timings.accepted.get(user) for user in users]
-                    if None not in seen:
-                        timings.to_proposed.append(consumed - max(t for t in seen if t))
+                    timings.proposed[data["match_id"]] = (users, consumed)
                 elif event["type"] == "match.found":
-                    confirms = timings.confirmed.get(data["match_id"], [])
-                    if len(confirms) == 2:
-                        timings.to_found.append(consumed - max(confirms))
+                    timings.found[data["match_id"]] = consumed
             if event["type"] == "match.proposed":
                 for user in users:
                     calls.submit(confirm, data["match_id"], user)
