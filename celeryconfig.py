@@ -40,7 +40,8 @@ MATCHOPS_QUEUES = (
     "interactive",  # user-facing requests: a person is waiting on the answer
     # A person's answer to work under way (a proposed match, a mentoring request): its own
     # queue, so admission control judges it by its own wait, and a flood of new requests
-    # neither holds it back nor gets it refused (workers take their queues in turn).
+    # neither holds it back nor gets it refused (on Redis, workers take it first:
+    # core.queue_order).
     "answers",
     "sweeps",  # periodic pairing, expiry and assignment over whole pools
     "cascades",  # unmatch and membership cascades touching many rows

@@ -6,13 +6,14 @@ the list round after each message (`round_robin_cycle`), so every queue with mes
 gets the same share of the worker. Answers to work under way (`answers`: a confirmation,
 a response to a mentoring request) come in bursts, a sweep's matches at once; with an
 equal share, such a burst waits while the worker keeps taking new requests, and at the
-knee a confirmation waited about twice as long as a request. Here the leading queues
+knee confirmations waited two to three times as long as requests. Here the leading queues
 always come first and the others take turns behind them: work under way finishes
 before new work starts.
 
-Answers cannot starve the other queues for long: each is a person's answer to a match
-or request the stack made, so they come at most as fast as requests are matched, and
-admission control judges every queue by its own wait.
+Answers do not hold the other queues back for long: each is a person's answer to a
+match or request the stack made, so they come at most as fast as requests are matched.
+Only a caller flooding `peer.confirm` with answers to matches that do not exist could,
+and admission control refuses answers too once they wait longer than its limit.
 
 celeryconfig names `ANSWERS_FIRST` as the Redis transport's `queue_order_strategy`. On
 RabbitMQ the broker pushes each queue's messages as the worker's prefetch allows, and
