@@ -31,6 +31,11 @@ ROOT = Path(__file__).resolve().parent.parent
 # Per test process, so two suites running side by side keep their own logs.
 TEST_LOGS = ROOT / ".matchops" / "test-logs" / str(os.getpid())
 ALL_QUEUES = ",".join(QUEUE_NAMES)
+# The queues the docs name, spelled out rather than read from celeryconfig: a queue
+# added there, or dropped, must be added or dropped here too.
+DOCUMENTED_QUEUES = frozenset(
+    {"interactive", "answers", "sweeps", "cascades", "maintenance", "events", "celery"}
+)
 # For a worker of a test that kills a task while it waits on a lock the test holds: the
 # wait lasts until the test has seen it, rather than the default lock timeout.
 LONG_LOCK_WAIT = {"DB_LOCK_TIMEOUT_MS": "20000"}

@@ -21,7 +21,14 @@ from models.platform import TaskRun
 from tests.api.support import client_for
 from tests.factories import next_id, unique
 from tests.factories_peer import backdate_request, make_pool, make_request, swept_match
-from tests.support import WorkerProcess, queue_taken_from, run_task, send, wait_for
+from tests.support import (
+    DOCUMENTED_QUEUES,
+    WorkerProcess,
+    queue_taken_from,
+    run_task,
+    send,
+    wait_for,
+)
 
 
 def _scrape(http: httpx.Client) -> dict[str, list[Sample]]:
@@ -194,15 +201,7 @@ def test_every_series_after_a_peer_workload(
     )
 
     queues = {s.labels["queue"]: s.value for s in samples["matchops_queue_length"]}
-    assert set(queues) == {
-        "interactive",
-        "answers",
-        "sweeps",
-        "cascades",
-        "maintenance",
-        "events",
-        "celery",
-    }
+    assert set(queues) == DOCUMENTED_QUEUES
     assert queues["maintenance"] >= 1
     assert all(length >= 0 for length in queues.values())
     # Redis has no dead-letter queue (RabbitMQ's is checked in tests/workers).

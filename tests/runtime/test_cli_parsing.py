@@ -21,6 +21,7 @@ from runtime.credentials import local_auth_secret
 from runtime.embedded import free_port
 from runtime.polling import poll_until
 from tests.runtime.commands import MATCHOPS, matchops
+from tests.support import DOCUMENTED_QUEUES
 
 CONTRACT_SUBCOMMANDS = {
     "migrate",
@@ -83,15 +84,7 @@ def test_worker_consumes_every_queue_unless_told():
     default = worker_argv(["-c", "2"])
     assert default[:3] == ["worker", "-c", "2"]
     queues = default[default.index("-Q") + 1].split(",")
-    assert set(queues) == {
-        "interactive",
-        "answers",
-        "sweeps",
-        "cascades",
-        "maintenance",
-        "events",
-        "celery",
-    }
+    assert set(queues) == DOCUMENTED_QUEUES
     assert worker_argv(["-Q", "sweeps", "-l", "DEBUG"]) == ["worker", "-Q", "sweeps", "-l", "DEBUG"]
     assert "-Q" not in worker_argv(["--queues=events"])
 
