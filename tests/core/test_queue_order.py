@@ -8,7 +8,7 @@ import uuid
 from datetime import datetime
 
 from celeryconfig import MATCHOPS_QUEUES, QUEUE_NAMES
-from core.queue_order import LEADING_QUEUES, AnswersFirst
+from core.queue_order import LEADING_QUEUES, LEADING_TURNS, AnswersFirst
 from tests.factories import next_id
 from tests.support import WorkerProcess, queue_taken_from, running_worker, send, wait_for
 
@@ -23,6 +23,19 @@ def test_the_leading_queues_come_first_and_the_others_take_turns() -> None:
     assert order[0] == "answers"
     assert order[-1] == "interactive"
     assert sorted(order) == sorted(QUEUE_NAMES)
+
+
+def test_after_a_run_of_answers_the_other_queues_get_one_turn() -> None:
+    cycle = AnswersFirst()
+    cycle.update(list(QUEUE_NAMES))
+    for _ in range(LEADING_TURNS):
+        assert cycle.consume(len(QUEUE_NAMES))[0] == "answers"
+        cycle.rotate("answers")
+    owed = cycle.consume(len(QUEUE_NAMES))
+    assert owed[0] != "answers"
+    assert owed[-1] == "answers"
+    cycle.rotate(owed[0])
+    assert cycle.consume(len(QUEUE_NAMES))[0] == "answers"
 
 
 def test_the_leading_queues_are_matchops_queues() -> None:
@@ -56,6 +69,8 @@ def test_a_worker_takes_waiting_answers_before_new_requests(worker: WorkerProces
             + [(_done(result), "request") for result in requests]
         )
     ]
-    # Taken in turn, they would alternate. A request may come first, taken before the
-    # worker had asked for both queues.
-    assert kinds.index("request", 1) >= 6, kinds
+    # Taken in turn, five or six requests would end before the last answer. Answers
+    # first leave room for one (the others' turn after LEADING_TURNS answers), and one
+    # more may have been taken before the worker had asked for both queues.
+    last_answer = len(kinds) - 1 - kinds[::-1].index("answer")
+    assert kinds[:last_answer].count("request") <= 2, kinds
