@@ -22,12 +22,11 @@ the latencies (a) and (b), the rate accepted, the 429s and how fast they were
 answered, every accepted pair matched or not, how many pairs had both confirmations
 admitted and reached a session (a bench client does not retry a refused one), the
 triggered sweeps and relays and the dispatchers' claims per request (from the ledger)
-and the CPU per request by part; then
-the drain rounds (unless `--skip-drain`), with the CPU each drained task cost by part;
-last, what Celery and the HTTP server alone cost per request at each rate: the Celery
-tasks the stack ran per request (from the ledger) at the CPU of the no-op as matchops
-runs it, and the HTTP calls per request at the CPU of one `/healthz` call on the same
-API.
+and the CPU per request by part; then the drain rounds (unless `--skip-drain`), with
+the CPU each drained task cost by part; last, what Celery and the HTTP server alone
+cost per request at each rate: the Celery tasks the stack ran per request (from the
+ledger) at the CPU of the no-op as matchops runs it, and the HTTP calls per request at
+the CPU of one `/healthz` call on the same API.
 
 Goals (the sweep, on this machine's two cores): p99 (a) < 300 ms and at most 12 ms of
 the stack's CPU per request at 80 requests/s; at 200 requests/s with
@@ -141,7 +140,7 @@ class Timings:
         for the pairs whose both requests were accepted."""
         with self.lock:
             return [
-                _since(consumed, [self.accepted.get(user) for user in users])
+                _since(consumed, [self.accepted[user] for user in users])
                 for users, consumed in self.proposed.values()
                 if all(user in self.accepted for user in users)
             ]
@@ -152,16 +151,16 @@ class Timings:
         for the pairs whose both confirmations were accepted."""
         with self.lock:
             return [
-                _since(consumed, list(self.confirmed[match]))
+                _since(consumed, self.confirmed[match])
                 for match, consumed in self.found.items()
                 if len(self.confirmed.get(match, ())) == 2
             ]
 
 
-def _since(consumed: float, accepted: list[float | None]) -> float:
+def _since(consumed: float, accepted: list[float]) -> float:
     # The consumer can read the event a moment before the caller's thread reads the 202
     # it answers: such a wait counts as none.
-    return max(0.0, consumed - max(moment for moment in accepted if moment is not None))
+    return max(0.0, consumed - max(accepted))
 
 
 @contextmanager

@@ -10,14 +10,13 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
-from sqlalchemy import Select, func, select, text
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from api.series import MAX_POOL_SERIES, OTHER_TOPIC
 from celeryconfig import QUEUE_NAMES
 from core.settings import get_settings
 from domain.peer.rules import DIFFICULTY_LADDER
-from models.platform import TaskRun
 from tests.api.support import client_for
 from tests.factories import next_id, unique
 from tests.factories_peer import backdate_request, make_pool, make_request, swept_match
@@ -27,6 +26,7 @@ from tests.support import (
     queue_taken_from,
     run_task,
     send,
+    task_finished,
     wait_for,
 )
 
@@ -82,9 +82,9 @@ def _scraped_pools(samples: dict[str, list[Sample]]) -> dict[tuple[str, str], fl
     }
 
 
-def _count(db: Session, query: str | Select[int]) -> int:
+def _count(db: Session, sql: str) -> int:
     db.rollback()  # a fresh snapshot
-    return int(db.scalar(text(query) if isinstance(query, str) else query) or 0)
+    return int(db.scalar(text(sql)) or 0)
 
 
 @pytest.fixture
@@ -209,7 +209,7 @@ def test_every_series_after_a_peer_workload(
 
 
 def test_a_queue_nobody_consumes_shows_its_oldest_waiting_task(
-    worker: WorkerProcess, metrics_reader: httpx.Client, api_url: str, db: Session
+    worker: WorkerProcess, metrics_reader: httpx.Client, api_url: str
 ):
     confirm = {"match_id": str(uuid.uuid4()), "user_id": next_id(), "confirmed": True}
     with (
@@ -231,13 +231,8 @@ def test_a_queue_nobody_consumes_shows_its_oldest_waiting_task(
     assert {s.labels["queue"] for s in samples["matchops_queue_oldest_wait_seconds"]} == set(
         QUEUE_NAMES
     )
-    finished = (
-        select(func.count())
-        .select_from(TaskRun)
-        .where(TaskRun.task_id == accepted.json()["task_id"], TaskRun.finished_at.is_not(None))
-    )
     wait_for(
-        lambda: _count(db, finished) == 1,
+        lambda: task_finished(accepted.json()["task_id"]),
         what="the held confirmation to run once its queue is consumed again",
     )
 

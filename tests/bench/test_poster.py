@@ -113,7 +113,7 @@ def test_a_broken_exchange_is_an_error_and_the_next_call_gets_a_new_connection()
     assert server.connections == 2
 
 
-def test_a_server_that_is_not_there_is_an_error_at_once() -> None:
+def test_a_server_that_is_not_there_is_an_error() -> None:
     with (
         JsonPoster(f"http://127.0.0.1:{free_port()}", {}, timeout=5) as poster,
         pytest.raises(ConnectionError),
