@@ -13,7 +13,10 @@ the same no-op with what Celery does for every task in a matchops worker (task e
 INFO log).
 
 `python -m bench.time_to_match [--rate 200] [--seconds 60] [--pools 50]` (scratch
-database `matchops_bench_ttm` on DATABASE_URL's server, or `--database`).
+database `matchops_bench_ttm` on DATABASE_URL's server, or `--database`). The bench
+confirms each proposal the moment it arrives, both sides at once; with `--think S` each
+confirmation waits a random 0 to S seconds first, as people do, so a batch of proposals
+does not come back as one burst of confirmations.
 
 With `--rates 40,80,120,200` it sweeps the offered rate instead, a fresh stack with
 commit triggers per rate, admission control on (`MAX_QUEUE_WAIT_SECONDS`, from
@@ -40,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import secrets
 import statistics
 import sys
@@ -231,6 +235,38 @@ class Phase:
     probe_cpu: float = 0.0
 
 
+class Answers:
+    """Sends each confirmation through `submit` after a random wait of up to `think`
+    seconds from its proposal, as people take a moment to answer, or at once when
+    `think` is 0. The waits are drawn from `seed`, so runs draw the same ones."""
+
+    def __init__(self, submit: Callable[..., Any], think: float, seed: int) -> None:
+        self._submit = submit
+        self._think = think
+        self._draws = random.Random(seed)
+        self._lock = threading.Lock()
+        self._waiting: list[threading.Timer] = []
+
+    def answer(self, *args: Any) -> None:
+        """Submit the call with `args` now, or after its wait."""
+        if self._think <= 0:
+            self._submit(*args)
+            return
+        with self._lock:
+            wait = self._draws.uniform(0, self._think)
+            timer = threading.Timer(wait, self._submit, args)
+            timer.daemon = True
+            self._waiting.append(timer)
+        timer.start()
+
+    def close(self) -> None:
+        """Cancel the waits that are not over: their calls are not made."""
+        with self._lock:
+            waiting, self._waiting = self._waiting, []
+        for timer in waiting:
+            timer.cancel()
+
+
 def drive(
     options: argparse.Namespace,
     database: str,
@@ -268,6 +304,7 @@ def drive(
         JsonPoster(api_url, headers, timeout=30) as poster,
         ThreadPoolExecutor(max_workers=HTTP_THREADS) as calls,
     ):
+        answers = Answers(calls.submit, options.think, seed=first_user)
         wait_for_workers(children, "worker")
         wait_for_api(http)
 
@@ -324,7 +361,7 @@ def drive(
                     timings.found[data["match_id"]] = consumed
             if event["type"] == "match.proposed":
                 for user in users:
-                    calls.submit(confirm, data["match_id"], user)
+                    answers.answer(confirm, data["match_id"], user)
 
         sessions = {f"matchops {name}": child.pid for name, child in children.items()}
         probe_cpu = http_call_cpu(http, children["api"].pid, database)
@@ -346,6 +383,7 @@ def drive(
             per_pool = Counter(pool_of(user - first_user, options.pools) for user in users)
             pairs = sum(count // 2 for count in per_pool.values())
             poll_until(lambda: len(timings.to_found) >= pairs, DRAIN_SECONDS, 0.2)
+            answers.close()
             cpu = read_cpu(sessions, database).since(cpu_before)
             elapsed = time.perf_counter() - started
             followups = triggered_since(since)
@@ -702,6 +740,13 @@ def parse_args() -> argparse.Namespace:
         type=int,
         default=2,
         help="pool processes of the driven stack's worker (the drain rounds keep two)",
+    )
+    parser.add_argument(
+        "--think",
+        type=float,
+        default=0.0,
+        help="each confirmation waits a random 0 to THINK seconds after its proposal, as "
+        "people answer (default 0: at once)",
     )
     parser.add_argument("--skip-drain", action="store_true", help="no drain rounds")
     parser.add_argument(
