@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import secrets
 import statistics
 import sys
@@ -69,6 +68,7 @@ from sqlalchemy import text
 
 from api.auth import issue_token
 from bench import _floor, _noop
+from bench.answers import Answers
 from bench.cpu import BENCH, POSTGRES, REDIS, CpuReading, cpu_rows, read_cpu
 from bench.harness import (
     BENCH_LOGS,
@@ -233,38 +233,6 @@ class Phase:
     tasks: int = 0
     # The API's CPU seconds for one `/healthz` call, measured before the phase.
     probe_cpu: float = 0.0
-
-
-class Answers:
-    """Sends each confirmation through `submit` after a random wait of up to `think`
-    seconds from its proposal, as people take a moment to answer, or at once when
-    `think` is 0. The waits are drawn from `seed`, so runs draw the same ones."""
-
-    def __init__(self, submit: Callable[..., Any], think: float, seed: int) -> None:
-        self._submit = submit
-        self._think = think
-        self._draws = random.Random(seed)
-        self._lock = threading.Lock()
-        self._waiting: list[threading.Timer] = []
-
-    def answer(self, *args: Any) -> None:
-        """Submit the call with `args` now, or after its wait."""
-        if self._think <= 0:
-            self._submit(*args)
-            return
-        with self._lock:
-            wait = self._draws.uniform(0, self._think)
-            timer = threading.Timer(wait, self._submit, args)
-            timer.daemon = True
-            self._waiting.append(timer)
-        timer.start()
-
-    def close(self) -> None:
-        """Cancel the waits that are not over: their calls are not made."""
-        with self._lock:
-            waiting, self._waiting = self._waiting, []
-        for timer in waiting:
-            timer.cancel()
 
 
 def drive(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from bench.time_to_match import Answers
+from bench.answers import Answers
 
 
 class Calls:
