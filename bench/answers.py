@@ -5,7 +5,8 @@ from __future__ import annotations
 import random
 import threading
 from collections.abc import Callable
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 
 class Answers:
@@ -38,3 +39,15 @@ class Answers:
             waiting, self._waiting = self._waiting, []
         for timer in waiting:
             timer.cancel()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        # Before `submit`'s executor shuts down: a wait that ended later would submit to it.
+        self.close()

@@ -271,8 +271,8 @@ def drive(
         httpx.Client(base_url=api_url, headers=headers, timeout=30) as http,
         JsonPoster(api_url, headers, timeout=30) as poster,
         ThreadPoolExecutor(max_workers=HTTP_THREADS) as calls,
+        Answers(calls.submit, options.think, seed=first_user) as answers,
     ):
-        answers = Answers(calls.submit, options.think, seed=first_user)
         wait_for_workers(children, "worker")
         wait_for_api(http)
 
@@ -351,6 +351,7 @@ def drive(
             per_pool = Counter(pool_of(user - first_user, options.pools) for user in users)
             pairs = sum(count // 2 for count in per_pool.values())
             poll_until(lambda: len(timings.to_found) >= pairs, DRAIN_SECONDS, 0.2)
+            # No confirmation goes out while the CPU is read.
             answers.close()
             cpu = read_cpu(sessions, database).since(cpu_before)
             elapsed = time.perf_counter() - started
@@ -711,7 +712,7 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument(
         "--think",
-        type=float,
+        type=think_seconds,
         default=0.0,
         help="each confirmation waits a random 0 to THINK seconds after its proposal, as "
         "people answer (default 0: at once)",
@@ -723,6 +724,17 @@ def parse_args() -> argparse.Namespace:
         help="scratch database on DATABASE_URL's server (dropped and recreated)",
     )
     return parser.parse_args()
+
+
+def think_seconds(text: str) -> float:
+    """`--think`'s seconds: a number, 0 or more."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not seconds >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"think time must be 0 or more seconds: {text!r}")
+    return seconds
 
 
 def rates_list(text: str) -> list[int]:

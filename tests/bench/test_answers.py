@@ -47,13 +47,12 @@ def test_with_a_think_time_each_answer_waits_its_own_time_up_to_it() -> None:
     assert max(waits) < 0.4 + 1.0  # the think time, and a loaded machine's lag
 
 
-def test_closing_cancels_the_answers_still_waiting() -> None:
+def test_leaving_the_block_cancels_the_answers_still_waiting() -> None:
     calls = Calls()
     # Seed 1 draws waits of 67, 424 and 382 ms out of 0.5 s.
-    answers = Answers(calls.submit, 0.5, seed=1)
-    for name in ("a", "b", "c"):
-        answers.answer(name)
-    answers.close()
+    with Answers(calls.submit, 0.5, seed=1) as answers:
+        for name in ("a", "b", "c"):
+            answers.answer(name)
     # Past every wait drawn: an answer left waiting would have been made by now.
     time.sleep(0.7)
     assert calls.made == []
