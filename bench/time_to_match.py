@@ -64,6 +64,7 @@ from celery import Celery
 from celery.result import AsyncResult
 from kombu.connection import Connection
 from kombu.message import Message
+from kombu.transport import redis as kombu_redis
 from sqlalchemy import text
 
 from api.auth import issue_token
@@ -384,9 +385,20 @@ def http_call_cpu(http: httpx.Client, api_session: int, database: str) -> float:
 
 
 def forget_backlog() -> None:
-    """Drop the messages waiting in the broker and the tasks in the ledger that never
-    finished (of the scratch database)."""
+    """Drop the messages waiting in the broker, those an earlier stack's worker had taken
+    and not acknowledged, and the tasks in the ledger that never finished (of the
+    scratch database)."""
     app.control.purge()
+    with app.connection_for_write() as broker:
+        channel = broker.default_channel
+        # Redis keeps a message a stopped worker held, and hands it to the next worker
+        # once its visibility timeout passes: a request of an earlier phase would then
+        # pair with one of this phase's. RabbitMQ requeues them, and the purge drops them.
+        if isinstance(channel, kombu_redis.Channel):
+            with channel.conn_or_acquire() as client:
+                client.delete(
+                    channel.unacked_key, channel.unacked_index_key, channel.unacked_mutex_key
+                )
     with autocommit_connection() as conn:
         conn.execute(text("DELETE FROM task_runs WHERE finished_at IS NULL"))
 
