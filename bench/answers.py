@@ -5,8 +5,7 @@ from __future__ import annotations
 import random
 import threading
 from collections.abc import Callable
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 
 class Answers:
@@ -34,20 +33,10 @@ class Answers:
         timer.start()
 
     def close(self) -> None:
-        """Cancel the waits that are not over: their calls are not made."""
+        """Cancel the waits that are not over: their calls are not made. Held in
+        `contextlib.closing` inside the block of `submit`'s executor, so no wait ends
+        after the executor has shut down."""
         with self._lock:
             waiting, self._waiting = self._waiting, []
         for timer in waiting:
             timer.cancel()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
-        # Before `submit`'s executor shuts down: a wait that ended later would submit to it.
-        self.close()

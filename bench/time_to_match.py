@@ -52,7 +52,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -272,7 +272,7 @@ def drive(
         httpx.Client(base_url=api_url, headers=headers, timeout=30) as http,
         JsonPoster(api_url, headers, timeout=30) as poster,
         ThreadPoolExecutor(max_workers=HTTP_THREADS) as calls,
-        Answers(calls.submit, options.think, seed=first_user) as answers,
+        closing(Answers(calls.submit, options.think, seed=first_user)) as answers,
     ):
         wait_for_workers(children, "worker")
         wait_for_api(http)

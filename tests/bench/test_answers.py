@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import closing
 
 from bench.answers import Answers
+from runtime.polling import poll_until
 
 
 class Calls:
@@ -35,9 +37,7 @@ def test_with_a_think_time_each_answer_waits_its_own_time_up_to_it() -> None:
     names = [f"answer-{n}" for n in range(20)]
     for name in names:
         answers.answer(name)
-    deadline = time.perf_counter() + 5
-    while len(calls.made) < len(names) and time.perf_counter() < deadline:
-        time.sleep(0.01)
+    poll_until(lambda: len(calls.made) == len(names), 5, 0.01)
     answers.close()
 
     assert sorted(name for name, _ in calls.made) == sorted(names)
@@ -50,7 +50,7 @@ def test_with_a_think_time_each_answer_waits_its_own_time_up_to_it() -> None:
 def test_leaving_the_block_cancels_the_answers_still_waiting() -> None:
     calls = Calls()
     # Seed 1 draws waits of 67, 424 and 382 ms out of 0.5 s.
-    with Answers(calls.submit, 0.5, seed=1) as answers:
+    with closing(Answers(calls.submit, 0.5, seed=1)) as answers:
         for name in ("a", "b", "c"):
             answers.answer(name)
     # Past every wait drawn: an answer left waiting would have been made by now.
