@@ -53,6 +53,7 @@ from core.redis_options import REDIS_CLIENT_OPTIONS
 from core.settings import get_settings
 from models.platform import TaskRun
 from runtime.children import Child
+from runtime.cli import API_HTTP, API_LOOP
 from runtime.embedded import free_port
 from workers.app import app
 
@@ -169,6 +170,10 @@ def api_server(processes: int, env: dict[str, str] | None = None) -> Iterator[Ap
         "--log-level",
         "warning",
         "--no-access-log",
+        "--loop",
+        API_LOOP,
+        "--http",
+        API_HTTP,
     ]
     if processes > 1:
         command += ["--workers", str(processes)]

@@ -1,6 +1,9 @@
-"""The Redis transport keeps one command client per channel, on a real Redis."""
+"""The Redis transport keeps one command client per channel and parses replies with hiredis,
+on a real Redis."""
 
 from __future__ import annotations
+
+from redis._parsers import _HiredisParser
 
 from celeryconfig import celery_config
 from core.redis_transport import TRANSPORT, Channel
@@ -31,3 +34,17 @@ def test_matchops_selects_it_for_redis_brokers_and_leaves_rabbitmq_to_kombu():
         ("amqp://guest:guest@127.0.0.1:5672/matchops", None),
     ):
         assert celery_config(Settings(broker_url=url))["broker_transport"] == transport, url
+
+
+def test_its_connections_parse_replies_with_hiredis():
+    # redis-py ignores a missing or too old hiredis (below 3.2) without a word, and
+    # parses every reply of the worker's BRPOP loop and acknowledgements in Python.
+    with app.connection_for_write() as connection:
+        channel = connection.default_channel
+        with channel.conn_or_acquire() as client:
+            pool = client.connection_pool
+            redis_connection = pool.get_connection()
+            try:
+                assert isinstance(redis_connection._parser, _HiredisParser)
+            finally:
+                pool.release(redis_connection)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import jwt
@@ -145,15 +147,19 @@ def test_api_refuses_to_start_without_auth_secret_before_starting_any_server(tmp
     assert not any(tmp_path.iterdir()), "embedded servers were started for nothing"
 
 
-def test_api_signs_with_the_local_stack_secret_when_auth_secret_is_unset(tmp_path):
-    secret = local_auth_secret(tmp_path, create=True)
+@contextlib.contextmanager
+def local_api(home: Path) -> Iterator[Child]:
+    """`matchops api` on the local stack's secret under `home`, once it answers an
+    authenticated call with 200."""
+    secret = local_auth_secret(home, create=True)
     assert secret is not None
+    token = issue_token(secret, "local", ["*"], 60)
     port = free_port()
     api = Child(
         "api",
         [MATCHOPS, "api", "--port", str(port)],
-        tmp_path / "logs" / "api.log",
-        {"AUTH_SECRET": None, "MATCHOPS_HOME": str(tmp_path)},
+        home / "logs" / "api.log",
+        {"AUTH_SECRET": None, "MATCHOPS_HOME": str(home)},
     )
     api.start()
     replies: list[httpx.Response] = []
@@ -161,16 +167,35 @@ def test_api_signs_with_the_local_stack_secret_when_auth_secret_is_unset(tmp_pat
     def answered() -> bool:
         assert api.running(), "api did not start"
         with contextlib.suppress(httpx.TransportError):
-            replies.append(httpx.get(f"http://127.0.0.1:{port}/v1/tasks", headers=headers))
+            replies.append(
+                httpx.get(
+                    f"http://127.0.0.1:{port}/v1/tasks",
+                    headers={"Authorization": f"Bearer {token}"},
+                )
+            )
         return bool(replies)
 
     try:
-        headers = {"Authorization": f"Bearer {issue_token(secret, 'local', ['*'], 60)}"}
         assert poll_until(answered, 30, 0.2), "api did not start"
         assert replies[0].status_code == 200
+        yield api
     finally:
         api.stop(30)
+
+
+def test_api_signs_with_the_local_stack_secret_when_auth_secret_is_unset(tmp_path):
+    with local_api(tmp_path) as api:
+        pass
     assert "using the local stack's secret" in api.log_path.read_text()
+
+
+def test_api_serves_on_uvloop_and_httptools(tmp_path):
+    # The enqueue endpoint's figures are measured on them; uvicorn's default would fall
+    # back to asyncio's loop and h11 without a word if they were missing.
+    with local_api(tmp_path) as api:
+        loaded = Path(f"/proc/{api.pid}/maps").read_text()
+    assert "/uvloop/loop." in loaded
+    assert "/httptools/parser/parser." in loaded
 
 
 def test_flower_refuses_to_start_without_basic_auth():
