@@ -5,6 +5,8 @@ One run, three figures on the same machine in the same minute:
   2. `POST /v1/tasks/peer.request` with `wrk` (auth, validation, the durable insert;
      a dispatcher in this bench process publishes what commits, as a worker's would);
   3. `send_task` of the same task from one Python process, no HTTP, no database.
+Beside each of the first two, the API's CPU time per call, which the machine's other load
+inflates less than it does the throughput.
 Goal: enqueue at least half of /healthz's throughput, with p99 under 50 ms.
 With `--tracing`, a second API with tracing on (its spans go over OTLP/HTTP to a sink in
 this process) takes turns with the first, `--rounds` times each, so the two share whatever
@@ -235,9 +237,9 @@ def main() -> None:
         url = api.url
         script = post_script(Path(scratch), token)
         wrk(f"{url}/healthz", 2, options.connections)  # warm-up
-        health = wrk(f"{url}/healthz", options.seconds, options.connections)
+        health = costed(api, "/healthz", options)
         before = recorded_tasks()
-        enqueue = wrk(f"{url}/v1/tasks/peer.request", options.seconds, options.connections, script)
+        enqueue = costed(api, "/v1/tasks/peer.request", options, script)
         time.sleep(1)  # what the dispatcher has not published a second later, it never did
         accepted = recorded_tasks() - before
         published = int(broker.llen(QUEUE))
@@ -256,12 +258,14 @@ def main() -> None:
         [
             (
                 "GET /healthz",
-                f"{health['rps']:,.0f}/s  p50 {health['p50']:.1f} ms  p99 {health['p99']:.1f} ms",
+                f"{health['rps']:,.0f}/s  p50 {health['p50']:.1f} ms  p99 {health['p99']:.1f} ms  "
+                f"API CPU {health['cpu_us']:.0f} us/call",
             ),
             (
                 "POST /v1/tasks/peer.request",
                 f"{enqueue['rps']:,.0f}/s  p50 {enqueue['p50']:.1f} ms  "
-                f"p99 {enqueue['p99']:.1f} ms  ({enqueue['errors']:.0f} non-2xx)",
+                f"p99 {enqueue['p99']:.1f} ms  API CPU {enqueue['cpu_us']:.0f} us/call  "
+                f"({enqueue['errors']:.0f} non-2xx)",
             ),
             ("raw send_task, one process", f"{send_rate:,.0f}/s"),
             ("enqueue / healthz throughput", f"{enqueue['rps'] / health['rps']:.0%} (goal >= 50%)"),
@@ -277,20 +281,25 @@ def main() -> None:
 def tracing_turns(
     untraced: Api, traced: Api, script: Path, options: argparse.Namespace
 ) -> dict[str, list[dict[str, float]]]:
-    """wrk against the API with tracing off and the one with it on, in turns; each run
-    also gives the API's CPU time per request, which other load on the machine does not
-    inflate as it does the wall-clock figures."""
+    """wrk against the API with tracing off and the one with it on, in turns, each run with
+    the API's CPU time per request."""
     turns: dict[str, list[dict[str, float]]] = {"off": [], "on": []}
     wrk(f"{traced.url}/v1/tasks/peer.request", 2, options.connections, script)  # warm-up
     for _ in range(options.rounds):
         for mode, api in (("off", untraced), ("on", traced)):
-            before = api.cpu_seconds()
-            run = wrk(
-                f"{api.url}/v1/tasks/peer.request", options.seconds, options.connections, script
-            )
-            run["cpu_us"] = (api.cpu_seconds() - before) / (run["rps"] * options.seconds) * 1e6
-            turns[mode].append(run)
+            turns[mode].append(costed(api, "/v1/tasks/peer.request", options, script))
     return turns
+
+
+def costed(
+    api: Api, path: str, options: argparse.Namespace, script: Path | None = None
+) -> dict[str, float]:
+    """One wrk run against `path`, with the API's CPU time per call (`cpu_us`), which other
+    load on the machine does not inflate as it does the wall-clock figures."""
+    before = api.cpu_seconds()
+    run = wrk(f"{api.url}{path}", options.seconds, options.connections, script)
+    run["cpu_us"] = (api.cpu_seconds() - before) / (run["rps"] * options.seconds) * 1e6
+    return run
 
 
 def report_tracing(turns: dict[str, list[dict[str, float]]], options: argparse.Namespace) -> None:
