@@ -106,10 +106,13 @@ PROBE_CALLS = 500
 DRAINED = "worker"
 
 
-def pool_of(user_index: int, pools: int) -> tuple[str, str]:
-    """Users are dealt round-robin over the pools; a topic holds three pools."""
-    pool = user_index % pools
-    return DIFFICULTIES[pool % 3], f"topic-{pool // 3:02d}"
+def pool_of(user: int, first_user: int, pools: int) -> tuple[str, str]:
+    """A phase's users (from `first_user` on) are dealt round-robin over pools of its own; a
+    topic holds three pools. Requests an earlier phase's stack left unmatched when it
+    stopped (a saturated one leaves many) stay pending in theirs, and would otherwise
+    pair with this phase's, which then count as never matched."""
+    pool = (user - first_user) % pools
+    return DIFFICULTIES[pool % 3], f"topic-{first_user}-{pool // 3:02d}"
 
 
 @dataclass
@@ -298,7 +301,7 @@ def drive(
             return None
 
         def request(user: int) -> None:
-            difficulty, topic = pool_of(user - first_user, options.pools)
+            difficulty, topic = pool_of(user, first_user, options.pools)
             accepted = enqueue(
                 "peer.request", {"user_id": user, "difficulty": difficulty, "topic": topic}
             )
@@ -349,7 +352,7 @@ def drive(
             # Every pool pairs all its accepted requests but an odd one out.
             with timings.lock:
                 users = list(timings.accepted)
-            per_pool = Counter(pool_of(user - first_user, options.pools) for user in users)
+            per_pool = Counter(pool_of(user, first_user, options.pools) for user in users)
             pairs = sum(count // 2 for count in per_pool.values())
             poll_until(lambda: len(timings.to_found) >= pairs, DRAIN_SECONDS, 0.2)
             # No confirmation goes out while the CPU is read.
