@@ -21,6 +21,20 @@ class MatchopsCelery(Celery):  # type: ignore[misc]
         _ = self.conf.task_routes
         super().finalize(auto=auto)
 
+    @property
+    def backend_cls(self) -> str | None:
+        """The result backend as the configuration names it (celeryconfig), which Celery
+        reads from here before its configuration.
+
+        Celery's command line copies RESULT_BACKEND, the variable matchops' settings read
+        too, into CELERY_RESULT_BACKEND, and Celery lets that variable win over the
+        configured `result_backend`: a worker or beat started from the command line
+        would store results through Celery's own Redis backend, not matchops'
+        (core.result_backend).
+        """
+        configured: str | None = self.conf.get("result_backend")
+        return configured
+
 
 app = MatchopsCelery("matchops", include=list(TASK_MODULES))
 
