@@ -6,11 +6,13 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
+import redis
 from celery import Celery
 from celery.result import AsyncResult
 from pydantic import ValidationError
@@ -20,6 +22,8 @@ from sqlalchemy.orm import Session
 from celeryconfig import QUEUE_NAMES
 from core.db import get_engine
 from core.dispatcher import Dispatcher
+from core.redis_options import REDIS_CLIENT_OPTIONS
+from core.settings import get_settings
 from models.platform import OutboxEvent, TaskRun
 from runtime.children import Child
 from runtime.polling import poll_until
@@ -287,3 +291,22 @@ def redispatching(after_seconds: int) -> Iterator[None]:
         yield
     finally:
         dispatcher.stop()
+
+
+def redis_commands_naming(
+    key: str, action: Callable[[], object], url: str | None = None
+) -> list[str]:
+    """The commands the Redis at `url` (the result backend's unless told) received from
+    any client naming `key` while `action` ran, in order (MONITOR sees every client's; a
+    closing ECHO marks the end)."""
+    url = url or get_settings().backend
+    end = f"end-{uuid.uuid4()}"
+    monitored = redis.Redis.from_url(url, **REDIS_CLIENT_OPTIONS)
+    with monitored.monitor() as monitor:
+        action()
+        redis.Redis.from_url(url, **REDIS_CLIENT_OPTIONS).echo(end)
+        seen = []
+        while end not in (command := monitor.next_command()["command"]):
+            if key in command:
+                seen.append(command.split()[0].upper())
+    return seen

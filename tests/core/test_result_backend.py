@@ -4,7 +4,6 @@ other state, on a real Redis; a worker started from Celery's command line uses i
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 
 import redis
 from celery import states
@@ -13,24 +12,8 @@ from celeryconfig import celery_config
 from core.redis_options import REDIS_CLIENT_OPTIONS
 from core.result_backend import BACKEND, Backend
 from core.settings import Settings, get_settings
-from tests.support import wait_for, worker_taking_over
+from tests.support import redis_commands_naming, wait_for, worker_taking_over
 from workers.app import app
-
-
-def _commands_on(key: str, store: Callable[[], object]) -> list[str]:
-    """The commands Redis received naming `key` while `store` ran (MONITOR sees every
-    client's; a closing ECHO marks the end)."""
-    url = get_settings().backend
-    end = f"end-{uuid.uuid4()}"
-    monitored = redis.Redis.from_url(url, **REDIS_CLIENT_OPTIONS)
-    with monitored.monitor() as monitor:
-        store()
-        redis.Redis.from_url(url, **REDIS_CLIENT_OPTIONS).echo(end)
-        seen = []
-        while end not in (command := monitor.next_command()["command"]):
-            if key in command:
-                seen.append(command.split()[0].upper())
-    return seen
 
 
 def test_a_success_is_written_without_reading_and_other_states_read_first():
@@ -39,8 +22,10 @@ def test_a_success_is_written_without_reading_and_other_states_read_first():
     task_id = str(uuid.uuid4())
     key = backend.get_key_for_task(task_id).decode()
 
-    retried = _commands_on(key, lambda: backend.store_result(task_id, None, states.RETRY))
-    succeeded = _commands_on(key, lambda: backend.store_result(task_id, {"n": 1}, states.SUCCESS))
+    retried = redis_commands_naming(key, lambda: backend.store_result(task_id, None, states.RETRY))
+    succeeded = redis_commands_naming(
+        key, lambda: backend.store_result(task_id, {"n": 1}, states.SUCCESS)
+    )
 
     assert "GET" in retried
     assert "GET" not in succeeded and "SETEX" in succeeded
@@ -69,7 +54,7 @@ def test_a_worker_started_from_the_command_line_stores_a_success_without_reading
         wait_for(lambda: client.exists(key), what="the stored result")
 
     with worker_taking_over(worker, "events", "result-backend", env):
-        stored = _commands_on(key, run)
+        stored = redis_commands_naming(key, run)
 
     assert "SETEX" in stored
     assert "GET" not in stored
