@@ -1,4 +1,5 @@
-"""kombu's Redis transport, with one command client per channel instead of one per command.
+"""kombu's Redis transport, with one command client per channel instead of one per command,
+and an exchange's bindings read once per publish batch instead of once per message.
 
 kombu makes a new redis-py client for each command it sends outside its BRPOP loop
 (`Channel.conn_or_acquire`): the bookkeeping of every message a worker reserves and of
@@ -9,6 +10,15 @@ it is a facade over the channel's connection pool, so one client per channel ser
 every command, and a new one is built whenever kombu replaces the pool (after a lost
 connection).
 
+kombu routes each message published to a topic or direct exchange by the exchange's
+bindings, a set it reads from Redis (`get_table`, an SMEMBERS) for every message: the
+relay publishing a sweep's ten events asked for the same set ten times, each a round
+trip before the batch's one pipeline. Within a publish batch (core.outages.publish_batch)
+the set is read at the batch's first message to that exchange and kept for the rest of
+it: the batch's messages are routed by the bindings as they stood when it began, as if
+it had been published at that moment. The next batch reads them again, so a queue bound
+meanwhile gets its messages.
+
 celeryconfig selects it for `redis://` and `rediss://` brokers (`broker_transport`).
 """
 
@@ -17,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from kombu.transport import redis as kombu_redis
 
@@ -25,9 +36,36 @@ TRANSPORT = "core.redis_transport:Transport"
 
 
 class Channel(kombu_redis.Channel):
-    """kombu's Redis channel, keeping the client it sends commands with."""
+    """kombu's Redis channel, keeping the client it sends commands with and, for each
+    publish batch, the binding tables its messages were routed by."""
 
     _command_client: Any = None
+    # The batch whose message is being routed now, while kombu routes it.
+    _routing_batch: Any = None
+    # The tables each batch read, for as long as the batch lives.
+    _batch_tables: WeakKeyDictionary[Any, dict[str, list[Any]]] | None = None
+
+    def basic_publish(self, message: Any, exchange: str, routing_key: str, **kwargs: Any) -> Any:
+        """kombu's publish; a message of a publish batch is routed by the batch's tables."""
+        self._routing_batch = kwargs.get("_publish_batch")
+        try:
+            return super().basic_publish(message, exchange, routing_key, **kwargs)
+        finally:
+            self._routing_batch = None
+
+    def get_table(self, exchange: str) -> list[Any]:
+        """The exchange's bindings: read from Redis once per publish batch, at every call
+        outside one."""
+        batch = self._routing_batch
+        if batch is None:
+            table: list[Any] = super().get_table(exchange)
+            return table
+        if self._batch_tables is None:
+            self._batch_tables = WeakKeyDictionary()
+        tables = self._batch_tables.setdefault(batch, {})
+        if exchange not in tables:
+            tables[exchange] = super().get_table(exchange)
+        return tables[exchange]
 
     @contextmanager
     def conn_or_acquire(self, client: Any = None) -> Iterator[Any]:

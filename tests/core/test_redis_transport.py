@@ -1,13 +1,20 @@
-"""The Redis transport keeps one command client per channel and parses replies with hiredis,
-on a real Redis."""
+"""The Redis transport keeps one command client per channel, parses replies with hiredis
+and reads an exchange's bindings once per publish batch, on a real Redis."""
 
 from __future__ import annotations
 
+import uuid
+
+import redis
+from kombu.entity import Exchange, Queue
 from redis._parsers import _HiredisParser
 
 from celeryconfig import celery_config
+from core.outages import publish_batch
+from core.redis_options import REDIS_CLIENT_OPTIONS
 from core.redis_transport import TRANSPORT, Channel
-from core.settings import Settings
+from core.settings import Settings, get_settings
+from tests.support import redis_commands_naming
 from workers.app import app
 
 
@@ -48,3 +55,38 @@ def test_its_connections_parse_replies_with_hiredis():
                 assert isinstance(redis_connection._parser, _HiredisParser)
             finally:
                 pool.release(redis_connection)
+
+
+def test_a_publish_batch_reads_its_exchanges_bindings_once_and_the_next_batch_anew():
+    exchange = Exchange(f"test-bindings-{uuid.uuid4()}", type="topic")
+    first, later = (Queue(f"{exchange.name}-{n}", exchange, "match.*") for n in (1, 2))
+    client = redis.Redis.from_url(get_settings().broker, **REDIS_CLIENT_OPTIONS)
+    with app.connection_for_write() as connection:
+        channel = connection.default_channel
+        producer = connection.Producer(serializer="json")
+        bindings = channel.keyprefix_queue % exchange.name
+
+        def batch_of_five() -> None:
+            with publish_batch(producer, 5):
+                for n in range(5):
+                    producer.publish({"n": n}, exchange=exchange, routing_key="match.proposed")
+
+        first.bind(channel).declare()
+        try:
+            looked_up = redis_commands_naming(bindings, batch_of_five, get_settings().broker)
+            # Bound between two batches: the next batch routes to it.
+            later.bind(channel).declare()
+            batch_of_five()
+            assert looked_up.count("SMEMBERS") == 1
+            assert (client.llen(first.name), client.llen(later.name)) == (10, 5)
+            # Outside a batch every message reads the bindings, as kombu does.
+            single = redis_commands_naming(
+                bindings,
+                lambda: producer.publish({}, exchange=exchange, routing_key="match.found"),
+                get_settings().broker,
+            )
+            assert single.count("SMEMBERS") == 1
+        finally:
+            for queue in (first, later):
+                queue.bind(channel).delete()
+            client.delete(bindings)
