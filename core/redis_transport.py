@@ -12,7 +12,7 @@ connection).
 
 kombu routes each message published to a topic or direct exchange by the exchange's
 bindings, a set it reads from Redis (`get_table`, an SMEMBERS) for every message: the
-relay publishing a sweep's ten events asked for the same set ten times, each a round
+relay publishing a batch of events asked for the same set once per event, each a round
 trip before the batch's one pipeline. Within a publish batch (core.outages.publish_batch)
 the set is read at the batch's first message to that exchange and kept for the rest of
 it: the batch's messages are routed by the bindings as they stood when it began, as if
