@@ -27,7 +27,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
-from weakref import WeakKeyDictionary
 
 from kombu.transport import redis as kombu_redis
 
@@ -42,8 +41,9 @@ class Channel(kombu_redis.Channel):
     _command_client: Any = None
     # The batch whose message is being routed now, while kombu routes it.
     _routing_batch: Any = None
-    # The tables each batch read, for as long as the batch lives.
-    _batch_tables: WeakKeyDictionary[Any, dict[str, list[Any]]] | None = None
+    # The batch the tables below were read for: a channel publishes one batch at a time.
+    _tables_batch: Any = None
+    _tables: dict[str, list[Any]]
 
     def basic_publish(self, message: Any, exchange: str, routing_key: str, **kwargs: Any) -> Any:
         """kombu's publish; a message of a publish batch is routed by the batch's tables."""
@@ -60,12 +60,11 @@ class Channel(kombu_redis.Channel):
         if batch is None:
             table: list[Any] = super().get_table(exchange)
             return table
-        if self._batch_tables is None:
-            self._batch_tables = WeakKeyDictionary()
-        tables = self._batch_tables.setdefault(batch, {})
-        if exchange not in tables:
-            tables[exchange] = super().get_table(exchange)
-        return tables[exchange]
+        if self._tables_batch is not batch:
+            self._tables_batch, self._tables = batch, {}
+        if exchange not in self._tables:
+            self._tables[exchange] = super().get_table(exchange)
+        return self._tables[exchange]
 
     @contextmanager
     def conn_or_acquire(self, client: Any = None) -> Iterator[Any]:

@@ -28,9 +28,9 @@ class MatchopsCelery(Celery):  # type: ignore[misc]
 
         Celery's command line copies RESULT_BACKEND, the variable matchops' settings read
         too, into CELERY_RESULT_BACKEND, and Celery lets that variable win over the
-        configured `result_backend`: a worker or beat started from the command line
-        would store results through Celery's own Redis backend, not matchops'
-        (core.result_backend).
+        configured `result_backend`: a worker, beat or Flower started from the command
+        line would store and read results through Celery's own Redis backend, not
+        matchops' (core.result_backend).
         """
         configured: str | None = self.conf.get("result_backend")
         return configured
