@@ -21,6 +21,7 @@ from api.routes import router
 from api.waiters import OutcomeWaiters
 from core import tracing
 from core.db import libpq_conninfo
+from core.logs import leave_out_routine_lines
 from core.settings import get_settings
 from submission.service import finished_among, task_catalogue
 
@@ -72,6 +73,8 @@ def create_app() -> FastAPI:
     auth_secret = settings.api_secret
     # Before anything opens an engine: their statements are traced from the start.
     tracing.configure("api")
+    # After uvicorn set its loggers up, which it does before calling this factory.
+    leave_out_routine_lines(settings)
     # Import every task module now, so the first request does not pay for it and a
     # broken task module stops start-up instead of a request.
     task_catalogue()

@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     max_token_ttl_seconds: int = Field(30 * 24 * 3600, gt=0)
 
     log_level: str = "INFO"
+    # A log line for every task received and succeeded and every HTTP call answered
+    # below 400 (core.logs); the ledger, Flower and /metrics record each of them anyway.
+    log_successes: bool = False
 
     # Audit rows older than this are pruned by `maintenance.reconcile`.
     audit_retention_days: int = Field(90, gt=0)

@@ -208,6 +208,7 @@ PER_MACHINE = {
     "session_redis_url",
     "auth_secret",
     "log_level",
+    "log_successes",
 }
 
 

@@ -22,6 +22,7 @@ from core.context import SENT_AT_HEADER
 from core.db import check_connections_on_use, get_bookkeeping_engine
 from core.dispatcher import Dispatcher
 from core.errors import DomainError
+from core.logs import leave_out_routine_lines
 from core.settings import get_settings
 
 
@@ -29,6 +30,12 @@ from core.settings import get_settings
 def _trace_worker(**_: Any) -> None:
     # Before the pool forks, so every pool process inherits it (docs/operations.md, Tracing).
     tracing.configure("worker")
+
+
+@worker_init.connect
+def _routine_lines(**_: Any) -> None:
+    # Before the pool forks: the pool processes write the `succeeded` lines.
+    leave_out_routine_lines(get_settings())
 
 
 @worker_process_shutdown.connect

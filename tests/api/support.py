@@ -9,7 +9,9 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import uvicorn
@@ -60,15 +62,16 @@ def serving(app: FastAPI) -> Iterator[str]:
 
 
 @contextmanager
-def api_process(**env: str) -> Iterator[str]:
-    """`uvicorn --factory api.app:create_app` as a subprocess with `env` overrides."""
+def api_process(log_level: str = "warning", **env: str) -> Iterator[str]:
+    """`uvicorn --factory api.app:create_app` as a subprocess with `env` overrides; its
+    output goes to TEST_LOGS/api-{port}.log."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     child = Child(
         f"api-{port}",
         [
             *(sys.executable, "-m", "uvicorn", "--factory", "api.app:create_app"),
-            *("--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"),
+            *("--host", "127.0.0.1", "--port", str(port), "--log-level", log_level),
         ],
         TEST_LOGS / f"api-{port}.log",
         {"AUTH_SECRET": SECRET, **env},
@@ -88,6 +91,11 @@ def api_process(**env: str) -> Iterator[str]:
         yield url
     finally:
         child.stop(20)
+
+
+def api_log(url: str) -> Path:
+    """The output of the `api_process` serving `url`."""
+    return TEST_LOGS / f"api-{urlsplit(url).port}.log"
 
 
 def wait_until_final(http: httpx.Client, task_id: str, timeout: float = 30) -> dict[str, Any]:
