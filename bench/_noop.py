@@ -4,7 +4,8 @@
 own workers; nothing else (no task base, no database session, no events).
 `as_matchops`: the same no-op with what Celery does for every task in a matchops worker
 besides the task base: task events for Flower, sent in batches by its consumer
-(workers.consumer); its bench worker also logs at matchops' level, INFO.
+(workers.consumer); its bench worker also logs at matchops' level, INFO, and leaves out
+the per-task lines as matchops' workers do (core.logs).
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
+from celery.signals import worker_init
 
+from core.logs import leave_out_routine_lines
 from core.settings import get_settings
 
 QUEUE = "bench-noop"
@@ -46,3 +49,9 @@ as_matchops = _app(
     worker_consumer="workers.consumer:Consumer",
 )
 noop_as_matchops = as_matchops.task(name=NAME)(_nothing)
+
+
+@worker_init.connect
+def _log_as_matchops(sender: Any, **_: Any) -> None:
+    if sender.app is as_matchops:
+        leave_out_routine_lines(get_settings())

@@ -10,7 +10,7 @@ last, in rounds, the rate at which a two-process worker drains a queue of waitin
 `peer.request` tasks, and of tasks with an empty body through the same task base (its
 floor, `bench._floor`), against a bare Celery no-op task on the same pool, and against
 the same no-op with what Celery does for every task in a matchops worker (task events,
-INFO log).
+its INFO log without the per-task lines).
 
 `python -m bench.time_to_match [--rate 200] [--seconds 60] [--pools 50]` (scratch
 database `matchops_bench_ttm` on DATABASE_URL's server, or `--database`). The bench
@@ -596,7 +596,8 @@ def drain_rates(first_user: int, database: str) -> list[DrainRound]:
     """DRAIN_ROUNDS rounds after one to warm up, each draining `peer.request` and the task
     base's floor (`bench.floor`, an empty body: sent with `send_task`, and accepted as
     the API accepts it) on a worker of two processes, and the bare no-op, and the no-op
-    as matchops runs its workers (task events, INFO log), each on one of its own.
+    as matchops runs its workers (task events, INFO log without per-task lines), each on
+    one of its own.
 
     The matchops worker runs alone, without beat or triggers, so no sweep of the drained
     requests shares its processes.
@@ -907,7 +908,7 @@ def report_drain(rounds: list[DrainRound]) -> None:
                     f"{r.floor.rate:,.0f}/s (accepted by the API {r.accepted.rate:,.0f}/s), "
                     f"bare Celery no-op {r.noop.rate:,.0f}/s: "
                     f"{r.request.rate / r.noop.rate:.2f}x, {r.floor.rate / r.noop.rate:.2f}x "
-                    f"({r.accepted.rate / r.noop.rate:.2f}x); no-op with events and INFO log "
+                    f"({r.accepted.rate / r.noop.rate:.2f}x); no-op as matchops runs it "
                     f"{r.noop_as_matchops.rate:,.0f}/s",
                 )
                 for index, r in enumerate(rounds, 1)
@@ -923,7 +924,7 @@ def report_drain(rounds: list[DrainRound]) -> None:
                 f"{median(lambda r: r.request.rate / r.floor.rate)} the floor (goal >= 0.8x)",
             ),
             (
-                "median, against the no-op with events and INFO log",
+                "median, against the no-op as matchops runs it",
                 f"task base alone {median(lambda r: r.floor.rate / r.noop_as_matchops.rate)}, "
                 "accepted by the API "
                 f"{median(lambda r: r.accepted.rate / r.noop_as_matchops.rate)}; that no-op is "
@@ -933,7 +934,7 @@ def report_drain(rounds: list[DrainRound]) -> None:
             cpu("task base alone", lambda r: r.floor),
             cpu("accepted by the API", lambda r: r.accepted),
             cpu("bare Celery no-op", lambda r: r.noop),
-            cpu("no-op with events and INFO log", lambda r: r.noop_as_matchops),
+            cpu("no-op as matchops runs it", lambda r: r.noop_as_matchops),
         ],
     )
 
@@ -941,7 +942,7 @@ def report_drain(rounds: list[DrainRound]) -> None:
 def report_frameworks(swept: list[tuple[int, Phase]], rounds: list[DrainRound]) -> None:
     """What Celery and the HTTP server alone cost per request at each rate, against the
     stack's CPU per request: the Celery tasks the stack ran per request at the CPU of
-    the no-op with events and INFO log (as matchops runs Celery: its worker and Redis,
+    the no-op as matchops runs it (task events, INFO log: its worker and Redis,
     the drain's median), and the HTTP calls per request at the CPU of one `/healthz`
     call on that phase's API. Neither counts a statement of PostgreSQL's or a line of
     matchops' own work."""
