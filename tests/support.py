@@ -297,8 +297,14 @@ def redis_commands_naming(
     key: str, action: Callable[[], object], url: str | None = None
 ) -> list[str]:
     """The commands the Redis at `url` (the result backend's unless told) received from
-    any client naming `key` while `action` ran, in order (MONITOR sees every client's; a
-    closing ECHO marks the end)."""
+    any client naming `key` while `action` ran, in order, by name."""
+    return [command.split()[0].upper() for command in redis_commands(key, action, url)]
+
+
+def redis_commands(key: str, action: Callable[[], object], url: str | None = None) -> list[str]:
+    """The commands, whole, that the Redis at `url` (the result backend's unless told)
+    received from any client naming `key` while `action` ran, in order (MONITOR sees
+    every client's; a closing ECHO marks the end)."""
     url = url or get_settings().backend
     end = f"end-{uuid.uuid4()}"
     monitored = redis.Redis.from_url(url, **REDIS_CLIENT_OPTIONS)
@@ -308,5 +314,5 @@ def redis_commands_naming(
         seen = []
         while end not in (command := monitor.next_command()["command"]):
             if key in command:
-                seen.append(command.split()[0].upper())
+                seen.append(command)
     return seen

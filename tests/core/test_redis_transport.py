@@ -1,5 +1,6 @@
-"""The Redis transport keeps one command client per channel, parses replies with hiredis
-and reads an exchange's bindings once per publish batch, on a real Redis."""
+"""The Redis transport keeps one command client per channel, parses replies with hiredis,
+reads an exchange's bindings once per publish batch and, on a worker's event loop,
+removes acknowledged messages in batches, on a real Redis."""
 
 from __future__ import annotations
 
@@ -14,8 +15,11 @@ from core.outages import publish_batch
 from core.redis_options import REDIS_CLIENT_OPTIONS
 from core.redis_transport import TRANSPORT, Channel
 from core.settings import Settings, get_settings
-from tests.support import redis_commands_naming
+from tests.support import redis_commands, redis_commands_naming, wait_for, worker_taking_over
 from workers.app import app
+
+# Enough tasks, sent at once, for the acknowledgements of several to fall in one batch.
+ACKED_TASKS = 20
 
 
 def test_a_channel_sends_its_commands_with_one_client_until_its_pool_is_replaced():
@@ -90,3 +94,51 @@ def test_a_publish_batch_reads_its_exchanges_bindings_once_and_the_next_batch_an
             for queue in (first, later):
                 queue.bind(channel).delete()
             client.delete(bindings)
+
+
+def test_a_worker_removes_its_acknowledged_messages_from_redis_in_batches(worker):
+    # kombu keeps each message a worker takes in a hash and a sorted set until the
+    # acknowledgement removes it; the worker removes many with one ZREM and one HDEL.
+    ids = [f"acked-{uuid.uuid4()}" for _ in range(ACKED_TASKS)]
+    client = redis.Redis.from_url(get_settings().broker, **REDIS_CLIENT_OPTIONS)
+    with app.connection_for_write() as connection:
+        qos = connection.default_channel.qos
+        kept, index = qos.unacked_key, qos.unacked_index_key
+
+    def still_kept() -> bool:
+        return any(i in str(body) for body in client.hvals(kept) for i in ids)
+
+    def run() -> None:
+        sent = [app.send_task("events.publish", task_id=i, ignore_result=False) for i in ids]
+        for result in sent:
+            result.get(timeout=60)
+        wait_for(lambda: not still_kept(), what="the acknowledged messages removed")
+
+    with worker_taking_over(worker, "events", "acks-in-batches", {}):
+        commands = redis_commands(kept, run, get_settings().broker)
+
+    # HSET <hash> <delivery tag> <message>: the tags of this test's messages.
+    tags = {c.split()[2] for c in commands if c.startswith("HSET") and any(i in c for i in ids)}
+    removals = [set(c.split()[2:]) & tags for c in commands if c.startswith(f"ZREM {index} ")]
+    removals = [removed for removed in removals if removed]
+    assert len(tags) == ACKED_TASKS
+    assert set().union(*removals) == tags
+    assert len(removals) <= ACKED_TASKS // 2, f"{len(removals)} removals of {ACKED_TASKS}"
+
+
+def test_a_consumer_without_an_event_loop_removes_each_acknowledged_message_at_once():
+    queue = Queue(f"test-acks-{uuid.uuid4()}")
+    client = redis.Redis.from_url(get_settings().broker, **REDIS_CLIENT_OPTIONS)
+    with app.connection_for_write() as connection:
+        channel = connection.default_channel
+        bound = queue.bind(channel)
+        bound.declare()
+        try:
+            connection.Producer(serializer="json").publish({"n": 1}, routing_key=queue.name)
+            message = bound.get(no_ack=False)
+            assert message is not None
+            assert client.hexists(channel.qos.unacked_key, message.delivery_tag)
+            message.ack()
+            assert not client.hexists(channel.qos.unacked_key, message.delivery_tag)
+        finally:
+            bound.delete()
