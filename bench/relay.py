@@ -21,7 +21,7 @@ from kombu.connection import Connection
 from kombu.entity import Queue
 
 from bench.harness import bound_to_events, count_statements, report, timed, use_bench_database
-from core.db import session_factory
+from core.db import bookkeeping_transaction, session_factory
 from core.followups import take_followups
 from core.outbox import emit_events
 from core.relay import EVENTS_EXCHANGE, relay_pending
@@ -95,7 +95,7 @@ def measure(events: int, queue_count: int) -> None:
         ]
         write_backlog(events)
         with count_statements() as statements, timed() as relay:
-            published = relay_pending(session_factory(), app.connection_for_write)
+            published = relay_pending(bookkeeping_transaction, app.connection_for_write)
         relayed = queued(connection, queues)
         messages = bodies(events)
         with timed() as floor:

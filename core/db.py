@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any, cast
 
 from psycopg.conninfo import make_conninfo
-from sqlalchemy import CursorResult, Engine, Result, create_engine, make_url
+from sqlalchemy import Connection, CursorResult, Engine, Result, create_engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.settings import Settings, get_settings
@@ -116,6 +118,22 @@ def get_bookkeeping_engine() -> Engine:
             connect_args=arguments,
         )
     )
+
+
+@contextmanager
+def bookkeeping_transaction() -> Iterator[Connection]:
+    """One transaction on a bookkeeping connection (`get_bookkeeping_engine`): committed
+    without waiting for the disk, rolled back if the block raises.
+
+    For bookkeeping that must be undone when a step after its statement fails, such as the
+    relay's marks (rolled back when a publish fails). The connection leaves autocommit
+    for the block only; psycopg begins the transaction with the first statement, so the
+    switch costs no round trip.
+    """
+    with get_bookkeeping_engine().connect() as connection:
+        connection.execution_options(isolation_level="READ COMMITTED")
+        with connection.begin():
+            yield connection
 
 
 def libpq_conninfo() -> str:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from datetime import UTC
 from typing import Any
 
 from kombu.connection import Connection
 from kombu.entity import Exchange
-from sqlalchemy import Integer, bindparam, func, select, text, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Connection as Database
+from sqlalchemy import Integer, bindparam, func, select, update
+from sqlalchemy.orm import Session
 
 from core import tracing
 from core.outages import publish_batch
@@ -17,11 +19,6 @@ from core.results import TaskResult
 from models.platform import OutboxEvent
 
 EVENTS_EXCHANGE = Exchange("matching.events", type="topic", durable=True)
-# The relay's commit only marks rows published: bookkeeping whose loss in a database
-# crash republishes the batch, which consumers drop by `event_id` (delivery is
-# at-least-once anyway). It does not wait for the WAL flush, which would hold the
-# process that relays, usually the one that just committed the events, for a disk write.
-NO_FLUSH_WAIT = text("SET LOCAL synchronous_commit = off")
 RELAY_BATCH = 500
 # How a relay task retries a publish the broker refused (kombu's `Connection.ensure`).
 RELAY_RETRY_POLICY: Mapping[str, float] = {"max_retries": 3}
@@ -62,8 +59,12 @@ class PublishResult(TaskResult):
     published: int
 
 
+# A transaction to mark a batch in, as `core.db.bookkeeping_transaction` opens one.
+Transactions = Callable[[], AbstractContextManager[Database]]
+
+
 def relay_batch(
-    session: Session,
+    database: Database,
     connection: Connection,
     limit: int = RELAY_BATCH,
     retry_policy: Mapping[str, float] = RELAY_RETRY_POLICY,
@@ -71,16 +72,14 @@ def relay_batch(
     """Publish up to `limit` unpublished events and mark them published, each publish
     retried as `retry_policy` says.
 
-    The claim marks the rows in the caller's transaction (`CLAIM_BATCH`): a publish that
-    fails raises, and the caller's rollback leaves the events for the next run. A crash
-    between publish and commit resends the batch: delivery is at-least-once and
-    consumers drop repeats by `event_id`.
+    The claim marks the rows in the transaction `database` is in (`CLAIM_BATCH`): a
+    publish that fails raises, and the caller's rollback leaves the events for the next
+    run. A crash between publish and commit resends the batch: delivery is at-least-once
+    and consumers drop repeats by `event_id`.
     """
-    database = session.connection()
     claimed = database.execute(CLAIM_BATCH, {"limit": limit}).all()
     if not claimed:
         return 0
-    database.execute(NO_FLUSH_WAIT)
     producer = connection.Producer(serializer="json")
     publish = connection.ensure(producer, producer.publish, **retry_policy)
     # Oldest first: RETURNING gives the rows in no set order.
@@ -100,18 +99,26 @@ def relay_batch(
 
 
 def relay_pending(
-    sessions: sessionmaker[Session],
+    transactions: Transactions,
     connect: Callable[[], Connection],
     max_batches: int = MAX_BATCHES_PER_RUN,
     retry_policy: Mapping[str, float] = RELAY_RETRY_POLICY,
 ) -> int:
-    """Relay unpublished outbox rows batch by batch, each batch in its own transaction,
-    over one broker connection from `connect` (the app's `connection_for_write`)."""
+    """Relay unpublished outbox rows batch by batch, each batch in a transaction of its
+    own from `transactions`, over one broker connection from `connect` (the app's
+    `connection_for_write`).
+
+    The marks are bookkeeping whose loss in a database crash republishes the batch, which
+    consumers drop by `event_id` (delivery is at-least-once anyway), so `transactions`
+    is `core.db.bookkeeping_transaction`: its commit does not wait for the WAL flush,
+    which would hold the process that relays, usually the one that just committed the
+    events, for a disk write.
+    """
     published = 0
     with connect() as connection:
         for _ in range(max_batches):
-            with sessions.begin() as session:
-                sent = relay_batch(session, connection, retry_policy=retry_policy)
+            with transactions() as database:
+                sent = relay_batch(database, connection, retry_policy=retry_policy)
             published += sent
             if sent < RELAY_BATCH:
                 break
