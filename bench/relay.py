@@ -5,13 +5,19 @@ Yardsticks, in the same run and to the same bound queues: kombu's publish batch 
 framework's floor: what the relay's broker side costs at best) and one publish per
 event (how the relay published before it batched).
 
-`python -m bench.relay [--events 20000] [--queues 1 3]` (scratch database
-`matchops_bench_relay` on DATABASE_URL's server). Goal: the relay within 2x the floor.
+Then the relay a commit runs itself (`relay_now`), one event each time, as after a
+confirmation: the relaying process's CPU per relay and its statements, against kombu
+publishing the same one event over a pooled connection (the floor of that relay).
+
+`python -m bench.relay [--events 20000] [--queues 1 3] [--after-commit 2000]` (scratch
+database `matchops_bench_relay` on DATABASE_URL's server). Goal: the relay within 2x
+the floor.
 """
 
 from __future__ import annotations
 
 import argparse
+import time
 import uuid
 from contextlib import ExitStack
 from datetime import UTC, datetime
@@ -21,11 +27,12 @@ from kombu.connection import Connection
 from kombu.entity import Queue
 
 from bench.harness import bound_to_events, count_statements, report, timed, use_bench_database
-from core.db import bookkeeping_transaction, session_factory
+from core.db import bookkeeping_transaction, get_bookkeeping_engine, session_factory
 from core.followups import take_followups
 from core.outbox import emit_events
 from core.relay import EVENTS_EXCHANGE, relay_pending
 from workers.app import app
+from workers.triggers import relay_now
 
 # Events written per statement while the backlog is built.
 WRITE_CHUNK = 5_000
@@ -94,7 +101,7 @@ def measure(events: int, queue_count: int) -> None:
             for _ in range(queue_count)
         ]
         write_backlog(events)
-        with count_statements() as statements, timed() as relay:
+        with count_statements(get_bookkeeping_engine()) as statements, timed() as relay:
             published = relay_pending(bookkeeping_transaction, app.connection_for_write)
         relayed = queued(connection, queues)
         messages = bodies(events)
@@ -128,6 +135,48 @@ def measure(events: int, queue_count: int) -> None:
     )
 
 
+def measure_after_commit(relays: int) -> None:
+    """`relays` relays of one event each, as the commit that wrote it runs them, against
+    kombu publishing one event over a pooled connection: CPU of this process per relay
+    (the database's is not in it), and the relay's statements."""
+    with (
+        app.connection_for_write() as connection,
+        bound_to_events(connection, f"bench-relay-{uuid.uuid4().hex[:8]}") as queue,
+    ):
+        relay_cpu = 0.0
+        with count_statements(get_bookkeeping_engine()) as statements:
+            for _ in range(relays):
+                write_backlog(1)
+                started = time.process_time()
+                relay_now()
+                relay_cpu += time.process_time() - started
+        relayed = queued(connection, [queue])
+        publish_cpu = 0.0
+        for message in bodies(relays):
+            started = time.process_time()
+            with app.pool.acquire(block=True, timeout=2) as pooled:
+                publish_all(pooled, [message], batch=False)
+            publish_cpu += time.process_time() - started
+        published = queued(connection, [queue])
+    report(
+        f"relay after a commit, one event each, {relays:,} times",
+        [
+            (
+                "relay_now",
+                f"{relay_cpu * 1e6 / relays:,.0f} us of CPU per relay, "
+                f"{statements.value / relays:.2f} statements besides BEGIN and COMMIT, "
+                f"{relayed:,} messages queued",
+            ),
+            (
+                "kombu, one pooled publish (floor)",
+                f"{publish_cpu * 1e6 / relays:,.0f} us of CPU per publish, "
+                f"{published:,} messages queued",
+            ),
+            ("relay against the floor", f"{relay_cpu / publish_cpu:.2f}x"),
+        ],
+    )
+
+
 def main() -> None:
     """Relay a backlog with one and with several consumers' queues bound."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -135,10 +184,14 @@ def main() -> None:
     parser.add_argument(
         "--queues", type=int, nargs="+", default=[1, 3], help="bound queues, one run each"
     )
+    parser.add_argument(
+        "--after-commit", type=int, default=2_000, help="relays of one event, as after a commit"
+    )
     options = parser.parse_args()
     use_bench_database("matchops_bench_relay")
     for queue_count in options.queues:
         measure(options.events, queue_count)
+    measure_after_commit(options.after_commit)
 
 
 if __name__ == "__main__":
