@@ -7,7 +7,7 @@ import uuid
 from contextlib import ExitStack
 
 import pytest
-from sqlalchemy import Connection, func, insert, select, text
+from sqlalchemy import Connection, QueuePool, func, insert, select, text
 
 from core.db import bookkeeping_transaction, get_bookkeeping_engine
 from models.platform import TaskRun
@@ -55,8 +55,10 @@ def test_a_bookkeeping_transaction_rolls_back_when_its_block_raises():
 
 def test_bookkeeping_connections_are_in_autocommit_again_after_a_transaction():
     # Transactions side by side, so every connection the pool keeps has held one.
+    pool = get_bookkeeping_engine().pool
+    assert isinstance(pool, QueuePool)
     with ExitStack() as transactions:
-        for _ in range(get_bookkeeping_engine().pool.size()):
+        for _ in range(pool.size()):
             _mark(transactions.enter_context(bookkeeping_transaction()), uuid.uuid4().hex)
     marks = [uuid.uuid4().hex for _ in range(3)]
     connections = [get_bookkeeping_engine().connect() for _ in marks]
