@@ -27,7 +27,7 @@ from kombu.connection import Connection
 from kombu.entity import Queue
 
 from bench.harness import bound_to_events, count_statements, report, timed, use_bench_database
-from core.db import bookkeeping_transaction, get_bookkeeping_engine, session_factory
+from core.db import get_bookkeeping_engine, session_factory
 from core.followups import take_followups
 from core.outbox import emit_events
 from core.relay import EVENTS_EXCHANGE, relay_pending
@@ -102,7 +102,7 @@ def measure(events: int, queue_count: int) -> None:
         ]
         write_backlog(events)
         with count_statements(get_bookkeeping_engine()) as statements, timed() as relay:
-            published = relay_pending(bookkeeping_transaction, app.connection_for_write)
+            published = relay_pending(app.connection_for_write)
         relayed = queued(connection, queues)
         messages = bodies(events)
         with timed() as floor:

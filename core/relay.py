@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager
 from datetime import UTC
 from typing import Any
 
@@ -14,6 +13,7 @@ from sqlalchemy import Integer, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from core import tracing
+from core.db import bookkeeping_transaction
 from core.outages import publish_batch
 from core.results import TaskResult
 from models.platform import OutboxEvent
@@ -59,10 +59,6 @@ class PublishResult(TaskResult):
     published: int
 
 
-# A transaction to mark a batch in, as `core.db.bookkeeping_transaction` opens one.
-Transactions = Callable[[], AbstractContextManager[Database]]
-
-
 def relay_batch(
     database: Database,
     connection: Connection,
@@ -99,25 +95,24 @@ def relay_batch(
 
 
 def relay_pending(
-    transactions: Transactions,
     connect: Callable[[], Connection],
     max_batches: int = MAX_BATCHES_PER_RUN,
     retry_policy: Mapping[str, float] = RELAY_RETRY_POLICY,
 ) -> int:
-    """Relay unpublished outbox rows batch by batch, each batch in a transaction of its
-    own from `transactions`, over one broker connection from `connect` (the app's
-    `connection_for_write`).
+    """Relay unpublished outbox rows batch by batch, over one broker connection from
+    `connect` (the app's `connection_for_write`).
 
-    The marks are bookkeeping whose loss in a database crash republishes the batch, which
-    consumers drop by `event_id` (delivery is at-least-once anyway), so `transactions`
-    is `core.db.bookkeeping_transaction`: its commit does not wait for the WAL flush,
-    which would hold the process that relays, usually the one that just committed the
-    events, for a disk write.
+    Each batch is marked in a transaction of its own on a bookkeeping connection
+    (`core.db.bookkeeping_transaction`): the marks are bookkeeping whose loss in a
+    database crash republishes the batch, which consumers drop by `event_id` (delivery
+    is at-least-once anyway), so their commit does not wait for the WAL flush, which
+    would hold the process that relays, usually the one that just committed the events,
+    for a disk write.
     """
     published = 0
     with connect() as connection:
         for _ in range(max_batches):
-            with transactions() as database:
+            with bookkeeping_transaction() as database:
                 sent = relay_batch(database, connection, retry_policy=retry_policy)
             published += sent
             if sent < RELAY_BATCH:

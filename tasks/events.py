@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from sqlalchemy import exists, select
 
-from core.db import bookkeeping_transaction
 from core.followups import Due
 from core.relay import PublishResult, relay_pending
 from models import OutboxEvent
@@ -30,4 +29,4 @@ def publish_task(reporter: ProgressReporter, args: NoArgs) -> PublishResult:
     """Relay unpublished outbox events to the `matching.events` topic exchange."""
     # Rows committed from here on queue another run; this one may have read past them.
     mark_started(publish_task.spec.followup)
-    return {"published": relay_pending(bookkeeping_transaction, app.connection_for_write)}
+    return {"published": relay_pending(app.connection_for_write)}

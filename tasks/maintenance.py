@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core.db import bookkeeping_transaction, session_factory
+from core.db import session_factory
 from core.relay import relay_pending
 from core.settings import get_settings
 from domain.peer.session_store import session_store
@@ -25,7 +25,7 @@ def reconcile_task(reporter: ProgressReporter, args: NoArgs) -> ReconcileResult:
     sessions = session_factory()
     return reconcile(
         sessions,
-        relay=lambda: relay_pending(bookkeeping_transaction, app.connection_for_write),
+        relay=lambda: relay_pending(app.connection_for_write),
         store=session_store(),
         audit_retention_days=get_settings().audit_retention_days,
         progress=reporter.progress,

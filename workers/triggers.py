@@ -33,7 +33,6 @@ import kombu.exceptions
 import redis.exceptions
 
 from core.context import CALLER_HEADER
-from core.db import bookkeeping_transaction
 from core.dispatch import PUBLISH_RETRY_POLICY
 from core.followups import Due, Followup, send_followups_with
 from core.outages import DATABASE_ERRORS
@@ -143,7 +142,6 @@ def relay_now() -> bool:
     refused: the relay task then has them)."""
     try:
         relayed = relay_pending(
-            bookkeeping_transaction,
             lambda: app.pool.acquire(block=True, timeout=POOL_WAIT_SECONDS),
             max_batches=1,
             # A refused broker gives up within a second, not a relay task's seconds:

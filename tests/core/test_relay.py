@@ -8,7 +8,6 @@ import pytest
 from kombu.connection import Connection
 
 from bench.harness import bound_to_events, take_events
-from core.db import bookkeeping_transaction
 from core.followups import take_followups
 from core.outages import TRANSIENT_ERRORS
 from core.outbox import emit_events
@@ -33,10 +32,10 @@ def test_an_unreachable_broker_leaves_every_event_to_the_next_relay(worker, db):
         db.commit()
 
         with pytest.raises(TRANSIENT_ERRORS):
-            relay_pending(bookkeeping_transaction, lambda: Connection(nowhere, connect_timeout=1))
+            relay_pending(lambda: Connection(nowhere, connect_timeout=1))
         assert unpublished_events(db, marker) == 30
 
-        relay_pending(bookkeeping_transaction, app.connection_for_write)
+        relay_pending(app.connection_for_write)
         received = take_events(connection, queue)
     assert unpublished_events(db, marker) == 0
     # In the order they were written, each once.
